@@ -1,0 +1,154 @@
+"""Checkpoints: safetensors weights + JSON config and normalization, written atomically.
+
+A checkpoint is a folder holding `model.safetensors` (weights and the normalization buffers),
+`model.json` (the model config, normalization, package version and weights hash) and, for resuming,
+`train_state.safetensors` + `train_state.json` (optimizer moments, RNG states, step counters).
+Saving writes a fresh sibling folder and swaps it in with renames, so a kill at any moment leaves
+either the old or the new checkpoint whole, never a mix. Loading never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fad_edge import __version__
+from fad_edge.data.dataset import Normalization
+from fad_edge.errors import CheckpointError, DataError
+from fad_edge.listener_model import ListenerModel
+from fad_edge.models.config import ModelConfig
+
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_JSON = "model.json"
+STATE_WEIGHTS = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+FORMAT = "fad-edge-checkpoint/1"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model ready for inference plus what was saved beside it."""
+
+    model: ListenerModel
+    config: ModelConfig
+    normalization: Normalization
+    info: dict
+    path: Path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    folder: Path,
+    model: ListenerModel,
+    normalization: Normalization,
+    extra: dict | None = None,
+    train_tensors: dict[str, torch.Tensor] | None = None,
+    train_json: dict | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically (build beside it, then swap by rename)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(folder.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(weights, str(staging / MODEL_WEIGHTS), metadata={"format": FORMAT})
+    info = {
+        "format": FORMAT,
+        "fad_edge_version": __version__,
+        "config": model.config.to_dict(),
+        "normalization": normalization.to_dict(),
+        "weights_sha256": file_sha256(staging / MODEL_WEIGHTS),
+        **(extra or {}),
+    }
+    (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
+    if train_tensors is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in train_tensors.items()}, str(staging / STATE_WEIGHTS))
+        (staging / STATE_JSON).write_text(json.dumps(train_json or {}, indent=2))
+    for path in staging.iterdir():  # make the bytes durable before the swap
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def resolve_checkpoint(folder: Path) -> Path:
+    """The folder to read: the given one, or its `.old` twin when a save was cut between renames."""
+    folder = Path(folder)
+    if (folder / MODEL_JSON).exists():
+        return folder
+    old = folder.with_name(folder.name + ".old")
+    if (old / MODEL_JSON).exists():
+        return old
+    if folder.is_file():
+        raise CheckpointError(f"{folder}: a checkpoint is a folder holding {MODEL_JSON} and {MODEL_WEIGHTS}")
+    raise CheckpointError(f"{folder}: no fad-edge checkpoint here (missing {MODEL_JSON})")
+
+
+def read_checkpoint_info(folder: Path) -> dict:
+    """The checkpoint's JSON, validated as ours."""
+    path = resolve_checkpoint(folder) / MODEL_JSON
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not readable JSON ({error})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a fad-edge checkpoint (format {info.get('format') if isinstance(info, dict) else None!r})")
+    return info
+
+
+def load_checkpoint(folder: Path) -> LoadedCheckpoint:
+    """Load weights (safetensors, no pickle) into a fresh model in eval mode."""
+    folder = resolve_checkpoint(folder)
+    info = read_checkpoint_info(folder)
+    try:
+        config = ModelConfig.from_dict(info["config"])
+        normalization = Normalization.from_dict(info["normalization"])
+    except (KeyError, TypeError, ValueError, DataError) as error:
+        raise CheckpointError(f"{folder / MODEL_JSON}: invalid config or normalization ({error})") from None
+    weights_path = folder / MODEL_WEIGHTS
+    try:
+        weights = load_file(str(weights_path))
+    except (OSError, SafetensorError, ValueError) as error:
+        raise CheckpointError(f"{weights_path}: not readable safetensors ({error})") from None
+    model = ListenerModel(config)
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise CheckpointError(f"{weights_path}: weights do not fit the saved config ({first})") from None
+    model.eval()
+    return LoadedCheckpoint(model, config, normalization, info, folder)
+
+
+def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The resumable training state of a checkpoint, or None when it has none."""
+    folder = resolve_checkpoint(folder)
+    if not (folder / STATE_WEIGHTS).exists():
+        return None
+    try:
+        tensors = load_file(str(folder / STATE_WEIGHTS))
+        state = json.loads((folder / STATE_JSON).read_text())
+    except (OSError, SafetensorError, ValueError) as error:
+        raise CheckpointError(f"{folder}: training state is unreadable ({error}); resume from another checkpoint") from None
+    return tensors, state

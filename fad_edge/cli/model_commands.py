@@ -1,0 +1,105 @@
+"""`fad-edge train` and `fad-edge generate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def train(
+    data: Path = typer.Option(..., help="Dataset folder (our layout, with splits.json)."),
+    out: Path = typer.Option(..., help="Run folder: checkpoint/ (latest, resumable) and best/ go here."),
+    preset: str = typer.Option("small", help="Model preset: paper, small or tiny."),
+    epochs: int = typer.Option(8, min=1),
+    batch_size: int = typer.Option(32, min=1),
+    lr: float = typer.Option(1e-3, min=0.0),
+    weight_decay: float = typer.Option(1e-4, min=0.0),
+    seed: int = typer.Option(0),
+    context_clips: int = typer.Option(0, min=0, help="Preceding clips of speaker features each clip sees."),
+    modalities: str = typer.Option("both", help="Speaker inputs the model may use: both, audio or video."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
+    checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
+    threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
+    resume: bool = typer.Option(False, help="Continue from OUT/checkpoint if it exists."),
+) -> None:
+    """Train FAD/ELNet. Under `torchrun --nproc_per_node N -m fad_edge train ...` it trains with DDP (gloo)."""
+    from fad_edge.cli.progress import RichTrainReporter
+    from fad_edge.train import TrainConfig
+    from fad_edge.train import train as run_training
+
+    if modalities not in ("both", "audio", "video"):
+        raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
+    config = TrainConfig(
+        data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
+        max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
+    )
+    result = run_training(config, RichTrainReporter(console), resume=resume)
+    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; best: {result.best}")
+
+
+def generate(
+    checkpoint: Path = typer.Option(..., help="Checkpoint folder (e.g. RUN/best)."),
+    video: Path = typer.Option(..., help="Speaker video (30 fps, any size OpenCV reads)."),
+    audio: Path = typer.Option(..., help="Speaker audio (.wav/.flac, any sample rate)."),
+    out: Path = typer.Option(..., help="Output folder."),
+    steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
+    seed: int = typer.Option(0),
+    pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
+) -> None:
+    """Listener motion for a speaker video + audio: listener_coeffs.npy, listener.json, listener.png."""
+    from fad_edge.generate import generate_files
+    from fad_edge.runtime.torch_runner import TorchRunner
+
+    runner = TorchRunner.from_checkpoint(checkpoint, steps=steps, seed=seed)
+    settings = {"checkpoint": str(checkpoint), "steps": runner.settings.steps, "seed": seed,
+                "start_step": runner.settings.start_step}
+    result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings)
+    console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
+                              "plot": str(result.plot_path), "frames": result.n_frames}))
+
+
+def explain(
+    checkpoint: Path = typer.Option(..., help="Checkpoint folder."),
+    video: Path = typer.Option(..., help="Speaker video."),
+    audio: Optional[Path] = typer.Option(None, help="Speaker audio (default: silence)."),
+    frame: int = typer.Option(0, min=0, help="Frame to explain."),
+    target: str = typer.Option("motion", help="motion: what drives the predicted reaction; features: the video features."),
+    out: Path = typer.Option(Path("saliency.png"), help="PNG to write."),
+) -> None:
+    """Gradient saliency of the video encoder over a speaker frame (the paper's Figure 5)."""
+    import numpy as np
+    import torch
+
+    from fad_edge.checkpoint import load_checkpoint
+    from fad_edge.constants import SAMPLE_RATE
+    from fad_edge.data.media import read_audio, read_video
+    from fad_edge.explain import clip_of_frame, save_saliency_figure, saliency_map
+    from fad_edge.runtime.inputs import prepare_inputs
+
+    if target not in ("motion", "features"):
+        raise typer.BadParameter("must be motion or features", param_hint="--target")
+    loaded = load_checkpoint(checkpoint)
+    config = loaded.config
+    frames, _ = read_video(video)
+    samples, rate = read_audio(audio) if audio else (np.zeros(len(frames) * SAMPLE_RATE // 30 + 1, np.float32), SAMPLE_RATE)
+    start, index = clip_of_frame(frame, len(frames))
+    inputs = prepare_inputs(frames, samples, rate, config.image_size, config.audio_window_frames, config.n_mels)
+    images = torch.from_numpy(inputs.images[start : start + config.clip_len])
+    mel = torch.from_numpy(inputs.mel[start : start + config.clip_len])
+    heat = saliency_map(loaded.model, images, mel, index, target)
+    picture = (inputs.images[start + index].transpose(1, 2, 0) * 255).astype(np.uint8)
+    path = save_saliency_figure(picture, heat, out, f"{video.name}, frame {frame} ({target})")
+    console.print(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(train)
+    app.command()(generate)
+    app.command()(explain)

@@ -1,0 +1,88 @@
+"""The audio front end: log-mel frames aligned to video frames, and each frame's mel window.
+
+Alignment (DESIGN.md section 3): mel frames run at 120 Hz, 4 per video frame. Mel frame j is centred
+at sample round((j + 0.5) * 16000 / 120) and analyses a Hann window of N_FFT = 512 samples (32 ms)
+around that centre (zero padding at the ends), so mel frames 4i..4i+3 sit inside video frame i's
+1/30 s exactly and never drift, whatever the length. The hop alternates between 133 and 134
+samples to achieve this, which is why the frames are gathered here instead of by `librosa.stft`;
+the mel filter bank itself is librosa's (Slaney, 80 bands, 50 Hz - 8 kHz).
+
+Values are log10 power, floored at 1e-5, scaled as whisper does ((log + 4) / 4) to sit near [-1, 1].
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import librosa
+import numpy as np
+
+from fad_edge.constants import (
+    LOG_MEL_FLOOR,
+    MEL_FMAX,
+    MEL_FMIN,
+    MEL_FRAMES_PER_SECOND,
+    MELS_PER_FRAME,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+)
+from fad_edge.errors import DataError
+
+# The value of a silent mel bin after scaling; used to pad windows before the first frame.
+SILENCE = (np.log10(LOG_MEL_FLOOR) + 4.0) / 4.0
+
+
+@lru_cache(maxsize=4)
+def _mel_filters(n_mels: int) -> np.ndarray:
+    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=MEL_FMIN, fmax=MEL_FMAX).astype(
+        np.float32
+    )
+
+
+def mel_centres(n_mel_frames: int, first: int = 0) -> np.ndarray:
+    """Sample index of the centre of mel frames first .. first + n_mel_frames - 1."""
+    j = np.arange(first, first + n_mel_frames, dtype=np.float64)
+    return np.round((j + 0.5) * SAMPLE_RATE / MEL_FRAMES_PER_SECOND).astype(np.int64)
+
+
+def log_mel(samples: np.ndarray, n_video_frames: int, n_mels: int = N_MELS, first_frame: int = 0,
+            offset: int = 0) -> np.ndarray:
+    """Scaled log-mel (n_video_frames * 4, n_mels) for video frames first_frame .. first_frame + n - 1.
+
+    `samples` is mono 16 kHz audio whose sample 0 is absolute sample `offset` of the session (a
+    streaming caller passes a buffer that starts later); samples outside it count as silence.
+    """
+    if samples.ndim != 1:
+        raise DataError(f"audio must be mono (1-D), got shape {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        raise DataError("audio contains NaN or infinite samples")
+    n = n_video_frames * MELS_PER_FRAME
+    centres = mel_centres(n, first_frame * MELS_PER_FRAME) - offset
+    half = N_FFT // 2
+    padded = np.zeros(len(samples) + 2 * N_FFT + 2, dtype=np.float32)
+    padded[N_FFT : N_FFT + len(samples)] = samples
+    starts = np.clip(centres - half + N_FFT, 0, len(padded) - N_FFT)
+    frames = padded[starts[:, None] + np.arange(N_FFT)[None, :]]  # (n, N_FFT)
+    spectrum = np.abs(np.fft.rfft(frames * np.hanning(N_FFT).astype(np.float32), axis=1)) ** 2
+    mel = spectrum.astype(np.float32) @ _mel_filters(n_mels).T  # (n, n_mels)
+    return ((np.log10(np.maximum(mel, LOG_MEL_FLOOR)) + 4.0) / 4.0).astype(np.float32)
+
+
+def frame_windows(mel: np.ndarray, window_frames: int, history: np.ndarray | None = None) -> np.ndarray:
+    """Each video frame's audio input: the mel of the `window_frames` frames ending with it.
+
+    mel: (T * 4, n_mels). history: the mel of earlier frames (any length, most recent last) or None
+    for the start of a session (padded with silence). Returns (T, 1, window_frames * 4, n_mels).
+    """
+    n_mels = mel.shape[1]
+    frames = mel.shape[0] // MELS_PER_FRAME
+    width = window_frames * MELS_PER_FRAME
+    before = width - MELS_PER_FRAME
+    if history is None or len(history) == 0:
+        history = np.full((0, n_mels), SILENCE, dtype=np.float32)
+    history = history[-before:] if before > 0 else history[:0]
+    pad = np.full((before - len(history), n_mels), SILENCE, dtype=np.float32)
+    full = np.concatenate([pad, history, mel], axis=0)  # (before + T*4, n_mels)
+    index = np.arange(frames)[:, None] * MELS_PER_FRAME + np.arange(width)[None, :]
+    return full[index][:, None, :, :]  # (T, 1, width, n_mels)

@@ -1,0 +1,161 @@
+"""Training data: sessions decoded once into a compact cache, normalization, and clip sampling.
+
+Each session is decoded (OpenCV video resized to the model's image size, librosa log-mel) once and
+cached as an uncompressed .npz of uint8 frames and float16 mel beside the dataset, keyed by the image
+size and the source files' sizes and times, so epochs never re-decode video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fad_edge.atomic import atomic_write_bytes
+from fad_edge.constants import CLIP_LEN, N_COEFFS
+from fad_edge.data import layout
+from fad_edge.data.audio_features import frame_windows, log_mel
+from fad_edge.errors import DataError
+
+CACHE_DIR = ".fad_cache"
+
+
+@dataclass
+class SessionFeatures:
+    """One session as the model consumes it: frames at model size, mel, and motion."""
+
+    name: str
+    frames: np.ndarray  # (T, S, S, 3) uint8 RGB
+    mel: np.ndarray  # (T * 4, n_mels) float32
+    listener: np.ndarray  # (T, 56) float32, de-normalized
+    speaker: np.ndarray | None  # (T, 56) float32 or None
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.listener)
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-dimension mean and std of listener motion over the training split."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, sessions: list[SessionFeatures]) -> "Normalization":
+        if not sessions:
+            raise DataError("cannot compute normalization: the training split has no sessions")
+        motion = np.concatenate([s.listener for s in sessions]).astype(np.float64)
+        std = np.maximum(motion.std(axis=0), 1e-3)  # constant dims must not divide by zero
+        return cls(motion.mean(axis=0).astype(np.float32), std.astype(np.float32))
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Normalization":
+        mean, std = np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32)
+        if mean.shape != (N_COEFFS,) or std.shape != (N_COEFFS,) or np.any(std <= 0):
+            raise DataError(f"normalization must hold {N_COEFFS} means and positive stds")
+        return cls(mean, std)
+
+
+def _cache_key(folder: Path, image_size: int, n_mels: int) -> str:
+    parts = [f"{image_size}", f"{n_mels}"]
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def load_features(folder: Path, image_size: int, n_mels: int, use_cache: bool = True) -> SessionFeatures:
+    """A session's features, from the cache when its source files are unchanged."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: session folder does not exist")
+    cache = folder.parent / CACHE_DIR / f"{folder.name}-{_cache_key(folder, image_size, n_mels)}.npz"
+    if use_cache and cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as data:
+                speaker = data["speaker"] if data["has_speaker"] else None
+                return SessionFeatures(folder.name, data["frames"], data["mel"].astype(np.float32),
+                                       data["listener"], speaker)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt below
+    session = layout.load_session(folder, image_size)
+    mel = log_mel(session.audio, session.listener.shape[0], n_mels)
+    features = SessionFeatures(folder.name, session.frames, mel, session.listener, session.speaker)
+    if use_cache:
+        cache.parent.mkdir(exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            frames=features.frames,
+            mel=mel.astype(np.float16),
+            listener=features.listener,
+            speaker=features.speaker if features.speaker is not None else np.zeros((0, N_COEFFS), np.float32),
+            has_speaker=np.array(features.speaker is not None),
+        )
+        atomic_write_bytes(cache, buffer.getvalue())
+        features.mel = mel.astype(np.float16).astype(np.float32)  # identical to what a cache hit returns
+    return features
+
+
+def load_split(root: Path, split: str, image_size: int, n_mels: int, use_cache: bool = True) -> list[SessionFeatures]:
+    """Every session of a split (DataError on an empty or unknown split)."""
+    return [load_features(path, image_size, n_mels, use_cache) for path in layout.list_sessions(Path(root), split)]
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Clips of L frames with their speaker inputs (and `context_clips` preceding clips).
+
+    Item: images (F, 3, S, S) float in [0, 1], mel (F, 1, W, M), valid (F,) 1 where the frame exists
+    (0 for context before the session start), motion (L, 56) normalized, with F = (C + 1) * L.
+    Clips start every `stride` frames, so successive epochs see the data at many offsets.
+    """
+
+    def __init__(
+        self,
+        sessions: list[SessionFeatures],
+        normalization: Normalization,
+        audio_window_frames: int,
+        context_clips: int = 0,
+        stride: int = 4,
+        clip_len: int = CLIP_LEN,
+    ) -> None:
+        self.sessions = sessions
+        self.clip_len, self.context = clip_len, context_clips
+        self.windows = [frame_windows(s.mel, audio_window_frames) for s in sessions]  # (T, 1, W, M) each
+        self.motion = [(s.listener - normalization.mean) / normalization.std for s in sessions]
+        self.index = [
+            (i, start)
+            for i, s in enumerate(sessions)
+            for start in range(0, s.n_frames - clip_len + 1, stride)
+        ]
+        if not self.index:
+            raise DataError(f"no clip of {clip_len} frames fits in the given sessions")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        session, start = self.index[item]
+        first = start - self.context * self.clip_len
+        frame_ids = np.arange(first, start + self.clip_len)
+        valid = frame_ids >= 0
+        safe = np.clip(frame_ids, 0, None)
+        frames = self.sessions[session].frames[safe]  # (F, S, S, 3) uint8
+        images = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        return {
+            "images": images,
+            "mel": torch.from_numpy(np.ascontiguousarray(self.windows[session][safe])),
+            "valid": torch.from_numpy(valid.astype(np.float32)),
+            "motion": torch.from_numpy(self.motion[session][start : start + self.clip_len].astype(np.float32)),
+        }
+

@@ -1,0 +1,153 @@
+"""Our on-disk dataset layout (DESIGN.md section 3), with a validator that names the bad file.
+
+    DATA/splits.json            {"train": [...], "val": [...], "test": [...]} session folder names
+    DATA/<session>/speaker.mp4  speaker video, 30 fps
+    DATA/<session>/speaker.wav  speaker audio, mono 16 kHz
+    DATA/<session>/listener_coeffs.npy  (T, 56) float32 FLAME [exp 50, jaw 3, head 3]
+    DATA/<session>/speaker_coeffs.npy   (T, 56) float32, optional
+    DATA/<session>/meta.json    {"fps": 30, "sample_rate": 16000, "source": ..., "n_frames": T}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fad_edge.atomic import atomic_save_npy, atomic_write_bytes
+from fad_edge.constants import FPS, N_COEFFS, SAMPLE_RATE
+from fad_edge.data.media import read_audio, read_video, write_video, write_wav
+from fad_edge.errors import DataError
+
+VIDEO = "speaker.mp4"
+AUDIO = "speaker.wav"
+LISTENER = "listener_coeffs.npy"
+SPEAKER = "speaker_coeffs.npy"
+META = "meta.json"
+SPLITS = "splits.json"
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass
+class Session:
+    """One dyadic session, validated."""
+
+    name: str
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    audio: np.ndarray  # mono float32, 16 kHz
+    sample_rate: int
+    listener: np.ndarray  # (T, 56) float32
+    speaker: np.ndarray | None  # (T, 56) float32
+    meta: dict = field(default_factory=dict)
+
+
+def write_session(
+    folder: Path,
+    frames: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    listener: np.ndarray,
+    speaker: np.ndarray | None = None,
+    source: str = "unknown",
+) -> Path:
+    """Write one session folder (every file atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_video(folder / VIDEO, frames, FPS)
+    write_wav(folder / AUDIO, audio, sample_rate)
+    atomic_save_npy(folder / LISTENER, np.asarray(listener, np.float32))
+    if speaker is not None:
+        atomic_save_npy(folder / SPEAKER, np.asarray(speaker, np.float32))
+    meta = {"fps": FPS, "sample_rate": sample_rate, "source": source, "n_frames": int(len(listener))}
+    atomic_write_bytes(folder / META, json.dumps(meta, indent=2).encode())
+    return folder
+
+
+def load_coefficients(path: Path) -> np.ndarray:
+    """A (T, 56) finite float32 coefficient array, or a DataError naming the file and the problem."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
+    if array.ndim != 2 or array.shape[1] != N_COEFFS:
+        raise DataError(f"{path}: expected shape (T, {N_COEFFS}), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{path}: expected numbers, got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"{path}: contains NaN or infinite values")
+    return array.astype(np.float32)
+
+
+def _read_meta(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    if abs(float(meta.get("fps", FPS)) - FPS) > 1e-3:
+        raise DataError(f"{path}: fps is {meta.get('fps')}, fad-edge expects {FPS}")
+    return meta
+
+
+def load_session(folder: Path, image_size: int | None = None) -> Session:
+    """Read and validate a session; frames resized to image_size x image_size when given."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: session folder not found")
+    meta = _read_meta(folder / META)
+    listener = load_coefficients(folder / LISTENER)
+    speaker = load_coefficients(folder / SPEAKER) if (folder / SPEAKER).exists() else None
+    frames, fps = read_video(folder / VIDEO, image_size)
+    if fps and abs(fps - FPS) > 0.5:
+        raise DataError(f"{folder / VIDEO}: video is {fps:.2f} fps, fad-edge expects {FPS}")
+    audio, rate = read_audio(folder / AUDIO)
+    if rate != SAMPLE_RATE:
+        raise DataError(f"{folder / AUDIO}: sample rate is {rate} Hz; resample it to {SAMPLE_RATE} Hz mono")
+    n = len(frames)
+    for name, array in ((LISTENER, listener), (SPEAKER, speaker)):
+        if array is not None and abs(len(array) - n) > 1:
+            raise DataError(f"{folder / name}: {len(array)} rows but the video has {n} frames")
+    n = min([n, len(listener)] + ([len(speaker)] if speaker is not None else []))
+    video_seconds, audio_seconds = n / FPS, len(audio) / SAMPLE_RATE
+    if audio_seconds < video_seconds - 1.0 / FPS:
+        raise DataError(f"{folder / AUDIO}: audio is {audio_seconds:.2f} s but the video is {video_seconds:.2f} s")
+    return Session(folder.name, frames[:n], audio, rate, listener[:n], None if speaker is None else speaker[:n], meta)
+
+
+def write_splits(root: Path, splits: dict[str, list[str]]) -> Path:
+    return atomic_write_bytes(Path(root) / SPLITS, json.dumps(splits, indent=2).encode())
+
+
+def read_splits(root: Path) -> dict[str, list[str]]:
+    """The split lists, each session folder checked to exist."""
+    path = Path(root) / SPLITS
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (is {root} a fad-edge dataset?)")
+    try:
+        splits = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
+        raise DataError(f"{path}: expected {{split: [session, ...]}}")
+    for names in splits.values():
+        for name in names:
+            if not (Path(root) / name).is_dir():
+                raise DataError(f"{path}: lists session {name!r}, but {Path(root) / name} does not exist")
+    return splits
+
+
+def list_sessions(root: Path, split: str) -> list[Path]:
+    """Session folders of one split; DataError when the split is unknown or empty."""
+    splits = read_splits(root)
+    if split not in splits:
+        raise DataError(f"{Path(root) / SPLITS}: no split named {split!r} (has {sorted(splits)})")
+    if not splits[split]:
+        raise DataError(f"{Path(root) / SPLITS}: split {split!r} is empty")
+    return [Path(root) / name for name in splits[split]]

@@ -1,0 +1,95 @@
+"""Reading and writing speaker video (OpenCV) and audio (soundfile), with errors that name the file."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import cv2
+import librosa
+import numpy as np
+import soundfile
+
+from fad_edge.atomic import atomic_write_bytes, temporary_sibling
+from fad_edge.errors import DataError
+
+
+def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
+    """All frames as uint8 RGB (T, H, W, 3), resized to size x size (INTER_AREA) when given, and the fps."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise DataError(f"{path}: not a readable video (OpenCV could not open it)")
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        frames = []
+        shape = None
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if shape is not None and frame.shape != shape:
+                raise DataError(f"{path}: frame {len(frames)} is {frame.shape[:2]}, earlier frames {shape[:2]}")
+            shape = frame.shape
+            if size is not None:
+                frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    finally:
+        capture.release()
+    if not frames:
+        raise DataError(f"{path}: the video has no readable frames (corrupt or empty file)")
+    return np.stack(frames), fps
+
+
+def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
+    """Write uint8 RGB frames (T, H, W, 3) as an mp4 (mp4v), atomically."""
+    frames_rgb = np.asarray(frames_rgb)
+    if frames_rgb.dtype != np.uint8 or frames_rgb.ndim != 4 or frames_rgb.shape[-1] != 3 or len(frames_rgb) == 0:
+        raise DataError(f"video frames must be non-empty uint8 (T, H, W, 3), got {frames_rgb.dtype} {frames_rgb.shape}")
+    path = Path(path)
+    temporary = temporary_sibling(path)
+    height, width = frames_rgb.shape[1:3]
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+    try:
+        if not writer.isOpened():
+            raise DataError(f"{path}: OpenCV cannot write mp4 here")
+        for frame in frames_rgb:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    os.replace(temporary, path)
+    return path
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the sample rate (channels averaged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: audio file not found")
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError, ValueError) as error:
+        raise DataError(f"{path}: not a readable audio file ({str(error).splitlines()[0]})") from None
+    samples = samples.mean(axis=1)
+    if samples.size == 0:
+        raise DataError(f"{path}: the audio file is empty")
+    if not np.all(np.isfinite(samples)):
+        raise DataError(f"{path}: the audio contains NaN or infinite samples")
+    return samples.astype(np.float32), int(rate)
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """16-bit PCM wav, atomically."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(np.asarray(samples, np.float32), -1, 1), sample_rate, subtype="PCM_16", format="WAV")
+    return atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def resample_audio(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample with librosa (soxr high quality)."""
+    if from_rate == to_rate:
+        return np.asarray(samples, np.float32)
+    return librosa.resample(np.asarray(samples, np.float32), orig_sr=from_rate, target_sr=to_rate).astype(np.float32)

@@ -1,0 +1,311 @@
+"""A procedural dyadic dataset in which the listener truly reacts to what the speaker shows and says.
+
+No real dyadic dataset can be downloaded where fad-edge is developed and tested, so this generator
+stands in for one (DESIGN.md section 4). Everything is drawn from `numpy.random.default_rng(seed)`:
+the same seed gives the same bytes of every .npy file.
+
+The speaker
+    Phrases of 1.5-4 s separated by pauses of 0.4-1.5 s; inside a phrase, syllables at 3-6 Hz make the
+    speech envelope. Each phrase has a pitch contour around the session's base pitch (100-220 Hz) and
+    ends either RISING (+35% over its last 0.5 s) or FALLING (-25%), at random. Independent of speech:
+    smile events (0-1, 1.5-4 s long, ~6 a minute), brow raises (~3 a minute), blinks every 2-6 s, and
+    a head rotation made of slow sinusoids (yaw +-0.25, pitch +-0.12, roll +-0.06 rad).
+    Speaker coefficients (T, 56): expression = a fixed mixing of [smile, brow, blink, mouth, idle]
+    (one "FLAME basis" shared by all sessions) + noise; jaw opening = 0.25 rad x envelope; head = pose.
+    Video: an OpenCV face (varied skin, background, lighting gradient, camera jitter) whose pose moves
+    and rotates the face, eyes blink, brows rise, and the mouth opens with the envelope and curves up
+    with the smile. Audio: 10 harmonics of the moving pitch shaped by the syllable envelope.
+
+The listener, rule by rule (each with a base lag, plus a per-session jitter of +-2 frames, plus noise)
+    1. NOD, audible only: a damped 1.5-cycle head-pitch oscillation (0.15 rad, 20 frames) starting
+       `lag_nod` = 8 frames after a pause begins, but only after a phrase that ended with FALLING
+       pitch. Pauses are visible (the mouth stops), which pauses cause a nod is only audible.
+    2. SMILE MIRROR, visible only: the listener's smile factor is 0.8 x the speaker's smile, smoothed
+       and delayed by `lag_smile` = 6 frames.
+    3. BROW RAISE, audible only: a 24-frame brow raise `lag_brow` = 4 frames after a phrase that ended
+       with RISING pitch.
+    4. HEAD FOLLOW, visible only: listener yaw = 0.5 x speaker yaw delayed by `lag_head` = 12 frames.
+    5. IDLE, unpredictable: slow random drift of head pose (~0.02 rad) and two expression factors,
+       random blinks, and 0.03 per-dimension noise.
+    The 50 expression dims are a fixed correlated mixture of the listener factors [smile, brow,
+    blink, idle1, idle2] (another constant basis, decaying scale like 3DMM components).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fad_edge.constants import EXPRESSION, FPS, HEAD, JAW, N_COEFFS, N_EXPRESSION, SAMPLE_RATE
+from fad_edge.data.layout import write_session, write_splits
+
+# Constant seeds for the two "FLAME bases": the same for every session and dataset.
+_SPEAKER_BASIS_SEED = 20_231_001
+_LISTENER_BASIS_SEED = 20_231_002
+
+LAG_NOD, LAG_SMILE, LAG_BROW, LAG_HEAD = 8, 6, 4, 12
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Knobs of the generator (defaults are the documented rules)."""
+
+    seconds: float = 40.0
+    image_size: int = 128
+    lag_jitter: int = 2
+    coefficient_noise: float = 0.03
+    idle_head: float = 0.02
+    idle_expression: float = 0.12
+
+
+@dataclass
+class SyntheticSession:
+    frames: np.ndarray  # (T, S, S, 3) uint8 RGB
+    audio: np.ndarray  # (T * 16000 / 30,) float32
+    speaker: np.ndarray  # (T, 56) float32
+    listener: np.ndarray  # (T, 56) float32
+    lags: dict[str, int]
+
+
+@dataclass
+class _Speech:
+    active: np.ndarray  # (T,) bool, inside a phrase
+    envelope: np.ndarray  # (samples,) syllable envelope, 0..1
+    pitch: np.ndarray  # (T,) Hz
+    pauses: list[tuple[int, bool]]  # (frame where the pause begins, phrase ended rising)
+
+
+def _basis(seed: int, factors: int, scales: np.ndarray) -> np.ndarray:
+    """A fixed (50, factors) mixing matrix with 3DMM-like decaying scale over dims."""
+    rng = np.random.default_rng(seed)
+    decay = np.exp(-np.arange(N_EXPRESSION) / 12.0)[:, None]
+    basis = rng.standard_normal((N_EXPRESSION, factors)) * decay
+    basis /= np.linalg.norm(basis, axis=0, keepdims=True)
+    return basis * scales[None, :] * 2.5
+
+
+def _smooth(signal: np.ndarray, frames: int) -> np.ndarray:
+    kernel = np.hanning(2 * frames + 1)
+    kernel /= kernel.sum()
+    return np.convolve(signal, kernel, mode="same")
+
+
+def _delay(signal: np.ndarray, lag: int) -> np.ndarray:
+    """signal delayed by `lag` frames (the start repeats the first value)."""
+    return np.concatenate([np.full(lag, signal[0]), signal[: len(signal) - lag]]) if lag > 0 else signal.copy()
+
+
+def _events(rng: np.random.Generator, n: int, per_minute: float, length: tuple[float, float]) -> np.ndarray:
+    """Raised-cosine events of random length and amplitude 0.6-1 at Poisson times, clipped to 0..1."""
+    out = np.zeros(n)
+    count = rng.poisson(per_minute * n / FPS / 60.0)
+    for start in rng.integers(0, n, count):
+        duration = int(rng.uniform(*length) * FPS)
+        shape = np.sin(np.linspace(0, np.pi, duration)) ** 2 * rng.uniform(0.6, 1.0)
+        stop = min(n, start + duration)
+        out[start:stop] += shape[: stop - start]
+    return np.clip(out, 0, 1)
+
+
+def _blinks(rng: np.random.Generator, n: int) -> np.ndarray:
+    out = np.zeros(n)
+    t = int(rng.uniform(0.5, 3) * FPS)
+    while t < n:
+        out[t : t + 4] = [0.6, 1.0, 1.0, 0.5][: max(0, min(4, n - t))]
+        t += int(rng.uniform(2, 6) * FPS)
+    return out
+
+
+def _sinusoids(rng: np.random.Generator, n: int, amplitude: float) -> np.ndarray:
+    t = np.arange(n) / FPS
+    parts = [np.sin(2 * np.pi * rng.uniform(0.05, 0.4) * t + rng.uniform(0, 2 * np.pi)) for _ in range(3)]
+    return amplitude * np.sum(parts, axis=0) / 1.7
+
+
+def _speech(rng: np.random.Generator, n: int) -> _Speech:
+    samples = int(round(n * SAMPLE_RATE / FPS))
+    active, pitch = np.zeros(n, bool), np.zeros(n)
+    envelope = np.zeros(samples)
+    base, rate = rng.uniform(100, 220), rng.uniform(3, 6)
+    pauses: list[tuple[int, bool]] = []
+    t = rng.uniform(0.3, 0.8)
+    while t < n / FPS:
+        length = rng.uniform(1.5, 4.0)
+        start, stop = int(t * FPS), min(n, int((t + length) * FPS))
+        rising = bool(rng.random() < 0.5)
+        frames = np.arange(start, stop)
+        contour = base * (1.05 - 0.1 * (frames - start) / max(1, stop - start))  # declination
+        tail = np.clip(((frames - stop) / FPS + 0.5) / 0.5, 0, 1)
+        contour *= 1 + (0.35 if rising else -0.25) * tail
+        pitch[start:stop] = contour * (1 + 0.02 * np.sin(2 * np.pi * 5 * frames / FPS))
+        active[start:stop] = True
+        syllable = t
+        while syllable < t + length - 0.1:
+            duration = 0.8 / rate * rng.uniform(0.8, 1.2)
+            a, b = int(syllable * SAMPLE_RATE), min(samples, int((syllable + duration) * SAMPLE_RATE))
+            if b > a:
+                envelope[a:b] = np.maximum(envelope[a:b], np.sin(np.linspace(0, np.pi, b - a)) * rng.uniform(0.6, 1.0))
+            syllable += duration + rng.uniform(0.02, 0.12)
+        if stop < n:
+            pauses.append((stop, rising))
+        t += length + rng.uniform(0.4, 1.5)
+    return _Speech(active, envelope, pitch, pauses)
+
+
+def _audio(rng: np.random.Generator, speech: _Speech) -> np.ndarray:
+    samples = len(speech.envelope)
+    frame_times = (np.arange(len(speech.pitch)) + 0.5) / FPS
+    filled = np.where(speech.pitch > 0, speech.pitch, np.nan)
+    valid = ~np.isnan(filled)
+    filled = np.interp(frame_times, frame_times[valid], filled[valid]) if valid.any() else np.full_like(frame_times, 150.0)
+    f0 = np.interp(np.arange(samples) / SAMPLE_RATE, frame_times, filled)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    voice = sum(np.sin(k * phase) / k for k in range(1, 11))
+    audio = 0.25 * voice * speech.envelope + 0.002 * rng.standard_normal(samples)
+    return audio.astype(np.float32)
+
+
+def _frame_envelope(speech: _Speech, n: int) -> np.ndarray:
+    edges = np.round(np.arange(n + 1) * SAMPLE_RATE / FPS).astype(int)
+    return np.array([speech.envelope[a:b].mean() if b > a else 0.0 for a, b in zip(edges[:-1], edges[1:])])
+
+
+def _pulse(n: int, onsets: list[int], shape: np.ndarray) -> np.ndarray:
+    out = np.zeros(n)
+    for onset in onsets:
+        stop = min(n, onset + len(shape))
+        if onset < n:
+            out[onset:stop] += shape[: stop - onset]
+    return out
+
+
+def _draw_face(canvas: np.ndarray, pose: np.ndarray, smile: float, brow: float, blink: float, mouth: float,
+               skin: tuple, offset: tuple[float, float]) -> None:
+    """Draw one speaker frame in place: pose = (pitch, yaw, roll) in radians."""
+    size = canvas.shape[0]
+    pitch, yaw, roll = pose
+    cx, cy = size / 2 + offset[0] + yaw * 0.35 * size, size / 2 + offset[1] + pitch * 0.35 * size
+    angle = np.degrees(roll)
+    rotation = np.array([[np.cos(roll), -np.sin(roll)], [np.sin(roll), np.cos(roll)]])
+    shift = np.array([yaw * 0.3 * size, pitch * 0.3 * size])  # features slide as the head turns
+
+    def at(x: float, y: float) -> tuple[int, int]:
+        p = rotation @ (np.array([x, y]) * size + shift) + np.array([cx, cy])
+        return int(round(p[0] * 16)), int(round(p[1] * 16))  # 4 fractional bits for cv2 shift=4
+
+    axes = (int(0.34 * size * 16), int(0.44 * size * 16))
+    cv2.ellipse(canvas, at(0, 0), axes, angle, 0, 360, skin, -1, cv2.LINE_AA, 4)
+    dark = tuple(int(c * 0.35) for c in skin)
+    for side in (-1, 1):
+        eye = at(side * 0.13, -0.08)
+        opening = max(1, int(0.035 * size * 16 * (1 - 0.9 * blink)))
+        cv2.ellipse(canvas, eye, (int(0.06 * size * 16), opening), angle, 0, 360, (250, 250, 250), -1, cv2.LINE_AA, 4)
+        cv2.circle(canvas, eye, int(0.022 * size * 16 * (1 - 0.9 * blink)) + 1, (40, 30, 20), -1, cv2.LINE_AA, 4)
+        lift = 0.05 * brow
+        cv2.line(canvas, at(side * 0.07, -0.17 - lift), at(side * 0.2, -0.16 - lift - 0.02 * brow * side * 0),
+                 dark, max(1, size // 40), cv2.LINE_AA, 4)
+    cv2.line(canvas, at(0, -0.02), at(0.01, 0.08), dark, max(1, size // 64), cv2.LINE_AA, 4)
+    width = 0.11 * (1 + 0.3 * smile)
+    xs = np.linspace(-width, width, 15)
+    curve = (xs / width) ** 2
+    upper = 0.2 - 0.06 * smile * curve - 0.01 - 0.5 * 0.09 * mouth * (1 - curve)
+    lower = 0.2 - 0.06 * smile * curve + 0.01 + 0.5 * 0.09 * mouth * (1 - curve) + 0.02 * smile * (1 - curve)
+    points = [at(x, y) for x, y in zip(xs, upper)] + [at(x, y) for x, y in zip(xs[::-1], lower[::-1])]
+    cv2.fillPoly(canvas, [np.array(points, np.int32)], (150, 40, 50), cv2.LINE_AA, 4)
+
+
+def _video(rng: np.random.Generator, size: int, head: np.ndarray, smile: np.ndarray, brow: np.ndarray,
+           blink: np.ndarray, mouth: np.ndarray) -> np.ndarray:
+    n = len(head)
+    background = np.array(rng.uniform(30, 220, 3))
+    skin = tuple(float(c) for c in rng.uniform([150, 100, 70], [240, 190, 160]))
+    gradient = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(1.0, 1.2), size)
+    light = (gradient[None, :, None] if rng.random() < 0.5 else gradient[:, None, None]).astype(np.float32)
+    jitter = np.cumsum(rng.normal(0, 0.3, (n, 2)), axis=0)
+    jitter = np.clip(jitter - _smooth(jitter[:, 0], 30)[:, None] * 0, -3, 3)
+    frames = np.empty((n, size, size, 3), np.uint8)
+    base = np.empty((size, size, 3), np.uint8)
+    base[:] = background.astype(np.uint8)
+    for i in range(n):
+        canvas = base.copy()
+        _draw_face(canvas, head[i], smile[i], brow[i], blink[i], mouth[i], skin, (jitter[i, 0], jitter[i, 1]))
+        frames[i] = np.clip(canvas * light, 0, 255).astype(np.uint8)
+    return frames
+
+
+def generate_session(seed: int, config: SyntheticConfig = SyntheticConfig()) -> SyntheticSession:
+    """One synthetic dyadic session, deterministic by seed."""
+    rng = np.random.default_rng(seed)
+    n = int(round(config.seconds * FPS))
+    speech = _speech(rng, n)
+    envelope = _frame_envelope(speech, n)
+    smile = _events(rng, n, 6.0, (1.5, 4.0))
+    brow = _events(rng, n, 3.0, (0.8, 2.0))
+    blink = _blinks(rng, n)
+    head = np.stack([_sinusoids(rng, n, 0.12), _sinusoids(rng, n, 0.25), _sinusoids(rng, n, 0.06)], axis=1)
+
+    speaker = np.zeros((n, N_COEFFS))
+    idle_s = np.stack([_smooth(rng.standard_normal(n), 20) * 2, _smooth(rng.standard_normal(n), 20) * 2], axis=1)
+    factors_s = np.stack([smile, brow, blink, envelope, idle_s[:, 0] * 0.1, idle_s[:, 1] * 0.1], axis=1)
+    speaker[:, EXPRESSION] = factors_s @ _basis(_SPEAKER_BASIS_SEED, 6, np.array([1, 0.8, 0.4, 0.7, 0.3, 0.3])).T
+    speaker[:, EXPRESSION] += config.coefficient_noise * rng.standard_normal((n, N_EXPRESSION))
+    speaker[:, JAW.start] = 0.25 * envelope
+    speaker[:, HEAD] = head
+
+    jitter = lambda: int(rng.integers(-config.lag_jitter, config.lag_jitter + 1))  # noqa: E731
+    lags = {"nod": LAG_NOD + jitter(), "smile": LAG_SMILE + jitter(), "brow": LAG_BROW + jitter(),
+            "head": LAG_HEAD + jitter()}
+    lags = {k: max(0, v) for k, v in lags.items()}
+    nod_shape = 0.15 * np.sin(np.linspace(0, 3 * np.pi, 20)) * np.exp(-np.linspace(0, 2, 20))
+    brow_shape = np.sin(np.linspace(0, np.pi, 24)) ** 2
+    nods = [frame + lags["nod"] for frame, rising in speech.pauses if not rising]
+    raises = [frame + lags["brow"] for frame, rising in speech.pauses if rising]
+    nod = _pulse(n, nods, nod_shape) * rng.uniform(0.85, 1.15)
+    listener_brow = np.clip(_pulse(n, raises, brow_shape), 0, 1.2) * rng.uniform(0.85, 1.15)
+    listener_smile = 0.8 * _delay(_smooth(smile, 5), lags["smile"])
+    listener_yaw = 0.5 * _delay(head[:, 1], lags["head"])
+
+    idle = lambda scale: _smooth(rng.standard_normal(n), 25) * scale * 4  # noqa: E731
+    listener = np.zeros((n, N_COEFFS))
+    factors_l = np.stack([listener_smile, listener_brow, _blinks(rng, n) * 0.5,
+                          idle(config.idle_expression), idle(config.idle_expression)], axis=1)
+    listener[:, EXPRESSION] = factors_l @ _basis(_LISTENER_BASIS_SEED, 5, np.array([1, 0.8, 0.4, 0.5, 0.5])).T
+    listener[:, EXPRESSION] += config.coefficient_noise * rng.standard_normal((n, N_EXPRESSION))
+    listener[:, JAW.start] = 0.02 + 0.01 * np.abs(idle(1.0))
+    listener[:, HEAD.start] = nod + idle(config.idle_head)
+    listener[:, HEAD.start + 1] = listener_yaw + idle(config.idle_head)
+    listener[:, HEAD.start + 2] = idle(config.idle_head)
+    listener[:, JAW] += 0.005 * rng.standard_normal((n, 3))
+
+    frames = _video(rng, config.image_size, head, smile, brow, blink, envelope / max(envelope.max(), 1e-6))
+    audio = _audio(rng, speech)
+    return SyntheticSession(frames, audio, speaker.astype(np.float32), listener.astype(np.float32), lags)
+
+
+def split_names(names: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
+    """About 70/15/15, each split at least one session."""
+    order = [names[i] for i in rng.permutation(len(names))]
+    n_val = n_test = max(1, round(0.15 * len(names)))
+    return {"train": sorted(order[n_val + n_test :]), "val": sorted(order[:n_val]),
+            "test": sorted(order[n_val : n_val + n_test])}
+
+
+def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128) -> dict:
+    """Write `sessions` synthetic sessions and splits.json in our layout; returns the splits."""
+    if sessions < 3:
+        raise ValueError("need at least 3 sessions (train, val and test)")
+    out_dir = Path(out_dir)
+    config = SyntheticConfig(seconds=seconds, image_size=image_size)
+    names = []
+    for index in range(sessions):
+        session = generate_session(seed * 100_003 + index, config)
+        name = f"session_{index:03d}"
+        write_session(out_dir / name, session.frames, session.audio, SAMPLE_RATE, session.listener, session.speaker,
+                      source=f"fad-edge synthetic (seed {seed}, index {index}, lags {session.lags})")
+        names.append(name)
+    splits = split_names(names, np.random.default_rng(seed))
+    write_splits(out_dir, splits)
+    return splits

@@ -1,0 +1,119 @@
+"""The whole FAD model: speaker encoders, ELNet, the diffusion, and the motion normalization."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fad_edge.diffusion import FacialActionDiffusion, NoiseGenerator, SamplerSettings
+from fad_edge.models.config import ModelConfig
+from fad_edge.models.elnet import ELNet
+from fad_edge.models.encoders import AudioEncoder, VideoEncoder
+
+
+class ListenerModel(nn.Module):
+    """Speaker frames + per-frame mel windows -> listener motion, clip by clip.
+
+    Motion inside the model is normalized per dimension with the training split's mean and std,
+    stored as buffers so they travel with the weights; `generate` returns de-normalized FLAME
+    coefficients.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.video_encoder = VideoEncoder(config)
+        self.audio_encoder = AudioEncoder(config)
+        self.elnet = ELNet(config)
+        self.diffusion = FacialActionDiffusion(config.train_steps)
+        self.register_buffer("motion_mean", torch.zeros(config.n_coeffs))
+        self.register_buffer("motion_std", torch.ones(config.n_coeffs))
+        # Modality ablation: a disabled branch's features are zeroed, so the condition carries
+        # nothing from it while every shape (and the exported graph) stays the same.
+        mask = torch.ones(config.condition_dim)
+        if config.modalities == "audio":
+            mask[: config.video_features] = 0
+        elif config.modalities == "video":
+            mask[config.video_features :] = 0
+        self.register_buffer("modality_mask", mask, persistent=False)
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.motion_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.motion_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def normalize(self, motion: torch.Tensor) -> torch.Tensor:
+        return (motion - self.motion_mean) / self.motion_std
+
+    def denormalize(self, motion: torch.Tensor) -> torch.Tensor:
+        return motion * self.motion_std + self.motion_mean
+
+    def encode(self, images: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        """Per-frame condition: (N, 3, S, S) images in [0, 1] and (N, 1, W, M) mel -> (N, D)."""
+        features = torch.cat([self.video_encoder(images), self.audio_encoder(mel)], dim=-1)
+        return features * self.modality_mask
+
+    def clip_conditions(self, features: torch.Tensor) -> torch.Tensor:
+        """Frame features of whole sequences (B, T, D) -> each clip's condition (B * T/L, (C+1)*L, D).
+
+        Clip k sees frames [(k - C) L, (k + 1) L); frames before the start are zeros, as in a stream
+        that has just begun. T must be a multiple of L.
+        """
+        batch, frames, dim = features.shape
+        clip_len, context = self.config.clip_len, self.config.context_clips
+        clips = frames // clip_len
+        padded = torch.cat([features.new_zeros(batch, context * clip_len, dim), features], dim=1)
+        windows = [padded[:, k * clip_len : (k + context + 1) * clip_len] for k in range(clips)]
+        return torch.stack(windows, dim=1).reshape(batch * clips, (context + 1) * clip_len, dim)
+
+    def batch_condition(self, images: torch.Tensor, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Condition of a batch of training clips: (B, F, ...) frame inputs -> (B, F, D).
+
+        `valid` (B, F) is 0 for context frames before a session's start, whose features are zeroed.
+        """
+        clips, frames = images.shape[:2]
+        features = self.encode(images.flatten(0, 1), mel.flatten(0, 1))
+        return features.view(clips, frames, -1) * valid.unsqueeze(-1)
+
+    def loss(self, condition: torch.Tensor, motion: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Diffusion loss for clips: condition (B, (C+1)L, D), normalized motion (B, L, 56)."""
+        return self.diffusion.training_loss(self.elnet, motion, condition, generator)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        mel: torch.Tensor,
+        valid: torch.Tensor,
+        motion: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Training loss of a batch of clips (the forward DDP wraps)."""
+        return self.loss(self.batch_condition(images, mel, valid), motion, generator)
+
+    def default_sampler(self, steps: int | None = None) -> SamplerSettings:
+        return SamplerSettings(
+            steps=steps or self.config.inference_steps,
+            start_step=self.config.sample_start_step,
+            clip_sample=self.config.clip_sample,
+        )
+
+    @torch.no_grad()
+    def sample_clips(
+        self, condition: torch.Tensor, settings: SamplerSettings, generator: NoiseGenerator = None
+    ) -> torch.Tensor:
+        """Normalized motion (B, L, 56) for a batch of clip conditions."""
+        shape = (condition.shape[0], self.config.clip_len, self.config.n_coeffs)
+        return self.diffusion.sample(self.elnet, condition, shape, settings, generator)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        images: torch.Tensor,
+        mel: torch.Tensor,
+        settings: SamplerSettings | None = None,
+        generator: NoiseGenerator = None,
+    ) -> torch.Tensor:
+        """De-normalized motion (T, 56) for one sequence of T frames (a multiple of the clip length)."""
+        features = self.encode(images, mel).unsqueeze(0)  # (1, T, D)
+        condition = self.clip_conditions(features)  # (T/L, (C+1)L, D)
+        motion = self.sample_clips(condition, settings or self.default_sampler(), generator)
+        return self.denormalize(motion.reshape(-1, self.config.n_coeffs))

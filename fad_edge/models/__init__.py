@@ -1,0 +1,1 @@
+"""The networks: speaker encoders (video, audio), the ELNet denoiser, and their configuration."""

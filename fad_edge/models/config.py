@@ -1,0 +1,123 @@
+"""One dataclass configures the whole model; presets `paper`, `small`, `tiny` (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fad_edge.constants import CLIP_LEN, IMAGE_SIZE, MELS_PER_FRAME, N_COEFFS, N_MELS
+from fad_edge.errors import CheckpointError
+
+MODALITIES = ("both", "audio", "video")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the encoders and ELNet, plus the diffusion settings saved beside the weights."""
+
+    preset: str = "paper"
+    image_size: int = IMAGE_SIZE
+    # ResNet-18 stage widths and blocks per stage, for the video and the audio encoder.
+    video_widths: tuple[int, ...] = (64, 128, 256, 512)
+    audio_widths: tuple[int, ...] = (64, 128, 256, 512)
+    blocks_per_stage: tuple[int, ...] = (2, 2, 2, 2)
+    stem_pool: bool = True  # ResNet's stem max-pool; off for small images so the last map stays >= 4x4
+    keypoints: int = 32  # spatial-softmax keypoints: 2 * keypoints pooled features
+    video_features: int = 256
+    audio_features: int = 256
+    # Each frame's audio input: the mel frames of this many video frames, ending with its own.
+    audio_window_frames: int = 8
+    n_mels: int = N_MELS
+    modalities: str = "both"
+    # ELNet (temporal U-Net) sizes.
+    unet_dim: int = 64
+    unet_dim_mults: tuple[int, ...] = (1, 2, 4)
+    kernel_size: int = 5
+    groups: int = 8
+    step_embed_dim: int = 64
+    cond_dim: int = 128
+    clip_len: int = CLIP_LEN
+    context_clips: int = 0
+    n_coeffs: int = N_COEFFS
+    # Diffusion.
+    train_steps: int = 100
+    inference_steps: int = 1
+    sample_start_step: int = 70
+    clip_sample: float = 6.0
+
+    def __post_init__(self) -> None:
+        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults"):
+            setattr(self, name, tuple(getattr(self, name)))
+        if self.modalities not in MODALITIES:
+            raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
+
+    @property
+    def audio_window(self) -> int:
+        """Mel frames in one frame's audio input."""
+        return self.audio_window_frames * MELS_PER_FRAME
+
+    @property
+    def condition_dim(self) -> int:
+        """Per-frame condition width: video and audio features concatenated."""
+        return self.video_features + self.audio_features
+
+    @property
+    def condition_frames(self) -> int:
+        """Frames of speaker features one clip sees: its own plus `context_clips` preceding clips."""
+        return (self.context_clips + 1) * self.clip_len
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise CheckpointError(f"model config has unknown fields {sorted(unknown)}: not a fad-edge config of this version")
+        return cls(**data)
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """The named preset with any field overridden."""
+    base = PRESETS.get(name)
+    if base is None:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return dataclasses.replace(base, **overrides)
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "paper": ModelConfig(preset="paper"),
+    # Trains on 2 CPU cores in minutes: narrow ResNets on 64x64 faces.
+    "small": ModelConfig(
+        preset="small",
+        image_size=64,
+        stem_pool=False,
+        video_widths=(16, 32, 64, 128),
+        audio_widths=(16, 32, 64, 128),
+        keypoints=16,
+        video_features=64,
+        audio_features=64,
+        unet_dim=32,
+        cond_dim=64,
+        step_embed_dim=32,
+    ),
+    # Unit tests only.
+    "tiny": ModelConfig(
+        preset="tiny",
+        image_size=32,
+        stem_pool=False,
+        video_widths=(8, 8, 16, 16),
+        audio_widths=(8, 8, 16, 16),
+        blocks_per_stage=(1, 1, 1, 1),
+        keypoints=8,
+        video_features=16,
+        audio_features=16,
+        audio_window_frames=2,
+        n_mels=N_MELS,
+        unet_dim=16,
+        unet_dim_mults=(1, 2),
+        cond_dim=16,
+        step_embed_dim=16,
+    ),
+}

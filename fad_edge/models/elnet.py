@@ -1,0 +1,165 @@
+"""ELNet: the Efficient Listener Network, a Diffuser-style temporal U-Net that predicts the noise.
+
+Built from Diffuser's vocabulary (Janner et al. 2022, `diffuser/models/temporal.py`): `Conv1dBlock`
+(Conv1d, GroupNorm, Mish), `ResidualTemporalBlock`, `Downsample1d`, `Upsample1d`, skip concatenation.
+Unlike Diffuser, which conditions by in-painting, the speaker enters every residual block: the
+per-frame speaker features (pooled to the block's time resolution) and the diffusion-step embedding
+(plus, with `context_clips`, an embedding of the preceding clips' features) scale and shift the
+block's activations (FiLM).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fad_edge.models.config import ModelConfig
+
+
+class SinusoidalStepEmbedding(nn.Module):
+    """Transformer-style sinusoidal embedding of the diffusion step (B,) -> (B, dim)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        half = dim // 2
+        frequencies = torch.exp(torch.arange(half) * -(math.log(10_000) / (half - 1)))
+        self.register_buffer("frequencies", frequencies, persistent=False)
+
+    def forward(self, steps: torch.Tensor) -> torch.Tensor:
+        angles = steps.float()[:, None] * self.frequencies[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class Conv1dBlock(nn.Module):
+    """Conv1d -> GroupNorm -> Mish, length preserving."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, groups: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2),
+            nn.GroupNorm(groups, out_channels),
+            nn.Mish(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+class ResidualTemporalBlock(nn.Module):
+    """Two Conv1dBlocks with FiLM from the step embedding and the per-frame condition between them."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, embed_dim: int, cond_dim: int, kernel_size: int, groups: int
+    ) -> None:
+        super().__init__()
+        self.first = Conv1dBlock(in_channels, out_channels, kernel_size, groups)
+        self.second = Conv1dBlock(out_channels, out_channels, kernel_size, groups)
+        self.embed_film = nn.Sequential(nn.Mish(), nn.Linear(embed_dim, 2 * out_channels))
+        self.cond_film = nn.Conv1d(cond_dim, 2 * out_channels, 1)
+        self.residual: nn.Module = (
+            nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        # x: (B, C_in, L); embedding: (B, E); cond: (B, cond_dim, L)
+        film = self.embed_film(embedding).unsqueeze(-1) + self.cond_film(cond)  # (B, 2*C_out, L)
+        scale, shift = film.chunk(2, dim=1)
+        h = self.first(x) * (1 + scale) + shift
+        return self.second(h) + self.residual(x)
+
+
+class Downsample1d(nn.Module):
+    """Halve the time axis with a strided convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample1d(nn.Module):
+    """Double the time axis with a transposed convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(channels, channels, 4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ELNet(nn.Module):
+    """Predicts the noise in a clip of listener motion from the step and the speaker's features.
+
+    forward(x_t (B, L, 56), steps (B,), condition (B, (context_clips + 1) * L, D)) -> (B, L, 56),
+    where L = clip_len and the last L condition frames are the clip's own, aligned frame by frame.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim, groups, kernel = config.unet_dim, config.groups, config.kernel_size
+        embed_dim = config.step_embed_dim
+        self.step_embedding = nn.Sequential(
+            SinusoidalStepEmbedding(embed_dim),
+            nn.Linear(embed_dim, embed_dim * 4),
+            nn.Mish(),
+            nn.Linear(embed_dim * 4, embed_dim),
+        )
+        self.cond_projection = nn.Sequential(nn.Conv1d(config.condition_dim, config.cond_dim, 1), nn.Mish())
+        self.context_embedding: nn.Module | None = None
+        if config.context_clips > 0:
+            context_frames = config.context_clips * config.clip_len
+            self.context_embedding = nn.Sequential(
+                nn.Linear(context_frames * config.cond_dim, embed_dim), nn.Mish(), nn.Linear(embed_dim, embed_dim)
+            )
+
+        widths = [config.n_coeffs] + [dim * m for m in config.unet_dim_mults]
+        pairs = list(zip(widths[:-1], widths[1:]))
+        block = lambda cin, cout: ResidualTemporalBlock(cin, cout, embed_dim, config.cond_dim, kernel, groups)  # noqa: E731
+        self.downs = nn.ModuleList()
+        for index, (cin, cout) in enumerate(pairs):
+            last = index == len(pairs) - 1
+            self.downs.append(
+                nn.ModuleList([block(cin, cout), block(cout, cout), nn.Identity() if last else Downsample1d(cout)])
+            )
+        mid = widths[-1]
+        self.mid = nn.ModuleList([block(mid, mid), block(mid, mid)])
+        self.ups = nn.ModuleList()
+        for cin, cout in reversed(pairs[1:]):
+            self.ups.append(nn.ModuleList([block(cout * 2, cin), block(cin, cin), Upsample1d(cin)]))
+        self.final = nn.Sequential(Conv1dBlock(dim, dim, kernel, groups), nn.Conv1d(dim, config.n_coeffs, 1))
+
+    def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        clip_len = self.config.clip_len
+        x = x.transpose(1, 2)  # (B, 56, L)
+        cond = self.cond_projection(condition.transpose(1, 2))  # (B, cond_dim, frames)
+        embedding = self.step_embedding(steps)  # (B, E)
+        if self.context_embedding is not None:
+            embedding = embedding + self.context_embedding(cond[:, :, :-clip_len].flatten(1))
+        cond = cond[:, :, -clip_len:]  # (B, cond_dim, L): the clip's own frames
+
+        # The condition at every U-Net resolution: L, L/2, L/4, ... (Downsample1d halves the length).
+        conds = [cond]
+        for _ in range(len(self.downs) - 1):
+            conds.append(F.avg_pool1d(conds[-1], 2))
+
+        skips = []
+        for level, (first, second, down) in enumerate(self.downs):
+            x = first(x, embedding, conds[level])
+            x = second(x, embedding, conds[level])
+            skips.append(x)
+            x = down(x)
+        for module in self.mid:
+            x = module(x, embedding, conds[-1])
+        for level, (first, second, up) in zip(range(len(self.ups), 0, -1), self.ups):
+            x = torch.cat([x, skips.pop()], dim=1)
+            x = first(x, embedding, conds[level])
+            x = second(x, embedding, conds[level])
+            x = up(x)
+        return self.final(x).transpose(1, 2)  # (B, L, 56)

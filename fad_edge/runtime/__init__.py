@@ -1,0 +1,1 @@
+"""Runners: the same speaker input -> listener motion contract behind every backend."""

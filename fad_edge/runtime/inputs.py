@@ -1,0 +1,95 @@
+"""Turning a speaker's frames and audio into model inputs, identically for every backend.
+
+Frames are uint8 RGB (T, H, W, 3) of any size, resized to the model's square input with OpenCV's
+INTER_AREA; audio is mono float at any rate, resampled to 16 kHz. The sequence is padded at the end
+to whole clips (the last frame repeated, silence for audio) and the runner cuts the padding off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from fad_edge.constants import CLIP_LEN, FPS, SAMPLE_RATE
+from fad_edge.data.audio_features import frame_windows, log_mel
+from fad_edge.data.media import resample_audio
+from fad_edge.errors import DataError
+
+
+@dataclass
+class SpeakerInputs:
+    """Model-ready inputs for T frames padded to T_pad (a multiple of the clip length)."""
+
+    images: np.ndarray  # (T_pad, 3, S, S) float32 in [0, 1]
+    mel: np.ndarray  # (T_pad, 1, W, n_mels) float32
+    n_frames: int  # T, before padding
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.images) // CLIP_LEN
+
+
+def resize_frames(frames: np.ndarray, image_size: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, S, S, 3) uint8, INTER_AREA (no-op when already that size)."""
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise DataError(f"frames must be uint8 RGB of shape (T, H, W, 3), got {frames.dtype} {frames.shape}")
+    if frames.shape[1:3] == (image_size, image_size):
+        return frames
+    return np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+def images_from_frames(frames: np.ndarray) -> np.ndarray:
+    """(T, S, S, 3) uint8 -> (T, 3, S, S) float32 in [0, 1]."""
+    return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
+def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: bool = False) -> np.ndarray:
+    """Mono 16 kHz audio covering n_frames, resampled if needed.
+
+    Audio shorter than the video by more than one frame is an error unless pad_audio, which pads
+    with silence; longer audio is kept (only the video's span is used).
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if audio.ndim != 1 or audio.size == 0:
+        raise DataError(f"audio must be a non-empty mono signal, got shape {audio.shape}")
+    if not np.all(np.isfinite(audio)):
+        raise DataError("audio contains NaN or infinite samples")
+    if sample_rate <= 0:
+        raise DataError(f"sample rate must be positive, got {sample_rate}")
+    if sample_rate != SAMPLE_RATE:
+        audio = resample_audio(audio, sample_rate, SAMPLE_RATE)
+    needed = int(round(n_frames * SAMPLE_RATE / FPS))
+    if len(audio) < needed - SAMPLE_RATE // FPS and not pad_audio:
+        raise DataError(
+            f"audio is {len(audio) / SAMPLE_RATE:.2f} s but the video is {n_frames / FPS:.2f} s; "
+            "give audio covering the video (or pad it with silence)"
+        )
+    if len(audio) < needed:
+        audio = np.concatenate([audio, np.zeros(needed - len(audio), np.float32)])
+    return audio
+
+
+def prepare_inputs(
+    frames: np.ndarray,
+    audio: np.ndarray,
+    sample_rate: int,
+    image_size: int,
+    audio_window_frames: int,
+    n_mels: int,
+    pad_audio: bool = False,
+) -> SpeakerInputs:
+    """Resize, resample, pad to whole clips and compute each frame's mel window."""
+    if len(frames) == 0:
+        raise DataError("no speaker frames given")
+    n_frames = len(frames)
+    frames = resize_frames(frames, image_size)
+    audio = fit_audio(audio, sample_rate, n_frames, pad_audio)
+    padded = -(-n_frames // CLIP_LEN) * CLIP_LEN
+    if padded > n_frames:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], padded - n_frames, axis=0)])
+    mel = log_mel(audio, padded, n_mels)
+    return SpeakerInputs(images_from_frames(frames), frame_windows(mel, audio_window_frames), n_frames)

@@ -1,0 +1,77 @@
+"""The noise schedule, the loss and the sampler of FacialActionDiffusion."""
+
+import pytest
+import torch
+
+from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings, squared_cosine_betas
+
+
+def test_schedule_matches_diffusers_squaredcos_cap_v2():
+    diffusers = pytest.importorskip("diffusers")
+    reference = diffusers.DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
+    ours = FacialActionDiffusion(100)
+    torch.testing.assert_close(ours.betas, reference.betas.float(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ours.alphas_cumprod, reference.alphas_cumprod.float(), rtol=1e-4, atol=1e-9)
+
+
+def test_add_noise_matches_diffusers():
+    diffusers = pytest.importorskip("diffusers")
+    reference = diffusers.DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
+    x0, noise = torch.randn(4, 8, 56), torch.randn(4, 8, 56)
+    steps = torch.tensor([0, 10, 50, 99])
+    torch.testing.assert_close(
+        FacialActionDiffusion(100).add_noise(x0, noise, steps), reference.add_noise(x0, noise, steps), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_last_step_is_nearly_pure_noise_which_is_why_sampling_starts_earlier():
+    alphas = FacialActionDiffusion(100).alphas_cumprod
+    assert alphas[99] < 1e-6  # x0 at t=99 would amplify eps errors ~2000x
+    assert 0.1 < alphas[70] < 0.3
+
+
+def test_betas_are_capped():
+    assert float(squared_cosine_betas(100).max()) <= 0.999 + 1e-7
+
+
+class Oracle(torch.nn.Module):
+    """A denoiser that knows x0 and returns the exact noise, so every sampler must recover x0."""
+
+    def __init__(self, diffusion, x0):
+        super().__init__()
+        self.diffusion, self.x0 = diffusion, x0
+
+    def forward(self, x_t, steps, condition):
+        alpha_bar = self.diffusion.alphas_cumprod[steps].view(-1, 1, 1)
+        return (x_t - alpha_bar.sqrt() * self.x0) / (1 - alpha_bar).sqrt()
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 50, 100])
+def test_sampler_recovers_x0_with_an_exact_denoiser(steps):
+    diffusion = FacialActionDiffusion(100)
+    x0 = torch.randn(3, 8, 56).clamp(-3, 3)
+    oracle = Oracle(diffusion, x0)
+    settings = SamplerSettings(steps=steps, start_step=70 if steps < 100 else 99, clip_sample=6.0)
+    sample = diffusion.sample(oracle, torch.zeros(3, 8, 4), (3, 8, 56), settings, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sample, x0, rtol=1e-3, atol=1e-3)
+
+
+def test_timesteps_are_descending_distinct_and_end_at_zero():
+    diffusion = FacialActionDiffusion(100)
+    assert diffusion.timesteps(SamplerSettings(1, 70)) == [70]
+    many = diffusion.timesteps(SamplerSettings(100, 99))
+    assert many == list(range(99, -1, -1))
+    assert diffusion.timesteps(SamplerSettings(5, 70)) == [70, 52, 35, 18, 0]
+    with pytest.raises(ValueError):
+        diffusion.timesteps(SamplerSettings(0, 70))
+    with pytest.raises(ValueError):
+        diffusion.timesteps(SamplerSettings(101, 70))
+
+
+def test_training_loss_is_zero_for_the_exact_denoiser_and_positive_otherwise():
+    diffusion = FacialActionDiffusion(100)
+    x0 = torch.randn(5, 8, 56)
+    exact = diffusion.training_loss(Oracle(diffusion, x0), x0, torch.zeros(5, 8, 4), torch.Generator().manual_seed(1))
+    assert float(exact) < 1e-6
+    zero = diffusion.training_loss(lambda x, t, c: torch.zeros_like(x), x0, torch.zeros(5, 8, 4), torch.Generator().manual_seed(1))
+    assert 0.5 < float(zero) < 1.5  # E[eps^2] = 1

@@ -1,0 +1,100 @@
+"""Encoders, spatial softmax, ELNet and the assembled ListenerModel."""
+
+import pytest
+import torch
+
+from fad_edge.listener_model import ListenerModel
+from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.elnet import ELNet
+from fad_edge.models.encoders import AudioEncoder, VideoEncoder
+from fad_edge.models.spatial_softmax import SpatialSoftmax
+
+
+def test_spatial_softmax_finds_the_peak():
+    pool = SpatialSoftmax(1, 5, 5, keypoints=1)
+    with torch.no_grad():
+        pool.keypoint_conv.weight.fill_(50.0)
+        pool.keypoint_conv.bias.zero_()
+    features = torch.zeros(2, 1, 5, 5)
+    features[0, 0, 0, 4] = 1.0  # top right: x = +1, y = -1
+    features[1, 0, 2, 2] = 1.0  # centre
+    out = pool(features)
+    torch.testing.assert_close(out[0], torch.tensor([1.0, -1.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0]), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+def test_encoders_give_one_feature_vector_per_frame(name):
+    config = preset(name)
+    video = VideoEncoder(config)(torch.rand(3, 3, config.image_size, config.image_size))
+    audio = AudioEncoder(config)(torch.randn(3, 1, config.audio_window, config.n_mels))
+    assert video.shape == (3, config.video_features)
+    assert audio.shape == (3, config.audio_features)
+
+
+def test_video_encoder_keeps_where_things_are():
+    """Spatial softmax (unlike GAP) must tell a bright square on the left from one on the right."""
+    config = preset("tiny")
+    encoder = VideoEncoder(config).eval()
+    left, right = torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 32)
+    left[..., 10:20, 2:10] = 1.0
+    right[..., 10:20, 22:30] = 1.0
+    with torch.no_grad():
+        assert (encoder(left) - encoder(right)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_elnet_shapes_and_that_every_input_matters(context):
+    config = preset("tiny", context_clips=context)
+    net = ELNet(config).eval()
+    x, steps = torch.randn(2, 8, 56), torch.tensor([3, 70])
+    cond = torch.randn(2, config.condition_frames, config.condition_dim)
+    out = net(x, steps, cond)
+    assert out.shape == (2, 8, 56)
+    assert (net(x, torch.tensor([50, 10]), cond) - out).abs().max() > 1e-4
+    assert (net(x, steps, cond + 1.0) - out).abs().max() > 1e-4
+    if context:
+        changed = cond.clone()
+        changed[:, :8] += 1.0  # only the context frames
+        assert (net(x, steps, changed) - out).abs().max() > 1e-4
+
+
+def test_elnet_uses_groupnorm_not_batchnorm():
+    net = ELNet(preset("tiny"))
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "GroupNorm" in kinds and "BatchNorm1d" not in kinds
+
+
+def test_clip_conditions_windows_and_zero_context_before_the_start():
+    model = ListenerModel(preset("tiny", context_clips=1))
+    features = torch.arange(16, dtype=torch.float32).view(1, 16, 1).expand(1, 16, model.config.condition_dim)
+    conditions = model.clip_conditions(features)
+    assert conditions.shape == (2, 16, model.config.condition_dim)
+    assert torch.all(conditions[0, :8] == 0)  # nothing precedes the first clip
+    assert torch.equal(conditions[0, 8:, 0], torch.arange(8.0))
+    assert torch.equal(conditions[1, :, 0], torch.arange(16.0))
+
+
+@pytest.mark.parametrize("modalities,zero", [("audio", slice(0, 16)), ("video", slice(16, 32))])
+def test_modality_ablation_zeroes_the_other_branch(modalities, zero):
+    model = ListenerModel(preset("tiny", modalities=modalities)).eval()
+    features = model.encode(torch.rand(4, 3, 32, 32), torch.randn(4, 1, 8, 80))
+    assert torch.all(features[:, zero] == 0)
+    assert features.abs().sum() > 0
+
+
+def test_generate_denormalizes():
+    model = ListenerModel(preset("tiny")).eval()
+    model.set_normalization(torch.full((56,), 5.0), torch.full((56,), 1e-4))
+    motion = model.generate(torch.rand(16, 3, 32, 32), torch.randn(16, 1, 8, 80))
+    assert motion.shape == (16, 56)
+    torch.testing.assert_close(motion, torch.full((16, 56), 5.0), atol=1e-2, rtol=0)
+
+
+def test_config_round_trip_and_rejects_unknown_fields():
+    config = preset("small", context_clips=2)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    from fad_edge.errors import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
