@@ -98,7 +98,7 @@ PRESETS: dict[str, ModelConfig] = {
         keypoints=16,
         video_features=64,
         audio_features=64,
-        unet_dim=32,
+        unet_dim=64,
         cond_dim=64,
         step_embed_dim=32,
     ),

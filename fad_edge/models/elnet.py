@@ -130,14 +130,28 @@ class ELNet(nn.Module):
             )
         mid = widths[-1]
         self.mid = nn.ModuleList([block(mid, mid), block(mid, mid)])
+        # Unlike Diffuser, every level's skip is used, the finest included: the noise to predict has
+        # 56 independent dims, which a single narrow path cannot carry through.
         self.ups = nn.ModuleList()
-        for cin, cout in reversed(pairs[1:]):
-            self.ups.append(nn.ModuleList([block(cout * 2, cin), block(cin, cin), Upsample1d(cin)]))
+        channels = mid
+        for level in reversed(range(len(pairs))):
+            skip = pairs[level][1]
+            out_channels = pairs[level][0] if level > 0 else dim
+            self.ups.append(nn.ModuleList([
+                block(channels + skip, out_channels),
+                block(out_channels, out_channels),
+                Upsample1d(out_channels) if level > 0 else nn.Identity(),
+            ]))
+            channels = out_channels
         self.final = nn.Sequential(Conv1dBlock(dim, dim, kernel, groups), nn.Conv1d(dim, config.n_coeffs, 1))
+        # A linear shortcut from x_t to the output: at high noise the noise *is* nearly x_t, and this
+        # makes that identity free instead of something the U-Net must learn through GroupNorm blocks.
+        self.input_shortcut = nn.Conv1d(config.n_coeffs, config.n_coeffs, 1)
 
     def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         clip_len = self.config.clip_len
         x = x.transpose(1, 2)  # (B, 56, L)
+        shortcut = self.input_shortcut(x)
         cond = self.cond_projection(condition.transpose(1, 2))  # (B, cond_dim, frames)
         embedding = self.step_embedding(steps)  # (B, E)
         if self.context_embedding is not None:
@@ -157,9 +171,9 @@ class ELNet(nn.Module):
             x = down(x)
         for module in self.mid:
             x = module(x, embedding, conds[-1])
-        for level, (first, second, up) in zip(range(len(self.ups), 0, -1), self.ups):
+        for level, (first, second, up) in zip(reversed(range(len(self.ups))), self.ups):
             x = torch.cat([x, skips.pop()], dim=1)
             x = first(x, embedding, conds[level])
             x = second(x, embedding, conds[level])
             x = up(x)
-        return self.final(x).transpose(1, 2)  # (B, L, 56)
+        return (self.final(x) + shortcut).transpose(1, 2)  # (B, L, 56)

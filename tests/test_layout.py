@@ -1,0 +1,82 @@
+"""Our dataset layout: round trip, and a clear error naming the file for every kind of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fad_edge.data import layout
+from fad_edge.errors import DataError
+
+
+def _write(folder, frames=30, audio_seconds=1.0, listener_rows=30, rate=16_000):
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8)
+    audio = (0.1 * rng.standard_normal(int(audio_seconds * rate))).astype(np.float32)
+    listener = rng.standard_normal((listener_rows, 56)).astype(np.float32)
+    layout.write_session(folder, video, audio, rate, listener, listener * 0.5, source="test")
+    return listener
+
+
+def test_round_trip(tmp_path):
+    listener = _write(tmp_path / "s")
+    session = layout.load_session(tmp_path / "s", image_size=16)
+    assert session.frames.shape == (30, 16, 16, 3) and session.frames.dtype == np.uint8
+    np.testing.assert_array_equal(session.listener, listener)
+    np.testing.assert_allclose(session.speaker, listener * 0.5)
+    assert session.sample_rate == 16_000 and session.meta["source"] == "test"
+
+
+def test_one_frame_difference_is_trimmed(tmp_path):
+    _write(tmp_path / "s", listener_rows=31)
+    assert len(layout.load_session(tmp_path / "s").listener) == 30
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda f: (f / layout.VIDEO).unlink(), "speaker.mp4: video file not found"),
+        (lambda f: (f / layout.VIDEO).write_bytes(b"not a video at all" * 50), "speaker.mp4"),
+        (lambda f: (f / layout.AUDIO).write_bytes(b"RIFF garbage"), "speaker.wav: not a readable audio"),
+        (lambda f: np.save(f / layout.LISTENER, np.zeros((30, 55), np.float32)), "expected shape"),
+        (lambda f: np.save(f / layout.LISTENER, np.full((30, 56), np.nan, np.float32)), "NaN"),
+        (lambda f: (f / layout.LISTENER).write_bytes(b"\x93NUMPY garbage"), "listener_coeffs.npy: not a readable"),
+        (lambda f: (f / layout.META).write_text("{oops"), "meta.json: not valid JSON"),
+    ],
+)
+def test_bad_files_name_themselves(tmp_path, damage, message):
+    _write(tmp_path / "s")
+    damage(tmp_path / "s")
+    with pytest.raises(DataError, match=message.replace(".", r"\.")):
+        layout.load_session(tmp_path / "s")
+
+
+def test_audio_shorter_than_the_video(tmp_path):
+    _write(tmp_path / "s", audio_seconds=0.5)
+    with pytest.raises(DataError, match=r"audio is 0\.50 s but the video is 1\.00 s"):
+        layout.load_session(tmp_path / "s")
+
+
+def test_wrong_sample_rate_says_to_resample(tmp_path):
+    _write(tmp_path / "s", rate=44_100)
+    with pytest.raises(DataError, match="resample"):
+        layout.load_session(tmp_path / "s")
+
+
+def test_listener_rows_far_from_the_frame_count(tmp_path):
+    _write(tmp_path / "s", listener_rows=20)
+    with pytest.raises(DataError, match="20 rows but the video has 30 frames"):
+        layout.load_session(tmp_path / "s")
+
+
+def test_splits(tmp_path):
+    _write(tmp_path / "a")
+    layout.write_splits(tmp_path, {"train": ["a"], "val": [], "test": ["a"]})
+    assert layout.list_sessions(tmp_path, "train") == [tmp_path / "a"]
+    with pytest.raises(DataError, match="empty"):
+        layout.list_sessions(tmp_path, "val")
+    with pytest.raises(DataError, match="no split named"):
+        layout.list_sessions(tmp_path, "bogus")
+    (tmp_path / layout.SPLITS).write_text(json.dumps({"train": ["missing"]}))
+    with pytest.raises(DataError, match="missing"):
+        layout.read_splits(tmp_path)

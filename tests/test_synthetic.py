@@ -1,0 +1,80 @@
+"""The synthetic dyadic generator: determinism, the data contract, and that each listener rule holds."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from fad_edge.constants import FPS, HEAD, SAMPLE_RATE
+from fad_edge.data import synthetic
+from fad_edge.data.synthetic import SyntheticConfig, generate_session, write_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def session():
+    return generate_session(7, SyntheticConfig(seconds=30, image_size=48))
+
+
+def test_shapes_dtypes_and_alignment(session):
+    n = 30 * FPS
+    assert session.frames.shape == (n, 48, 48, 3) and session.frames.dtype == np.uint8
+    assert session.audio.shape == (n * SAMPLE_RATE // FPS,) and session.audio.dtype == np.float32
+    assert session.speaker.shape == session.listener.shape == (n, 56)
+    assert all(0 <= lag <= 22 for lag in session.lags.values())
+    assert np.abs(session.listener[:, :50]).max() < 4 and np.abs(session.listener[:, HEAD]).max() < 0.5
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
+    def digest(root):
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.npy"))}
+
+    write_synthetic_dataset(tmp_path / "a", sessions=3, seconds=3, seed=5, image_size=32)
+    write_synthetic_dataset(tmp_path / "b", sessions=3, seconds=3, seed=5, image_size=32)
+    write_synthetic_dataset(tmp_path / "c", sessions=3, seconds=3, seed=6, image_size=32)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+
+
+def _lagged_correlation(a, b, lag):
+    return np.corrcoef(a[: len(a) - lag], b[lag:])[0, 1]
+
+
+def test_head_follows_the_speaker_yaw_with_its_lag(session):
+    yaw_speaker, yaw_listener = session.speaker[:, HEAD.start + 1], session.listener[:, HEAD.start + 1]
+    curve = [_lagged_correlation(yaw_speaker, yaw_listener, lag) for lag in range(0, 40)]
+    assert abs(int(np.argmax(curve)) - session.lags["head"]) <= 2
+    assert max(curve) > 0.9
+
+
+def test_listener_smile_mirrors_the_speaker_smile(session):
+    basis = synthetic._basis(synthetic._LISTENER_BASIS_SEED, 5, np.ones(5))
+    factors = np.linalg.lstsq(basis, session.listener[:, :50].T, rcond=None)[0].T  # recover the listener factors
+    speaker_basis = synthetic._basis(synthetic._SPEAKER_BASIS_SEED, 6, np.ones(6))
+    speaker_factors = np.linalg.lstsq(speaker_basis, session.speaker[:, :50].T, rcond=None)[0].T
+    curve = [_lagged_correlation(speaker_factors[:, 0], factors[:, 0], lag) for lag in range(0, 40)]
+    assert abs(int(np.argmax(curve)) - session.lags["smile"]) <= 3
+    assert max(curve) > 0.8
+
+
+def test_nods_follow_only_pauses_after_falling_pitch():
+    rng = np.random.default_rng(3)
+    speech = synthetic._speech(rng, 60 * FPS)
+    rising = [frame for frame, up in speech.pauses if up]
+    falling = [frame for frame, up in speech.pauses if not up]
+    assert rising and falling
+    session = generate_session(11, SyntheticConfig(seconds=60, image_size=32))
+    # Re-derive the pauses of that session with the same RNG draws the generator made first.
+    pauses = synthetic._speech(np.random.default_rng(11), 60 * FPS).pauses
+    pitch = session.listener[:, HEAD.start]
+    lag = session.lags["nod"]
+    energy = lambda frame: float(np.abs(pitch[frame + lag : frame + lag + 20]).max())  # noqa: E731
+    after_falling = [energy(f) for f, up in pauses if not up and f + lag + 20 < len(pitch)]
+    after_rising = [energy(f) for f, up in pauses if up and f + lag + 20 < len(pitch)]
+    assert np.mean(after_falling) > 0.08 > np.mean(after_rising)
+
+
+def test_speech_is_silent_in_pauses(session):
+    rng = np.random.default_rng(7)
+    speech = synthetic._speech(rng, 30 * FPS)
+    frame_energy = np.array([np.abs(session.audio[i * 533 : (i + 1) * 533]).mean() for i in range(30 * FPS)])
+    assert frame_energy[~speech.active].mean() < 0.1 * frame_energy[speech.active].mean()
