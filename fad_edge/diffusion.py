@@ -52,6 +52,9 @@ class SamplerSettings:
     steps: int = 1
     start_step: int = 70
     clip_sample: float = 6.0
+    # Scale of the noise in x_start (1: a draw of the forward process; 0: start from the mean motion,
+    # which makes 1-step sampling the deterministic estimate of E[x0 | speaker]).
+    start_noise: float = 1.0
 
 
 class FacialActionDiffusion(nn.Module):
@@ -114,7 +117,9 @@ class FacialActionDiffusion(nn.Module):
     ) -> torch.Tensor:
         """Denoise from x_start to x0 with the DDPM posterior; returns normalized motion of `shape`."""
         timesteps = self.timesteps(settings)
-        x = initial if initial is not None else self.initial_sample(shape, timesteps[0], generator, condition.device)
+        if initial is None:
+            initial = settings.start_noise * self.initial_sample(shape, timesteps[0], generator, condition.device)
+        x = initial
         for index, step in enumerate(timesteps):
             step_batch = torch.full((shape[0],), step, dtype=torch.long, device=condition.device)
             epsilon = denoiser(x, step_batch, condition)

@@ -1,0 +1,105 @@
+"""The CLI: bad input gives one red line and exit code 2, never a traceback."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fad_edge.checkpoint import save_checkpoint
+from fad_edge.cli import main
+from fad_edge.data import layout
+from fad_edge.data.dataset import Normalization
+from fad_edge.listener_model import ListenerModel
+from fad_edge.models.config import preset
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["fad-edge", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out + captured.err
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = ListenerModel(preset("tiny"))
+    return save_checkpoint(tmp_path / "ckpt", model, Normalization(np.zeros(56, np.float32), np.ones(56, np.float32)))
+
+
+@pytest.fixture
+def media(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = layout.write_session(tmp_path / "s", rng.integers(0, 255, (20, 40, 40, 3), dtype=np.uint8),
+                                  (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000,
+                                  np.zeros((20, 56), np.float32))
+    return folder / layout.VIDEO, folder / layout.AUDIO
+
+
+def _assert_one_line_error(code, output, fragment):
+    assert code == 2, output
+    assert "Traceback" not in output
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in output, output
+
+
+def test_generate_writes_outputs(monkeypatch, capsys, checkpoint, media, tmp_path):
+    video, audio = media
+    monkeypatch.setattr(sys, "argv", ["fad-edge", "generate", "--checkpoint", str(checkpoint), "--video", str(video),
+                                      "--audio", str(audio), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None)
+    motion = np.load(tmp_path / "out" / "listener_coeffs.npy")
+    assert motion.shape == (20, 56) and np.all(np.isfinite(motion))
+    assert (tmp_path / "out" / "listener.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "listener.json").exists()
+
+
+def test_missing_video(monkeypatch, capsys, checkpoint, media, tmp_path):
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", tmp_path / "nope.mp4",
+                           "--audio", media[1], "--out", tmp_path / "o")
+    _assert_one_line_error(code, output, "video file not found")
+
+
+def test_corrupt_video(monkeypatch, capsys, checkpoint, media, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x01garbage" * 100)
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", bad,
+                           "--audio", media[1], "--out", tmp_path / "o")
+    _assert_one_line_error(code, output, "bad.mp4")
+
+
+def test_unreadable_wav(monkeypatch, capsys, checkpoint, media, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFFnonsense")
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", media[0],
+                           "--audio", bad, "--out", tmp_path / "o")
+    _assert_one_line_error(code, output, "bad.wav")
+
+
+def test_audio_shorter_than_the_video(monkeypatch, capsys, checkpoint, media, tmp_path):
+    from fad_edge.data.media import write_wav
+
+    short = write_wav(tmp_path / "short.wav", np.zeros(3000, np.float32), 16000)
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", media[0],
+                           "--audio", short, "--out", tmp_path / "o")
+    _assert_one_line_error(code, output, "audio is 0.19 s but the video is 0.67 s")
+
+
+def test_checkpoint_that_is_not_ours(monkeypatch, capsys, media, tmp_path):
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "model.json").write_text('{"format": "other"}')
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", tmp_path / "fake", "--video", media[0],
+                           "--audio", media[1], "--out", tmp_path / "o")
+    _assert_one_line_error(code, output, "not a fad-edge checkpoint")
+
+
+def test_training_data_with_wrong_shape_arrays(monkeypatch, capsys, media, tmp_path):
+    session = media[0].parent
+    np.save(session / layout.LISTENER, np.zeros((20, 3), np.float32))
+    layout.write_splits(tmp_path, {"train": ["s"], "val": ["s"], "test": ["s"]})
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run", "--preset", "tiny")
+    _assert_one_line_error(code, output, "expected shape (T, 56), got (20, 3)")
