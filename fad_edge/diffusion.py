@@ -73,11 +73,24 @@ class FacialActionDiffusion(nn.Module):
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
 
     def training_loss(
-        self, denoiser: nn.Module, x0: torch.Tensor, condition: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: nn.Module,
+        x0: torch.Tensor,
+        condition: torch.Tensor,
+        generator: torch.Generator | None = None,
+        focus: tuple[int, int] | None = None,
+        focus_share: float = 0.0,
     ) -> torch.Tensor:
-        """Epsilon-prediction MSE at uniformly drawn steps."""
+        """Epsilon-prediction MSE at drawn steps: uniform over all steps, except that a `focus_share`
+        of the batch draws uniformly inside the `focus` range (inclusive), where few-step sampling
+        reads the model. Any share keeps it the same epsilon-MSE objective, re-weighted over steps."""
         batch = x0.shape[0]
         steps = torch.randint(0, self.train_steps, (batch,), device=x0.device, generator=generator)
+        if focus is not None and focus_share > 0:
+            low, high = focus
+            focused = torch.randint(low, high + 1, (batch,), device=x0.device, generator=generator)
+            chosen = torch.rand(batch, device=x0.device, generator=generator) < focus_share
+            steps = torch.where(chosen, focused, steps)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         predicted = denoiser(self.add_noise(x0, noise, steps), steps, condition)
         return F.mse_loss(predicted, noise)

@@ -58,25 +58,56 @@ class ListenerModel(nn.Module):
         Clip k sees frames [(k - C) L, (k + 1) L); frames before the start are zeros, as in a stream
         that has just begun. T must be a multiple of L.
         """
+        batch, _, dim = features.shape
+        prefix = features.new_zeros(batch, self.config.context_clips * self.config.clip_len, dim)
+        return self.window_conditions(torch.cat([prefix, features], dim=1))
+
+    def window_conditions(self, features: torch.Tensor) -> torch.Tensor:
+        """Features of windows (B, (C + K) L, D) whose first C clips are context -> (B * K, (C+1) L, D).
+
+        Each frame is encoded once and shared by the C + 1 clips that see it, which is what makes
+        context free in a stream and cheap in training.
+        """
         batch, frames, dim = features.shape
         clip_len, context = self.config.clip_len, self.config.context_clips
-        clips = frames // clip_len
-        padded = torch.cat([features.new_zeros(batch, context * clip_len, dim), features], dim=1)
-        windows = [padded[:, k * clip_len : (k + context + 1) * clip_len] for k in range(clips)]
+        clips = frames // clip_len - context
+        if clips < 1 or frames % clip_len:
+            raise ValueError(f"a window of {frames} frames does not hold {context} context clips plus one clip")
+        windows = [features[:, k * clip_len : (k + context + 1) * clip_len] for k in range(clips)]
         return torch.stack(windows, dim=1).reshape(batch * clips, (context + 1) * clip_len, dim)
 
     def batch_condition(self, images: torch.Tensor, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Condition of a batch of training clips: (B, F, ...) frame inputs -> (B, F, D).
+        """Clip conditions of a batch of training windows: (B, (C+K)L, ...) frame inputs -> (B*K, (C+1)L, D).
 
         `valid` (B, F) is 0 for context frames before a session's start, whose features are zeroed.
         """
-        clips, frames = images.shape[:2]
+        items, frames = images.shape[:2]
         features = self.encode(images.flatten(0, 1), mel.flatten(0, 1))
-        return features.view(clips, frames, -1) * valid.unsqueeze(-1)
+        return self.window_conditions(features.view(items, frames, -1) * valid.unsqueeze(-1))
 
-    def loss(self, condition: torch.Tensor, motion: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Diffusion loss for clips: condition (B, (C+1)L, D), normalized motion (B, L, 56)."""
-        return self.diffusion.training_loss(self.elnet, motion, condition, generator)
+    def clip_motion(self, motion: torch.Tensor) -> torch.Tensor:
+        """Motion of windows (B, K L, 56) -> one row per clip (B * K, L, 56), the order of `batch_condition`."""
+        return motion.reshape(-1, self.config.clip_len, motion.shape[-1])
+
+    def loss(
+        self,
+        condition: torch.Tensor,
+        motion: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise_draws: int = 1,
+    ) -> torch.Tensor:
+        """Diffusion loss for clips: condition (B, (C+1)L, D), normalized motion (B, L, 56).
+
+        `noise_draws` > 1 pairs every clip with several (step, noise) draws: ELNet costs little next
+        to the encoders, so this gives the denoiser more samples per encoded frame.
+        """
+        if noise_draws > 1:
+            condition = condition.repeat(noise_draws, 1, 1)
+            motion = motion.repeat(noise_draws, 1, 1)
+        config = self.config
+        focus = (max(0, config.sample_start_step - config.step_focus_width),
+                 min(config.train_steps - 1, config.sample_start_step + config.step_focus_width))
+        return self.diffusion.training_loss(self.elnet, motion, condition, generator, focus, config.step_focus_share)
 
     def forward(
         self,
@@ -85,15 +116,18 @@ class ListenerModel(nn.Module):
         valid: torch.Tensor,
         motion: torch.Tensor,
         generator: torch.Generator | None = None,
+        noise_draws: int = 1,
     ) -> torch.Tensor:
-        """Training loss of a batch of clips (the forward DDP wraps)."""
-        return self.loss(self.batch_condition(images, mel, valid), motion, generator)
+        """Training loss of a batch of windows (the forward DDP wraps)."""
+        condition = self.batch_condition(images, mel, valid)
+        return self.loss(condition, self.clip_motion(motion), generator, noise_draws)
 
     def default_sampler(self, steps: int | None = None) -> SamplerSettings:
         return SamplerSettings(
             steps=steps or self.config.inference_steps,
             start_step=self.config.sample_start_step,
             clip_sample=self.config.clip_sample,
+            start_noise=self.config.sample_start_noise,
         )
 
     @torch.no_grad()

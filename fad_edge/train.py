@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fad_edge.constants import CLIP_LEN
 from fad_edge.checkpoint import load_checkpoint, load_train_state, resolve_checkpoint, save_checkpoint
 from fad_edge.data.dataset import ClipDataset, Normalization, load_split
 from fad_edge.errors import CheckpointError, FadEdgeError
@@ -34,13 +35,15 @@ class TrainConfig:
     out: str
     preset: str = "small"
     epochs: int = 8
-    batch_size: int = 32
+    batch_size: int = 8  # windows per step (per process)
+    clips_per_item: int = 4  # K consecutive clips per window: batch_size * K clips a step
+    noise_draws: int = 4  # (step, noise) draws per clip and step
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     seed: int = 0
     stride: int = 4
-    context_clips: int = 0
+    context_clips: int | None = None  # None: the preset's
     modalities: str = "both"
     checkpoint_every: int = 200
     max_steps: int | None = None  # stop early (for tests and quick runs)
@@ -115,9 +118,10 @@ def validate(model: ListenerModel, dataset: ClipDataset, clips: int, seed: int) 
     for start in range(0, len(order), 64):
         batch = _batch(dataset, order[start : start + 64])
         condition = model.batch_condition(batch["images"], batch["mel"], batch["valid"])
-        losses.append(float(model.loss(condition, batch["motion"], generator)) * len(batch["motion"]))
+        motion = model.clip_motion(batch["motion"])
+        losses.append(float(model.loss(condition, motion, generator)) * len(motion))
         sample = model.sample_clips(condition, model.default_sampler(1), generator)
-        errors.append(float((sample - batch["motion"]).norm(dim=-1).mean()) * len(batch["motion"]))
+        errors.append(float((sample - motion).norm(dim=-1).mean()) * len(motion))
     model.train()
     return {"val_loss": sum(losses) / len(order), "val_l2": sum(errors) / len(order)}
 
@@ -131,15 +135,17 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     out = Path(config.out)
     latest, best = out / "checkpoint", out / "best"
 
-    model_config = preset(config.preset, context_clips=config.context_clips, modalities=config.modalities,
-                          **config.overrides)
+    chosen = {} if config.context_clips is None else {"context_clips": config.context_clips}
+    model_config = preset(config.preset, modalities=config.modalities, **chosen, **config.overrides)
     train_sessions = load_split(Path(config.data), "train", model_config.image_size, model_config.n_mels)
     val_sessions = load_split(Path(config.data), "val", model_config.image_size, model_config.n_mels)
     normalization = Normalization.fit(train_sessions)
-    make = lambda sessions, stride: ClipDataset(  # noqa: E731
-        sessions, normalization, model_config.audio_window_frames, model_config.context_clips, stride
+    make = lambda sessions, stride, clips: ClipDataset(  # noqa: E731
+        sessions, normalization, model_config.audio_window_frames, model_config.context_clips, stride,
+        clips_per_item=clips,
     )
-    train_set, val_set = make(train_sessions, config.stride), make(val_sessions, 8)
+    train_set = make(train_sessions, config.stride, config.clips_per_item)
+    val_set = make(val_sessions, CLIP_LEN, 1)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     model = ListenerModel(model_config)
@@ -172,7 +178,7 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
         batch = _batch(train_set, indices)
-        loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise)
+        loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise, config.noise_draws)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

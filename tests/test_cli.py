@@ -1,25 +1,16 @@
 """The CLI: bad input gives one red line and exit code 2, never a traceback."""
 
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from fad_edge.checkpoint import save_checkpoint
-from fad_edge.cli import main
+from helpers import run_cli
 from fad_edge.data import layout
 from fad_edge.data.dataset import Normalization
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["fad-edge", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out + captured.err
 
 
 @pytest.fixture
@@ -47,11 +38,9 @@ def _assert_one_line_error(code, output, fragment):
 
 def test_generate_writes_outputs(monkeypatch, capsys, checkpoint, media, tmp_path):
     video, audio = media
-    monkeypatch.setattr(sys, "argv", ["fad-edge", "generate", "--checkpoint", str(checkpoint), "--video", str(video),
-                                      "--audio", str(audio), "--out", str(tmp_path / "out")])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code in (0, None)
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", video,
+                           "--audio", audio, "--out", tmp_path / "out")
+    assert code == 0, output
     motion = np.load(tmp_path / "out" / "listener_coeffs.npy")
     assert motion.shape == (20, 56) and np.all(np.isfinite(motion))
     assert (tmp_path / "out" / "listener.png").stat().st_size > 1000

@@ -98,3 +98,18 @@ def test_config_round_trip_and_rejects_unknown_fields():
 
     with pytest.raises(CheckpointError):
         ModelConfig.from_dict({**config.to_dict(), "bogus": 1})
+
+
+def test_window_conditions_share_frames_between_clips_and_match_clip_conditions():
+    model = ListenerModel(preset("tiny", context_clips=1))
+    dim = model.config.condition_dim
+    sequence = torch.randn(1, 24, dim)
+    # A training window holding one context clip and two clips equals the stream's view of clips 1 and 2.
+    from_window = model.window_conditions(sequence)
+    from_stream = model.clip_conditions(sequence)[1:]
+    assert from_window.shape == (2, 16, dim)
+    torch.testing.assert_close(from_window, from_stream)
+    motion = torch.arange(2 * 16 * 56, dtype=torch.float32).view(2, 16, 56)
+    assert torch.equal(model.clip_motion(motion)[1], motion[0, 8:])
+    with pytest.raises(ValueError):
+        model.window_conditions(torch.randn(1, 8, dim))  # context only, no clip

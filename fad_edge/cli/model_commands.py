@@ -17,11 +17,13 @@ def train(
     out: Path = typer.Option(..., help="Run folder: checkpoint/ (latest, resumable) and best/ go here."),
     preset: str = typer.Option("small", help="Model preset: paper, small or tiny."),
     epochs: int = typer.Option(8, min=1),
-    batch_size: int = typer.Option(32, min=1),
+    batch_size: int = typer.Option(8, min=1, help="Windows per step (each of --clips-per-item clips)."),
+    clips_per_item: int = typer.Option(4, min=1, help="Consecutive clips per window; their frames are encoded once."),
+    noise_draws: int = typer.Option(4, min=1, help="Diffusion (step, noise) draws per clip and step."),
     lr: float = typer.Option(1e-3, min=0.0),
     weight_decay: float = typer.Option(1e-4, min=0.0),
     seed: int = typer.Option(0),
-    context_clips: int = typer.Option(0, min=0, help="Preceding clips of speaker features each clip sees."),
+    context_clips: Optional[int] = typer.Option(None, min=0, help="Preceding clips of speaker features each clip sees (default: the preset's)."),
     modalities: str = typer.Option("both", help="Speaker inputs the model may use: both, audio or video."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
@@ -37,6 +39,7 @@ def train(
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
+        clips_per_item=clips_per_item, noise_draws=noise_draws,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
     )
@@ -45,7 +48,10 @@ def train(
 
 
 def generate(
-    checkpoint: Path = typer.Option(..., help="Checkpoint folder (e.g. RUN/best)."),
+    model: Path = typer.Option(..., "--model", "--checkpoint", help="Checkpoint folder (RUN/best) or export folder (engines/NAME)."),
+    backend: str = typer.Option("auto", help="auto (torch for a checkpoint, ort for an export), torch, ort or trt."),
+    precision: str = typer.Option("fp32", help="ONNX Runtime graphs: fp32, int8 or fp16."),
+    threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
     video: Path = typer.Option(..., help="Speaker video (30 fps, any size OpenCV reads)."),
     audio: Path = typer.Option(..., help="Speaker audio (.wav/.flac, any sample rate)."),
     out: Path = typer.Option(..., help="Output folder."),
@@ -55,11 +61,11 @@ def generate(
 ) -> None:
     """Listener motion for a speaker video + audio: listener_coeffs.npy, listener.json, listener.png."""
     from fad_edge.generate import generate_files
-    from fad_edge.runtime.torch_runner import TorchRunner
+    from fad_edge.runtime.select import open_runner
 
-    runner = TorchRunner.from_checkpoint(checkpoint, steps=steps, seed=seed)
-    settings = {"checkpoint": str(checkpoint), "steps": runner.settings.steps, "seed": seed,
-                "start_step": runner.settings.start_step}
+    runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
+    settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
+                "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise}
     result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames}))

@@ -113,11 +113,11 @@ def load_split(root: Path, split: str, image_size: int, n_mels: int, use_cache: 
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Clips of L frames with their speaker inputs (and `context_clips` preceding clips).
+    """Windows of K consecutive clips of L frames with their speaker inputs and `context_clips` C before.
 
     Item: images (F, 3, S, S) float in [0, 1], mel (F, 1, W, M), valid (F,) 1 where the frame exists
-    (0 for context before the session start), motion (L, 56) normalized, with F = (C + 1) * L.
-    Clips start every `stride` frames, so successive epochs see the data at many offsets.
+    (0 for context before the session start), motion (K * L, 56) normalized, with F = (C + K) * L.
+    Windows start every `stride` frames, so successive epochs see the data at many offsets.
     """
 
     def __init__(
@@ -128,18 +128,20 @@ class ClipDataset(torch.utils.data.Dataset):
         context_clips: int = 0,
         stride: int = 4,
         clip_len: int = CLIP_LEN,
+        clips_per_item: int = 1,
     ) -> None:
         self.sessions = sessions
         self.clip_len, self.context = clip_len, context_clips
+        self.span = clips_per_item * clip_len
         self.windows = [frame_windows(s.mel, audio_window_frames) for s in sessions]  # (T, 1, W, M) each
         self.motion = [(s.listener - normalization.mean) / normalization.std for s in sessions]
         self.index = [
             (i, start)
             for i, s in enumerate(sessions)
-            for start in range(0, s.n_frames - clip_len + 1, stride)
+            for start in range(0, s.n_frames - self.span + 1, stride)
         ]
         if not self.index:
-            raise DataError(f"no clip of {clip_len} frames fits in the given sessions")
+            raise DataError(f"no window of {self.span} frames fits in the given sessions")
 
     def __len__(self) -> int:
         return len(self.index)
@@ -147,7 +149,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         session, start = self.index[item]
         first = start - self.context * self.clip_len
-        frame_ids = np.arange(first, start + self.clip_len)
+        frame_ids = np.arange(first, start + self.span)
         valid = frame_ids >= 0
         safe = np.clip(frame_ids, 0, None)
         frames = self.sessions[session].frames[safe]  # (F, S, S, 3) uint8
@@ -156,6 +158,6 @@ class ClipDataset(torch.utils.data.Dataset):
             "images": images,
             "mel": torch.from_numpy(np.ascontiguousarray(self.windows[session][safe])),
             "valid": torch.from_numpy(valid.astype(np.float32)),
-            "motion": torch.from_numpy(self.motion[session][start : start + self.clip_len].astype(np.float32)),
+            "motion": torch.from_numpy(self.motion[session][start : start + self.span].astype(np.float32)),
         }
 

@@ -43,6 +43,12 @@ class ModelConfig:
     train_steps: int = 100
     inference_steps: int = 1
     sample_start_step: int = 70
+    # Scale of the start noise (1: a forward-process draw; 0: start from the mean motion).
+    sample_start_noise: float = 1.0
+    # Training draws this share of its steps within +-step_focus_width of sample_start_step, where
+    # 1-step sampling reads the model (still epsilon-MSE; only the weighting over steps changes).
+    step_focus_share: float = 0.0
+    step_focus_width: int = 10
     clip_sample: float = 6.0
 
     def __post_init__(self) -> None:
@@ -101,6 +107,9 @@ PRESETS: dict[str, ModelConfig] = {
         unet_dim=64,
         cond_dim=64,
         step_embed_dim=32,
+        # Two clips (0.53 s) of speaker features before each clip: the synthetic listener reacts
+        # up to ~1 s after a cue (DESIGN.md section 5 asks for this ablation; paper = 0).
+        context_clips=2,
     ),
     # Unit tests only.
     "tiny": ModelConfig(

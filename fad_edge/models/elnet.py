@@ -4,8 +4,9 @@ Built from Diffuser's vocabulary (Janner et al. 2022, `diffuser/models/temporal.
 (Conv1d, GroupNorm, Mish), `ResidualTemporalBlock`, `Downsample1d`, `Upsample1d`, skip concatenation.
 Unlike Diffuser, which conditions by in-painting, the speaker enters every residual block: the
 per-frame speaker features (pooled to the block's time resolution) and the diffusion-step embedding
-(plus, with `context_clips`, an embedding of the preceding clips' features) scale and shift the
-block's activations (FiLM).
+scale and shift the block's activations (FiLM). The speaker features first pass a few dilated
+convolutions over the clip and its `context_clips` preceding clips, so that each frame's condition
+can hold what the speaker did some frames before (a listener reacts with a lag).
 """
 
 from __future__ import annotations
@@ -93,6 +94,19 @@ class Upsample1d(nn.Module):
         return self.conv(x)
 
 
+class DilatedConditionBlock(nn.Module):
+    """Residual dilated Conv1d + GroupNorm + Mish over the speaker condition frames."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation)
+        self.norm = nn.GroupNorm(groups, channels)
+        self.act = nn.Mish()
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return cond + self.act(self.norm(self.conv(cond)))
+
+
 class ELNet(nn.Module):
     """Predicts the noise in a clip of listener motion from the step and the speaker's features.
 
@@ -112,12 +126,12 @@ class ELNet(nn.Module):
             nn.Linear(embed_dim * 4, embed_dim),
         )
         self.cond_projection = nn.Sequential(nn.Conv1d(config.condition_dim, config.cond_dim, 1), nn.Mish())
-        self.context_embedding: nn.Module | None = None
-        if config.context_clips > 0:
-            context_frames = config.context_clips * config.clip_len
-            self.context_embedding = nn.Sequential(
-                nn.Linear(context_frames * config.cond_dim, embed_dim), nn.Mish(), nn.Linear(embed_dim, embed_dim)
-            )
+        # Dilated convolutions over all condition frames (context included) before the clip's own
+        # frames are cut out: every frame then sees the speaker up to 29 frames earlier, at its own
+        # lag, which a pooled context vector could only blur.
+        self.cond_temporal = nn.Sequential(
+            *(DilatedConditionBlock(config.cond_dim, kernel, dilation, groups) for dilation in (1, 2, 4))
+        )
 
         widths = [config.n_coeffs] + [dim * m for m in config.unet_dim_mults]
         pairs = list(zip(widths[:-1], widths[1:]))
@@ -154,9 +168,7 @@ class ELNet(nn.Module):
         shortcut = self.input_shortcut(x)
         cond = self.cond_projection(condition.transpose(1, 2))  # (B, cond_dim, frames)
         embedding = self.step_embedding(steps)  # (B, E)
-        if self.context_embedding is not None:
-            embedding = embedding + self.context_embedding(cond[:, :, :-clip_len].flatten(1))
-        cond = cond[:, :, -clip_len:]  # (B, cond_dim, L): the clip's own frames
+        cond = self.cond_temporal(cond)[:, :, -clip_len:]  # (B, cond_dim, L): the clip's own frames
 
         # The condition at every U-Net resolution: L, L/2, L/4, ... (Downsample1d halves the length).
         conds = [cond]

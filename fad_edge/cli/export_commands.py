@@ -1,0 +1,60 @@
+"""`fad-edge export`: a checkpoint to checked ONNX graphs (FP32, INT8, FP16) and TensorRT engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def export(
+    checkpoint: Path = typer.Option(..., help="Checkpoint folder (e.g. RUN/best)."),
+    out: Path = typer.Option(Path("engines/model"), help="Export folder (graphs, manifest.json, engines)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write static INT8 (QDQ) graphs for ONNX Runtime on the CPU."),
+    fp16: bool = typer.Option(False, "--fp16", help="Also write the mixed-precision FP16 graphs (checked on the CPU)."),
+    trt: bool = typer.Option(False, "--trt", help="Build TensorRT FP16 engines from the FP16 graphs (needs [trt] and a GPU)."),
+    opset: int = typer.Option(18, min=13, max=23, help="ONNX opset (18 suits TensorRT 10 on Jetson)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset for the accuracy checks (default: fresh synthetic sessions)."),
+    split: str = typer.Option("test", help="Split of --data to check on."),
+    tolerance: float = typer.Option(1e-4, min=0.0, help="Largest relative error of ORT FP32 against PyTorch."),
+    threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
+    trt_max_clips: int = typer.Option(128, min=1, help="Largest clip batch the TensorRT profile covers."),
+) -> None:
+    """Export a checkpoint for the edge; prints the parity table and fails if any graph exceeds the tolerance."""
+    from fad_edge.export.pipeline import ExportOptions, export_model
+
+    options = ExportOptions(checkpoint=checkpoint, out=out, opset=opset, int8=int8, fp16=fp16 or trt, trt=trt,
+                            data=data, split=split, tolerance=tolerance, threads=threads, trt_max_clips=trt_max_clips)
+    with console.status("exporting") as status:
+        manifest = export_model(options, say=lambda message: status.update(message))
+    print_reports(manifest.reports)
+    console.print(f"wrote {out} ({', '.join(manifest.precisions())})")
+
+
+def print_reports(reports: dict) -> None:
+    table = Table(title="parity against PyTorch (max rel = max |error| / max |reference|)")
+    for column in ("graph", "inputs", "max abs", "max rel"):
+        table.add_column(column, justify="right" if column.startswith("max") else "left")
+    for row in reports.get("parity", []):
+        table.add_row(row["graph"], row["inputs"], f"{row['max_abs']:.2e}", f"{row['max_rel']:.2e}")
+    console.print(table)
+    if "int8" in reports:
+        r = reports["int8"]
+        console.print(f"INT8: L2 {r['l2_int8']:.4f} vs FP32 {r['l2_fp32']:.4f} ({100 * (r['ratio'] - 1):+.2f}%), "
+                      f"ELNet in {r['elnet']}")
+    if "fp16" in reports:
+        r = reports["fp16"]
+        console.print(f"FP16 graph vs FP32 on the motion: max rel {r['max_rel']:.2e}, normalization/softmax in FP32: "
+                      f"{r['normalization_and_softmax_fp32']}")
+    if "trt" in reports:
+        r = reports["trt"]
+        console.print(f"TensorRT {r['tensorrt']} engines for {r['gpu']} (sm {r['compute_capability']})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(export)

@@ -1,0 +1,105 @@
+"""The modules that become ONNX graphs: each encoder, and ELNet as noise predictor or folded 1-step sampler.
+
+Every graph has a dynamic batch axis: frames for the encoders, clips for ELNet. The encoders apply
+the modality mask themselves, so a runner only concatenates their outputs. `ELNetX0` folds the
+1-step closed form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), the clamp and the de-normalization
+into the graph (DESIGN.md section 5), so the engine outputs FLAME coefficients directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fad_edge.listener_model import ListenerModel
+
+VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS = "video_encoder", "audio_encoder", "elnet_x0", "elnet_eps"
+GRAPH_NAMES = (VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS)
+
+
+class MaskedVideoEncoder(nn.Module):
+    """Images (N, 3, S, S) in [0, 1] -> video features (N, Dv), zero when the model ignores video."""
+
+    def __init__(self, model: ListenerModel) -> None:
+        super().__init__()
+        self.encoder = model.video_encoder
+        self.register_buffer("mask", model.modality_mask[: model.config.video_features].clone())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images) * self.mask
+
+
+class MaskedAudioEncoder(nn.Module):
+    """Mel windows (N, 1, W, M) -> audio features (N, Da), zero when the model ignores audio."""
+
+    def __init__(self, model: ListenerModel) -> None:
+        super().__init__()
+        self.encoder = model.audio_encoder
+        self.register_buffer("mask", model.modality_mask[model.config.video_features :].clone())
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.encoder(mel) * self.mask
+
+
+class ELNetEpsilon(nn.Module):
+    """(x_t (B, L, 56), step (B,) int64, condition (B, F, D)) -> predicted noise (B, L, 56)."""
+
+    def __init__(self, model: ListenerModel) -> None:
+        super().__init__()
+        self.elnet = model.elnet
+
+    def forward(self, x_t: torch.Tensor, step: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        return self.elnet(x_t, step, condition)
+
+
+class ELNetX0(nn.Module):
+    """(x_start (B, L, 56), condition (B, F, D)) -> de-normalized motion (B, L, 56) in one step."""
+
+    def __init__(self, model: ListenerModel) -> None:
+        super().__init__()
+        self.elnet = model.elnet
+        self.start_step = model.config.sample_start_step
+        self.clip_sample = float(model.config.clip_sample)
+        alpha_bar = model.diffusion.alphas_cumprod[self.start_step]
+        self.register_buffer("noise_scale", (1 - alpha_bar).sqrt().reshape(1))
+        self.register_buffer("signal_scale", alpha_bar.sqrt().reshape(1))
+        self.register_buffer("mean", model.motion_mean.clone())
+        self.register_buffer("std", model.motion_std.clone())
+
+    def forward(self, x_start: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        step = torch.full(x_start.shape[:1], self.start_step, dtype=torch.long, device=x_start.device)
+        epsilon = self.elnet(x_start, step, condition)
+        x0 = ((x_start - self.noise_scale * epsilon) / self.signal_scale).clamp(-self.clip_sample, self.clip_sample)
+        return x0 * self.std + self.mean
+
+
+@dataclass
+class GraphSpec:
+    """One graph to export: its module, example inputs, names, and which axes are dynamic."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_name: str
+    batch_axis_name: str
+
+
+def graph_specs(model: ListenerModel, batch_frames: int = 16, batch_clips: int = 2) -> list[GraphSpec]:
+    """The four graphs of a model with example inputs of the right shapes (random values)."""
+    config = model.config
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(batch_frames, 3, config.image_size, config.image_size, generator=generator)
+    mel = torch.randn(batch_frames, 1, config.audio_window, config.n_mels, generator=generator)
+    x_t = torch.randn(batch_clips, config.clip_len, config.n_coeffs, generator=generator)
+    condition = torch.randn(batch_clips, config.condition_frames, config.condition_dim, generator=generator)
+    step = torch.full((batch_clips,), config.sample_start_step, dtype=torch.long)
+    return [
+        GraphSpec(VIDEO_ENCODER, MaskedVideoEncoder(model).eval(), (images,), ("images",), "video_features", "frames"),
+        GraphSpec(AUDIO_ENCODER, MaskedAudioEncoder(model).eval(), (mel,), ("mel",), "audio_features", "frames"),
+        GraphSpec(ELNET_X0, ELNetX0(model).eval(), (x_t, condition), ("x_start", "condition"), "motion", "clips"),
+        GraphSpec(ELNET_EPS, ELNetEpsilon(model).eval(), (x_t, step, condition), ("x_t", "step", "condition"),
+                  "epsilon", "clips"),
+    ]

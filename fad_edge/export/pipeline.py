@@ -1,0 +1,241 @@
+"""`fad-edge export`: checkpoint -> checked ONNX graphs (FP32, optionally INT8 and FP16) -> TensorRT engines.
+
+The folder it writes holds one .onnx per graph and precision, manifest.json (files, identity and
+every check's figures) and, with TensorRT, one .engine + .json per graph. The manifest is written
+last, so a folder whose checks failed is never mistaken for a usable export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from fad_edge.checkpoint import MODEL_WEIGHTS, file_sha256, load_checkpoint
+from fad_edge.errors import ExportError
+from fad_edge.export import fp16 as fp16_tools
+from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER, GraphSpec, graph_specs
+from fad_edge.export.manifest import ExportManifest
+from fad_edge.export.onnx_export import (
+    META_PREFIX, ModelIdentity, load_onnx, read_metadata, save_onnx, set_metadata, simplify, trace_to_onnx,
+)
+from fad_edge.export.parity import ParityRow, errors, graph_parity, random_inputs, real_inputs
+from fad_edge.export.quantize import batched_feeds, check_runs, quantize_graph
+from fad_edge.export.samples import LabelledInputs, mean_l2, split_samples, synthetic_samples
+from fad_edge.listener_model import ListenerModel
+from fad_edge.runtime.base import clip_condition_windows
+from fad_edge.runtime.ort_runner import OrtRunner
+from fad_edge.runtime.torch_runner import TorchRunner
+
+CALIBRATION_SEED = 7_000_001
+INT8_L2_BUDGET = 1.02  # INT8 may cost at most 2% of L2 against the ground truth
+
+
+@dataclass
+class ExportOptions:
+    checkpoint: Path
+    out: Path
+    opset: int = 18
+    int8: bool = False
+    fp16: bool = False
+    trt: bool = False
+    data: Path | None = None  # dataset for the accuracy checks (else fresh synthetic sessions)
+    split: str = "test"
+    tolerance: float = 1e-4  # FP32 ORT vs PyTorch, max relative error per graph
+    fp16_tolerance: float = 1e-2  # FP16 graph vs FP32, max relative error on the final motion
+    check_sessions: int = 2
+    check_seconds: float = 8.0
+    calibration_sessions: int = 4
+    calibration_seconds: float = 4.0
+    threads: int = 2
+    trt_max_clips: int = 128
+    trt_workspace_mb: int = 1024
+
+
+Reporter = Callable[[str], None]
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """The exporter and the quantizer log advice meant for their own developers; keep our output readable."""
+    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def export_model(options: ExportOptions, say: Reporter = lambda _: None) -> ExportManifest:
+    """Run the whole export; raises ExportError (or BackendUnavailableError) with one clear line."""
+    with _quiet_libraries():
+        return _export(options, say)
+
+
+def _export(options: ExportOptions, say: Reporter) -> ExportManifest:
+    if options.trt:
+        from fad_edge.export.tensorrt_build import require_tensorrt
+
+        require_tensorrt()  # before minutes of work, not after
+    loaded = load_checkpoint(options.checkpoint)
+    model = loaded.model
+    identity = ModelIdentity(file_sha256(loaded.path / MODEL_WEIGHTS), loaded.config.to_dict(),
+                             loaded.normalization.to_dict())
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = ExportManifest(identity.version, identity.checkpoint_sha256, identity.config, identity.normalization,
+                              options.opset)
+
+    specs = graph_specs(model)
+    for spec in specs:
+        say(f"tracing {spec.name}")
+        traced = trace_to_onnx(spec, options.opset)
+        simplified, tool = simplify(traced, spec.name)
+        set_metadata(simplified, identity.metadata(spec.name, "fp32"))
+        save_onnx(simplified, out / f"{spec.name}.onnx")
+        manifest.graphs[spec.name] = {"fp32": f"{spec.name}.onnx"}
+        manifest.reports.setdefault("simplifier", {})[spec.name] = tool  # type: ignore[index]
+
+    checks = (split_samples(loaded.config, options.data, options.split) if options.data
+              else synthetic_samples(loaded.config, options.check_sessions, options.check_seconds))
+    say("checking parity against PyTorch")
+    rows = _parity(specs, model, out, checks, options.threads)
+    torch_runner = TorchRunner(model)
+    fp32 = OrtRunner(out, "fp32", options.threads, manifest=manifest)
+    rows.append(_motion_row(fp32, torch_runner, checks, "motion (ort-fp32 vs torch)"))
+    manifest.reports["parity"] = [row.to_dict() for row in rows]
+    worst = max(rows, key=lambda row: row.max_rel)
+    if worst.max_rel > options.tolerance:
+        raise ExportError(f"parity check failed: {worst.graph} on {worst.inputs} inputs has max relative error "
+                          f"{worst.max_rel:.2e} > {options.tolerance:.0e} (max abs {worst.max_abs:.2e})")
+    reference_l2 = float(np.mean([mean_l2(fp32.run_inputs(s.inputs), s.listener) for s in checks]))
+    manifest.reports["accuracy"] = {"l2_fp32": reference_l2, "sessions": [s.name for s in checks]}
+
+    if options.int8 or options.fp16:
+        calibration = _calibration(loaded.config, options)
+        feeds = _calibration_feeds(model, specs, calibration)
+        if options.int8:
+            say("quantizing to INT8")
+            manifest.reports["int8"] = _export_int8(out, manifest, feeds, checks, reference_l2, options.threads)
+        if options.fp16:
+            say("converting to mixed-precision FP16")
+            manifest.reports["fp16"] = _export_fp16(out, manifest, feeds, checks, fp32, options)
+    if options.trt:
+        from fad_edge.export.tensorrt_build import EngineProfile, build_engines
+
+        say("building TensorRT engines from the FP16 graphs")
+        profile = EngineProfile(max_clips=options.trt_max_clips, workspace_mb=options.trt_workspace_mb)
+        manifest.reports["trt"] = build_engines(out, manifest, profile)
+    manifest.save(out)
+    return manifest
+
+
+def _parity(specs: list[GraphSpec], model: ListenerModel, out: Path, checks: list[LabelledInputs],
+            threads: int) -> list[ParityRow]:
+    from fad_edge.runtime.ort_runner import session_options
+
+    rows = []
+    for spec in specs:
+        session = ort.InferenceSession(str(out / f"{spec.name}.onnx"), session_options(threads),
+                                       providers=["CPUExecutionProvider"])
+        rows.append(graph_parity(spec, session, random_inputs(spec), "random"))
+        rows.append(graph_parity(spec, session, real_inputs(spec, model, checks[0]), "synthetic"))
+    return rows
+
+
+def _motion_row(runner: OrtRunner, reference: TorchRunner | OrtRunner, checks: list[LabelledInputs], label: str) -> ParityRow:
+    worst = (0.0, 0.0)
+    for sample in checks:
+        found = errors(runner.run_inputs(sample.inputs), reference.run_inputs(sample.inputs))
+        worst = max(worst, found, key=lambda pair: pair[1])
+    return ParityRow(label, "synthetic sessions", *worst)
+
+
+def _calibration(config, options: ExportOptions) -> list[LabelledInputs]:
+    if options.data:
+        return split_samples(config, options.data, "train")[: options.calibration_sessions]
+    return synthetic_samples(config, options.calibration_sessions, options.calibration_seconds, CALIBRATION_SEED)
+
+
+@torch.no_grad()
+def _calibration_feeds(model: ListenerModel, specs: list[GraphSpec],
+                       samples: list[LabelledInputs]) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Inputs of every graph as the runner would feed them, from calibration sessions."""
+    config = model.config
+    images = np.concatenate([s.inputs.images for s in samples])
+    mel = np.concatenate([s.inputs.mel for s in samples])
+    conditions = np.concatenate([
+        clip_condition_windows(model.encode(torch.from_numpy(s.inputs.images), torch.from_numpy(s.inputs.mel)).numpy(),
+                               config.clip_len, config.context_clips)
+        for s in samples
+    ])
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    shape = (len(conditions), config.clip_len, config.n_coeffs)
+    start = model.config.sample_start_noise * model.diffusion.initial_sample(shape, config.sample_start_step, rng).numpy()
+    x_t = rng.standard_normal(shape, dtype=np.float32)
+    step = rng.integers(0, config.train_steps, len(conditions)).astype(np.int64)
+    feeds: dict[str, list[dict[str, np.ndarray]]] = {
+        VIDEO_ENCODER: batched_feeds("images", images, 64),
+        AUDIO_ENCODER: batched_feeds("mel", mel, 64),
+    }
+    feeds[ELNET_X0] = [{"x_start": start[i : i + 32], "condition": conditions[i : i + 32]} for i in range(0, len(conditions), 32)]
+    feeds[ELNET_EPS] = [{"x_t": x_t[i : i + 32], "step": step[i : i + 32], "condition": conditions[i : i + 32]}
+                        for i in range(0, len(conditions), 32)]
+    return feeds
+
+
+def _export_int8(out: Path, manifest: ExportManifest, feeds: dict, checks: list[LabelledInputs],
+                 reference_l2: float, threads: int) -> dict:
+    for graph, files in manifest.graphs.items():
+        target = out / f"{graph}.int8.onnx"
+        quantize_graph(out / files["fp32"], target, feeds[graph])
+        check_runs(target)
+        files["int8"] = target.name
+
+    def l2_now() -> float:
+        runner = OrtRunner(out, "int8", threads, manifest=manifest)
+        return float(np.mean([mean_l2(runner.run_inputs(s.inputs), s.listener) for s in checks]))
+
+    report = {"quantized_ops": ["Conv", "Gemm", "MatMul"], "l2_fp32": reference_l2, "elnet": "int8"}
+    l2 = l2_now()
+    if l2 > INT8_L2_BUDGET * reference_l2:
+        # The folded x0 divides by sqrt(alpha_bar), which amplifies ELNet's quantization error;
+        # the encoders hold nearly all the compute, so ELNet falls back to FP32 in the INT8 set.
+        report["l2_all_int8"] = l2
+        for graph in (ELNET_X0, ELNET_EPS):
+            manifest.graphs[graph]["int8"] = manifest.graphs[graph]["fp32"]
+        report["elnet"] = "fp32"
+        l2 = l2_now()
+    report.update(l2_int8=l2, ratio=l2 / reference_l2)
+    return report
+
+
+def _export_fp16(out: Path, manifest: ExportManifest, feeds: dict, checks: list[LabelledInputs], fp32: OrtRunner,
+                 options: ExportOptions) -> dict:
+    fp32_models = {graph: load_onnx(out / files["fp32"]) for graph, files in manifest.graphs.items()}
+    audits = {graph: fp16_tools.audit_activations(model, feeds[graph]) for graph, model in fp32_models.items()}
+    report: dict = {"tool": "onnxconverter-common float16, FP32 I/O",
+                    "audit": {graph: audit.summary() for graph, audit in audits.items()}}
+    for escalate in (False, True):
+        for graph, model in fp32_models.items():
+            converted = fp16_tools.convert_to_fp16(model, audits[graph], escalate)
+            set_metadata(converted, {**read_metadata(model), META_PREFIX + "precision": "fp16"})
+            save_onnx(converted, out / f"{graph}.fp16.onnx")
+            manifest.graphs[graph]["fp16"] = f"{graph}.fp16.onnx"
+            report.setdefault("fp16_compute_share", {})[graph] = fp16_tools.fp16_node_share(converted)
+        runner = OrtRunner(out, "fp16", options.threads, manifest=manifest)
+        row = _motion_row(runner, fp32, checks, "motion (ort-fp16 vs ort-fp32)")
+        report.update(normalization_and_softmax_fp32=escalate, max_abs=row.max_abs, max_rel=row.max_rel)
+        if row.max_rel <= options.fp16_tolerance:
+            return report
+    raise ExportError(f"the FP16 graph's motion differs from FP32 by {report['max_rel']:.2e} relative "
+                      f"(> {options.fp16_tolerance:.0e}) even with normalization and softmax in FP32")

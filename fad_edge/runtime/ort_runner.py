@@ -1,0 +1,105 @@
+"""ONNX Runtime on the CPU: the embedded default backend (FP32, INT8 or the FP16 graph TensorRT builds).
+
+Session options suit small CPUs: `threads` intra-op threads (default 2, one per core of the
+target boards), one inter-op thread and sequential execution, since the graphs are chains of
+convolutions with nothing to run side by side; all graph optimizations on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings
+from fad_edge.errors import EngineMismatchError, ExportError
+from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
+from fad_edge.export.manifest import ExportManifest
+from fad_edge.export.onnx_export import META_PREFIX
+from fad_edge.runtime.base import ClipRunner
+
+
+def session_options(threads: int = 2) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: ORT's warnings are about its own fusions
+    return options
+
+
+def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int = 2) -> ort.InferenceSession:
+    """An ORT session for one graph file, checked to belong to the manifest's checkpoint."""
+    if not path.is_file():
+        raise ExportError(f"{path}: file not found; re-run fad-edge export")
+    try:
+        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises its own Fail/InvalidProtobuf/... types
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({first[:160]}); the file is corrupt or truncated, re-export") from error
+    metadata = session.get_modelmeta().custom_metadata_map
+    found_graph = metadata.get(META_PREFIX + "graph")
+    found_hash = metadata.get(META_PREFIX + "checkpoint_sha256")
+    if found_graph != graph or found_hash != manifest.checkpoint_sha256:
+        raise EngineMismatchError(
+            f"{path}: belongs to another model (graph {found_graph!r}, checkpoint {str(found_hash)[:12]}; "
+            f"the manifest expects {graph!r}, {manifest.checkpoint_sha256[:12]}); re-export this folder"
+        )
+    return session
+
+
+class _OrtDenoiser:
+    """The ELNet noise-prediction graph behind the torch call signature the sampler uses."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+
+    def __call__(self, x_t: torch.Tensor, step: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        feeds = {"x_t": x_t.numpy().astype(np.float32), "step": step.numpy().astype(np.int64),
+                 "condition": condition.numpy().astype(np.float32)}
+        return torch.from_numpy(self.session.run(None, feeds)[0])
+
+
+class OrtRunner(ClipRunner):
+    """Runs an export folder with ONNX Runtime on the CPU."""
+
+    def __init__(self, folder: Path, precision: str = "fp32", threads: int = 2, steps: int | None = None,
+                 seed: int = 0, manifest: ExportManifest | None = None) -> None:
+        self.folder = Path(folder)
+        self.manifest = manifest or ExportManifest.load(self.folder)
+        config = self.manifest.model_config
+        settings = SamplerSettings(steps or config.inference_steps, config.sample_start_step, config.clip_sample,
+                                   config.sample_start_noise)
+        super().__init__(config, settings, seed)
+        self.name = f"ort-{precision}"
+        self.precision = precision
+        self.diffusion = FacialActionDiffusion(config.train_steps)
+        self.diffusion.timesteps(settings)  # validates steps before any file is opened
+
+        def session(graph: str) -> ort.InferenceSession:
+            return open_session(self.manifest.file(self.folder, graph, precision), self.manifest, graph, threads)
+
+        self.video, self.audio = session(VIDEO_ENCODER), session(AUDIO_ENCODER)
+        # One step runs the folded graph; more steps run the sampler around the noise predictor.
+        self.elnet = session(ELNET_X0 if settings.steps == 1 else ELNET_EPS)
+        mean, std = self.manifest.normalization["mean"], self.manifest.normalization["std"]
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+
+    def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
+        video = self.video.run(None, {"images": images.astype(np.float32, copy=False)})[0]
+        audio = self.audio.run(None, {"mel": mel.astype(np.float32, copy=False)})[0]
+        return np.concatenate([video, audio], axis=1)
+
+    def clips_motion(self, conditions: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+        config = self.config
+        shape = (len(conditions), config.clip_len, config.n_coeffs)
+        conditions = conditions.astype(np.float32, copy=False)
+        if self.settings.steps == 1:
+            start = self.settings.start_noise * self.diffusion.initial_sample(shape, self.settings.start_step, generator)
+            return self.elnet.run(None, {"x_start": start.numpy(), "condition": conditions})[0]
+        motion = self.diffusion.sample(_OrtDenoiser(self.elnet), torch.from_numpy(conditions), shape, self.settings,
+                                       generator)
+        return motion.numpy() * self.std + self.mean

@@ -1,0 +1,22 @@
+"""Fixtures shared across test modules (built once per session: exports take tens of seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> Path:
+    """A tiny model (one context clip) exported to FP32, INT8 and FP16 ONNX."""
+    from fad_edge.export.pipeline import ExportOptions, export_model
+
+    root = tmp_path_factory.mktemp("export")
+    checkpoint = tiny_checkpoint(root / "checkpoint", context_clips=1)
+    export_model(ExportOptions(checkpoint=checkpoint, out=root / "model", int8=True, fp16=True,
+                               check_sessions=1, check_seconds=3.0, calibration_sessions=1, calibration_seconds=3.0,
+                               threads=1))
+    return root / "model"

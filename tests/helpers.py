@@ -1,0 +1,37 @@
+"""Helpers shared by the tests: running the CLI, and small real models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fad_edge.checkpoint import save_checkpoint
+from fad_edge.cli import main
+from fad_edge.data.dataset import Normalization
+from fad_edge.listener_model import ListenerModel
+from fad_edge.models.config import preset
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """Run `fad-edge ARGS` in-process; returns (exit code, stdout + stderr)."""
+    monkeypatch.setattr(sys, "argv", ["fad-edge", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    code = exit_info.value.code
+    return (0 if code is None else int(code)), captured.out + captured.err
+
+
+def tiny_checkpoint(folder: Path, seed: int = 0, **overrides) -> Path:
+    """A tiny-preset checkpoint with random weights and a non-trivial normalization."""
+    torch.manual_seed(seed)
+    model = ListenerModel(preset("tiny", **overrides))
+    rng = np.random.default_rng(seed)
+    mean = (0.1 * rng.standard_normal(56)).astype(np.float32)
+    std = (0.05 + 0.1 * rng.random(56)).astype(np.float32)
+    model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
+    return save_checkpoint(folder, model, Normalization(mean, std))

@@ -1,0 +1,141 @@
+"""ONNX export and the ONNX Runtime backend: parity, identity checks, INT8 and FP16 variants."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from fad_edge.checkpoint import load_checkpoint
+from fad_edge.data.synthetic import SyntheticConfig, generate_session
+from fad_edge.errors import EngineMismatchError, ExportError
+from fad_edge.export.manifest import ExportManifest
+from fad_edge.export.onnx_export import META_PREFIX, read_metadata
+from fad_edge.runtime.ort_runner import OrtRunner
+from fad_edge.runtime.torch_runner import TorchRunner
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def session():
+    return generate_session(5, SyntheticConfig(seconds=64 / 30 + 0.5, image_size=48))
+
+
+def test_manifest_and_metadata_tie_every_graph_to_its_checkpoint(tiny_export):
+    manifest = ExportManifest.load(tiny_export)
+    assert manifest.precisions() == ["fp32", "int8", "fp16"]
+    for graph, files in manifest.graphs.items():
+        model = onnx.load(str(tiny_export / files["fp32"]))
+        meta = read_metadata(model)
+        assert meta[META_PREFIX + "graph"] == graph
+        assert meta[META_PREFIX + "checkpoint_sha256"] == manifest.checkpoint_sha256
+        assert json.loads(meta[META_PREFIX + "config"])["context_clips"] == 1
+        assert len(json.loads(meta[META_PREFIX + "normalization"])["mean"]) == 56
+        assert model.opset_import[0].version == 18
+        # the batch axis is dynamic
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    rows = manifest.reports["parity"]
+    assert {row["inputs"] for row in rows} >= {"random", "synthetic"}
+    assert max(row["max_rel"] for row in rows) <= 1e-4
+
+
+@pytest.mark.parametrize("frames", [64, 61])
+def test_ort_gives_the_torch_motion_for_whole_and_partial_windows(tiny_export, session, frames):
+    checkpoint = load_checkpoint(tiny_export.parent / "checkpoint")
+    args = (session.frames[:frames], session.audio[: frames * 16000 // 30 + 533], 16000)
+    reference = TorchRunner(checkpoint.model, seed=3).run(*args)
+    ours = OrtRunner(tiny_export, "fp32", threads=1, seed=3).run(*args)
+    assert ours.shape == reference.shape == (frames, 56)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+    # a different seed draws different noise: the comparison above is not trivially true
+    assert np.abs(OrtRunner(tiny_export, "fp32", threads=1, seed=4).run(*args) - ours).max() > 1e-3
+
+
+def test_multi_step_sampling_matches_torch(tiny_export, session):
+    checkpoint = load_checkpoint(tiny_export.parent / "checkpoint")
+    args = (session.frames[:16], session.audio[: 16 * 16000 // 30], 16000)
+    reference = TorchRunner(checkpoint.model, steps=4, seed=1).run(*args)
+    ours = OrtRunner(tiny_export, "fp32", threads=1, steps=4, seed=1).run(*args)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+
+
+def test_int8_and_fp16_graphs_are_really_converted_and_close(tiny_export, session):
+    manifest = ExportManifest.load(tiny_export)
+    int8 = onnx.load(str(tiny_export / manifest.graphs["video_encoder"]["int8"]))
+    assert any(node.op_type == "DequantizeLinear" for node in int8.graph.node)
+    fp16 = onnx.load(str(tiny_export / manifest.graphs["video_encoder"]["fp16"]))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in fp16.graph.initializer)
+    assert fp16.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # FP32 I/O
+    args = (session.frames[:32], session.audio[: 32 * 16000 // 30], 16000)
+    fp32 = OrtRunner(tiny_export, "fp32", threads=1).run(*args)
+    half = OrtRunner(tiny_export, "fp16", threads=1).run(*args)
+    assert np.abs(half - fp32).max() <= 1e-2 * np.abs(fp32).max()
+    assert manifest.reports["fp16"]["max_rel"] <= 1e-2
+    assert manifest.reports["int8"]["ratio"] <= 1.02
+    audit = manifest.reports["fp16"]["audit"]["video_encoder"]
+    assert 0 < audit["peak"] < 65504
+
+
+def test_a_truncated_onnx_is_a_clear_error(tiny_export, tmp_path, monkeypatch, capsys):
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_export, broken)
+    path = broken / "video_encoder.onnx"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(ExportError, match="video_encoder.onnx"):
+        OrtRunner(broken)
+    code, output = run_cli(monkeypatch, capsys, "generate", "--model", broken, "--video", "v.mp4", "--audio", "a.wav",
+                           "--out", tmp_path / "out")
+    assert code == 2 and "video_encoder.onnx" in output and "Traceback" not in output
+
+
+def test_a_graph_from_another_model_is_refused(tiny_export, tmp_path):
+    mixed = tmp_path / "model"
+    shutil.copytree(tiny_export, mixed)
+    model = onnx.load(str(mixed / "audio_encoder.onnx"))
+    meta = read_metadata(model)
+    meta[META_PREFIX + "checkpoint_sha256"] = "0" * 64
+    from fad_edge.export.onnx_export import save_onnx, set_metadata
+
+    set_metadata(model, meta)
+    save_onnx(model, mixed / "audio_encoder.onnx")
+    with pytest.raises(EngineMismatchError, match="another model"):
+        OrtRunner(mixed)
+
+
+def test_a_folder_without_manifest_or_variant_is_a_clear_error(tiny_export, tmp_path):
+    with pytest.raises(ExportError, match="manifest.json"):
+        OrtRunner(tmp_path)
+    partial = tmp_path / "model"
+    shutil.copytree(tiny_export, partial)
+    manifest = ExportManifest.load(partial)
+    for files in manifest.graphs.values():
+        files.pop("int8")
+    manifest.save(partial)
+    with pytest.raises(ExportError, match="--int8"):
+        OrtRunner(partial, "int8")
+
+
+def test_export_cli_prints_the_parity_table(tmp_path, monkeypatch, capsys):
+    from helpers import tiny_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "ck")
+    code, output = run_cli(monkeypatch, capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                           "--threads", "1")
+    assert code == 0, output
+    assert "elnet_x0" in output and "max rel" in output
+    assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_export_fails_when_parity_exceeds_the_tolerance(tmp_path, monkeypatch, capsys):
+    from helpers import tiny_checkpoint
+
+    checkpoint = tiny_checkpoint(tmp_path / "ck")
+    code, output = run_cli(monkeypatch, capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                           "--tolerance", "0", "--threads", "1")
+    assert code == 2 and "parity check failed" in output and "Traceback" not in output
+    assert not (tmp_path / "out" / "manifest.json").exists()  # a failed export is never mistaken for a good one
