@@ -88,7 +88,8 @@ def _basis(seed: int, factors: int, scales: np.ndarray) -> np.ndarray:
 
 
 def _smooth(signal: np.ndarray, frames: int) -> np.ndarray:
-    kernel = np.hanning(2 * frames + 1)
+    frames = min(frames, (len(signal) - 1) // 2)  # a kernel longer than the signal would lengthen it
+    kernel = np.hanning(2 * frames + 1) if frames > 0 else np.ones(1)
     kernel /= kernel.sum()
     return np.convolve(signal, kernel, mode="same")
 
@@ -225,7 +226,7 @@ def _video(rng: np.random.Generator, size: int, head: np.ndarray, smile: np.ndar
     gradient = np.linspace(rng.uniform(0.75, 1.0), rng.uniform(1.0, 1.2), size)
     light = (gradient[None, :, None] if rng.random() < 0.5 else gradient[:, None, None]).astype(np.float32)
     jitter = np.cumsum(rng.normal(0, 0.3, (n, 2)), axis=0)
-    jitter = np.clip(jitter - _smooth(jitter[:, 0], 30)[:, None] * 0, -3, 3)
+    jitter = np.clip(jitter, -3, 3)
     frames = np.empty((n, size, size, 3), np.uint8)
     base = np.empty((size, size, 3), np.uint8)
     base[:] = background.astype(np.uint8)

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import torch
 
 from fad_edge.export.graphs import GraphSpec
-from fad_edge.export.samples import LabelledInputs
+from fad_edge.samples import LabelledInputs
 from fad_edge.listener_model import ListenerModel
 
 

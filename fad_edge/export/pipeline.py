@@ -27,7 +27,7 @@ from fad_edge.export.onnx_export import (
 )
 from fad_edge.export.parity import ParityRow, errors, graph_parity, random_inputs, real_inputs
 from fad_edge.export.quantize import batched_feeds, check_runs, quantize_graph
-from fad_edge.export.samples import LabelledInputs, mean_l2, split_samples, synthetic_samples
+from fad_edge.samples import LabelledInputs, mean_l2, split_samples, synthetic_samples
 from fad_edge.listener_model import ListenerModel
 from fad_edge.runtime.base import clip_condition_windows
 from fad_edge.runtime.ort_runner import OrtRunner

@@ -29,6 +29,8 @@ class LabelledInputs:
     name: str
     inputs: SpeakerInputs
     listener: np.ndarray
+    speaker: np.ndarray | None = None  # (T, 56) speaker coefficients where known
+    mel: np.ndarray | None = None  # (T * 4, n_mels) raw log-mel, for the audio baselines
 
 
 def synthetic_samples(config: ModelConfig, count: int, seconds: float, seed: int = HELD_OUT_SEED) -> list[LabelledInputs]:
@@ -38,7 +40,7 @@ def synthetic_samples(config: ModelConfig, count: int, seconds: float, seed: int
         session = generate_session(seed + index, SyntheticConfig(seconds=seconds, image_size=2 * config.image_size))
         inputs = prepare_inputs(session.frames, session.audio, SAMPLE_RATE, config.image_size,
                                 config.audio_window_frames, config.n_mels)
-        samples.append(LabelledInputs(f"synthetic-{seed + index}", inputs, session.listener))
+        samples.append(LabelledInputs(f"synthetic-{seed + index}", inputs, session.listener, session.speaker))
     return samples
 
 
@@ -49,7 +51,8 @@ def split_samples(config: ModelConfig, data: Path, split: str) -> list[LabelledI
         frames = session.n_frames // CLIP_LEN * CLIP_LEN
         mel = frame_windows(session.mel[: frames * 4], config.audio_window_frames)
         inputs = SpeakerInputs(images_from_frames(session.frames[:frames]), mel, frames)
-        samples.append(LabelledInputs(session.name, inputs, session.listener[:frames]))
+        speaker = None if session.speaker is None else session.speaker[:frames]
+        samples.append(LabelledInputs(session.name, inputs, session.listener[:frames], speaker, session.mel[: frames * 4]))
     return samples
 
 

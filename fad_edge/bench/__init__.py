@@ -1,0 +1,1 @@
+"""Benchmark support: cost-only replicas of published listener pipelines, measured beside ours."""

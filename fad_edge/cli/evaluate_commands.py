@@ -1,0 +1,69 @@
+"""`fad-edge evaluate`: the paper's table, the denoising-steps curve and the modality ablation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def _steps_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("a comma-separated list of integers, e.g. 1,2,5,10", param_hint="--steps-curve") from None
+    if not values or any(not 1 <= v <= 100 for v in values):
+        raise typer.BadParameter("steps must be in 1..100", param_hint="--steps-curve")
+    return values
+
+
+def evaluate(
+    checkpoint: List[Path] = typer.Option(..., help="Checkpoint folder; repeat it to compare models (e.g. the modality ablation)."),
+    data: Path = typer.Option(..., help="Dataset folder (our layout)."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
+    samples: int = typer.Option(1, min=1, max=20, help="Diffusion samples per input; >1 adds a diversity column."),
+    start_noise: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Start-noise scale (default: the model's)."),
+    steps_curve: Optional[str] = typer.Option(None, help="Also draw L2/FD against these step counts, e.g. 1,2,5,10,20,50,100."),
+    out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md (and OUT_steps.png)."),
+) -> None:
+    """Baselines, FAD and ground truth on a split: L2, FD, SI and TLCC for expression and rotation."""
+    from fad_edge.checkpoint import load_checkpoint
+    from fad_edge.evaluation import evaluate as run_evaluation
+    from fad_edge.evaluation import steps_curve as run_steps_curve
+    from fad_edge.evaluation_report import plot_steps_curve, rich_tables, write_reports
+
+    curve_steps = _steps_list(steps_curve) if steps_curve else None
+    loaded = [load_checkpoint(path) for path in checkpoint]
+    labels = [_label(model, len(loaded)) for model in loaded]
+    with console.status(f"evaluating on the {split} split"):
+        table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise)
+    title = f"Listener motion on {data.name}/{split}"
+    for rendered in rich_tables(table, title):
+        console.print(rendered)
+    for note in table.notes:
+        console.print(f"[yellow]{note}[/]")
+    json_path, md_path = write_reports(table, out, title)
+    console.print(f"wrote {json_path} and {md_path}")
+    if curve_steps:
+        with console.status("denoising-steps curve"):
+            curve = run_steps_curve(loaded[0], data, split, curve_steps)
+        png = plot_steps_curve(curve, out.with_name(out.name + "_steps.png"))
+        for count in curve_steps:
+            console.print(f"steps {count:3d}: L2 exp {curve[count]['expression']['L2']:.4f} rot {curve[count]['rotation']['L2']:.4f}")
+        console.print(f"wrote {png}")
+
+
+def _label(loaded, count: int) -> str:
+    if count == 1:
+        return "FAD"
+    config = loaded.config
+    return f"FAD ({config.modalities}, context {config.context_clips})"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)

@@ -1,0 +1,151 @@
+"""`fad-edge evaluate`: the paper's tables (baselines, FAD, ground truth) on a dataset split.
+
+Every metric runs on de-normalized coefficients for the expression (50) and rotation (jaw + head,
+6) groups; see metrics.py for the definitions. SI's k-means is fitted on the evaluated split's
+ground truth, as Learning to Listen does, so GT's own SI is the reference for the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fad_edge import metrics
+from fad_edge.baselines import NAMES as BASELINE_NAMES
+from fad_edge.baselines import Baselines, BaselineSequence
+from fad_edge.checkpoint import LoadedCheckpoint
+from fad_edge.errors import DataError
+from fad_edge.runtime.torch_runner import TorchRunner
+from fad_edge.samples import LabelledInputs, split_samples
+
+METRIC_NAMES = ("L2", "MSE", "FD", "FD pooled", "SI", "TLCC lag", "TLCC r")
+
+
+@dataclass
+class EvaluationTable:
+    """rows[name][group][metric] -> value; NaN where a metric does not apply."""
+
+    split: str
+    sessions: list[str]
+    frames: int
+    rows: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _baseline_sequence(sample: LabelledInputs) -> BaselineSequence:
+    if sample.mel is None:
+        raise DataError(f"{sample.name}: no mel features to evaluate the audio baselines on")
+    return BaselineSequence(sample.speaker, sample.mel, sample.listener)
+
+
+def check_compatible(loaded: LoadedCheckpoint, samples: list[LabelledInputs]) -> None:
+    """The checkpoint must produce the dataset's coefficient layout and have sane statistics."""
+    config = loaded.config
+    for sample in samples:
+        if sample.listener.shape[1] != config.n_coeffs:
+            raise DataError(f"{sample.name}: listener motion has {sample.listener.shape[1]} dims, "
+                            f"the checkpoint produces {config.n_coeffs}")
+    std = np.asarray(loaded.normalization.std)
+    if std.shape != (config.n_coeffs,) or not np.all(np.isfinite(std)) or np.any(std <= 0):
+        raise DataError(f"{loaded.path}: the checkpoint's normalization does not fit {config.n_coeffs} dims")
+
+
+def group_metrics(predictions: list[np.ndarray], truths: list[np.ndarray], speakers: list[np.ndarray | None],
+                  si: dict[str, metrics.ShannonIndex]) -> dict[str, dict[str, float]]:
+    """Every metric for both groups, over sequences (L2/MSE averaged over all frames)."""
+    result = {}
+    for group, columns in metrics.GROUPS.items():
+        pred = [p[:, columns] for p in predictions]
+        true = [t[:, columns] for t in truths]
+        frames = np.concatenate(pred)
+        row = {
+            "L2": metrics.l2(frames, np.concatenate(true)),
+            "MSE": metrics.mse(frames, np.concatenate(true)),
+            "FD": metrics.fd_per_sequence(pred, true),
+            "FD pooled": metrics.fd_pooled(pred, true),
+            "SI": si[group](frames),
+        }
+        known = [(s[:, columns], p) for s, p in zip(speakers, pred) if s is not None]
+        lagged = metrics.tlcc_summary([s for s, _ in known], [p for _, p in known]) if known else {"lag": math.nan, "r": math.nan}
+        row.update({"TLCC lag": lagged["lag"], "TLCC r": lagged["r"]})
+        result[group] = row
+    return result
+
+
+def fad_predictions(runner: TorchRunner, samples: list[LabelledInputs], seed: int = 0) -> list[np.ndarray]:
+    runner.seed = seed
+    return [runner.run_inputs(sample.inputs) for sample in samples]
+
+
+def diversity(draws: list[list[np.ndarray]]) -> float:
+    """Mean pairwise L2 between the N draws for the same input, averaged over inputs."""
+    values = [metrics.l2(a, b) for per_input in zip(*draws) for a, b in itertools.combinations(per_input, 2)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str = "test", steps: int | None = None,
+             samples: int = 1, start_noise: float | None = None) -> EvaluationTable:
+    """Baselines (fitted on train), each model, and GT on `split`."""
+    if not models:
+        raise ValueError("evaluate needs at least one checkpoint")
+    config = models[0][1].config
+    test = split_samples(config, data, split)
+    train = split_samples(config, data, "train")
+    table = EvaluationTable(split, [s.name for s in test], int(sum(len(s.listener) for s in test)))
+    truths = [s.listener for s in test]
+    speakers = [s.speaker for s in test]
+    truth_frames = np.concatenate(truths)
+    needed = max(metrics.SI_CLUSTERS.values())
+    if len(truth_frames) < needed:
+        raise DataError(f"the {split} split has {len(truth_frames)} frames; SI needs at least {needed}")
+    si = {group: metrics.ShannonIndex.fit(truth_frames[:, cols], metrics.SI_CLUSTERS[group])
+          for group, cols in metrics.GROUPS.items()}
+
+    baselines = Baselines([_baseline_sequence(s) for s in train])
+    sequences = [_baseline_sequence(s) for s in test]
+    for name in BASELINE_NAMES:
+        if not all(name in baselines.available(seq) for seq in sequences):
+            table.notes.append(f"{name}: skipped, the dataset has no speaker coefficients")
+            continue
+        predictions = [baselines.predict(name, seq, index) for index, seq in enumerate(sequences)]
+        table.rows[name] = group_metrics(predictions, truths, speakers, si)
+
+    for label, loaded in models:
+        check_compatible(loaded, test)
+        runner = TorchRunner(loaded.model, steps=steps)
+        if start_noise is not None:
+            runner.settings = dataclasses.replace(runner.settings, start_noise=start_noise)
+        draws = [fad_predictions(runner, test, seed) for seed in range(samples)]
+        row = group_metrics(draws[0], truths, speakers, si)
+        if samples > 1:
+            for group, cols in metrics.GROUPS.items():
+                row[group]["diversity"] = diversity([[d[:, cols] for d in draw] for draw in draws])
+        table.rows[label] = row
+
+    gt = group_metrics(truths, truths, speakers, si)
+    table.rows["GT"] = gt
+    return table
+
+
+def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: list[int]) -> dict[int, dict]:
+    """L2 and FD (both groups) of FAD at each number of denoising steps (the paper's Figure 4)."""
+    test = split_samples(loaded.config, data, split)
+    check_compatible(loaded, test)
+    truths = [s.listener for s in test]
+    curve = {}
+    for steps in steps_list:
+        predictions = fad_predictions(TorchRunner(loaded.model, steps=steps), test)
+        curve[steps] = {
+            group: {"L2": metrics.l2(np.concatenate([p[:, c] for p in predictions]), np.concatenate([t[:, c] for t in truths])),
+                    "FD": metrics.fd_per_sequence([p[:, c] for p in predictions], [t[:, c] for t in truths])}
+            for group, c in metrics.GROUPS.items()
+        }
+    return curve

@@ -1,0 +1,84 @@
+"""Metrics pinned on hand-computable cases, and FD's symmetry as a property."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from fad_edge import metrics
+
+
+def _smooth_signal(frames: int, dims: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    kernel = np.hanning(15)
+    return np.stack([np.convolve(rng.standard_normal(frames + 14), kernel, "valid") for _ in range(dims)], axis=1)
+
+
+def test_identical_sequences_have_zero_l2_and_fd():
+    x = _smooth_signal(300, 6, 0)
+    assert metrics.l2(x, x) == 0.0 and metrics.mse(x, x) == 0.0
+    assert metrics.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_constant_shift_gives_its_norm_as_l2_and_its_square_as_fd():
+    x = _smooth_signal(300, 3, 1)
+    shift = np.array([3.0, 0.0, 4.0])
+    assert metrics.l2(x + shift, x) == pytest.approx(5.0)
+    assert metrics.mse(x + shift, x) == pytest.approx(25.0 / 3)
+    assert metrics.frechet_distance(x + shift, x) == pytest.approx(25.0, rel=1e-6)
+
+
+def test_fd_of_gaussians_with_known_covariances():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((200_000, 2))
+    b = 2.0 * rng.standard_normal((200_000, 2))
+    # Tr(I + 4I - 2 * sqrt(4I)) = 2 + 8 - 8 = 2
+    assert metrics.frechet_distance(a, b) == pytest.approx(2.0, abs=0.05)
+
+
+def test_fd_is_nan_with_fewer_frames_than_dims():
+    x = np.random.default_rng(0).standard_normal((10, 50))
+    assert math.isnan(metrics.frechet_distance(x, x))
+    assert math.isnan(metrics.fd_per_sequence([x], [x]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrays(np.float64, (12, 3), elements=st.floats(-10, 10, allow_nan=False, width=32)),
+    arrays(np.float64, (12, 3), elements=st.floats(-10, 10, allow_nan=False, width=32)),
+)
+def test_fd_is_symmetric_and_non_negative(a, b):
+    forward, backward = metrics.frechet_distance(a, b), metrics.frechet_distance(b, a)
+    assert forward >= 0 and backward >= 0
+    assert forward == pytest.approx(backward, rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("lag", [0, 7, -12, 30])
+def test_tlcc_finds_the_shift(lag):
+    speaker = _smooth_signal(400, 4, 3)
+    listener = np.roll(speaker, lag, axis=0)  # listener[t] = speaker[t - lag]
+    found, r = metrics.tlcc(speaker, listener)
+    assert found == lag and r > 0.9
+
+
+def test_tlcc_needs_more_frames_than_lags_and_skips_constant_listeners():
+    with pytest.raises(ValueError, match="needs more than"):
+        metrics.tlcc(np.zeros((50, 2)), np.zeros((50, 2)))
+    speaker = _smooth_signal(200, 2, 4)
+    summary = metrics.tlcc_summary([speaker], [np.ones_like(speaker)])
+    assert math.isnan(summary["r"]) and math.isnan(summary["lag"])
+
+
+def test_si_of_a_uniform_histogram_over_k_clusters_is_log2_k():
+    centres = np.array([[10.0 * i, -5.0 * i] for i in range(8)])
+    truth = np.repeat(centres, 20, axis=0) + 0.01 * np.random.default_rng(0).standard_normal((160, 2))
+    si = metrics.ShannonIndex.fit(truth, clusters=8)
+    assert si(truth) == pytest.approx(3.0)  # 8 equally used clusters
+    assert si(np.repeat(centres[:1], 50, axis=0)) == pytest.approx(0.0)  # one cluster
+    with pytest.raises(ValueError):
+        metrics.ShannonIndex.fit(truth[:5], clusters=8)
