@@ -14,14 +14,29 @@ _PIXEL_MEAN = (0.5, 0.5, 0.5)
 _PIXEL_STD = (0.25, 0.25, 0.25)
 
 
-def _trunk_output_size(config: ModelConfig) -> int:
-    """Side of the video trunk's last feature map for the configured image size."""
-    size = (config.image_size + 1) // 2  # stem conv, stride 2
-    if config.stem_pool:
+def _trunk_output_size(size: int, stem_pool: bool, stages: int) -> int:
+    """Side of a trunk's last feature map: stride-2 stem, optional stem pool, stride 2 per later stage."""
+    size = (size + 1) // 2
+    if stem_pool:
         size = (size + 1) // 2
-    for _ in range(len(config.video_widths) - 1):
+    for _ in range(stages - 1):
         size = (size + 1) // 2
     return size
+
+
+class FeatureStandardizer(nn.BatchNorm1d):
+    """Each output feature scaled to zero mean and unit variance over the data (no learned affine).
+
+    Faces differ from frame to frame in small details, so a freshly initialized encoder's features
+    vary across frames by a few percent of their size; ELNet then learns to ignore them and the
+    encoders stop learning (seen here: a trained model whose output did not change when the
+    speaker inputs were shuffled). Standardizing across samples makes those differences the whole
+    signal. This is the encoders' only batch statistic; ELNet itself uses GroupNorm only, and at
+    inference (and in ONNX) this is a fixed affine map from the running statistics.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__(features, affine=False, momentum=0.05)
 
 
 class VideoEncoder(nn.Module):
@@ -30,15 +45,16 @@ class VideoEncoder(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.trunk = ResNetTrunk(3, config.video_widths, config.blocks_per_stage, config.stem_pool)
-        side = _trunk_output_size(config)
+        side = _trunk_output_size(config.image_size, config.stem_pool, len(config.video_widths))
         self.pool = SpatialSoftmax(self.trunk.out_channels, side, side, config.keypoints)
         self.project = nn.Linear(2 * config.keypoints, config.video_features)
+        self.standardize = FeatureStandardizer(config.video_features)
         self.register_buffer("pixel_mean", torch.tensor(_PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(_PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - self.pixel_mean) / self.pixel_std
-        return self.project(self.pool(self.trunk(x)))  # (N, video_features)
+        return self.standardize(self.project(self.pool(self.trunk(x))))  # (N, video_features)
 
 
 class AudioEncoder(nn.Module):
@@ -48,8 +64,15 @@ class AudioEncoder(nn.Module):
         super().__init__()
         # The mel window is small (32 x 80), so no stem pool: keep resolution for the stages.
         self.trunk = ResNetTrunk(1, config.audio_widths, config.blocks_per_stage, stem_pool=False)
-        self.project = nn.Linear(self.trunk.out_channels, config.audio_features)
+        stages = len(config.audio_widths)
+        time = _trunk_output_size(config.audio_window, False, stages)
+        frequency = _trunk_output_size(config.n_mels, False, stages)
+        # Flattened, not averaged: after GroupNorm a global average keeps almost nothing of one
+        # sample, and where the energy sits in time and frequency (pauses, a pitch that rises or
+        # falls) is exactly what a listener reacts to.
+        self.project = nn.Linear(self.trunk.out_channels * time * frequency, config.audio_features)
+        self.standardize = FeatureStandardizer(config.audio_features)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         features = self.trunk(mel)  # (N, C, h, w)
-        return self.project(features.mean(dim=(2, 3)))  # (N, audio_features)
+        return self.standardize(self.project(features.flatten(1)))  # (N, audio_features)

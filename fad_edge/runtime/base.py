@@ -12,7 +12,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from fad_edge.diffusion import SamplerSettings
+import torch
+
+from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings
 from fad_edge.models.config import ModelConfig
 from fad_edge.runtime.inputs import SpeakerInputs, prepare_inputs
 
@@ -33,19 +35,40 @@ class ClipRunner(ABC):
 
     name: str = "runner"
     frame_batch: int = 64  # frames per encoder call: bounds memory for any input length
+    mean: np.ndarray  # (56,) motion normalization, set by each backend
+    std: np.ndarray
 
     def __init__(self, config: ModelConfig, settings: SamplerSettings, seed: int = 0) -> None:
         self.config = config
         self.settings = settings
         self.seed = seed
+        self.diffusion = FacialActionDiffusion(config.train_steps)
+        self.diffusion.timesteps(settings)  # validates the step count before any work
+
+    def initial_state(self, clips: int, generator: np.random.Generator, guess: np.ndarray | None = None) -> np.ndarray:
+        """x at the first sampling step: start_noise-scaled noise, plus sqrt(alpha_bar) * `guess`.
+
+        `guess` is a normalized motion estimate (clips, L, 56), e.g. the listener's previous clip
+        carried forward, which pulls the sample towards it (as SDEdit does); None starts from the mean.
+        The noise is drawn whatever start_noise is, so the noise stream is the same in every backend.
+        """
+        shape = (clips, self.config.clip_len, self.config.n_coeffs)
+        start = self.diffusion.timesteps(self.settings)[0]
+        state = self.settings.start_noise * self.diffusion.initial_sample(shape, start, generator)
+        if guess is not None:
+            state = state + self.diffusion.alphas_cumprod[start].sqrt() * torch.from_numpy(np.asarray(guess, np.float32))
+        return state.numpy().astype(np.float32)
 
     @abstractmethod
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 images and (N, 1, W, M) mel -> (N, D) frame features."""
 
     @abstractmethod
-    def clips_motion(self, conditions: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        """Clip conditions (B, (C+1) L, D) -> de-normalized motion (B, L, 56), noise from `generator`."""
+    def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+        """Clip conditions (B, (C+1) L, D) and initial states (B, L, 56) -> de-normalized motion (B, L, 56).
+
+        `generator` supplies the noise of any further denoising steps.
+        """
 
     def encode(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
         """Frame features for any number of frames, `frame_batch` at a time."""
@@ -59,7 +82,8 @@ class ClipRunner(ABC):
         """Motion (T, 56) for prepared inputs; the padding frames are cut off."""
         features = self.encode(inputs.images, inputs.mel)
         conditions = clip_condition_windows(features, self.config.clip_len, self.config.context_clips)
-        motion = self.clips_motion(conditions, np.random.default_rng(self.seed))
+        generator = np.random.default_rng(self.seed)
+        motion = self.clips_motion(conditions, self.initial_state(len(conditions), generator), generator)
         return motion.reshape(-1, self.config.n_coeffs)[: inputs.n_frames].astype(np.float32)
 
     def run(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int, pad_audio: bool = False) -> np.ndarray:

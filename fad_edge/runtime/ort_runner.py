@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings
+from fad_edge.diffusion import SamplerSettings
 from fad_edge.errors import EngineMismatchError, ExportError
 from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
 from fad_edge.export.manifest import ExportManifest
@@ -76,8 +76,6 @@ class OrtRunner(ClipRunner):
         super().__init__(config, settings, seed)
         self.name = f"ort-{precision}"
         self.precision = precision
-        self.diffusion = FacialActionDiffusion(config.train_steps)
-        self.diffusion.timesteps(settings)  # validates steps before any file is opened
 
         def session(graph: str) -> ort.InferenceSession:
             return open_session(self.manifest.file(self.folder, graph, precision), self.manifest, graph, threads)
@@ -93,13 +91,10 @@ class OrtRunner(ClipRunner):
         audio = self.audio.run(None, {"mel": mel.astype(np.float32, copy=False)})[0]
         return np.concatenate([video, audio], axis=1)
 
-    def clips_motion(self, conditions: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        config = self.config
-        shape = (len(conditions), config.clip_len, config.n_coeffs)
+    def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         conditions = conditions.astype(np.float32, copy=False)
         if self.settings.steps == 1:
-            start = self.settings.start_noise * self.diffusion.initial_sample(shape, self.settings.start_step, generator)
-            return self.elnet.run(None, {"x_start": start.numpy(), "condition": conditions})[0]
-        motion = self.diffusion.sample(_OrtDenoiser(self.elnet), torch.from_numpy(conditions), shape, self.settings,
-                                       generator)
+            return self.elnet.run(None, {"x_start": state, "condition": conditions})[0]
+        motion = self.diffusion.sample(_OrtDenoiser(self.elnet), torch.from_numpy(conditions), state.shape,  # type: ignore[arg-type]
+                                       self.settings, generator, initial=torch.from_numpy(state))
         return motion.numpy() * self.std + self.mean

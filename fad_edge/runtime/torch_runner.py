@@ -25,6 +25,7 @@ class TorchRunner(ClipRunner):
             settings = dataclasses.replace(settings, start_step=start_step)
         super().__init__(model.config, settings, seed)
         self.model = model.eval()
+        self.mean, self.std = model.motion_mean.numpy().copy(), model.motion_std.numpy().copy()
 
     @classmethod
     def from_checkpoint(cls, path: Path, steps: int | None = None, seed: int = 0) -> "TorchRunner":
@@ -35,6 +36,7 @@ class TorchRunner(ClipRunner):
         return self.model.encode(torch.from_numpy(images), torch.from_numpy(mel)).numpy()
 
     @torch.no_grad()
-    def clips_motion(self, conditions: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        motion = self.model.sample_clips(torch.from_numpy(conditions), self.settings, generator)
+    def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+        motion = self.model.diffusion.sample(self.model.elnet, torch.from_numpy(conditions), state.shape, self.settings,
+                                             generator, initial=torch.from_numpy(state))
         return self.model.denormalize(motion).numpy()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings
+from fad_edge.diffusion import SamplerSettings
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
 from fad_edge.export.manifest import ExportManifest
@@ -82,8 +82,6 @@ class TrtRunner(ClipRunner):
                                    config.sample_start_noise)
         super().__init__(config, settings, seed)
         self.device = device
-        self.diffusion = FacialActionDiffusion(config.train_steps)
-        self.diffusion.timesteps(settings)
         self.graphs = [VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0 if settings.steps == 1 else ELNET_EPS]
         current = GpuTarget.current(self.cuda, device)
         for graph in self.graphs:  # fail now, not at the first clip, if an engine is for another GPU
@@ -121,18 +119,16 @@ class TrtRunner(ClipRunner):
         audio = self._engines[AUDIO_ENCODER]({"mel": mel}, self._stream)
         return np.concatenate([video, audio], axis=1).astype(np.float32)
 
-    def clips_motion(self, conditions: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+    def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         self._ensure_started()
-        config = self.config
-        shape = (len(conditions), config.clip_len, config.n_coeffs)
         if self.settings.steps == 1:
-            start = self.settings.start_noise * self.diffusion.initial_sample(shape, self.settings.start_step, generator)
-            return self._engines[ELNET_X0]({"x_start": start.numpy(), "condition": conditions}, self._stream)
+            return self._engines[ELNET_X0]({"x_start": state, "condition": conditions}, self._stream)
         engine = self._engines[ELNET_EPS]
 
         def denoiser(x_t: torch.Tensor, step: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
             feeds = {"x_t": x_t.numpy(), "step": step.numpy(), "condition": condition.numpy()}
             return torch.from_numpy(engine(feeds, self._stream).astype(np.float32))
 
-        motion = self.diffusion.sample(denoiser, torch.from_numpy(conditions), shape, self.settings, generator)  # type: ignore[arg-type]
+        motion = self.diffusion.sample(denoiser, torch.from_numpy(conditions), state.shape, self.settings,  # type: ignore[arg-type]
+                                       generator, initial=torch.from_numpy(state))
         return motion.numpy() * self.std + self.mean

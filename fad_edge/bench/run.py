@@ -1,0 +1,232 @@
+"""`fad-edge bench`: FLOPs, parameters and latency of FAD and the replica pipelines, side by side in one run.
+
+FLOPs come from one counter for everything (`layers.flop_counter`, torch's FlopCounterMode: 2 per
+multiply-add, plus the CPU attention kernel it lacks), counted on the meta device for the replicas
+so that counting costs no compute. Latency is wall time at batch size 1 for the given frames, after
+warm-up. DECA's per-frame stages run one frame at a time in any deployment, so its time for T frames
+is measured per frame and multiplied by T (stated as "per-frame x T"); everything else is timed whole.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fad_edge.bench.pipelines.deca import DecaPipeline
+from fad_edge.bench.pipelines.layers import count_flops, count_params
+from fad_edge.bench.pipelines.reactface import ReactFacePipeline
+from fad_edge.bench.timing import Latency, gemm_gflops, machine, summarize, time_calls
+from fad_edge.constants import FPS, SAMPLE_RATE
+from fad_edge.listener_model import ListenerModel
+from fad_edge.models.config import preset
+from fad_edge.runtime.base import ClipRunner
+from fad_edge.runtime.inputs import SpeakerInputs
+
+PAPER_CLAIMS = {"deca": {"flops": 40.0, "time": 600.0}, "deca-encoder-only": {"flops": 40.0, "time": 600.0},
+                "reactface": {"flops": 1.185, "time": 101.0}, "reactface-frame": {"flops": 1.185, "time": 101.0}}
+
+
+@dataclass
+class BenchConfig:
+    frames: list[int] = field(default_factory=lambda: [64])
+    backends: list[str] = field(default_factory=lambda: ["torch", "ort", "ort-int8"])
+    pipelines: list[str] = field(default_factory=lambda: ["fad", "deca", "reactface"])
+    runs: int = 30
+    threads: int = 2
+    preset: str = "paper"
+    model: Path | None = None  # an export folder; default: a random-weight export of `preset`
+    replica_budget: float = 60.0  # seconds of timed runs per replica and frame count, at most
+    replica_max_frames: int = 64  # replicas are timed up to this many frames (FLOPs always)
+    strict_reactface: bool = False  # also time ReactFace frame by frame (minutes)
+    stream: bool = True
+
+
+@dataclass
+class Row:
+    pipeline: str
+    label: str
+    backend: str
+    frames: int
+    flops: float
+    params: int
+    latency: Latency | None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return {**{k: v for k, v in self.__dict__.items() if k != "latency"},
+                "latency": None if self.latency is None else self.latency.to_dict()}
+
+
+Progress = Callable[[str], None]
+
+
+def speaker_inputs(config, frames: int, seed: int = 0) -> SpeakerInputs:
+    rng = np.random.default_rng(seed)
+    images = rng.random((frames, 3, config.image_size, config.image_size), dtype=np.float32)
+    mel = rng.standard_normal((frames, 1, config.audio_window, config.n_mels), dtype=np.float32) * 0.3
+    return SpeakerInputs(images, mel, frames)
+
+
+def fad_flops(model: ListenerModel, frames: int) -> float:
+    config = model.config
+    images = torch.zeros(frames, 3, config.image_size, config.image_size)
+    mel = torch.zeros(frames, 1, config.audio_window, config.n_mels)
+
+    def one_step() -> None:
+        model.generate(images, mel, model.default_sampler(1), np.random.default_rng(0))
+
+    return float(count_flops(one_step))
+
+
+def export_for_bench(model: ListenerModel, folder: Path, say: Progress) -> Path:
+    """A random-weight checkpoint of the model, exported with INT8 (cost only: the weights do not matter)."""
+    from fad_edge.checkpoint import save_checkpoint
+    from fad_edge.data.dataset import Normalization
+    from fad_edge.export.pipeline import ExportOptions, export_model
+
+    checkpoint = save_checkpoint(folder / "checkpoint", model, Normalization(np.zeros(56, np.float32), np.ones(56, np.float32)))
+    say("exporting a random-weight FAD model to ONNX (FP32 + INT8)")
+    export_model(ExportOptions(checkpoint=checkpoint, out=folder / "model", int8=True, check_sessions=1, check_seconds=2.0,
+                               calibration_sessions=2, calibration_seconds=2.0))
+    return folder / "model"
+
+
+def fad_runners(config: BenchConfig, model: ListenerModel, folder: Path, say: Progress) -> dict[str, ClipRunner]:
+    from fad_edge.runtime.torch_runner import TorchRunner
+
+    runners: dict[str, ClipRunner] = {}
+    if "torch" in config.backends:
+        runners["torch"] = TorchRunner(model)
+    onnx_backends = [b for b in config.backends if b.startswith("ort")]
+    if onnx_backends or "trt" in config.backends:
+        from fad_edge.runtime.ort_runner import OrtRunner
+
+        exported = config.model or export_for_bench(model, folder, say)
+        for backend in onnx_backends:
+            runners[backend] = OrtRunner(exported, "int8" if backend == "ort-int8" else "fp32", threads=config.threads)
+        if "trt" in config.backends:
+            from fad_edge.runtime.trt_runner import TrtRunner
+
+            runners["trt"] = TrtRunner(exported)
+    return runners
+
+
+def replica_rows(name: str, frames: int, config: BenchConfig, say: Progress) -> list[Row]:
+    """FLOPs (meta device), parameters and, up to replica_max_frames, latency of one replica."""
+    rng = torch.Generator().manual_seed(0)
+    rows = []
+    if name == "deca":
+        for full in (True, False):
+            label = "DECA-based (S3FD + 2DFAN-4 + DECA ResNet-50 + ViCo LSTM)" if full else "DECA encoder + LSTM only (no detector, landmarks)"
+            key = "deca" if full else "deca-encoder-only"
+            with torch.device("meta"):
+                meta = DecaPipeline(full)
+                flops = count_flops(lambda: meta(torch.empty(frames, 3, 480, 640)))
+            pipeline = DecaPipeline(full).eval()
+            latency = None
+            if frames <= config.replica_max_frames:
+                say(f"timing {key}, per frame")
+                frame = torch.rand(1, 3, 480, 640, generator=rng)
+                with torch.no_grad():
+                    per_frame = time_calls(lambda: pipeline.encode_frame(frame), config.runs, warmup=1, budget=config.replica_budget / 2)
+                    coeffs = torch.zeros(1, frames, 56)
+                    lstm = float(np.median(time_calls(lambda: pipeline.listener(coeffs), 5, warmup=1)))
+                latency = summarize(per_frame, scale=frames, extra=lstm)
+            rows.append(Row(key, label, "torch", frames, float(flops), count_params(pipeline), latency,
+                            f"per-frame x {frames}" if latency else "not timed at this length"))
+    elif name == "reactface":
+        variants = [("reactface", 8, "ReactFace-like, online windows of 8")]
+        variants.append(("reactface-frame", 1, "ReactFace-like, frame by frame"))
+        audio_len = int(round(frames * SAMPLE_RATE / FPS))
+        for key, window, label in variants:
+            with torch.device("meta"):
+                meta = ReactFacePipeline()
+                flops = count_flops(lambda: meta.online(torch.empty(frames, 3, 224, 224), torch.empty(audio_len), window))
+            pipeline = ReactFacePipeline().eval()
+            timed = frames <= config.replica_max_frames and (window == 8 or config.strict_reactface)
+            latency = None
+            if timed:
+                say(f"timing {key}")
+                video, audio = torch.rand(frames, 3, 224, 224, generator=rng), torch.randn(audio_len, generator=rng) * 0.1
+                with torch.no_grad():
+                    latency = summarize(time_calls(lambda: pipeline.online(video, audio, window), config.runs,
+                                                   warmup=1, budget=config.replica_budget))
+            rows.append(Row(key, label, "torch", frames, float(flops), count_params(pipeline), latency,
+                            "" if latency else "FLOPs only (time it with --strict-reactface)" if window == 1 else "not timed at this length"))
+    return rows
+
+
+def stream_figures(runner: ClipRunner, seconds: float = 8.0) -> dict:
+    """Per-clip latency of ListenerStream fed a synthetic session as fast as it can take it."""
+    from fad_edge.data.synthetic import SyntheticConfig, generate_session
+    from fad_edge.runtime.stream import ListenerStream
+
+    session = generate_session(3, SyntheticConfig(seconds=seconds, image_size=2 * runner.config.image_size))
+    chunk = SAMPLE_RATE // FPS
+    import time
+
+    started = time.perf_counter()
+    with ListenerStream(runner) as stream:
+        for k, frame in enumerate(session.frames):
+            stream.push_audio(session.audio[k * chunk : (k + 1) * chunk], SAMPLE_RATE)
+            stream.push_video(frame, k / FPS)
+    elapsed = time.perf_counter() - started
+    stats = stream.stats()
+    return {"backend": runner.name, "clips": stats.clips, "latency_p50_ms": stats.latency_p50_ms,
+            "latency_p99_ms": stats.latency_p99_ms, "real_time_factor": elapsed / seconds,
+            "note": "a synthetic session pushed as fast as the stream takes it; RTF < 1 is faster than real time"}
+
+
+def run_bench(config: BenchConfig, say: Progress = lambda _: None) -> dict:
+    torch.set_num_threads(config.threads)
+    say("measuring the CPU's fp32 GEMM throughput")
+    reference = gemm_gflops()
+    torch.manual_seed(0)
+    model = ListenerModel(preset(config.preset)).eval()
+    rows: list[Row] = []
+    stream: dict | None = None
+    with tempfile.TemporaryDirectory(prefix="fad-bench-") as scratch:
+        runners = fad_runners(config, model, Path(scratch), say) if "fad" in config.pipelines else {}
+        for frames in config.frames:
+            if "fad" in config.pipelines:
+                flops = fad_flops(model, frames)
+                inputs = speaker_inputs(model.config, frames)
+                for backend, runner in runners.items():
+                    say(f"timing FAD ({backend}), {frames} frames")
+                    latency = summarize(time_calls(lambda: runner.run_inputs(inputs), config.runs, warmup=3))
+                    rows.append(Row("fad", f"FAD ({config.preset} preset, 1 step)", backend, frames, flops,
+                                    count_params(model), latency))
+            for name in ("deca", "reactface"):
+                if name in config.pipelines:
+                    rows.extend(replica_rows(name, frames, config, say))
+        if config.stream and "ort-int8" in runners:
+            say("streaming latency (ListenerStream, ORT INT8)")
+            stream = stream_figures(runners["ort-int8"])
+    return {"machine": machine(), "gemm_gflops": reference, "config": {k: str(v) if isinstance(v, Path) else v
+            for k, v in config.__dict__.items()}, "rows": [row.to_dict() for row in rows],
+            "ratios": ratios(rows), "stream": stream, "paper_claims": PAPER_CLAIMS}
+
+
+def ratios(rows: list[Row]) -> list[dict]:
+    """Each replica against FAD's fastest backend at the same frame count."""
+    out = []
+    for frames in sorted({row.frames for row in rows}):
+        fad = [r for r in rows if r.pipeline == "fad" and r.frames == frames and r.latency]
+        if not fad:
+            continue
+        best = min(fad, key=lambda r: r.latency.median)  # type: ignore[union-attr]
+        for row in rows:
+            if row.pipeline == "fad" or row.frames != frames:
+                continue
+            out.append({
+                "pipeline": row.pipeline, "frames": frames, "against": f"fad/{best.backend}",
+                "flops_ratio": row.flops / best.flops,
+                "time_ratio": row.latency.median / best.latency.median if row.latency else None,  # type: ignore[union-attr]
+                "paper": PAPER_CLAIMS.get(row.pipeline),
+            })
+    return out

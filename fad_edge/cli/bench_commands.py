@@ -1,0 +1,73 @@
+"""`fad-edge bench`: FLOPs, parameters and latency of FAD against the replica pipelines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter("a comma-separated list of integers", param_hint=name) from None
+    if not values or any(v < 1 for v in values):
+        raise typer.BadParameter("values must be positive", param_hint=name)
+    return values
+
+
+def _names(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise typer.BadParameter(f"choose from {', '.join(allowed)}", param_hint=name)
+    return values
+
+
+def bench(
+    frames: str = typer.Option("64", help="Frames per run; a list (8,64,256,1024) draws latency against frames."),
+    backends: str = typer.Option("torch,ort,ort-int8", help="FAD backends: torch, ort, ort-int8, trt."),
+    pipelines: str = typer.Option("fad,deca,reactface", help="Pipelines: fad, deca, reactface."),
+    runs: int = typer.Option(30, min=1, help="Timed runs per measurement (after warm-up)."),
+    threads: int = typer.Option(2, min=1, help="CPU threads for torch and ONNX Runtime."),
+    preset: str = typer.Option("paper", help="FAD model preset to measure (random weights: cost only)."),
+    model: Optional[Path] = typer.Option(None, help="An export folder to time instead of a random-weight export."),
+    replica_budget: float = typer.Option(60.0, min=1.0, help="Seconds of timed runs per replica, at most."),
+    strict_reactface: bool = typer.Option(False, help="Also time ReactFace frame by frame (minutes)."),
+    stream: bool = typer.Option(True, help="Also measure ListenerStream's per-clip latency (ORT INT8)."),
+    out: Path = typer.Option(Path("bench/results/bench"), help="Writes OUT.json and OUT.png."),
+) -> None:
+    """FAD vs DECA-based and ReactFace-like pipelines: FLOPs, parameters, latency and ratios, in one run."""
+    from fad_edge.bench.report import legend, plot, ratio_table, rich_table, write_json
+    from fad_edge.bench.run import BenchConfig, run_bench
+    from fad_edge.cli.progress import make_progress
+
+    config = BenchConfig(
+        frames=_ints(frames, "--frames"), backends=_names(backends, ("torch", "ort", "ort-int8", "trt"), "--backends"),
+        pipelines=_names(pipelines, ("fad", "deca", "reactface"), "--pipelines"), runs=runs, threads=threads,
+        preset=preset, model=model, replica_budget=replica_budget, strict_reactface=strict_reactface, stream=stream,
+    )
+    progress = make_progress(console)
+    with progress:
+        task = progress.add_task("bench", total=None, status="")
+        result = run_bench(config, say=lambda message: progress.update(task, status=message))
+    console.print(rich_table(result))
+    for line in legend(result):
+        console.print(f"  {line}", highlight=False)
+    console.print(ratio_table(result))
+    if result["stream"]:
+        s = result["stream"]
+        console.print(f"stream ({s['backend']}): per-clip latency p50 {s['latency_p50_ms']:.1f} ms, "
+                      f"p99 {s['latency_p99_ms']:.1f} ms, real-time factor {s['real_time_factor']:.3f}")
+    json_path = write_json(result, out.with_suffix(".json"))
+    png = plot(result, out.with_suffix(".png"))
+    console.print(f"wrote {json_path} and {png}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)

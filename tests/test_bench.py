@@ -1,0 +1,49 @@
+"""`fad-edge bench`: the table, JSON and chart, and the ratio arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fad_edge.bench.run import Row, ratios
+from fad_edge.bench.timing import Latency, summarize
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_summarize_scales_per_unit_samples():
+    latency = summarize([0.01, 0.02, 0.03], scale=10, extra=0.5)
+    assert latency.median == pytest.approx(0.7) and latency.runs == 3 and latency.scale == 10
+
+
+def test_ratios_compare_with_the_fastest_fad_backend():
+    def row(pipeline, backend, flops, median):
+        return Row(pipeline, pipeline, backend, 64, flops, 1, Latency(5, median, median, median, 0.0))
+
+    rows = [row("fad", "torch", 1e9, 0.02), row("fad", "ort-int8", 1e9, 0.005), row("deca", "torch", 5e10, 5.0)]
+    (deca,) = ratios(rows)
+    assert deca["against"] == "fad/ort-int8"
+    assert deca["flops_ratio"] == pytest.approx(50.0) and deca["time_ratio"] == pytest.approx(1000.0)
+
+
+def test_bench_cli_writes_table_json_and_chart(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "result"
+    code, output = run_cli(monkeypatch, capsys, "bench", "--frames", "8,16", "--pipelines", "fad", "--preset", "tiny",
+                           "--runs", "2", "--backends", "torch,ort", "--no-stream", "--threads", "1", "--out", out)
+    assert code == 0, output
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["backend"], r["frames"]) for r in result["rows"]} == {("torch", 8), ("ort", 8), ("torch", 16), ("ort", 16)}
+    assert all(r["flops"] > 0 and r["latency"]["median"] > 0 for r in result["rows"])
+    # FLOPs grow with frames
+    flops = {r["frames"]: r["flops"] for r in result["rows"] if r["backend"] == "torch"}
+    assert flops[16] > 1.9 * flops[8]
+    assert result["machine"]["cores"] and result["gemm_gflops"] > 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "GFLOPs" in output
+
+
+def test_bench_rejects_unknown_backends(monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "bench", "--backends", "cuda")
+    assert code != 0 and "Traceback" not in output
