@@ -1,4 +1,11 @@
-"""Listener motion for a speaker video + audio file: .npy, JSON with timestamps and settings, PNG plot."""
+"""Listener motion for a speaker video + audio file: .npy, JSON with timestamps and settings, PNG plot, preview MP4.
+
+Media handling, as documented for users: the video is any file OpenCV reads; a frame rate other than
+30 fps is brought to 30 fps by taking, for each 1/30 s, the frame shown at that time (frames are
+repeated or skipped, never blended). The audio is a .wav/.flac file, or the video's own audio track
+when no audio file is given; any sample rate is resampled to 16 kHz. Audio shorter than the video
+is an error unless `pad_audio` (silence is added); longer audio is cut to the video.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import numpy as np
 from fad_edge import __version__
 from fad_edge.atomic import atomic_save_npy, atomic_write_bytes
 from fad_edge.constants import FPS, N_COEFFS
-from fad_edge.data.media import read_audio, read_video
+from fad_edge.data.media import read_audio, read_audio_track, read_video
 from fad_edge.errors import DataError
 from fad_edge.plots import plot_motion
 from fad_edge.runtime.base import Runner
@@ -25,21 +32,34 @@ class GenerateResult:
     plot_path: Path
     n_frames: int
     seconds: float
+    preview_path: Path | None = None
+
+
+def retime_frames(frames: np.ndarray, fps: float) -> np.ndarray:
+    """Frames at `fps` -> frames at 30 fps: for each 1/30 s, the frame on screen at that moment."""
+    if abs(fps - FPS) < 0.01:
+        return frames
+    if fps <= 0:
+        raise DataError(f"the video reports {fps} fps; cannot place its frames in time")
+    count = max(1, int(round(len(frames) * FPS / fps)))
+    index = np.minimum(np.floor(np.arange(count) * fps / FPS + 1e-6).astype(int), len(frames) - 1)
+    return frames[index]
 
 
 def generate_files(
     runner: Runner,
     video: Path,
-    audio: Path,
+    audio: Path | None,
     out: Path,
     pad_audio: bool = False,
     settings: dict | None = None,
+    preview: bool = False,
 ) -> GenerateResult:
     """Read the speaker's media, run the runner, and write the outputs into folder `out`."""
     frames, fps = read_video(Path(video))
-    if abs(fps - FPS) > 0.5:
-        raise DataError(f"{video}: video is {fps:.2f} fps; fad-edge expects {FPS} fps (re-encode it at {FPS} fps)")
-    samples, sample_rate = read_audio(Path(audio))
+    source_fps = fps
+    frames = retime_frames(frames, fps)
+    samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
     started = time.perf_counter()
     motion = runner.run(frames, samples, sample_rate, pad_audio=pad_audio)
     seconds = time.perf_counter() - started
@@ -52,8 +72,10 @@ def generate_files(
         "fad_edge_version": __version__,
         "backend": runner.name,
         "video": str(video),
-        "audio": str(audio),
+        "audio": str(audio) if audio is not None else f"{video} (its audio track)",
         "fps": FPS,
+        "source_fps": source_fps,
+        "source_sample_rate": sample_rate,
         "n_frames": len(frames),
         "layout": "[expression 0:50, jaw 50:53, head rotation 53:56], FLAME",
         "timestamps_s": [round(i / FPS, 6) for i in range(len(frames))],
@@ -63,4 +85,9 @@ def generate_files(
     json_path = out / "listener.json"
     atomic_write_bytes(json_path, json.dumps(record, indent=2).encode())
     plot_path = plot_motion(motion, out / "listener.png", title=f"listener motion ({runner.name})")
-    return GenerateResult(Path(motion_path), json_path, plot_path, len(frames), seconds)
+    preview_path = None
+    if preview:
+        from fad_edge.preview import render_preview
+
+        preview_path = render_preview(frames, motion, runner.mean, runner.std, out / "preview.mp4")
+    return GenerateResult(Path(motion_path), json_path, plot_path, len(frames), seconds, preview_path)

@@ -1,4 +1,10 @@
-"""`fad-edge demo`: the main job end to end on synthetic data, on the CPU."""
+"""`fad-edge demo`: the main job end to end on synthetic data, on the CPU.
+
+synthetic data -> train the small preset -> evaluate against the baselines -> export to ONNX
+(FP32 + INT8, parity checked) -> generate on a held-out session with ONNX Runtime INT8 (motion,
+plot, preview video) -> a quick latency bench of the backends. Re-running it reuses the dataset and
+resumes training from the last checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -14,75 +19,88 @@ from rich.table import Table
 console = Console()
 
 
-def _held_out_session(data: Path) -> Path:
-    from fad_edge.data.layout import list_sessions
-
-    return list_sessions(data, "test")[0]
-
-
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for everything the demo writes."),
     sessions: int = typer.Option(24, min=3, help="Synthetic sessions to generate."),
     seconds: float = typer.Option(40.0, min=4.0, help="Length of each synthetic session."),
-    epochs: int = typer.Option(8, min=1, help="Training epochs of the small preset."),
+    epochs: int = typer.Option(2, min=1, help="Training epochs of the preset."),
+    stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     preset: str = typer.Option("small", help="Model preset."),
     seed: int = typer.Option(0),
 ) -> None:
-    """Synthesize data, train a small model, generate on a held-out session, export, run and bench."""
+    """Synthesize data, train, evaluate, export, run on ONNX Runtime and bench: prints where everything went."""
+    from fad_edge.bench.run import BenchConfig, run_bench
+    from fad_edge.checkpoint import load_checkpoint
     from fad_edge.cli.progress import RichTrainReporter
-    from fad_edge.data.layout import load_session
+    from fad_edge.data.layout import list_sessions
     from fad_edge.data.synthetic import write_synthetic_dataset
+    from fad_edge.evaluation import evaluate
+    from fad_edge.evaluation_report import rich_tables, write_reports
+    from fad_edge.export.pipeline import ExportOptions, export_model
     from fad_edge.generate import generate_files
-    from fad_edge.runtime.torch_runner import TorchRunner
+    from fad_edge.runtime.ort_runner import OrtRunner
     from fad_edge.train import TrainConfig, train
 
     started = time.time()
     outputs: list[tuple[str, str]] = []
     data = out / "data"
     if not (data / "splits.json").exists():
-        with console.status(f"[1/4] writing {sessions} synthetic sessions of {seconds:g} s"):
+        with console.status(f"[1/6] writing {sessions} synthetic sessions of {seconds:g} s"):
             write_synthetic_dataset(data, sessions=sessions, seconds=seconds, seed=seed)
-    console.print(f"[1/4] synthetic dataset: {data}")
+    console.print(f"[1/6] synthetic dataset: {data}")
     outputs.append(("synthetic dataset", str(data)))
 
-    console.print(f"[2/4] training the {preset} preset for {epochs} epochs")
-    config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=epochs, seed=seed)
+    console.print(f"[2/6] training the {preset} preset for {epochs} epochs")
+    config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=epochs, seed=seed, stride=stride)
     result = train(config, RichTrainReporter(console), resume=True)
-    outputs += [("checkpoint (latest)", str(result.checkpoint)), ("checkpoint (best val)", str(result.best))]
+    outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)), ("checkpoint (best val)", str(result.best))]
 
-    session = _held_out_session(data)
-    runner = TorchRunner.from_checkpoint(result.best)
+    with console.status("[3/6] evaluating FAD and the baselines on the test split"):
+        table = evaluate([("FAD", load_checkpoint(result.best))], data, "test")
+    for rendered in rich_tables(table, "held-out test sessions"):
+        console.print(rendered)
+    json_path, md_path = write_reports(table, out / "evaluation", "fad-edge demo: held-out synthetic test sessions")
+    outputs += [("evaluation table", str(md_path))]
+
+    with console.status("[4/6] exporting to ONNX (FP32 + INT8) and checking parity"):
+        manifest = export_model(ExportOptions(checkpoint=result.best, out=out / "model", int8=True, data=data))
+    parity = max(row["max_rel"] for row in manifest.reports["parity"])
+    int8 = manifest.reports["int8"]
+    console.print(f"[4/6] exported: ORT FP32 vs PyTorch max rel error {parity:.1e}; "
+                  f"INT8 L2 {int8['l2_int8']:.4f} vs FP32 {int8['l2_fp32']:.4f}")
+    outputs.append(("ONNX export + manifest", str(out / "model")))
+
+    session = list_sessions(data, "test")[0]
+    runner = OrtRunner(out / "model", "int8")
     generated = generate_files(runner, session / "speaker.mp4", session / "speaker.wav", out / "generate",
-                               settings={"checkpoint": str(result.best), "steps": runner.settings.steps})
-    console.print(f"[3/4] generated listener motion for held-out {session.name}")
+                               settings={"model": str(out / "model"), "backend": runner.name}, preview=True)
+    console.print(f"[5/6] generated listener motion for held-out {session.name} with {runner.name}")
     outputs += [("listener motion (.npy)", str(generated.motion_path)), ("settings + timestamps", str(generated.json_path)),
-                ("plot", str(generated.plot_path))]
+                ("plot", str(generated.plot_path)), ("preview video", str(generated.preview_path))]
 
-    truth = load_session(session, None).listener
-    motion = np.load(generated.motion_path)
-    train_motion = np.concatenate([load_session(p, None).listener for p in _train_sessions(data)])
-    median = np.median(train_motion, axis=0)
-    l2_model = float(np.linalg.norm(motion - truth, axis=1).mean())
-    l2_median = float(np.linalg.norm(median[None] - truth, axis=1).mean())
-    summary = {"session": session.name, "l2_fad": l2_model, "l2_median_baseline": l2_median,
-               "ratio": l2_model / l2_median, "train_seconds": result.seconds}
+    with console.status("[6/6] timing the backends on 64 frames"):
+        bench = run_bench(BenchConfig(frames=[64], pipelines=["fad"], preset=preset, model=out / "model", runs=20))
+    timings = {f"{row['backend']}": row["latency"]["median"] * 1000 for row in bench["rows"]}
+    console.print("[6/6] FAD, 64 frames, median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+                  + (f"; stream p99 {bench['stream']['latency_p99_ms']:.1f} ms per clip" if bench["stream"] else ""))
+
+    fad, median = table.rows["FAD"], table.rows["Median"]
+    l2 = {g: fad[g]["L2"] for g in fad}
+    ratio = {g: fad[g]["L2"] / median[g]["L2"] for g in fad}
+    summary = {"l2_fad": l2, "l2_ratio_to_median": ratio, "train_seconds": result.seconds,
+               "export_max_rel_error": parity, "int8": int8, "latency_ms_64_frames": timings,
+               "stream": bench["stream"], "total_seconds": time.time() - started}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     outputs.append(("summary", str(out / "demo_summary.json")))
 
-    table = Table(title=f"fad-edge demo ({time.time() - started:.0f} s)")
-    table.add_column("output")
-    table.add_column("where")
-    for name, where in outputs:
-        table.add_row(name, where)
-    console.print(table)
-    console.print(f"L2 on held-out {session.name}: FAD {l2_model:.3f} vs Median baseline {l2_median:.3f} "
-                  f"({l2_model / l2_median:.2f}x)")
-
-
-def _train_sessions(data: Path) -> list[Path]:
-    from fad_edge.data.layout import list_sessions
-
-    return list_sessions(data, "train")
+    where = Table(title=f"fad-edge demo ({time.time() - started:.0f} s)")
+    where.add_column("output")
+    where.add_column("where")
+    for name, path in outputs:
+        where.add_row(name, path)
+    console.print(where)
+    console.print("L2 of FAD / L2 of the Median baseline on the test split: "
+                  + ", ".join(f"{group} {value:.2f}x" for group, value in ratio.items()))
 
 
 def register(app: typer.Typer) -> None:

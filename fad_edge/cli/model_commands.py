@@ -53,8 +53,9 @@ def generate(
     precision: str = typer.Option("fp32", help="ONNX Runtime graphs: fp32, int8 or fp16."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
     video: Path = typer.Option(..., help="Speaker video (30 fps, any size OpenCV reads)."),
-    audio: Path = typer.Option(..., help="Speaker audio (.wav/.flac, any sample rate)."),
+    audio: Optional[Path] = typer.Option(None, help="Speaker audio (.wav/.flac, any rate); default: the video's own audio track."),
     out: Path = typer.Option(..., help="Output folder."),
+    preview: bool = typer.Option(False, "--preview", help="Also write preview.mp4: the speaker beside a drawn listener."),
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
     seed: int = typer.Option(0),
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
@@ -66,9 +67,10 @@ def generate(
     runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
     settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
                 "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise}
-    result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings)
+    result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings, preview=preview)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
-                              "plot": str(result.plot_path), "frames": result.n_frames}))
+                              "plot": str(result.plot_path), "frames": result.n_frames,
+                              "preview": str(result.preview_path) if result.preview_path else None}))
 
 
 def explain(

@@ -81,6 +81,38 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     return samples.astype(np.float32), int(rate)
 
 
+def read_audio_track(path: Path) -> tuple[np.ndarray, int]:
+    """The audio track of a video file (any container FFmpeg reads, via PyAV), mono float32, and its rate."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise DataError(f"{path}: the video has no audio track; give the speaker audio with --audio")
+            stream = container.streams.audio[0]
+            chunks, rate = [], int(stream.rate or stream.codec_context.sample_rate)
+            for frame in container.decode(stream):
+                array = frame.to_ndarray().astype(np.float32)
+                if array.ndim == 2 and frame.format.is_planar:
+                    array = array.mean(axis=0)
+                elif array.ndim == 2:  # packed: samples interleaved by channel
+                    array = array.reshape(-1, len(frame.layout.channels)).mean(axis=1)
+                if np.issubdtype(frame.to_ndarray().dtype, np.integer):
+                    array /= float(np.iinfo(frame.to_ndarray().dtype).max)
+                chunks.append(array.reshape(-1))
+    except av.error.FFmpegError as error:
+        raise DataError(f"{path}: cannot read its audio track ({error})") from None
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise DataError(f"{path}: the audio track is empty; give the speaker audio with --audio")
+    if not np.all(np.isfinite(samples)):
+        raise DataError(f"{path}: the audio track contains NaN or infinite samples")
+    return samples, rate
+
+
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
     """16-bit PCM wav, atomically."""
     buffer = io.BytesIO()

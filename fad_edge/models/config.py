@@ -35,6 +35,7 @@ class ModelConfig:
     kernel_size: int = 5
     groups: int = 8
     step_embed_dim: int = 64
+    precondition: bool = True  # ELNet's output scaling, see ELNet (False: a plain noise-prediction U-Net)
     cond_dim: int = 128
     clip_len: int = CLIP_LEN
     context_clips: int = 0

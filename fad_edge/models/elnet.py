@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fad_edge.diffusion import squared_cosine_betas
 from fad_edge.models.config import ModelConfig
 
 
@@ -161,10 +162,18 @@ class ELNet(nn.Module):
         # A linear shortcut from x_t to the output: at high noise the noise *is* nearly x_t, and this
         # makes that identity free instead of something the U-Net must learn through GroupNorm blocks.
         self.input_shortcut = nn.Conv1d(config.n_coeffs, config.n_coeffs, 1)
+        # Output preconditioning (as EDM does): epsilon = sqrt(1 - a_t) x_t + sqrt(a_t) F, so that F
+        # has a unit-variance target at every step (it is the "v" of v-prediction), the obvious
+        # part of the noise at high t comes for free, and the 1-step x0 = sqrt(a_t) x_t -
+        # sqrt(1 - a_t) F carries F's error without the 1/sqrt(a_t) blow-up. ELNet still outputs
+        # epsilon and is trained with the epsilon MSE.
+        alpha_bar = torch.cumprod(1 - squared_cosine_betas(config.train_steps), dim=0).float()
+        self.register_buffer("signal_scale", alpha_bar.sqrt(), persistent=False)
+        self.register_buffer("noise_scale", (1 - alpha_bar).sqrt(), persistent=False)
 
     def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         clip_len = self.config.clip_len
-        x = x.transpose(1, 2)  # (B, 56, L)
+        x_t, x = x, x.transpose(1, 2)  # (B, 56, L)
         shortcut = self.input_shortcut(x)
         cond = self.cond_projection(condition.transpose(1, 2))  # (B, cond_dim, frames)
         embedding = self.step_embedding(steps)  # (B, E)
@@ -188,4 +197,7 @@ class ELNet(nn.Module):
             x = first(x, embedding, conds[level])
             x = second(x, embedding, conds[level])
             x = up(x)
-        return (self.final(x) + shortcut).transpose(1, 2)  # (B, L, 56)
+        out = (self.final(x) + shortcut).transpose(1, 2)  # (B, L, 56)
+        if not self.config.precondition:
+            return out
+        return self.noise_scale[steps][:, None, None] * x_t + self.signal_scale[steps][:, None, None] * out
