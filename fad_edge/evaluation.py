@@ -149,3 +149,26 @@ def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: li
             for group, c in metrics.GROUPS.items()
         }
     return curve
+
+
+def evaluate_baselines(train: list[BaselineSequence], test: list[BaselineSequence], split: str,
+                       names: list[str]) -> EvaluationTable:
+    """The coefficient baselines and GT on sequences without video (e.g. Learning to Listen)."""
+    if not test:
+        raise DataError(f"the {split} split has no sequences")
+    truths = [s.listener for s in test]
+    truth_frames = np.concatenate(truths)
+    needed = max(metrics.SI_CLUSTERS.values())
+    if len(truth_frames) < needed:
+        raise DataError(f"the {split} split has {len(truth_frames)} frames; SI needs at least {needed}")
+    si = {group: metrics.ShannonIndex.fit(truth_frames[:, cols], metrics.SI_CLUSTERS[group])
+          for group, cols in metrics.GROUPS.items()}
+    table = EvaluationTable(split, names, len(truth_frames))
+    baselines = Baselines(train)
+    speakers = [s.speaker for s in test]
+    for name in BASELINE_NAMES:
+        predictions = [baselines.predict(name, seq, index) for index, seq in enumerate(test)]
+        table.rows[name] = group_metrics(predictions, truths, speakers, si)
+    table.rows["GT"] = group_metrics(truths, truths, speakers, si)
+    table.notes.append("no video in this dataset: coefficient baselines only")
+    return table

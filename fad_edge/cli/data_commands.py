@@ -26,5 +26,44 @@ def synth(
     console.print(f"wrote {out} ({counts})")
 
 
+def convert_vico(
+    src: Path = typer.Option(..., help="ViCo root with <split>/speaker/*.mp4, audio/*.wav and listener_flame/*.npy."),
+    out: Path = typer.Option(..., help="Folder to write the dataset into (our layout)."),
+) -> None:
+    """Convert ViCo clips with FLAME re-extractions into our layout (BFM coefficient files are refused)."""
+    from fad_edge.data.adapters import convert_vico as run
+
+    with console.status("converting ViCo clips"):
+        splits = run(src, out)
+    console.print(f"wrote {out} (" + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")")
+
+
+def baselines_l2l(
+    data: Path = typer.Option(..., help="Learning to Listen root (<channel>/<split>/p*_faces_clean_deca.npy)."),
+    channel: str = typer.Option(..., help="Channel, e.g. conan, fallon, kimmel, stephen, trevor."),
+    split: str = typer.Option("test", help="Split to evaluate on (the baselines fit on 'train')."),
+    out: Path = typer.Option(Path("l2l_baselines"), help="Report path stem (.json and .md)."),
+) -> None:
+    """The paper's coefficient baselines on Learning to Listen data (it has no video, so no FAD row)."""
+    from fad_edge.baselines import BaselineSequence
+    from fad_edge.data.adapters import load_learning_to_listen
+    from fad_edge.evaluation import evaluate_baselines
+    from fad_edge.evaluation_report import rich_tables, write_reports
+
+    def sequences(name: str) -> list:
+        return [BaselineSequence(s.speaker, s.mel, s.listener) for s in load_learning_to_listen(data, channel, name)]
+
+    test = load_learning_to_listen(data, channel, split)
+    table = evaluate_baselines(sequences("train"), [BaselineSequence(s.speaker, s.mel, s.listener) for s in test],
+                               split, [s.name for s in test])
+    title = f"Learning to Listen, {channel}/{split}"
+    for rendered in rich_tables(table, title):
+        console.print(rendered)
+    json_path, md_path = write_reports(table, out, title)
+    console.print(f"wrote {json_path} and {md_path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(synth)
+    app.command("convert-vico")(convert_vico)
+    app.command("baselines-l2l")(baselines_l2l)
