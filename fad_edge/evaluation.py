@@ -58,6 +58,16 @@ def check_compatible(loaded: LoadedCheckpoint, samples: list[LabelledInputs]) ->
         raise DataError(f"{loaded.path}: the checkpoint's normalization does not fit {config.n_coeffs} dims")
 
 
+def fit_shannon_indices(truths: list[np.ndarray], split: str) -> dict[str, metrics.ShannonIndex]:
+    """SI's k-means per group, fitted on the split's pooled ground-truth frames."""
+    truth_frames = np.concatenate(truths)
+    needed = max(metrics.SI_CLUSTERS.values())
+    if len(truth_frames) < needed:
+        raise DataError(f"the {split} split has {len(truth_frames)} frames; SI needs at least {needed}")
+    return {group: metrics.ShannonIndex.fit(truth_frames[:, cols], metrics.SI_CLUSTERS[group])
+            for group, cols in metrics.GROUPS.items()}
+
+
 def group_metrics(predictions: list[np.ndarray], truths: list[np.ndarray], speakers: list[np.ndarray | None],
                   si: dict[str, metrics.ShannonIndex]) -> dict[str, dict[str, float]]:
     """Every metric for both groups, over sequences (L2/MSE averaged over all frames)."""
@@ -102,12 +112,7 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     table = EvaluationTable(split, [s.name for s in test], int(sum(len(s.listener) for s in test)))
     truths = [s.listener for s in test]
     speakers = [s.speaker for s in test]
-    truth_frames = np.concatenate(truths)
-    needed = max(metrics.SI_CLUSTERS.values())
-    if len(truth_frames) < needed:
-        raise DataError(f"the {split} split has {len(truth_frames)} frames; SI needs at least {needed}")
-    si = {group: metrics.ShannonIndex.fit(truth_frames[:, cols], metrics.SI_CLUSTERS[group])
-          for group, cols in metrics.GROUPS.items()}
+    si = fit_shannon_indices(truths, split)
 
     baselines = Baselines([_baseline_sequence(s) for s in train])
     sequences = [_baseline_sequence(s) for s in test]
@@ -157,13 +162,8 @@ def evaluate_baselines(train: list[BaselineSequence], test: list[BaselineSequenc
     if not test:
         raise DataError(f"the {split} split has no sequences")
     truths = [s.listener for s in test]
-    truth_frames = np.concatenate(truths)
-    needed = max(metrics.SI_CLUSTERS.values())
-    if len(truth_frames) < needed:
-        raise DataError(f"the {split} split has {len(truth_frames)} frames; SI needs at least {needed}")
-    si = {group: metrics.ShannonIndex.fit(truth_frames[:, cols], metrics.SI_CLUSTERS[group])
-          for group, cols in metrics.GROUPS.items()}
-    table = EvaluationTable(split, names, len(truth_frames))
+    si = fit_shannon_indices(truths, split)
+    table = EvaluationTable(split, names, int(sum(len(t) for t in truths)))
     baselines = Baselines(train)
     speakers = [s.speaker for s in test]
     for name in BASELINE_NAMES:
