@@ -80,10 +80,18 @@ class FacialActionDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         focus: tuple[int, int] | None = None,
         focus_share: float = 0.0,
+        weighting: str = "uniform",
     ) -> torch.Tensor:
         """Epsilon-prediction MSE at drawn steps: uniform over all steps, except that a `focus_share`
         of the batch draws uniformly inside the `focus` range (inclusive), where few-step sampling
-        reads the model. Any share keeps it the same epsilon-MSE objective, re-weighted over steps."""
+        reads the model. Any share keeps it the same epsilon-MSE objective, re-weighted over steps.
+
+        weighting "uniform" is DDPM's L_simple; "inverse_alpha_bar" weights each step's epsilon MSE
+        by 1 / alpha_bar_t, which for a preconditioned ELNet is exactly the MSE of its v output and,
+        at high noise, of the one-step x0. L_simple gives those steps a weight of alpha_bar_t
+        (2.4e-7 at the last step), so the speaker condition, which matters only there, is barely
+        learned in a short training run.
+        """
         batch = x0.shape[0]
         steps = torch.randint(0, self.train_steps, (batch,), device=x0.device, generator=generator)
         if focus is not None and focus_share > 0:
@@ -93,7 +101,12 @@ class FacialActionDiffusion(nn.Module):
             steps = torch.where(chosen, focused, steps)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         predicted = denoiser(self.add_noise(x0, noise, steps), steps, condition)
-        return F.mse_loss(predicted, noise)
+        if weighting == "uniform":
+            return F.mse_loss(predicted, noise)
+        if weighting != "inverse_alpha_bar":
+            raise ValueError(f"unknown loss weighting {weighting!r}")
+        per_sample = ((predicted - noise) ** 2).flatten(1).mean(dim=1)
+        return (per_sample / self.alphas_cumprod[steps]).mean()
 
     def timesteps(self, settings: SamplerSettings) -> list[int]:
         """Evenly spaced timesteps from start_step down to 0 (duplicates dropped), K = settings.steps."""

@@ -36,6 +36,11 @@ class ListenerModel(nn.Module):
         elif config.modalities == "video":
             mask[config.video_features :] = 0
         self.register_buffer("modality_mask", mask, persistent=False)
+        # Training only: each encoder's features also predict the speaker's own FLAME coefficients.
+        # With no pretrained weights to start from (none can be downloaded), this teaches the
+        # encoders what a face and a voice are doing far faster than the diffusion loss alone.
+        self.speaker_heads = nn.ModuleList([nn.Linear(config.video_features, config.n_coeffs),
+                                            nn.Linear(config.audio_features, config.n_coeffs)])
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.motion_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -81,9 +86,20 @@ class ListenerModel(nn.Module):
 
         `valid` (B, F) is 0 for context frames before a session's start, whose features are zeroed.
         """
+        return self.window_conditions(self._window_features(images, mel, valid))
+
+    def _window_features(self, images: torch.Tensor, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         items, frames = images.shape[:2]
         features = self.encode(images.flatten(0, 1), mel.flatten(0, 1))
-        return self.window_conditions(features.view(items, frames, -1) * valid.unsqueeze(-1))
+        return features.view(items, frames, -1) * valid.unsqueeze(-1)
+
+    def speaker_loss(self, features: torch.Tensor, speaker: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """MSE of each encoder's prediction of the speaker's normalized coefficients, over known frames."""
+        split = self.config.video_features
+        parts = (features[..., :split], features[..., split:])
+        errors = [((head(part) - speaker) ** 2).mean(-1) for head, part in zip(self.speaker_heads, parts)]
+        weight = known / known.sum().clamp(min=1.0)
+        return sum((error * weight).sum() for error in errors)  # type: ignore[return-value]
 
     def clip_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """Motion of windows (B, K L, 56) -> one row per clip (B * K, L, 56), the order of `batch_condition`."""
@@ -107,7 +123,8 @@ class ListenerModel(nn.Module):
         config = self.config
         focus = (max(0, config.sample_start_step - config.step_focus_width),
                  min(config.train_steps - 1, config.sample_start_step + config.step_focus_width))
-        return self.diffusion.training_loss(self.elnet, motion, condition, generator, focus, config.step_focus_share)
+        return self.diffusion.training_loss(self.elnet, motion, condition, generator, focus, config.step_focus_share,
+                                            config.loss_weighting)
 
     def forward(
         self,
@@ -117,10 +134,16 @@ class ListenerModel(nn.Module):
         motion: torch.Tensor,
         generator: torch.Generator | None = None,
         noise_draws: int = 1,
+        speaker: torch.Tensor | None = None,
+        speaker_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Training loss of a batch of windows (the forward DDP wraps)."""
-        condition = self.batch_condition(images, mel, valid)
-        return self.loss(condition, self.clip_motion(motion), generator, noise_draws)
+        """Training loss of a batch of windows (the forward DDP wraps): diffusion + speaker auxiliary."""
+        features = self._window_features(images, mel, valid)
+        loss = self.loss(self.window_conditions(features), self.clip_motion(motion), generator, noise_draws)
+        weight = self.config.speaker_aux_weight
+        if weight > 0 and speaker is not None and speaker_valid is not None:
+            loss = loss + weight * self.speaker_loss(features, speaker, speaker_valid)
+        return loss
 
     def default_sampler(self, steps: int | None = None) -> SamplerSettings:
         return SamplerSettings(

@@ -34,15 +34,15 @@ class TrainConfig:
     data: str
     out: str
     preset: str = "small"
-    epochs: int = 8
+    epochs: int = 3
     batch_size: int = 8  # windows per step (per process)
     clips_per_item: int = 4  # K consecutive clips per window: batch_size * K clips a step
     noise_draws: int = 4  # (step, noise) draws per clip and step
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50
     seed: int = 0
-    stride: int = 4
+    stride: int = 8
     context_clips: int | None = None  # None: the preset's
     modalities: str = "both"
     checkpoint_every: int = 200
@@ -142,7 +142,7 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     normalization = Normalization.fit(train_sessions)
     make = lambda sessions, stride, clips: ClipDataset(  # noqa: E731
         sessions, normalization, model_config.audio_window_frames, model_config.context_clips, stride,
-        clips_per_item=clips,
+        clips_per_item=clips, speaker_normalization=Normalization.fit(train_sessions, speaker=True),
     )
     train_set = make(train_sessions, config.stride, config.clips_per_item)
     val_set = make(val_sessions, CLIP_LEN, 1)
@@ -178,7 +178,8 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
         batch = _batch(train_set, indices)
-        loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise, config.noise_draws)
+        loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise, config.noise_draws,
+                         batch["speaker"], batch["speaker_valid"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -75,3 +75,34 @@ def test_training_loss_is_zero_for_the_exact_denoiser_and_positive_otherwise():
     assert float(exact) < 1e-6
     zero = diffusion.training_loss(lambda x, t, c: torch.zeros_like(x), x0, torch.zeros(5, 8, 4), torch.Generator().manual_seed(1))
     assert 0.5 < float(zero) < 1.5  # E[eps^2] = 1
+
+
+def test_preconditioned_elnet_and_inverse_alpha_bar_weighting_give_the_v_loss():
+    """With epsilon = s x_t + a F, the 1/alpha_bar-weighted epsilon MSE is the MSE of F against v = a eps - s x0."""
+    from fad_edge.models.config import preset
+    from fad_edge.models.elnet import ELNet
+
+    config = preset("tiny")
+    net = ELNet(config)
+    diffusion = FacialActionDiffusion(config.train_steps)
+    x0 = torch.randn(6, 8, 56)
+    condition = torch.randn(6, config.condition_frames, config.condition_dim)
+    generator = torch.Generator().manual_seed(3)
+    loss = diffusion.training_loss(net, x0, condition, torch.Generator().manual_seed(3), weighting="inverse_alpha_bar")
+    # replay the same draws by hand
+    steps = torch.randint(0, config.train_steps, (6,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    a = diffusion.alphas_cumprod[steps].sqrt().view(-1, 1, 1)
+    s = (1 - diffusion.alphas_cumprod[steps]).sqrt().view(-1, 1, 1)
+    x_t = a * x0 + s * noise
+    raw = (net(x_t, steps, condition) - s * x_t) / a  # F, undoing the preconditioning
+    v = a * noise - s * x0
+    torch.testing.assert_close(loss, ((raw - v) ** 2).flatten(1).mean(1).mean(), rtol=1e-4, atol=1e-6)
+    assert loss.item() < 1e3  # finite and modest even when t = 99 is drawn
+
+
+def test_inverse_alpha_bar_weighting_requires_preconditioning():
+    from fad_edge.models.config import preset
+
+    with pytest.raises(ValueError, match="preconditioned"):
+        preset("tiny", loss_weighting="inverse_alpha_bar", precondition=False)

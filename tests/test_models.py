@@ -113,3 +113,19 @@ def test_window_conditions_share_frames_between_clips_and_match_clip_conditions(
     assert torch.equal(model.clip_motion(motion)[1], motion[0, 8:])
     with pytest.raises(ValueError):
         model.window_conditions(torch.randn(1, 8, dim))  # context only, no clip
+
+
+def test_speaker_auxiliary_loss_trains_the_encoders_only_where_the_speaker_is_known():
+    model = ListenerModel(preset("tiny", speaker_aux_weight=1.0))
+    images, mel = torch.rand(2, 16, 3, 32, 32), torch.randn(2, 16, 1, 8, 80)
+    valid, motion = torch.ones(2, 16), torch.randn(2, 16, 56)
+    speaker = torch.randn(2, 16, 56)
+    generator = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    without = model(images, mel, valid, motion, generator())
+    unknown = model(images, mel, valid, motion, generator(), 1, speaker, torch.zeros(2, 16))
+    known = model(images, mel, valid, motion, generator(), 1, speaker, torch.ones(2, 16))
+    torch.testing.assert_close(without, unknown)
+    assert known > without
+    known.backward()
+    assert model.speaker_heads[0].weight.grad.abs().sum() > 0
+    assert model.video_encoder.project.weight.grad.abs().sum() > 0

@@ -23,7 +23,7 @@ def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for everything the demo writes."),
     sessions: int = typer.Option(24, min=3, help="Synthetic sessions to generate."),
     seconds: float = typer.Option(40.0, min=4.0, help="Length of each synthetic session."),
-    epochs: int = typer.Option(2, min=1, help="Training epochs of the preset."),
+    epochs: int = typer.Option(3, min=1, help="Training epochs of the preset."),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     preset: str = typer.Option("small", help="Model preset."),
     seed: int = typer.Option(0),

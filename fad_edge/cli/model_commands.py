@@ -16,11 +16,12 @@ def train(
     data: Path = typer.Option(..., help="Dataset folder (our layout, with splits.json)."),
     out: Path = typer.Option(..., help="Run folder: checkpoint/ (latest, resumable) and best/ go here."),
     preset: str = typer.Option("small", help="Model preset: paper, small or tiny."),
-    epochs: int = typer.Option(8, min=1),
+    epochs: int = typer.Option(3, min=1),
     batch_size: int = typer.Option(8, min=1, help="Windows per step (each of --clips-per-item clips)."),
     clips_per_item: int = typer.Option(4, min=1, help="Consecutive clips per window; their frames are encoded once."),
     noise_draws: int = typer.Option(4, min=1, help="Diffusion (step, noise) draws per clip and step."),
-    lr: float = typer.Option(1e-3, min=0.0),
+    lr: float = typer.Option(2e-3, min=0.0),
+    stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     weight_decay: float = typer.Option(1e-4, min=0.0),
     seed: int = typer.Option(0),
     context_clips: Optional[int] = typer.Option(None, min=0, help="Preceding clips of speaker features each clip sees (default: the preset's)."),
@@ -39,7 +40,7 @@ def train(
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
-        clips_per_item=clips_per_item, noise_draws=noise_draws,
+        clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
     )

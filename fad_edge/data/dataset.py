@@ -47,10 +47,15 @@ class Normalization:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, sessions: list[SessionFeatures]) -> "Normalization":
+    def fit(cls, sessions: list[SessionFeatures], speaker: bool = False) -> "Normalization":
+        """Statistics of the listener's motion (or, with `speaker`, of the speaker's, where known)."""
         if not sessions:
             raise DataError("cannot compute normalization: the training split has no sessions")
-        motion = np.concatenate([s.listener for s in sessions]).astype(np.float64)
+        parts = [s.speaker if speaker else s.listener for s in sessions]
+        parts = [p for p in parts if p is not None]
+        if not parts:
+            return cls(np.zeros(N_COEFFS, np.float32), np.ones(N_COEFFS, np.float32))
+        motion = np.concatenate(parts).astype(np.float64)
         std = np.maximum(motion.std(axis=0), 1e-3)  # constant dims must not divide by zero
         return cls(motion.mean(axis=0).astype(np.float32), std.astype(np.float32))
 
@@ -129,8 +134,14 @@ class ClipDataset(torch.utils.data.Dataset):
         stride: int = 4,
         clip_len: int = CLIP_LEN,
         clips_per_item: int = 1,
+        speaker_normalization: Normalization | None = None,
     ) -> None:
         self.sessions = sessions
+        # The speaker's own normalized coefficients per frame, for the encoders' auxiliary target
+        # (zeros, and `speaker_valid` 0, where a dataset does not have them).
+        speaker_norm = speaker_normalization or Normalization(np.zeros(N_COEFFS, np.float32), np.ones(N_COEFFS, np.float32))
+        self.speaker = [None if s.speaker is None else ((s.speaker - speaker_norm.mean) / speaker_norm.std).astype(np.float32)
+                        for s in sessions]
         self.clip_len, self.context = clip_len, context_clips
         self.span = clips_per_item * clip_len
         self.windows = [frame_windows(s.mel, audio_window_frames) for s in sessions]  # (T, 1, W, M) each
@@ -154,10 +165,14 @@ class ClipDataset(torch.utils.data.Dataset):
         safe = np.clip(frame_ids, 0, None)
         frames = self.sessions[session].frames[safe]  # (F, S, S, 3) uint8
         images = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+        speaker = self.speaker[session]
+        known = valid & (speaker is not None)
         return {
             "images": images,
             "mel": torch.from_numpy(np.ascontiguousarray(self.windows[session][safe])),
             "valid": torch.from_numpy(valid.astype(np.float32)),
+            "speaker": torch.from_numpy(speaker[safe] if speaker is not None else np.zeros((len(safe), N_COEFFS), np.float32)),
+            "speaker_valid": torch.from_numpy(known.astype(np.float32)),
             "motion": torch.from_numpy(self.motion[session][start : start + self.span].astype(np.float32)),
         }
 

@@ -50,6 +50,9 @@ class ModelConfig:
     # 1-step sampling reads the model (still epsilon-MSE; only the weighting over steps changes).
     step_focus_share: float = 0.0
     step_focus_width: int = 10
+    # Weight of the encoders' auxiliary loss: predict the speaker's own coefficients (training only).
+    speaker_aux_weight: float = 0.0
+    loss_weighting: str = "uniform"  # or "inverse_alpha_bar" (see FacialActionDiffusion.training_loss)
     clip_sample: float = 6.0
 
     def __post_init__(self) -> None:
@@ -57,6 +60,11 @@ class ModelConfig:
             setattr(self, name, tuple(getattr(self, name)))
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
+        if self.loss_weighting not in ("uniform", "inverse_alpha_bar"):
+            raise ValueError(f"loss_weighting must be uniform or inverse_alpha_bar, got {self.loss_weighting!r}")
+        if self.loss_weighting == "inverse_alpha_bar" and not self.precondition:
+            raise ValueError("inverse_alpha_bar weighting needs the preconditioned ELNet (its epsilon error "
+                             "then carries a sqrt(alpha_bar) factor; without it the weights reach 4e6)")
 
     @property
     def audio_window(self) -> int:
@@ -98,7 +106,7 @@ PRESETS: dict[str, ModelConfig] = {
     # Trains on 2 CPU cores in minutes: narrow ResNets on 64x64 faces.
     "small": ModelConfig(
         preset="small",
-        image_size=64,
+        image_size=48,
         stem_pool=False,
         video_widths=(16, 32, 64, 128),
         audio_widths=(16, 32, 64, 128),
@@ -111,6 +119,14 @@ PRESETS: dict[str, ModelConfig] = {
         # Two clips (0.53 s) of speaker features before each clip: the synthetic listener reacts
         # up to ~1 s after a cue (DESIGN.md section 5 asks for this ablation; paper = 0).
         context_clips=2,
+        # What makes a few minutes of CPU training enough (README, "Design notes"): one step from
+        # t = 90 and the mean motion, the loss weighted towards and focused on where that step
+        # reads the model, and the encoders also taught to see the speaker's own face motion.
+        sample_start_step=90,
+        sample_start_noise=0.0,
+        step_focus_share=0.5,
+        loss_weighting="inverse_alpha_bar",
+        speaker_aux_weight=1.0,
     ),
     # Unit tests only.
     "tiny": ModelConfig(
