@@ -13,6 +13,7 @@ when the error check on the final motion asks for it (`escalate`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,10 +79,12 @@ def convert_to_fp16(model: onnx.ModelProto, audit: ActivationAudit, escalate: bo
     casts_to_float = [n.name for n in model.graph.node if n.op_type == "Cast"
                       and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in n.attribute)]
     try:
-        converted = float16.convert_float_to_float16(
-            model, keep_io_types=True, op_block_list=op_block_list,
-            node_block_list=sorted(set(audit.blocked_nodes) | set(casts_to_float)),
-        )
+        with warnings.catch_warnings():  # it warns for every tiny weight it rounds to FP16's range
+            warnings.simplefilter("ignore", UserWarning)
+            converted = float16.convert_float_to_float16(
+                model, keep_io_types=True, op_block_list=op_block_list,
+                node_block_list=sorted(set(audit.blocked_nodes) | set(casts_to_float)),
+            )
     except Exception as error:
         raise ExportError(f"FP16 conversion failed ({type(error).__name__}: {error})") from error
     return converted
