@@ -39,8 +39,11 @@ class ListenerModel(nn.Module):
         # Training only: each encoder's features also predict the speaker's own FLAME coefficients.
         # With no pretrained weights to start from (none can be downloaded), this teaches the
         # encoders what a face and a voice are doing far faster than the diffusion loss alone.
-        self.speaker_heads = nn.ModuleList([nn.Linear(config.video_features, config.n_coeffs),
-                                            nn.Linear(config.audio_features, config.n_coeffs)])
+        # Only built when used: DDP refuses parameters that never receive a gradient.
+        self.speaker_heads: nn.ModuleList | None = None
+        if config.speaker_aux_weight > 0:
+            self.speaker_heads = nn.ModuleList([nn.Linear(config.video_features, config.n_coeffs),
+                                                nn.Linear(config.audio_features, config.n_coeffs)])
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.motion_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -95,6 +98,8 @@ class ListenerModel(nn.Module):
 
     def speaker_loss(self, features: torch.Tensor, speaker: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """MSE of each encoder's prediction of the speaker's normalized coefficients, over known frames."""
+        if self.speaker_heads is None:
+            raise ValueError("this model has no speaker heads (speaker_aux_weight is 0)")
         split = self.config.video_features
         parts = (features[..., :split], features[..., split:])
         errors = [((head(part) - speaker) ** 2).mean(-1) for head, part in zip(self.speaker_heads, parts)]
@@ -141,7 +146,7 @@ class ListenerModel(nn.Module):
         features = self._window_features(images, mel, valid)
         loss = self.loss(self.window_conditions(features), self.clip_motion(motion), generator, noise_draws)
         weight = self.config.speaker_aux_weight
-        if weight > 0 and speaker is not None and speaker_valid is not None:
+        if self.speaker_heads is not None and speaker is not None and speaker_valid is not None:
             loss = loss + weight * self.speaker_loss(features, speaker, speaker_valid)
         return loss
 

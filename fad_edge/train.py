@@ -198,6 +198,11 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
             _save_latest(latest, model, optimizer, noise, normalization, extra, step, history, best_l2)
     reporter.finish()
 
+    if world > 1:
+        # DDP syncs buffers (the encoders' feature statistics) at the start of each forward, so
+        # after the last step each rank holds its own; rank 0's are the ones saved: share them.
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     hashes = [_weights_sha256(model)]
     if world > 1:
         gathered: list = [None] * world
