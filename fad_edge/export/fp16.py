@@ -1,6 +1,6 @@
 """The mixed-precision FP16 graph TensorRT builds as a strongly typed network, made and checked on the CPU.
 
-TensorRT 11 has no weak typing (no `BuilderFlag.FP16`), so the precision must be in the ONNX graph.
+TensorRT 11 has no weak typing (its FP16 builder flag is gone), so the precision must be in the ONNX graph.
 onnxconverter-common's float16 pass converts it with FP32 inputs and outputs; nvidia-modelopt's
 AutoCast would do the same, but it does not install without NVIDIA's index, so it is not used.
 

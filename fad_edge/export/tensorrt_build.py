@@ -114,7 +114,7 @@ def _network_flags() -> int:
     return 0 if flag is None else 1 << int(flag)
 
 
-def build_engine(onnx_path: Path, graph: str, profile: EngineProfile, clip_len: int) -> bytes:
+def build_engine_bytes(onnx_path: Path, graph: str, profile: EngineProfile, clip_len: int) -> bytes:
     """Parse one FP16 ONNX graph and build a serialized strongly typed engine."""
     import tensorrt as trt
 
@@ -151,7 +151,7 @@ def build_engines(folder: Path, manifest: ExportManifest, profile: EngineProfile
         for graph in (VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS):
             source = manifest.file(folder, graph, "fp16")
             engine = Path(folder) / f"{graph}.engine"
-            atomic_write_bytes(engine, build_engine(source, graph, profile, clip_len))
+            atomic_write_bytes(engine, build_engine_bytes(source, graph, profile, clip_len))
             record = {**asdict(target), "graph": graph, "onnx": source.name, "profile": asdict(profile),
                       "checkpoint_sha256": manifest.checkpoint_sha256}
             atomic_write_bytes(engine_info_path(engine), json.dumps(record, indent=2).encode())
