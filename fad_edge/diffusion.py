@@ -81,6 +81,7 @@ class FacialActionDiffusion(nn.Module):
         focus: tuple[int, int] | None = None,
         focus_share: float = 0.0,
         weighting: str = "uniform",
+        dim_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Epsilon-prediction MSE at drawn steps: uniform over all steps, except that a `focus_share`
         of the batch draws uniformly inside the `focus` range (inclusive), where few-step sampling
@@ -91,6 +92,8 @@ class FacialActionDiffusion(nn.Module):
         at high noise, of the one-step x0. L_simple gives those steps a weight of alpha_bar_t
         (2.4e-7 at the last step), so the speaker condition, which matters only there, is barely
         learned in a short training run.
+
+        `dim_weights` (one per motion dim, mean 1) weights each dim's squared error.
         """
         batch = x0.shape[0]
         steps = torch.randint(0, self.train_steps, (batch,), device=x0.device, generator=generator)
@@ -101,11 +104,14 @@ class FacialActionDiffusion(nn.Module):
             steps = torch.where(chosen, focused, steps)
         noise = torch.randn(x0.shape, device=x0.device, generator=generator)
         predicted = denoiser(self.add_noise(x0, noise, steps), steps, condition)
-        if weighting == "uniform":
-            return F.mse_loss(predicted, noise)
-        if weighting != "inverse_alpha_bar":
+        if weighting not in ("uniform", "inverse_alpha_bar"):
             raise ValueError(f"unknown loss weighting {weighting!r}")
-        per_sample = ((predicted - noise) ** 2).flatten(1).mean(dim=1)
+        squared = (predicted - noise) ** 2
+        if dim_weights is not None:
+            squared = squared * dim_weights
+        if weighting == "uniform":
+            return squared.mean()
+        per_sample = squared.flatten(1).mean(dim=1)
         return (per_sample / self.alphas_cumprod[steps]).mean()
 
     def timesteps(self, settings: SamplerSettings) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fad_edge.constants import EXPRESSION, ROTATION
 from fad_edge.diffusion import FacialActionDiffusion, NoiseGenerator, SamplerSettings
 from fad_edge.models.config import ModelConfig
 from fad_edge.models.elnet import ELNet
@@ -93,7 +94,13 @@ class ListenerModel(nn.Module):
 
     def _window_features(self, images: torch.Tensor, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         items, frames = images.shape[:2]
-        features = self.encode(images.flatten(0, 1), mel.flatten(0, 1))
+        images, mel = images.flatten(0, 1), mel.flatten(0, 1)
+        if self.training:
+            # oneDNN's convolutions run ~15% faster on channels-last (NHWC) tensors in training;
+            # inference and export keep the default layout.
+            images = images.contiguous(memory_format=torch.channels_last)
+            mel = mel.contiguous(memory_format=torch.channels_last)
+        features = self.encode(images, mel)
         return features.view(items, frames, -1) * valid.unsqueeze(-1)
 
     def speaker_loss(self, features: torch.Tensor, speaker: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -126,10 +133,25 @@ class ListenerModel(nn.Module):
             condition = condition.repeat(noise_draws, 1, 1)
             motion = motion.repeat(noise_draws, 1, 1)
         config = self.config
+        weights = self.dim_weights() if config.loss_dim_weighting == "group_variance" else None
         focus = (max(0, config.sample_start_step - config.step_focus_width),
                  min(config.train_steps - 1, config.sample_start_step + config.step_focus_width))
         return self.diffusion.training_loss(self.elnet, motion, condition, generator, focus, config.step_focus_share,
-                                            config.loss_weighting)
+                                            config.loss_weighting, weights)
+
+    def dim_weights(self) -> torch.Tensor:
+        """Loss weight per motion dim: its training variance relative to its group's (expression, rotation).
+
+        Motion is normalized per dim, so a uniform loss gives a 3DMM's weakest expression components,
+        mostly noise, as much weight as its strongest, while L2 is measured in FLAME units where the
+        strongest dominate. Weighting by variance within each group makes the loss that group's
+        error in its own units; the groups keep weights in proportion to their dim counts.
+        """
+        variance = self.motion_std**2
+        weights = torch.empty_like(variance)
+        for group in (EXPRESSION, ROTATION):
+            weights[group] = variance[group] / variance[group].mean()
+        return weights
 
     def forward(
         self,

@@ -129,3 +129,49 @@ def test_speaker_auxiliary_loss_trains_the_encoders_only_where_the_speaker_is_kn
     known.backward()
     assert model.speaker_heads[0].weight.grad.abs().sum() > 0
     assert model.video_encoder.project.weight.grad.abs().sum() > 0
+
+
+def test_elnet_output_stays_float32_under_bf16_autocast_where_preconditioning_needs_it():
+    """At t = 99, sqrt(a) = 5e-4: the model's own output F is recoverable from epsilon only if the
+    preconditioning sum is formed in float32 (bf16 keeps ~3 significant digits)."""
+    torch.manual_seed(0)
+    config = preset("tiny")
+    elnet = ELNet(config).eval()
+    x = torch.randn(4, config.clip_len, config.n_coeffs)
+    condition = torch.randn(4, config.condition_frames, config.condition_dim)
+    steps = torch.full((4,), 99)
+    with torch.no_grad():
+        exact = elnet(x, steps, condition)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = elnet(x, steps, condition)
+    assert mixed.dtype == torch.float32
+    signal, noise = elnet.signal_scale[99], elnet.noise_scale[99]
+    recovered = [(out - noise * x) / signal for out in (exact, mixed)]
+    error = (recovered[0] - recovered[1]).abs().max() / recovered[0].abs().max()
+    assert error < 0.05
+
+
+def test_group_variance_weights_make_the_loss_each_groups_error_in_its_own_units():
+    from fad_edge.constants import EXPRESSION, ROTATION
+
+    model = ListenerModel(preset("tiny", loss_dim_weighting="group_variance"))
+    std = torch.linspace(0.1, 2.0, 56)
+    model.set_normalization(torch.zeros(56), std)
+    weights = model.dim_weights()
+    for group in (EXPRESSION, ROTATION):
+        assert weights[group].mean() == pytest.approx(1.0)
+        # proportional to variance within the group
+        ratio = weights[group] / std[group] ** 2
+        assert torch.allclose(ratio, ratio[0].expand_as(ratio))
+    # The loss weights each dim's squared error: with a denoiser that predicts no noise, the
+    # loss is the weighted mean of the drawn noise squared.
+    diffusion = model.diffusion
+    x0 = torch.zeros(3, model.config.clip_len, 56)
+    zero = lambda x, steps, condition: torch.zeros_like(x)  # noqa: E731
+    loss = diffusion.training_loss(zero, x0, None, torch.Generator().manual_seed(1), dim_weights=weights)
+    generator = torch.Generator().manual_seed(1)
+    torch.randint(0, diffusion.train_steps, (3,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    assert float(loss) == pytest.approx(float((noise**2 * weights).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="loss_dim_weighting"):
+        preset("tiny", loss_dim_weighting="per_frame")

@@ -12,7 +12,8 @@ import torch
 
 from fad_edge.checkpoint import load_checkpoint, load_train_state
 from fad_edge.data.synthetic import write_synthetic_dataset
-from fad_edge.train import TrainConfig, train
+from fad_edge.errors import FadEdgeError
+from fad_edge.train import TrainConfig, autocast_dtype, train
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +35,9 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(folder).model.state_dict()
 
 
-def test_training_writes_checkpoints_and_lowers_the_loss(dataset, tmp_path):
-    result = train(_config(dataset, tmp_path / "run", epochs=3))
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_writes_checkpoints_and_lowers_the_loss(dataset, tmp_path, precision):
+    result = train(_config(dataset, tmp_path / "run", epochs=3, precision=precision))
     assert result.steps > 0 and len(result.history) == 3
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").exists()
     assert (tmp_path / "run" / "best" / "model.json").exists()
@@ -89,3 +91,11 @@ def test_ddp_with_two_processes_keeps_identical_weights(dataset, tmp_path):
     info = json.loads((out / "checkpoint" / "model.json").read_text())
     hashes = info["rank_weight_hashes"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
+
+
+def test_precision_names():
+    assert autocast_dtype("fp32") is None
+    assert autocast_dtype("bf16") is torch.bfloat16
+    assert autocast_dtype("auto") in (None, torch.bfloat16)
+    with pytest.raises(FadEdgeError, match="precision"):
+        autocast_dtype("fp8")

@@ -16,7 +16,7 @@ def train(
     data: Path = typer.Option(..., help="Dataset folder (our layout, with splits.json)."),
     out: Path = typer.Option(..., help="Run folder: checkpoint/ (latest, resumable) and best/ go here."),
     preset: str = typer.Option("small", help="Model preset: paper, small or tiny."),
-    epochs: int = typer.Option(3, min=1),
+    epochs: int = typer.Option(2, min=1),
     batch_size: int = typer.Option(8, min=1, help="Windows per step (each of --clips-per-item clips)."),
     clips_per_item: int = typer.Option(4, min=1, help="Consecutive clips per window; their frames are encoded once."),
     noise_draws: int = typer.Option(4, min=1, help="Diffusion (step, noise) draws per clip and step."),
@@ -29,6 +29,8 @@ def train(
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
+    augment: bool = typer.Option(True, help="Augment speaker images and audio per window (photometric, shift, gain, mel mask)."),
+    precision: str = typer.Option("auto", help="fp32, bf16 (autocast) or auto: bf16 where the CPU has it natively."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint if it exists."),
 ) -> None:
     """Train FAD/ELNet. Under `torchrun --nproc_per_node N -m fad_edge train ...` it trains with DDP (gloo)."""
@@ -38,11 +40,14 @@ def train(
 
     if modalities not in ("both", "audio", "video"):
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise typer.BadParameter("must be auto, fp32 or bf16", param_hint="--precision")
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
+        precision=precision, augment=augment,
     )
     result = run_training(config, RichTrainReporter(console), resume=resume)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; best: {result.best}")

@@ -39,7 +39,7 @@ class RichTrainReporter:
     def epoch(self, epoch: int, record: dict) -> None:
         self.progress.console.print(
             f"epoch {epoch}: step {record['step']}  train loss {record['train_loss']:.4f}  "
-            f"val loss {record['val_loss']:.4f}  val L2 (1 step, normalized) {record['val_l2']:.4f}"
+            f"val loss {record['val_loss']:.4f}  val L2 (1 step) {record['val_l2']:.4f}"
         )
 
     def finish(self) -> None:

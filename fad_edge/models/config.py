@@ -53,6 +53,9 @@ class ModelConfig:
     # Weight of the encoders' auxiliary loss: predict the speaker's own coefficients (training only).
     speaker_aux_weight: float = 0.0
     loss_weighting: str = "uniform"  # or "inverse_alpha_bar" (see FacialActionDiffusion.training_loss)
+    # Weights of the 56 dims in the loss: "uniform" (every normalized dim alike) or "group_variance"
+    # (each dim by its training variance, within expression and within rotation; see ListenerModel.loss).
+    loss_dim_weighting: str = "uniform"
     clip_sample: float = 6.0
 
     def __post_init__(self) -> None:
@@ -62,6 +65,8 @@ class ModelConfig:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
         if self.loss_weighting not in ("uniform", "inverse_alpha_bar"):
             raise ValueError(f"loss_weighting must be uniform or inverse_alpha_bar, got {self.loss_weighting!r}")
+        if self.loss_dim_weighting not in ("uniform", "group_variance"):
+            raise ValueError(f"loss_dim_weighting must be uniform or group_variance, got {self.loss_dim_weighting!r}")
         if self.loss_weighting == "inverse_alpha_bar" and not self.precondition:
             raise ValueError("inverse_alpha_bar weighting needs the preconditioned ELNet (its epsilon error "
                              "then carries a sqrt(alpha_bar) factor; without it the weights reach 4e6)")
@@ -126,6 +131,7 @@ PRESETS: dict[str, ModelConfig] = {
         sample_start_noise=0.0,
         step_focus_share=0.5,
         loss_weighting="inverse_alpha_bar",
+        loss_dim_weighting="group_variance",
         speaker_aux_weight=1.0,
     ),
     # Unit tests only.
