@@ -61,15 +61,23 @@ def rich_tables(table: EvaluationTable, title: str) -> list[Table]:
         for name in table.rows:
             out.add_row(name, *_cells(table, name, group))
         tables.append(out)
+    overall = Table(title=f"{title}: all 56 dims")
+    overall.add_column("method")
+    overall.add_column("L2", justify="right")
+    for name in table.rows:
+        if name != "GT":
+            overall.add_row(name, _format(table.rows[name]["all"]["L2"]))
+    tables.append(overall)
     return tables
 
 
 def markdown(table: EvaluationTable, title: str) -> str:
     labels = _labels(table)
-    header = ["method", *[f"exp {label}" for label in labels], *[f"rot {label}" for label in labels]]
+    header = ["method", *[f"exp {label}" for label in labels], *[f"rot {label}" for label in labels], "all-56 L2"]
     lines = [f"## {title}", "", f"Split `{table.split}`: {len(table.sessions)} sessions, {table.frames} frames.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([name, *_cells(table, name, "expression"), *_cells(table, name, "rotation")]) + " |"
+    lines += ["| " + " | ".join([name, *_cells(table, name, "expression"), *_cells(table, name, "rotation"),
+                                 "-" if name == "GT" else _format(table.rows[name]["all"]["L2"])]) + " |"
               for name in table.rows]
     lines += ["", *[f"- {d}" for d in DEFINITIONS], *[f"- {note}" for note in table.notes], ""]
     return "\n".join(lines)

@@ -57,8 +57,12 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
     for group in ("expression", "rotation"):
         assert report["rows"]["FAD"][group]["L2"] > 0 and report["rows"]["GT"][group]["L2"] == 0
         assert report["rows"]["FAD"][group]["diversity"] > 0  # two noisy draws differ
+    # per frame, the 56-dim norm lies between the larger group's norm and the sum of both
+    rows = report["rows"]["FAD"]
+    groups = (rows["expression"]["L2"], rows["rotation"]["L2"])
+    assert max(groups) <= rows["all"]["L2"] <= sum(groups) + 1e-9
     markdown = (tmp_path / "report.md").read_text()
-    assert "| Median |" in markdown and "Frechet" in markdown
+    assert "| Median |" in markdown and "Frechet" in markdown and "all-56 L2" in markdown
     assert (tmp_path / "report_steps.png").stat().st_size > 5000
 
 
