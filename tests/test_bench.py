@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from fad_edge.bench.run import Row, ratios
+import fad_edge.bench.run as bench_run
+from fad_edge.bench.run import BenchConfig, Row, ratios, replica_rows
 from fad_edge.bench.timing import Latency, summarize
 from helpers import run_cli
 
@@ -47,3 +48,24 @@ def test_bench_cli_writes_table_json_and_chart(tmp_path, monkeypatch, capsys):
 def test_bench_rejects_unknown_backends(monkeypatch, capsys):
     code, output = run_cli(monkeypatch, capsys, "bench", "--backends", "cuda")
     assert code != 0 and "Traceback" not in output
+
+
+def test_deca_is_timed_per_frame_once_and_scaled_to_every_length(monkeypatch):
+    """DECA runs frame by frame: one per-frame measurement serves 8 and 1024 frames alike."""
+    timed = []
+
+    def fake_time_calls(fn, runs, warmup=2, budget=None, on_run=None):
+        timed.append(runs)
+        return [0.5] * runs if runs > 5 else [0.001] * runs  # encoder per frame; the LSTM
+
+    monkeypatch.setattr(bench_run, "time_calls", fake_time_calls)
+    cache: dict = {}
+    config = BenchConfig(runs=6)
+    short = replica_rows("deca", 8, config, lambda _: None, cache)
+    long = replica_rows("deca", 1024, config, lambda _: None, cache)
+    assert timed.count(6) == 2  # one per-frame measurement per variant, reused for 1024 frames
+    assert set(cache) == {"deca", "deca-encoder-only"}
+    for a, b in zip(short, long):
+        assert b.latency.median == pytest.approx(1024 * 0.5 + 0.001)
+        assert a.latency.median == pytest.approx(8 * 0.5 + 0.001)
+        assert b.flops == pytest.approx(128 * a.flops, rel=1e-3)

@@ -77,6 +77,12 @@ def plot(result: dict, path: Path) -> Path:
                   if (r["pipeline"], r["backend"]) == key and r["latency"]]
         if points:
             axes[2].plot(*zip(*points), "o-", label=f"{key[0]} ({key[1]})")
+    stream = result.get("stream")
+    if stream:
+        # One clip (8 frames) at a time in a stream: its latency is the reaction delay a user sees.
+        for value, style, name in ((stream["latency_p50_ms"], ":", "p50"), (stream["latency_p99_ms"], "--", "p99")):
+            axes[2].axhline(value, color="gray", linestyle=style,
+                            label=f"stream per clip {name} ({stream['backend']}), RTF {stream['real_time_factor']:.2f}")
     axes[2].set_xscale("log")
     axes[2].set_yscale("log")
     axes[2].set_xlabel("frames")

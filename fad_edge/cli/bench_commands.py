@@ -38,6 +38,7 @@ def bench(
     preset: str = typer.Option("paper", help="FAD model preset to measure (random weights: cost only)."),
     model: Optional[Path] = typer.Option(None, help="An export folder to time instead of a random-weight export."),
     replica_budget: float = typer.Option(60.0, min=1.0, help="Seconds of timed runs per replica, at most."),
+    replica_max_frames: int = typer.Option(64, min=1, help="Longest input ReactFace is timed on (its online mode is quadratic in length); FLOPs are counted at every length."),
     strict_reactface: bool = typer.Option(False, help="Also time ReactFace frame by frame (minutes)."),
     stream: bool = typer.Option(True, help="Also measure ListenerStream's per-clip latency (ORT INT8)."),
     out: Path = typer.Option(Path("bench/results/bench"), help="Writes OUT.json and OUT.png."),
@@ -50,7 +51,7 @@ def bench(
     config = BenchConfig(
         frames=_ints(frames, "--frames"), backends=_names(backends, ("torch", "ort", "ort-int8", "trt"), "--backends"),
         pipelines=_names(pipelines, ("fad", "deca", "reactface"), "--pipelines"), runs=runs, threads=threads,
-        preset=preset, model=model, replica_budget=replica_budget, strict_reactface=strict_reactface, stream=stream,
+        preset=preset, model=model, replica_budget=replica_budget, replica_max_frames=replica_max_frames, strict_reactface=strict_reactface, stream=stream,
     )
     progress = make_progress(console)
     with progress:
