@@ -64,6 +64,8 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
     markdown = (tmp_path / "report.md").read_text()
     assert "| Median |" in markdown and "Frechet" in markdown and "all-56 L2" in markdown
     assert (tmp_path / "report_steps.png").stat().st_size > 5000
+    curve = json.loads((tmp_path / "report_steps.json").read_text())
+    assert set(curve) == {"1", "3"} and curve["3"]["expression"]["L2"] > 0
 
 
 def test_an_empty_split_is_a_clear_error(dataset, tmp_path, monkeypatch, capsys):

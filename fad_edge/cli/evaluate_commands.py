@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -29,11 +30,12 @@ def evaluate(
     samples: int = typer.Option(1, min=1, max=20, help="Diffusion samples per input; >1 adds a diversity column."),
     start_noise: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Start-noise scale (default: the model's)."),
     steps_curve: Optional[str] = typer.Option(None, help="Also draw L2/FD against these step counts, e.g. 1,2,5,10,20,50,100."),
-    out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md (and OUT_steps.png)."),
+    out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md (and OUT_steps.png/.json)."),
 ) -> None:
     """Baselines, FAD and ground truth on a split: L2, FD, SI and TLCC for expression and rotation."""
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.evaluation import evaluate as run_evaluation
+    from fad_edge.atomic import atomic_write_bytes
     from fad_edge.evaluation import steps_curve as run_steps_curve
     from fad_edge.evaluation_report import plot_steps_curve, rich_tables, write_reports
 
@@ -53,9 +55,11 @@ def evaluate(
         with console.status("denoising-steps curve"):
             curve = run_steps_curve(loaded[0], data, split, curve_steps)
         png = plot_steps_curve(curve, out.with_name(out.name + "_steps.png"))
+        curve_json = atomic_write_bytes(out.with_name(out.name + "_steps.json"),
+                                        json.dumps({str(k): v for k, v in curve.items()}, indent=2).encode())
         for count in curve_steps:
             console.print(f"steps {count:3d}: L2 exp {curve[count]['expression']['L2']:.4f} rot {curve[count]['rotation']['L2']:.4f}")
-        console.print(f"wrote {png}")
+        console.print(f"wrote {png} and {curve_json}")
 
 
 def _label(loaded, count: int) -> str:
