@@ -98,6 +98,9 @@ def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype for a training precision, or None for plain float32.
 
@@ -105,8 +108,8 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     stay float32); on a CPU with native bf16 (AVX512-BF16, AMX) that halves the time of a step.
     Elsewhere bf16 is emulated and slower, so "auto" picks it only where it is native.
     """
-    if precision not in ("auto", "fp32", "bf16"):
-        raise FadEdgeError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise FadEdgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         precision = "bf16" if native else "fp32"
@@ -159,9 +162,10 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     train_sessions = load_split(Path(config.data), "train", model_config.image_size, model_config.n_mels)
     val_sessions = load_split(Path(config.data), "val", model_config.image_size, model_config.n_mels)
     normalization = Normalization.fit(train_sessions)
+    speaker_normalization = Normalization.fit(train_sessions, speaker=True)
     make = lambda sessions, stride, clips: ClipDataset(  # noqa: E731
         sessions, normalization, model_config.audio_window_frames, model_config.context_clips, stride,
-        clips_per_item=clips, speaker_normalization=Normalization.fit(train_sessions, speaker=True),
+        clips_per_item=clips, speaker_normalization=speaker_normalization,
     )
     train_set = make(train_sessions, config.stride, config.clips_per_item)
     val_set = make(val_sessions, CLIP_LEN, 1)

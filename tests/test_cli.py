@@ -17,7 +17,7 @@ from fad_edge.models.config import preset
 def checkpoint(tmp_path):
     torch.manual_seed(0)
     model = ListenerModel(preset("tiny"))
-    return save_checkpoint(tmp_path / "ckpt", model, Normalization(np.zeros(56, np.float32), np.ones(56, np.float32)))
+    return save_checkpoint(tmp_path / "ckpt", model, Normalization.identity())
 
 
 @pytest.fixture

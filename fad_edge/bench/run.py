@@ -90,7 +90,7 @@ def export_for_bench(model: ListenerModel, folder: Path, say: Progress) -> Path:
     from fad_edge.data.dataset import Normalization
     from fad_edge.export.pipeline import ExportOptions, export_model
 
-    checkpoint = save_checkpoint(folder / "checkpoint", model, Normalization(np.zeros(56, np.float32), np.ones(56, np.float32)))
+    checkpoint = save_checkpoint(folder / "checkpoint", model, Normalization.identity())
     say("exporting a random-weight FAD model to ONNX (FP32 + INT8)")
     export_model(ExportOptions(checkpoint=checkpoint, out=folder / "model", int8=True, check_sessions=1, check_seconds=2.0,
                                calibration_sessions=2, calibration_seconds=2.0))

@@ -33,9 +33,9 @@ def evaluate(
     out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md (and OUT_steps.png/.json)."),
 ) -> None:
     """Baselines, FAD and ground truth on a split: L2, FD, SI and TLCC for expression and rotation."""
+    from fad_edge.atomic import atomic_write_bytes
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.evaluation import evaluate as run_evaluation
-    from fad_edge.atomic import atomic_write_bytes
     from fad_edge.evaluation import steps_curve as run_steps_curve
     from fad_edge.evaluation_report import plot_steps_curve, rich_tables, write_reports
 

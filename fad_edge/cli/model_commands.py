@@ -35,13 +35,13 @@ def train(
 ) -> None:
     """Train FAD/ELNet. Under `torchrun --nproc_per_node N -m fad_edge train ...` it trains with DDP (gloo)."""
     from fad_edge.cli.progress import RichTrainReporter
-    from fad_edge.train import TrainConfig
+    from fad_edge.train import PRECISIONS, TrainConfig
     from fad_edge.train import train as run_training
 
     if modalities not in ("both", "audio", "video"):
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise typer.BadParameter("must be auto, fp32 or bf16", param_hint="--precision")
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,

@@ -47,6 +47,11 @@ class Normalization:
     std: np.ndarray
 
     @classmethod
+    def identity(cls) -> "Normalization":
+        """Mean 0, std 1 for every dim: leaves coefficients as they are."""
+        return cls(np.zeros(N_COEFFS, np.float32), np.ones(N_COEFFS, np.float32))
+
+    @classmethod
     def fit(cls, sessions: list[SessionFeatures], speaker: bool = False) -> "Normalization":
         """Statistics of the listener's motion (or, with `speaker`, of the speaker's, where known)."""
         if not sessions:
@@ -54,7 +59,7 @@ class Normalization:
         parts = [s.speaker if speaker else s.listener for s in sessions]
         parts = [p for p in parts if p is not None]
         if not parts:
-            return cls(np.zeros(N_COEFFS, np.float32), np.ones(N_COEFFS, np.float32))
+            return cls.identity()
         motion = np.concatenate(parts).astype(np.float64)
         std = np.maximum(motion.std(axis=0), 1e-3)  # constant dims must not divide by zero
         return cls(motion.mean(axis=0).astype(np.float32), std.astype(np.float32))
@@ -139,7 +144,7 @@ class ClipDataset(torch.utils.data.Dataset):
         self.sessions = sessions
         # The speaker's own normalized coefficients per frame, for the encoders' auxiliary target
         # (zeros, and `speaker_valid` 0, where a dataset does not have them).
-        speaker_norm = speaker_normalization or Normalization(np.zeros(N_COEFFS, np.float32), np.ones(N_COEFFS, np.float32))
+        speaker_norm = speaker_normalization or Normalization.identity()
         self.speaker = [None if s.speaker is None else ((s.speaker - speaker_norm.mean) / speaker_norm.std).astype(np.float32)
                         for s in sessions]
         self.clip_len, self.context = clip_len, context_clips

@@ -197,8 +197,9 @@ class ELNet(nn.Module):
             x = first(x, embedding, conds[level])
             x = second(x, embedding, conds[level])
             x = up(x)
-        # In float32 even under bf16 autocast: the preconditioned output below adds sqrt(a_t) F to a
-        # nearly equal sqrt(1 - a_t) x_t, and at high noise sqrt(a_t) is ~1e-3, below bf16's resolution.
+        # Float32 even under bf16 autocast (type promotion with the float32 scales would give it too,
+        # but the sum must not rest on that): it adds sqrt(a_t) F to sqrt(1 - a_t) x_t, and at high
+        # noise sqrt(a_t) is ~1e-3, below bf16's resolution.
         out = (self.final(x) + shortcut).transpose(1, 2).float()  # (B, L, 56)
         if not self.config.precondition:
             return out
