@@ -48,3 +48,24 @@ def test_frame_windows_end_with_their_own_frame_and_use_history():
 def test_bad_audio_is_a_data_error(bad):
     with pytest.raises(DataError):
         log_mel(bad, 1)
+
+
+def test_mel_filters_match_librosa_slaney_bank():
+    import librosa
+
+    from fad_edge.constants import MEL_FMAX, MEL_FMIN, N_FFT, N_MELS, SAMPLE_RATE
+    from fad_edge.data.audio_features import mel_filters
+
+    reference = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=MEL_FMIN, fmax=MEL_FMAX)
+    assert mel_filters(N_MELS).shape == reference.shape
+    np.testing.assert_allclose(mel_filters(N_MELS), reference, rtol=0, atol=1e-7)
+
+
+def test_resample_matches_librosa_length_and_values():
+    import librosa
+
+    from fad_edge.data.audio_features import resample_audio
+
+    tone = np.sin(np.arange(44_101) * 2 * np.pi * 440 / 44_100).astype(np.float32)
+    ours = resample_audio(tone, 44_100, 16_000)
+    np.testing.assert_allclose(ours, librosa.resample(tone, orig_sr=44_100, target_sr=16_000), atol=1e-6)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fad_edge.data.media import read_audio, read_video, resample_audio, write_video, write_wav
+from fad_edge.data.audio_features import resample_audio
+from fad_edge.data.media import read_audio, read_video, write_video, write_wav
 from fad_edge.errors import DataError
 
 

@@ -25,7 +25,7 @@ from fad_edge.constants import FPS, SAMPLE_RATE
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.runtime.base import ClipRunner
-from fad_edge.runtime.inputs import SpeakerInputs
+from fad_edge.data.inputs import SpeakerInputs
 
 FRAME_BY_FRAME_MAX = 256  # longest sequence whose frame-by-frame ReactFace FLOPs are counted
 PAPER_CLAIMS = {"deca": {"flops": 40.0, "time": 600.0}, "deca-encoder-only": {"flops": 40.0, "time": 600.0},

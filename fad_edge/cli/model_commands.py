@@ -95,7 +95,7 @@ def explain(
     from fad_edge.constants import SAMPLE_RATE
     from fad_edge.data.media import read_audio, read_video
     from fad_edge.explain import clip_of_frame, save_saliency_figure, saliency_map
-    from fad_edge.runtime.inputs import prepare_inputs
+    from fad_edge.data.inputs import prepare_inputs
 
     if target not in ("motion", "features"):
         raise typer.BadParameter("must be motion or features", param_hint="--target")

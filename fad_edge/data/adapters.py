@@ -27,7 +27,8 @@ import numpy as np
 
 from fad_edge.constants import EXPRESSION, HEAD, JAW, N_COEFFS, N_EXPRESSION, SAMPLE_RATE
 from fad_edge.data import layout
-from fad_edge.data.media import read_audio, read_video, resample_audio
+from fad_edge.data.audio_features import resample_audio
+from fad_edge.data.media import read_audio, read_video
 from fad_edge.errors import DataError
 
 log = logging.getLogger(__name__)

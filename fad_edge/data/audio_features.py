@@ -4,8 +4,10 @@ Alignment (DESIGN.md section 3): mel frames run at 120 Hz, 4 per video frame. Me
 at sample round((j + 0.5) * 16000 / 120) and analyses a Hann window of N_FFT = 512 samples (32 ms)
 around that centre (zero padding at the ends), so mel frames 4i..4i+3 sit inside video frame i's
 1/30 s exactly and never drift, whatever the length. The hop alternates between 133 and 134
-samples to achieve this, which is why the frames are gathered here instead of by `librosa.stft`;
-the mel filter bank itself is librosa's (Slaney, 80 bands, 50 Hz - 8 kHz).
+samples to achieve this, which is why the frames are gathered here instead of by `librosa.stft`.
+The mel filter bank is Slaney's (80 bands, 50 Hz - 8 kHz, area-normalized), written out here in
+NumPy so that the edge runtime needs no librosa (and its numba); a test checks it against
+`librosa.filters.mel` to float32 precision.
 
 Values are log10 power, floored at 1e-5, scaled as whisper does ((log + 4) / 4) to sit near [-1, 1].
 """
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import librosa
 import numpy as np
+import soxr
 
 from fad_edge.constants import (
     LOG_MEL_FLOOR,
@@ -33,11 +35,51 @@ from fad_edge.errors import DataError
 SILENCE = (np.log10(LOG_MEL_FLOOR) + 4.0) / 4.0
 
 
+# Slaney's mel scale (the Auditory Toolbox): linear below 1 kHz, logarithmic above.
+_SLANEY_HZ_PER_MEL = 200.0 / 3
+_SLANEY_LOG_START_HZ = 1000.0
+_SLANEY_LOG_START_MEL = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    hz = np.asarray(hz, np.float64)
+    linear = hz / _SLANEY_HZ_PER_MEL
+    log = _SLANEY_LOG_START_MEL + np.log(np.maximum(hz, 1e-10) / _SLANEY_LOG_START_HZ) / _SLANEY_LOG_STEP
+    return np.where(hz >= _SLANEY_LOG_START_HZ, log, linear)
+
+
+def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, np.float64)
+    linear = mel * _SLANEY_HZ_PER_MEL
+    log = _SLANEY_LOG_START_HZ * np.exp(_SLANEY_LOG_STEP * (mel - _SLANEY_LOG_START_MEL))
+    return np.where(mel >= _SLANEY_LOG_START_MEL, log, linear)
+
+
 @lru_cache(maxsize=4)
-def _mel_filters(n_mels: int) -> np.ndarray:
-    return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, fmin=MEL_FMIN, fmax=MEL_FMAX).astype(
-        np.float32
-    )
+def mel_filters(n_mels: int) -> np.ndarray:
+    """(n_mels, N_FFT // 2 + 1) triangular filters, each scaled to unit area (Slaney normalization)."""
+    edges = mel_to_hz(np.linspace(hz_to_mel(MEL_FMIN), hz_to_mel(MEL_FMAX), n_mels + 2))
+    bins = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+    widths = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def resample_audio(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample with soxr's high quality setting; the length is ceil(n * to / from), as librosa's."""
+    samples = np.asarray(samples, np.float32)
+    if from_rate == to_rate:
+        return samples
+    out = soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32)
+    length = int(np.ceil(len(samples) * to_rate / from_rate))
+    if len(out) < length:
+        out = np.concatenate([out, np.zeros(length - len(out), np.float32)])
+    return out[:length]
 
 
 def mel_centres(n_mel_frames: int, first: int = 0) -> np.ndarray:
@@ -65,7 +107,7 @@ def log_mel(samples: np.ndarray, n_video_frames: int, n_mels: int = N_MELS, firs
     starts = np.clip(centres - half + N_FFT, 0, len(padded) - N_FFT)
     frames = padded[starts[:, None] + np.arange(N_FFT)[None, :]]  # (n, N_FFT)
     spectrum = np.abs(np.fft.rfft(frames * np.hanning(N_FFT).astype(np.float32), axis=1)) ** 2
-    mel = spectrum.astype(np.float32) @ _mel_filters(n_mels).T  # (n, n_mels)
+    mel = spectrum.astype(np.float32) @ mel_filters(n_mels).T  # (n, n_mels)
     return ((np.log10(np.maximum(mel, LOG_MEL_FLOOR)) + 4.0) / 4.0).astype(np.float32)
 
 

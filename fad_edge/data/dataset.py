@@ -1,6 +1,6 @@
 """Training data: sessions decoded once into a compact cache, normalization, and clip sampling.
 
-Each session is decoded (OpenCV video resized to the model's image size, librosa log-mel) once and
+Each session is decoded (OpenCV video resized to the model's image size, log-mel) once and
 cached as an uncompressed .npz of uint8 frames and float16 mel beside the dataset, keyed by the image
 size and the source files' sizes and times, so epochs never re-decode video.
 """

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import cv2
-import librosa
 import numpy as np
 import soundfile
 
@@ -118,10 +117,3 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
     buffer = io.BytesIO()
     soundfile.write(buffer, np.clip(np.asarray(samples, np.float32), -1, 1), sample_rate, subtype="PCM_16", format="WAV")
     return atomic_write_bytes(Path(path), buffer.getvalue())
-
-
-def resample_audio(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample with librosa (soxr high quality)."""
-    if from_rate == to_rate:
-        return np.asarray(samples, np.float32)
-    return librosa.resample(np.asarray(samples, np.float32), orig_sr=from_rate, target_sr=to_rate).astype(np.float32)

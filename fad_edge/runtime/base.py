@@ -16,7 +16,7 @@ import torch
 
 from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings
 from fad_edge.models.config import ModelConfig
-from fad_edge.runtime.inputs import SpeakerInputs, prepare_inputs
+from fad_edge.data.inputs import SpeakerInputs, prepare_inputs
 
 
 def clip_condition_windows(features: np.ndarray, clip_len: int, context_clips: int) -> np.ndarray:

@@ -43,7 +43,7 @@ from fad_edge.constants import CLIP_LEN, FPS, MELS_PER_FRAME, N_FFT, SAMPLE_RATE
 from fad_edge.data.audio_features import frame_windows, log_mel, mel_centres
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.face import Box, FaceCropper
-from fad_edge.runtime.inputs import images_from_frames, resize_frames
+from fad_edge.data.inputs import images_from_frames, resize_frames
 
 
 @dataclass
