@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fad_edge.backends import BACKENDS
 from fad_edge.data.media import read_audio
 from fad_edge.runtime.stream import ClipMotion, ListenerStream
 
@@ -33,7 +34,7 @@ def main() -> None:
     parser.add_argument("--video", type=Path, help="speaker video file")
     parser.add_argument("--camera", type=int, help="camera index instead of a file")
     parser.add_argument("--audio", type=Path, required=True, help="speaker audio (.wav/.flac)")
-    parser.add_argument("--precision", default="int8", choices=["fp32", "int8", "fp16"])
+    parser.add_argument("--precision", default="int8", choices=BACKENDS["ort"].precisions)
     parser.add_argument("--face", default="detect", choices=["detect", "none"])
     parser.add_argument("--seconds", type=float, default=30.0, help="stop after this long")
     args = parser.parse_args()

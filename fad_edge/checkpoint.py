@@ -21,7 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fad_edge import __version__
-from fad_edge.data.dataset import Normalization
+from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError, DataError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig

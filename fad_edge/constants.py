@@ -1,4 +1,4 @@
-"""Every fixed number of the data contract, in one place (see DESIGN.md section 3)."""
+"""Every fixed number of the data contract, in one place (docs/architecture.md, "Data contract")."""
 
 # Video: speaker frames at 30 fps.
 FPS = 30

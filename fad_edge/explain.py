@@ -15,6 +15,7 @@ import torch
 
 from fad_edge.constants import CLIP_LEN
 from fad_edge.listener_model import ListenerModel
+from fad_edge.sampling import DiffusionSampler, SamplerSettings
 from fad_edge.plots import plt, save_figure
 
 
@@ -30,7 +31,8 @@ def saliency_map(model: ListenerModel, images: torch.Tensor, mel: torch.Tensor, 
         x_start = torch.zeros(1, model.config.clip_len, model.config.n_coeffs)
         steps = torch.full((1,), model.config.sample_start_step, dtype=torch.long)
         epsilon = model.elnet(x_start, steps, condition)
-        value = model.diffusion.predict_x0(x_start, epsilon, model.config.sample_start_step, model.config.clip_sample).norm()
+        sampler = DiffusionSampler(SamplerSettings.from_config(model.config, steps=1), model.config.train_steps)
+        value = sampler.predict_x0(epsilon, model.config.sample_start_step, x_start).norm()
     value.backward()
     return images.grad[frame].abs().sum(dim=0).numpy()
 

@@ -22,7 +22,7 @@ from fad_edge.constants import FPS, N_COEFFS
 from fad_edge.data.media import read_audio, read_audio_track, read_video
 from fad_edge.errors import DataError
 from fad_edge.plots import plot_motion
-from fad_edge.runtime.base import Runner
+from fad_edge.runtime.base import ClipRunner
 
 
 @dataclass
@@ -47,7 +47,7 @@ def retime_frames(frames: np.ndarray, fps: float) -> np.ndarray:
 
 
 def generate_files(
-    runner: Runner,
+    runner: ClipRunner,
     video: Path,
     audio: Path | None,
     out: Path,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from fad_edge.constants import EXPRESSION, ROTATION
-from fad_edge.diffusion import FacialActionDiffusion, NoiseGenerator, SamplerSettings
+from fad_edge.diffusion import FacialActionDiffusion
 from fad_edge.models.config import ModelConfig
 from fad_edge.models.elnet import ELNet
 from fad_edge.models.encoders import AudioEncoder, VideoEncoder
+from fad_edge.sampling import DiffusionSampler, SamplerSettings
 
 
 class ListenerModel(nn.Module):
@@ -173,20 +175,28 @@ class ListenerModel(nn.Module):
         return loss
 
     def default_sampler(self, steps: int | None = None) -> SamplerSettings:
-        return SamplerSettings(
-            steps=steps or self.config.inference_steps,
-            start_step=self.config.sample_start_step,
-            clip_sample=self.config.clip_sample,
-            start_noise=self.config.sample_start_noise,
-        )
+        return SamplerSettings.from_config(self.config, steps)
 
     @torch.no_grad()
-    def sample_clips(
-        self, condition: torch.Tensor, settings: SamplerSettings, generator: NoiseGenerator = None
-    ) -> torch.Tensor:
-        """Normalized motion (B, L, 56) for a batch of clip conditions."""
-        shape = (condition.shape[0], self.config.clip_len, self.config.n_coeffs)
-        return self.diffusion.sample(self.elnet, condition, shape, settings, generator)
+    def sample_clips(self, condition: torch.Tensor, settings: SamplerSettings,
+                     generator: np.random.Generator | None = None, initial: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalized motion (B, L, 56) for a batch of clip conditions: this model's own sampling loop.
+
+        Noise comes from a NumPy generator, in the order every runner draws it, so all backends give
+        the same motion for the same seed.
+        """
+        generator = generator if generator is not None else np.random.default_rng()
+        sampler = DiffusionSampler(settings, self.config.train_steps)
+        device = condition.device
+        if initial is None:
+            start = sampler.initial_state(condition.shape[0], generator, self.config.clip_len, self.config.n_coeffs)
+            initial = torch.from_numpy(start).to(device)
+        x = initial
+        for t, t_prev in sampler.pairs():
+            epsilon = self.elnet(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), condition)
+            noise = sampler.noise(tuple(x.shape), generator, t_prev)
+            x = sampler.step(epsilon.float(), t, x, t_prev, None if noise is None else torch.from_numpy(noise).to(device))
+        return x
 
     @torch.no_grad()
     def generate(
@@ -194,7 +204,7 @@ class ListenerModel(nn.Module):
         images: torch.Tensor,
         mel: torch.Tensor,
         settings: SamplerSettings | None = None,
-        generator: NoiseGenerator = None,
+        generator: np.random.Generator | None = None,
     ) -> torch.Tensor:
         """De-normalized motion (T, 56) for one sequence of T frames (a multiple of the clip length)."""
         features = self.encode(images, mel).unsqueeze(0)  # (1, T, D)

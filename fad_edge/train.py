@@ -22,7 +22,8 @@ import torch.distributed as dist
 from fad_edge.constants import CLIP_LEN
 from fad_edge.checkpoint import load_checkpoint, load_train_state, resolve_checkpoint, save_checkpoint
 from fad_edge.data.augment import augment_batch
-from fad_edge.data.dataset import ClipDataset, Normalization, load_split
+from fad_edge.data.dataset import ClipDataset, load_split
+from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError, FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig, preset
@@ -51,7 +52,7 @@ class TrainConfig:
     val_clips: int = 256
     threads: int | None = None
     augment: bool = True  # photometric/shift/gain/frequency-mask augmentation of speaker inputs
-    precision: str = "auto"  # "fp32", "bf16" (autocast) or "auto": bf16 where the CPU computes it natively
+    autocast: str = "auto"  # "off", "bf16" or "auto": bf16 where the CPU computes it natively
     overrides: dict = field(default_factory=dict)  # any other ModelConfig field
 
 
@@ -98,22 +99,23 @@ def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+# Training's mixed precision (torch autocast); not to be confused with an export's graph precision.
+AUTOCAST_MODES = ("auto", "off", "bf16")
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype for a training precision, or None for plain float32.
+def autocast_dtype(mode: str) -> torch.dtype | None:
+    """The autocast dtype for a training autocast mode, or None for plain float32.
 
     bf16 autocast runs the convolutions and linear layers in bfloat16 (weights, optimizer and loss
     stay float32); on a CPU with native bf16 (AVX512-BF16, AMX) that halves the time of a step.
     Elsewhere bf16 is emulated and slower, so "auto" picks it only where it is native.
     """
-    if precision not in PRECISIONS:
-        raise FadEdgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "auto":
+    if mode not in AUTOCAST_MODES:
+        raise FadEdgeError(f"autocast must be one of {', '.join(AUTOCAST_MODES)}, got {mode!r}")
+    if mode == "auto":
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        precision = "bf16" if native else "fp32"
-    return torch.bfloat16 if precision == "bf16" else None
+        mode = "bf16" if native else "off"
+    return torch.bfloat16 if mode == "bf16" else None
 
 
 def _batch(dataset: ClipDataset, indices: np.ndarray) -> dict[str, torch.Tensor]:
@@ -135,13 +137,14 @@ def validate(model: ListenerModel, dataset: ClipDataset, clips: int, seed: int) 
     model.eval()
     order = np.random.default_rng(seed).permutation(len(dataset))[:clips]
     generator = torch.Generator().manual_seed(seed)
+    sample_noise = np.random.default_rng(seed)
     losses, errors = [], []
     for start in range(0, len(order), 64):
         batch = _batch(dataset, order[start : start + 64])
         condition = model.batch_condition(batch["images"], batch["mel"], batch["valid"])
         motion = model.clip_motion(batch["motion"])
         losses.append(float(model.loss(condition, motion, generator)) * len(motion))
-        sample = model.sample_clips(condition, model.default_sampler(1), generator)
+        sample = model.sample_clips(condition, model.default_sampler(1), sample_noise)
         error = model.denormalize(sample) - model.denormalize(motion)  # in FLAME units, as evaluation measures L2
         errors.append(float(error.norm(dim=-1).mean()) * len(motion))
     model.train()
@@ -192,7 +195,7 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     if world > 1:
         trainable = torch.nn.parallel.DistributedDataParallel(model)
     model.train()
-    dtype = autocast_dtype(config.precision)
+    dtype = autocast_dtype(config.autocast)
     started = time.time()
     reporter.start(total, step)
     extra = {"train_config": asdict(config)}

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fad_edge.checkpoint import MODEL_JSON, MODEL_WEIGHTS, load_checkpoint, save_checkpoint
-from fad_edge.data.dataset import Normalization
+from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset

@@ -8,7 +8,7 @@ import torch
 from fad_edge.checkpoint import save_checkpoint
 from helpers import run_cli
 from fad_edge.data import layout
-from fad_edge.data.dataset import Normalization
+from fad_edge.data.normalization import Normalization
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 

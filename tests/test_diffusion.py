@@ -1,9 +1,11 @@
-"""The noise schedule, the loss and the sampler of FacialActionDiffusion."""
+"""The noise schedule and the loss of FacialActionDiffusion, and the NumPy sampler every runner loops over."""
 
+import numpy as np
 import pytest
 import torch
 
-from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings, squared_cosine_betas
+from fad_edge.diffusion import FacialActionDiffusion
+from fad_edge.sampling import DiffusionSampler, SamplerSettings, squared_cosine_betas
 
 
 def test_schedule_matches_diffusers_squaredcos_cap_v2():
@@ -34,7 +36,7 @@ def test_betas_are_capped():
     assert float(squared_cosine_betas(100).max()) <= 0.999 + 1e-7
 
 
-class Oracle(torch.nn.Module):
+class Oracle(torch.nn.Module):  # for the training loss
     """A denoiser that knows x0 and returns the exact noise, so every sampler must recover x0."""
 
     def __init__(self, diffusion, x0):
@@ -46,26 +48,83 @@ class Oracle(torch.nn.Module):
         return (x_t - alpha_bar.sqrt() * self.x0) / (1 - alpha_bar).sqrt()
 
 
+def _sample_with_oracle(sampler: DiffusionSampler, x0: np.ndarray, seed: int) -> np.ndarray:
+    """The ten-line loop a runner owns, with a network that returns the exact noise for x0."""
+    generator = np.random.default_rng(seed)
+    x = sampler.initial_state(len(x0), generator, x0.shape[1], x0.shape[2])
+    for t, t_prev in sampler.pairs():
+        alpha_bar = sampler.alpha_bar(t)
+        epsilon = (x - np.sqrt(alpha_bar) * x0) / np.sqrt(1 - alpha_bar)
+        x = sampler.step(epsilon, t, x, t_prev, sampler.noise(x.shape, generator, t_prev))
+    return x
+
+
 @pytest.mark.parametrize("steps", [1, 2, 5, 50, 100])
 def test_sampler_recovers_x0_with_an_exact_denoiser(steps):
+    x0 = np.clip(np.random.default_rng(1).standard_normal((3, 8, 56)), -3, 3).astype(np.float32)
+    sampler = DiffusionSampler(SamplerSettings(steps=steps, start_step=70 if steps < 100 else 99, clip_sample=6.0))
+    np.testing.assert_allclose(_sample_with_oracle(sampler, x0, seed=0), x0, rtol=1e-3, atol=1e-3)
+
+
+def test_step_matches_diffusers_ddpm_step():
+    diffusers = pytest.importorskip("diffusers")
+    reference = diffusers.DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2", clip_sample=True,
+                                        clip_sample_range=6.0)
+    reference.set_timesteps(5)  # "leading" spacing: 80, 60, 40, 20, 0, so t = 60 steps to 40
+    sampler = DiffusionSampler(SamplerSettings(steps=5, start_step=60, clip_sample=6.0))
+    x, epsilon = torch.randn(2, 8, 56), torch.randn(2, 8, 56)
+    expected = reference.step(epsilon, 60, x, generator=torch.Generator().manual_seed(5)).prev_sample
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))  # the draw diffusers made
+    torch.testing.assert_close(sampler.step(epsilon, 60, x, 40, noise), expected, rtol=1e-4, atol=1e-5)
+    ours_numpy = sampler.step(epsilon.numpy(), 60, x.numpy(), 40, noise.numpy())
+    np.testing.assert_allclose(ours_numpy, expected.numpy(), rtol=1e-4, atol=1e-5)
+    assert ours_numpy.dtype == np.float32
+
+
+def test_last_step_returns_the_clamped_x0_and_needs_no_noise():
+    sampler = DiffusionSampler(SamplerSettings(steps=1, start_step=70, clip_sample=1.0))
+    x = np.full((1, 8, 56), 100.0, np.float32)
+    assert np.all(sampler.step(np.zeros_like(x), 70, x, None) == 1.0)
+    with pytest.raises(ValueError, match="noise"):
+        sampler.step(np.zeros_like(x), 70, x, 50)
+
+
+def test_initial_state_scales_noise_and_pulls_towards_a_guess():
+    settings = SamplerSettings(steps=1, start_step=70, start_noise=0.0)
+    sampler = DiffusionSampler(settings)
+    guess = np.ones((2, 8, 56), np.float32)
+    state = sampler.initial_state(2, np.random.default_rng(0), 8, 56, guess)
+    np.testing.assert_allclose(state, np.sqrt(sampler.alpha_bar(70)) * guess, rtol=1e-6)
+    noisy = DiffusionSampler(SamplerSettings(steps=1, start_step=70, start_noise=1.0))
+    drawn = noisy.initial_state(2, np.random.default_rng(0), 8, 56)
+    expected = np.sqrt(1 - noisy.alpha_bar(70)) * np.random.default_rng(0).standard_normal((2, 8, 56), dtype=np.float32)
+    np.testing.assert_allclose(drawn, expected, rtol=1e-6)
+
+
+def test_schedule_in_numpy_equals_the_training_buffers():
     diffusion = FacialActionDiffusion(100)
-    x0 = torch.randn(3, 8, 56).clamp(-3, 3)
-    oracle = Oracle(diffusion, x0)
-    settings = SamplerSettings(steps=steps, start_step=70 if steps < 100 else 99, clip_sample=6.0)
-    sample = diffusion.sample(oracle, torch.zeros(3, 8, 4), (3, 8, 56), settings, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(sample, x0, rtol=1e-3, atol=1e-3)
+    sampler = DiffusionSampler(SamplerSettings())
+    np.testing.assert_array_equal(sampler.alphas_cumprod, diffusion.alphas_cumprod.numpy())
+
+
+def test_settings_from_config():
+    from fad_edge.models.config import preset
+
+    config = preset("small")
+    settings = SamplerSettings.from_config(config)
+    assert (settings.steps, settings.start_step, settings.start_noise) == (1, 90, 0.0)
+    assert SamplerSettings.from_config(config, steps=5).steps == 5
 
 
 def test_timesteps_are_descending_distinct_and_end_at_zero():
-    diffusion = FacialActionDiffusion(100)
-    assert diffusion.timesteps(SamplerSettings(1, 70)) == [70]
-    many = diffusion.timesteps(SamplerSettings(100, 99))
-    assert many == list(range(99, -1, -1))
-    assert diffusion.timesteps(SamplerSettings(5, 70)) == [70, 52, 35, 18, 0]
+    assert DiffusionSampler(SamplerSettings(1, 70)).timesteps == [70]
+    assert DiffusionSampler(SamplerSettings(100, 99)).timesteps == list(range(99, -1, -1))
+    assert DiffusionSampler(SamplerSettings(5, 70)).timesteps == [70, 52, 35, 18, 0]
+    assert DiffusionSampler(SamplerSettings(5, 70)).pairs()[-1] == (0, None)
     with pytest.raises(ValueError):
-        diffusion.timesteps(SamplerSettings(0, 70))
+        DiffusionSampler(SamplerSettings(0, 70))
     with pytest.raises(ValueError):
-        diffusion.timesteps(SamplerSettings(101, 70))
+        DiffusionSampler(SamplerSettings(101, 70))
 
 
 def test_training_loss_is_zero_for_the_exact_denoiser_and_positive_otherwise():

@@ -12,8 +12,9 @@ import pytest
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data.synthetic import SyntheticConfig, generate_session
 from fad_edge.errors import EngineMismatchError, ExportError
-from fad_edge.export.manifest import ExportManifest
-from fad_edge.export.onnx_export import META_PREFIX, read_metadata
+from fad_edge.artifact import ExportManifest
+from fad_edge.artifact import META_PREFIX
+from fad_edge.export.onnx_export import read_metadata
 from fad_edge.runtime.ort_runner import OrtRunner
 from fad_edge.runtime.torch_runner import TorchRunner
 from helpers import run_cli
@@ -28,7 +29,7 @@ def session():
 
 def test_manifest_and_metadata_tie_every_graph_to_its_checkpoint(tiny_export):
     manifest = ExportManifest.load(tiny_export)
-    assert manifest.precisions() == ["fp32", "int8", "fp16"]
+    assert manifest.variants() == ["fp32", "int8", "fp16"]
     for graph, files in manifest.graphs.items():
         model = onnx.load(str(tiny_export / files["fp32"]))
         meta = read_metadata(model)

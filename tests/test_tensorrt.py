@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fad_edge.errors import BackendUnavailableError, EngineMismatchError
-from fad_edge.export.tensorrt_build import GpuTarget, check_engine_target
+from fad_edge.artifact import GpuTarget, check_engine_target
 from helpers import run_cli, tiny_checkpoint
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fad_edge"
@@ -28,7 +28,7 @@ REMOVED = ["build_engine(", "max_workspace_size", "get_binding_shape", "get_bind
 def _tensorrt_and_gpu() -> str | None:
     """Why the GPU tests cannot run here, or None when they can."""
     try:
-        from fad_edge.export.tensorrt_build import require_cuda, require_tensorrt
+        from fad_edge.runtime.tensorrt_support import require_cuda, require_tensorrt
 
         require_tensorrt()
         require_cuda()
@@ -141,7 +141,7 @@ def test_trt_without_tensorrt_is_a_one_line_error(tmp_path, monkeypatch, capsys)
 @pytest.mark.skipif(_tensorrt_and_gpu() is not None, reason=f"needs TensorRT and a CUDA device: {_tensorrt_and_gpu()}")
 def test_trt_engines_match_onnx_runtime(tiny_export, tmp_path):
     from fad_edge.data.synthetic import SyntheticConfig, generate_session
-    from fad_edge.export.manifest import ExportManifest
+    from fad_edge.artifact import ExportManifest
     from fad_edge.export.tensorrt_build import EngineProfile, build_engines
     from fad_edge.runtime.ort_runner import OrtRunner
     from fad_edge.runtime.trt_runner import TrtRunner

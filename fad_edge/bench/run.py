@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fad_edge.backends import CHECKPOINT, get_backend
+from fad_edge.bench.labels import parse_label
 from fad_edge.bench.pipelines.deca import DecaPipeline
 from fad_edge.bench.pipelines.layers import count_flops, count_params
 from fad_edge.bench.pipelines.reactface import ReactFacePipeline
 from fad_edge.bench.timing import Latency, gemm_gflops, machine, summarize, time_calls
+from fad_edge.reporting import Say, silent
 from fad_edge.constants import FPS, SAMPLE_RATE
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
@@ -63,9 +66,6 @@ class Row:
                 "latency": None if self.latency is None else self.latency.to_dict()}
 
 
-Progress = Callable[[str], None]
-
-
 def speaker_inputs(config, frames: int, seed: int = 0) -> SpeakerInputs:
     rng = np.random.default_rng(seed)
     images = rng.random((frames, 3, config.image_size, config.image_size), dtype=np.float32)
@@ -84,10 +84,10 @@ def fad_flops(model: ListenerModel, frames: int) -> float:
     return float(count_flops(one_step))
 
 
-def export_for_bench(model: ListenerModel, folder: Path, say: Progress) -> Path:
+def export_for_bench(model: ListenerModel, folder: Path, say: Say) -> Path:
     """A random-weight checkpoint of the model, exported with INT8 (cost only: the weights do not matter)."""
     from fad_edge.checkpoint import save_checkpoint
-    from fad_edge.data.dataset import Normalization
+    from fad_edge.data.normalization import Normalization
     from fad_edge.export.pipeline import ExportOptions, export_model
 
     checkpoint = save_checkpoint(folder / "checkpoint", model, Normalization.identity())
@@ -97,27 +97,28 @@ def export_for_bench(model: ListenerModel, folder: Path, say: Progress) -> Path:
     return folder / "model"
 
 
-def fad_runners(config: BenchConfig, model: ListenerModel, folder: Path, say: Progress) -> dict[str, ClipRunner]:
+def fad_runners(config: BenchConfig, model: ListenerModel, folder: Path, say: Say) -> dict[str, ClipRunner]:
+    """One runner per requested label; export-based backends share one export of the model."""
+    from fad_edge.runtime.select import open_runner
     from fad_edge.runtime.torch_runner import TorchRunner
 
     runners: dict[str, ClipRunner] = {}
-    if "torch" in config.backends:
-        runners["torch"] = TorchRunner(model)
-    onnx_backends = [b for b in config.backends if b.startswith("ort")]
-    if onnx_backends or "trt" in config.backends:
-        from fad_edge.runtime.ort_runner import OrtRunner
-
-        exported = config.model or export_for_bench(model, folder, say)
-        for backend in onnx_backends:
-            runners[backend] = OrtRunner(exported, "int8" if backend == "ort-int8" else "fp32", threads=config.threads)
-        if "trt" in config.backends:
-            from fad_edge.runtime.trt_runner import TrtRunner
-
-            runners["trt"] = TrtRunner(exported)
+    exported: Path | None = config.model
+    for label in config.backends:
+        name, precision = parse_label(label)
+        backend = get_backend(name)
+        backend.check_precision(precision)
+        backend.check_installed()
+        if backend.reads == CHECKPOINT:
+            runners[label] = TorchRunner(model)
+            continue
+        if exported is None:
+            exported = export_for_bench(model, folder, say)
+        runners[label] = open_runner(exported, name, precision, threads=config.threads)
     return runners
 
 
-def replica_rows(name: str, frames: int, config: BenchConfig, say: Progress,
+def replica_rows(name: str, frames: int, config: BenchConfig, say: Say,
                  per_frame: dict[str, list[float]] | None = None) -> list[Row]:
     """FLOPs (meta device), parameters and latency of one replica.
 
@@ -197,7 +198,7 @@ def stream_figures(runner: ClipRunner, seconds: float = 8.0) -> dict:
             "note": "a synthetic session pushed as fast as the stream takes it; RTF < 1 is faster than real time"}
 
 
-def run_bench(config: BenchConfig, say: Progress = lambda _: None) -> dict:
+def run_bench(config: BenchConfig, say: Say = silent) -> dict:
     torch.set_num_threads(config.threads)
     say("measuring the CPU's fp32 GEMM throughput")
     reference = gemm_gflops()
@@ -223,6 +224,8 @@ def run_bench(config: BenchConfig, say: Progress = lambda _: None) -> dict:
         if config.stream and "ort-int8" in runners:
             say("streaming latency (ListenerStream, ORT INT8)")
             stream = stream_figures(runners["ort-int8"])
+        for runner in runners.values():
+            runner.close()
     return {"machine": machine(), "gemm_gflops": reference, "config": {k: str(v) if isinstance(v, Path) else v
             for k, v in config.__dict__.items()}, "rows": [row.to_dict() for row in rows],
             "ratios": ratios(rows), "stream": stream, "paper_claims": PAPER_CLAIMS}

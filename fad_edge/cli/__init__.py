@@ -6,8 +6,14 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
+from fad_edge.backends import TRAIN_INSTALL
 from fad_edge.errors import FadEdgeError
+
+# What `pip install fad-edge` (the edge runtime) leaves out and `fad-edge[train]` brings.
+FULL_INSTALL_MODULES = {"torch", "scipy", "sklearn", "librosa", "soundfile", "av", "onnx", "onnxscript", "onnxslim",
+                        "onnxsim", "onnxconverter_common", "matplotlib", "safetensors"}
 
 app = typer.Typer(
     help="fad-edge: listener facial motion by Facial Action Diffusion, from training to edge engines.",
@@ -19,18 +25,12 @@ console = Console(stderr=True)
 
 
 def _register() -> None:
-    # Imported here so that `fad_edge.cli` can be imported without pulling every command's deps twice.
-    from fad_edge.cli import data_commands, demo_command, model_commands
+    # Each module imports its heavy dependencies inside its commands, so `--help` stays fast.
+    from fad_edge.cli import (
+        bench_commands, data_commands, demo_command, evaluate_commands, export_commands, model_commands,
+    )
 
-    for module in (data_commands, model_commands, demo_command):
-        module.register(app)
-    for optional in ("evaluate_commands", "export_commands", "bench_commands", "stream_commands"):
-        try:
-            module = __import__(f"fad_edge.cli.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as error:
-            if error.name != f"fad_edge.cli.{optional}":
-                raise
-            continue
+    for module in (data_commands, model_commands, evaluate_commands, export_commands, bench_commands, demo_command):
         module.register(app)
 
 
@@ -42,7 +42,13 @@ def main() -> None:
     try:
         app()
     except FadEdgeError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] not in FULL_INSTALL_MODULES:
+            raise
+        console.print(f"[bold red]error:[/] this command needs {error.name.split('.')[0]}, which the edge runtime "
+                      f"install leaves out: {escape(TRAIN_INSTALL)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from fad_edge.bench.labels import bench_labels
+
 console = Console()
 
 
@@ -31,7 +33,7 @@ def _names(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
 
 def bench(
     frames: str = typer.Option("64", help="Frames per run; a list (8,64,256,1024) draws latency against frames."),
-    backends: str = typer.Option("torch,ort,ort-int8", help="FAD backends: torch, ort, ort-int8, trt."),
+    backends: str = typer.Option("torch,ort,ort-int8", help=f"FAD backends: {', '.join(bench_labels())}."),
     pipelines: str = typer.Option("fad,deca,reactface", help="Pipelines: fad, deca, reactface."),
     runs: int = typer.Option(30, min=1, help="Timed runs per measurement (after warm-up)."),
     threads: int = typer.Option(2, min=1, help="CPU threads for torch and ONNX Runtime."),
@@ -49,7 +51,7 @@ def bench(
     from fad_edge.cli.progress import make_progress
 
     config = BenchConfig(
-        frames=_ints(frames, "--frames"), backends=_names(backends, ("torch", "ort", "ort-int8", "trt"), "--backends"),
+        frames=_ints(frames, "--frames"), backends=_names(backends, bench_labels(), "--backends"),
         pipelines=_names(pipelines, ("fad", "deca", "reactface"), "--pipelines"), runs=runs, threads=threads,
         preset=preset, model=model, replica_budget=replica_budget, replica_max_frames=replica_max_frames, strict_reactface=strict_reactface, stream=stream,
     )

@@ -28,12 +28,12 @@ def export(
     """Export a checkpoint for the edge; prints the parity table and fails if any graph exceeds the tolerance."""
     from fad_edge.export.pipeline import ExportOptions, export_model
 
-    options = ExportOptions(checkpoint=checkpoint, out=out, opset=opset, int8=int8, fp16=fp16 or trt, trt=trt,
+    options = ExportOptions(checkpoint=checkpoint, out=out, opset=opset, int8=int8, fp16=fp16, trt=trt,
                             data=data, split=split, tolerance=tolerance, threads=threads, trt_max_clips=trt_max_clips)
     with console.status("exporting") as status:
         manifest = export_model(options, say=lambda message: status.update(message))
     print_reports(manifest.reports)
-    console.print(f"wrote {out} ({', '.join(manifest.precisions())})")
+    console.print(f"wrote {out} ({', '.join(manifest.variants())})")
 
 
 def print_reports(reports: dict) -> None:

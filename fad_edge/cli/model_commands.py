@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from fad_edge.backends import all_precisions, backend_names
+
 console = Console()
 
 
@@ -30,24 +32,24 @@ def train(
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
     augment: bool = typer.Option(True, help="Augment speaker images and audio per window (photometric, shift, gain, mel mask)."),
-    precision: str = typer.Option("auto", help="fp32, bf16 (autocast) or auto: bf16 where the CPU has it natively."),
+    autocast: str = typer.Option("auto", help="Mixed-precision training: off, bf16, or auto (bf16 where the CPU has it natively)."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint if it exists."),
 ) -> None:
     """Train FAD/ELNet. Under `torchrun --nproc_per_node N -m fad_edge train ...` it trains with DDP (gloo)."""
     from fad_edge.cli.progress import RichTrainReporter
-    from fad_edge.train import PRECISIONS, TrainConfig
+    from fad_edge.train import AUTOCAST_MODES, TrainConfig
     from fad_edge.train import train as run_training
 
     if modalities not in ("both", "audio", "video"):
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
-    if precision not in PRECISIONS:
-        raise typer.BadParameter(f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision")
+    if autocast not in AUTOCAST_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
-        precision=precision, augment=augment,
+        autocast=autocast, augment=augment,
     )
     result = run_training(config, RichTrainReporter(console), resume=resume)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; best: {result.best}")
@@ -55,8 +57,8 @@ def train(
 
 def generate(
     model: Path = typer.Option(..., "--model", "--checkpoint", help="Checkpoint folder (RUN/best) or export folder (engines/NAME)."),
-    backend: str = typer.Option("auto", help="auto (torch for a checkpoint, ort for an export), torch, ort or trt."),
-    precision: str = typer.Option("fp32", help="ONNX Runtime graphs: fp32, int8 or fp16."),
+    backend: str = typer.Option("auto", help=f"{', '.join(backend_names())} (auto: torch for a checkpoint, ort for an export)."),
+    precision: Optional[str] = typer.Option(None, help=f"Graph precision, one the backend runs: {', '.join(all_precisions())} (default: the backend's first)."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
     video: Path = typer.Option(..., help="Speaker video (30 fps, any size OpenCV reads)."),
     audio: Optional[Path] = typer.Option(None, help="Speaker audio (.wav/.flac, any rate); default: the video's own audio track."),

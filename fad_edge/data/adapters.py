@@ -1,4 +1,4 @@
-"""Readers for the real datasets' own layouts, for users who have them (DESIGN.md section 9).
+"""Readers for the real datasets' own layouts, for users who have them.
 
 Learning to Listen (Ng et al. 2022)
     `ROOT/<channel>/<split>/p{0,1}_{list,speak}_faces_clean_deca.npy`, each (N, 64, 184): N segments

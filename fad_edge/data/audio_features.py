@@ -1,6 +1,6 @@
 """The audio front end: log-mel frames aligned to video frames, and each frame's mel window.
 
-Alignment (DESIGN.md section 3): mel frames run at 120 Hz, 4 per video frame. Mel frame j is centred
+Alignment: mel frames run at 120 Hz, 4 per video frame. Mel frame j is centred
 at sample round((j + 0.5) * 16000 / 120) and analyses a Hann window of N_FFT = 512 samples (32 ms)
 around that centre (zero padding at the ends), so mel frames 4i..4i+3 sit inside video frame i's
 1/30 s exactly and never drift, whatever the length. The hop alternates between 133 and 134

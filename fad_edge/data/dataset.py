@@ -19,6 +19,7 @@ from fad_edge.atomic import atomic_write_bytes
 from fad_edge.constants import CLIP_LEN, N_COEFFS
 from fad_edge.data import layout
 from fad_edge.data.audio_features import frame_windows, log_mel
+from fad_edge.data.normalization import Normalization
 from fad_edge.errors import DataError
 
 CACHE_DIR = ".fad_cache"
@@ -37,42 +38,6 @@ class SessionFeatures:
     @property
     def n_frames(self) -> int:
         return len(self.listener)
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-dimension mean and std of listener motion over the training split."""
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def identity(cls) -> "Normalization":
-        """Mean 0, std 1 for every dim: leaves coefficients as they are."""
-        return cls(np.zeros(N_COEFFS, np.float32), np.ones(N_COEFFS, np.float32))
-
-    @classmethod
-    def fit(cls, sessions: list[SessionFeatures], speaker: bool = False) -> "Normalization":
-        """Statistics of the listener's motion (or, with `speaker`, of the speaker's, where known)."""
-        if not sessions:
-            raise DataError("cannot compute normalization: the training split has no sessions")
-        parts = [s.speaker if speaker else s.listener for s in sessions]
-        parts = [p for p in parts if p is not None]
-        if not parts:
-            return cls.identity()
-        motion = np.concatenate(parts).astype(np.float64)
-        std = np.maximum(motion.std(axis=0), 1e-3)  # constant dims must not divide by zero
-        return cls(motion.mean(axis=0).astype(np.float32), std.astype(np.float32))
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Normalization":
-        mean, std = np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32)
-        if mean.shape != (N_COEFFS,) or std.shape != (N_COEFFS,) or np.any(std <= 0):
-            raise DataError(f"normalization must hold {N_COEFFS} means and positive stds")
-        return cls(mean, std)
 
 
 def _cache_key(folder: Path, image_size: int, n_mels: int) -> str:

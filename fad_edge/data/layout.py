@@ -1,4 +1,4 @@
-"""Our on-disk dataset layout (DESIGN.md section 3), with a validator that names the bad file.
+"""Our on-disk dataset layout (docs/architecture.md), with a validator that names the bad file.
 
     DATA/splits.json            {"train": [...], "val": [...], "test": [...]} session folder names
     DATA/<session>/speaker.mp4  speaker video, 30 fps

@@ -1,7 +1,7 @@
 """A procedural dyadic dataset in which the listener truly reacts to what the speaker shows and says.
 
 No real dyadic dataset can be downloaded where fad-edge is developed and tested, so this generator
-stands in for one (DESIGN.md section 4). Everything is drawn from `numpy.random.default_rng(seed)`:
+stands in for one. Everything is drawn from `numpy.random.default_rng(seed)`:
 the same seed gives the same bytes of every .npy file.
 
 The speaker

@@ -3,7 +3,7 @@
 Every graph has a dynamic batch axis: frames for the encoders, clips for ELNet. The encoders apply
 the modality mask themselves, so a runner only concatenates their outputs. `ELNetX0` folds the
 1-step closed form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), the clamp and the de-normalization
-into the graph (DESIGN.md section 5), so the engine outputs FLAME coefficients directly.
+into the graph, so the engine outputs FLAME coefficients directly.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, SIGNATURES, VIDEO_ENCODER
 from fad_edge.listener_model import ListenerModel
 
-VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS = "video_encoder", "audio_encoder", "elnet_x0", "elnet_eps"
-GRAPH_NAMES = (VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS)
 
 
 class MaskedVideoEncoder(nn.Module):
@@ -96,10 +95,14 @@ def graph_specs(model: ListenerModel, batch_frames: int = 16, batch_clips: int =
     x_t = torch.randn(batch_clips, config.clip_len, config.n_coeffs, generator=generator)
     condition = torch.randn(batch_clips, config.condition_frames, config.condition_dim, generator=generator)
     step = torch.full((batch_clips,), config.sample_start_step, dtype=torch.long)
-    return [
-        GraphSpec(VIDEO_ENCODER, MaskedVideoEncoder(model).eval(), (images,), ("images",), "video_features", "frames"),
-        GraphSpec(AUDIO_ENCODER, MaskedAudioEncoder(model).eval(), (mel,), ("mel",), "audio_features", "frames"),
-        GraphSpec(ELNET_X0, ELNetX0(model).eval(), (x_t, condition), ("x_start", "condition"), "motion", "clips"),
-        GraphSpec(ELNET_EPS, ELNetEpsilon(model).eval(), (x_t, step, condition), ("x_t", "step", "condition"),
-                  "epsilon", "clips"),
-    ]
+    modules_and_inputs = {
+        VIDEO_ENCODER: (MaskedVideoEncoder(model), (images,)),
+        AUDIO_ENCODER: (MaskedAudioEncoder(model), (mel,)),
+        ELNET_X0: (ELNetX0(model), (x_t, condition)),
+        ELNET_EPS: (ELNetEpsilon(model), (x_t, step, condition)),
+    }
+    specs = []
+    for name, (module, inputs) in modules_and_inputs.items():
+        signature = SIGNATURES[name]
+        specs.append(GraphSpec(name, module.eval(), inputs, signature.inputs, signature.output, signature.batch_axis))
+    return specs

@@ -17,13 +17,13 @@ import onnx
 import torch
 
 from fad_edge import __version__
+from fad_edge.artifact import META_PREFIX
 from fad_edge.atomic import atomic_output
 from fad_edge.errors import ExportError
 from fad_edge.export.graphs import GraphSpec
 
 DEFAULT_OPSET = 18
 MAX_BATCH = 4096
-META_PREFIX = "fad_edge."
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,19 @@ import onnxruntime as ort
 import torch
 
 from fad_edge.checkpoint import MODEL_WEIGHTS, file_sha256, load_checkpoint
+from fad_edge.reporting import Say, silent
 from fad_edge.errors import ExportError
 from fad_edge.export import fp16 as fp16_tools
-from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER, GraphSpec, graph_specs
-from fad_edge.export.manifest import ExportManifest
+from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, VIDEO_ENCODER, ExportManifest
+from fad_edge.export.graphs import GraphSpec, graph_specs
 from fad_edge.export.onnx_export import (
-    META_PREFIX, ModelIdentity, load_onnx, read_metadata, save_onnx, set_metadata, simplify, trace_to_onnx,
+    ModelIdentity, load_onnx, read_metadata, save_onnx, set_metadata, simplify, trace_to_onnx,
 )
 from fad_edge.export.parity import ParityRow, errors, graph_parity, random_inputs, real_inputs
 from fad_edge.export.quantize import batched_feeds, check_runs, quantize_graph
 from fad_edge.samples import LabelledInputs, mean_l2, split_samples, synthetic_samples
 from fad_edge.listener_model import ListenerModel
+from fad_edge.sampling import DiffusionSampler, SamplerSettings
 from fad_edge.runtime.base import clip_condition_windows
 from fad_edge.runtime.ort_runner import OrtRunner
 from fad_edge.runtime.torch_runner import TorchRunner
@@ -57,8 +59,9 @@ class ExportOptions:
     trt_max_clips: int = 128
     trt_workspace_mb: int = 1024
 
-
-Reporter = Callable[[str], None]
+    def __post_init__(self) -> None:
+        if self.trt:  # TensorRT builds its strongly typed engines from the FP16 graphs
+            self.fp16 = True
 
 
 @contextlib.contextmanager
@@ -75,13 +78,13 @@ def _quiet_libraries() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def export_model(options: ExportOptions, say: Reporter = lambda _: None) -> ExportManifest:
+def export_model(options: ExportOptions, say: Say = silent) -> ExportManifest:
     """Run the whole export; raises ExportError (or BackendUnavailableError) with one clear line."""
     with _quiet_libraries():
         return _export(options, say)
 
 
-def _export(options: ExportOptions, say: Reporter) -> ExportManifest:
+def _export(options: ExportOptions, say: Say) -> ExportManifest:
     if options.trt:
         from fad_edge.export.tensorrt_build import require_tensorrt
 
@@ -180,7 +183,8 @@ def _calibration_feeds(model: ListenerModel, specs: list[GraphSpec],
     ])
     rng = np.random.default_rng(CALIBRATION_SEED)
     shape = (len(conditions), config.clip_len, config.n_coeffs)
-    start = model.config.sample_start_noise * model.diffusion.initial_sample(shape, config.sample_start_step, rng).numpy()
+    sampler = DiffusionSampler(SamplerSettings.from_config(config, steps=1), config.train_steps)
+    start = sampler.initial_state(len(conditions), rng, config.clip_len, config.n_coeffs)
     x_t = rng.standard_normal(shape, dtype=np.float32)
     step = rng.integers(0, config.train_steps, len(conditions)).astype(np.int64)
     feeds: dict[str, list[dict[str, np.ndarray]]] = {

@@ -53,7 +53,8 @@ def quantize_graph(source: Path, target: Path, feeds: list[dict[str, np.ndarray]
 def _copy_metadata(source: Path, target: Path, precision: str) -> None:
     import onnx
 
-    from fad_edge.export.onnx_export import META_PREFIX, read_metadata, save_onnx, set_metadata
+    from fad_edge.artifact import META_PREFIX
+    from fad_edge.export.onnx_export import read_metadata, save_onnx, set_metadata
 
     metadata = read_metadata(onnx.load(str(source), load_external_data=False))
     metadata[META_PREFIX + "precision"] = precision

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from fad_edge.export.manifest import ExportManifest
+from fad_edge.artifact import ExportManifest
 from fad_edge.export.tensorrt_build import EngineProfile
 
 

@@ -17,60 +17,11 @@ from types import ModuleType
 from typing import Any
 
 from fad_edge.atomic import atomic_write_bytes
-from fad_edge.errors import BackendUnavailableError, EngineMismatchError, ExportError
-from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
-from fad_edge.export.manifest import ExportManifest
-
-INSTALL_HINT = "install the [trt] extra (pip install '.[trt]', TensorRT from NVIDIA's package index) on a machine with an NVIDIA GPU"
-
-
-def require_tensorrt() -> ModuleType:
-    """The tensorrt module, or a one-line BackendUnavailableError saying what is missing.
-
-    Callers then `import tensorrt as trt` themselves, so that mypy checks every call against the
-    TensorRT stubs (a module passed around as a value would be typed Any and checked by nothing).
-    """
-    try:
-        import tensorrt
-    except ImportError:
-        raise BackendUnavailableError(f"TensorRT is not installed; {INSTALL_HINT}") from None
-    if not hasattr(tensorrt, "Builder"):  # e.g. only the type stubs are installed
-        raise BackendUnavailableError(f"the installed 'tensorrt' has no runtime (type stubs only?); {INSTALL_HINT}")
-    return tensorrt
-
-
-def require_cuda() -> ModuleType:
-    """pycuda's driver module, initialized, or a clear error when pycuda or a CUDA device is missing."""
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise BackendUnavailableError(f"pycuda is not installed; {INSTALL_HINT}") from None
-    try:
-        cuda.init()
-        count = cuda.Device.count()
-    except Exception as error:  # pycuda raises its own LogicError/RuntimeError without a driver
-        raise BackendUnavailableError(f"no usable CUDA driver ({error}); TensorRT needs an NVIDIA GPU") from None
-    if count == 0:
-        raise BackendUnavailableError("no CUDA device found; TensorRT needs an NVIDIA GPU")
-    return cuda
-
-
-@dataclass(frozen=True)
-class GpuTarget:
-    """What an engine is tied to."""
-
-    tensorrt: str
-    gpu: str
-    compute_capability: str
-
-    @classmethod
-    def current(cls, cuda: ModuleType, device: int = 0) -> "GpuTarget":
-        import tensorrt as trt
-
-        gpu = cuda.Device(device)
-        major, minor = gpu.compute_capability()
-        return cls(str(trt.__version__), str(gpu.name()), f"{major}.{minor}")
-
+from fad_edge.errors import ExportError
+from fad_edge.runtime.tensorrt_support import current_gpu_target, require_cuda, require_tensorrt
+from fad_edge.artifact import (
+    AUDIO_ENCODER, ELNET_EPS, ELNET_X0, ENGINE_VARIANT, VIDEO_ENCODER, ExportManifest, engine_record_path,
+)
 
 @dataclass(frozen=True)
 class EngineProfile:
@@ -84,26 +35,6 @@ class EngineProfile:
     def batch_range(self, graph: str, clip_len: int) -> tuple[int, int, int]:
         scale = clip_len if graph in (VIDEO_ENCODER, AUDIO_ENCODER) else 1
         return self.min_clips * scale, self.opt_clips * scale, self.max_clips * scale
-
-
-def engine_info_path(engine: Path) -> Path:
-    return engine.with_suffix(".json")
-
-
-def check_engine_target(engine: Path, current: GpuTarget) -> dict:
-    """The engine's JSON, after checking it was built for this TensorRT and GPU (else: rebuild)."""
-    info_path = engine_info_path(engine)
-    try:
-        info = json.loads(info_path.read_text())
-        built = GpuTarget(info["tensorrt"], info["gpu"], info["compute_capability"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise EngineMismatchError(f"{info_path}: missing or unreadable engine record ({error}); rebuild with fad-edge export --trt") from None
-    if built != current:
-        raise EngineMismatchError(
-            f"{engine.name} was built for TensorRT {built.tensorrt} on {built.gpu} (sm {built.compute_capability}); "
-            f"this is TensorRT {current.tensorrt} on {current.gpu} (sm {current.compute_capability}): rebuild with fad-edge export --trt"
-        )
-    return info
 
 
 def _network_flags() -> int:
@@ -146,7 +77,7 @@ def build_engines(folder: Path, manifest: ExportManifest, profile: EngineProfile
     cuda = require_cuda()
     context = cuda.Device(0).make_context()
     try:
-        target = GpuTarget.current(cuda)
+        target = current_gpu_target(cuda)
         clip_len = manifest.model_config.clip_len
         for graph in (VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS):
             source = manifest.file(folder, graph, "fp16")
@@ -154,8 +85,8 @@ def build_engines(folder: Path, manifest: ExportManifest, profile: EngineProfile
             atomic_write_bytes(engine, build_engine_bytes(source, graph, profile, clip_len))
             record = {**asdict(target), "graph": graph, "onnx": source.name, "profile": asdict(profile),
                       "checkpoint_sha256": manifest.checkpoint_sha256}
-            atomic_write_bytes(engine_info_path(engine), json.dumps(record, indent=2).encode())
-            manifest.graphs[graph]["trt"] = engine.name
+            atomic_write_bytes(engine_record_path(engine), json.dumps(record, indent=2).encode())
+            manifest.graphs[graph][ENGINE_VARIANT] = engine.name
     finally:
         context.pop()
     return {**asdict(target), "profile": asdict(profile)}

@@ -1,4 +1,4 @@
-"""One dataclass configures the whole model; presets `paper`, `small`, `tiny` (DESIGN.md section 5)."""
+"""One dataclass configures the whole model; presets `paper`, `small`, `tiny`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from fad_edge.constants import CLIP_LEN, IMAGE_SIZE, MELS_PER_FRAME, N_COEFFS, N_MELS
-from fad_edge.errors import CheckpointError
+from fad_edge.errors import CheckpointError, FadEdgeError
 
 MODALITIES = ("both", "audio", "video")
 
@@ -102,7 +102,7 @@ def preset(name: str, **overrides) -> ModelConfig:
     """The named preset with any field overridden."""
     base = PRESETS.get(name)
     if base is None:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise FadEdgeError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     return dataclasses.replace(base, **overrides)
 
 
@@ -122,7 +122,7 @@ PRESETS: dict[str, ModelConfig] = {
         cond_dim=64,
         step_embed_dim=32,
         # Two clips (0.53 s) of speaker features before each clip: the synthetic listener reacts
-        # up to ~1 s after a cue (DESIGN.md section 5 asks for this ablation; paper = 0).
+        # up to ~1 s after a cue (an ablation the README reports; paper = 0).
         context_clips=2,
         # What makes a few minutes of CPU training enough (README, "Design notes"): one step from
         # t = 90 and the mean motion, the loss weighted towards and focused on where that step

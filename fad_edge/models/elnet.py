@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fad_edge.diffusion import squared_cosine_betas
+from fad_edge.sampling import cumulative_alphas, squared_cosine_betas
 from fad_edge.models.config import ModelConfig
 
 
@@ -167,7 +167,7 @@ class ELNet(nn.Module):
         # part of the noise at high t comes for free, and the 1-step x0 = sqrt(a_t) x_t -
         # sqrt(1 - a_t) F carries F's error without the 1/sqrt(a_t) blow-up. ELNet still outputs
         # epsilon and is trained with the epsilon MSE.
-        alpha_bar = torch.cumprod(1 - squared_cosine_betas(config.train_steps), dim=0).float()
+        alpha_bar = torch.from_numpy(cumulative_alphas(squared_cosine_betas(config.train_steps)))
         self.register_buffer("signal_scale", alpha_bar.sqrt(), persistent=False)
         self.register_buffer("noise_scale", (1 - alpha_bar).sqrt(), persistent=False)
 

@@ -1,22 +1,26 @@
 """The contract every backend keeps: speaker frames + audio in, de-normalized (T, 56) listener motion out.
 
-A backend implements two steps, and `ClipRunner` does the rest identically for all of them:
-preparing inputs, padding to whole clips, cutting each clip's condition window (its own frames
-plus `context_clips` preceding clips, zeros before the start) and drawing the start noise from
-one NumPy stream, so every backend sees the same noise for the same seed.
+A backend implements two steps and owns its sampling loop, and `ClipRunner` does the rest
+identically for all of them: preparing inputs, padding to whole clips, cutting each clip's condition
+window (its own frames plus `context_clips` preceding clips, zeros before the start) and drawing the
+start noise from one NumPy stream, so every backend sees the same noise for the same seed.
+
+A runner holds resources (sessions, GPU buffers): close it, or use it as a context manager. This
+module imports no torch: the edge runtime runs on NumPy and the backend's own library.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from pathlib import Path
+from types import TracebackType
+
 import numpy as np
 
-import torch
-
-from fad_edge.diffusion import FacialActionDiffusion, SamplerSettings
-from fad_edge.models.config import ModelConfig
 from fad_edge.data.inputs import SpeakerInputs, prepare_inputs
+from fad_edge.models.config import ModelConfig
+from fad_edge.sampling import DiffusionSampler, SamplerSettings
 
 
 def clip_condition_windows(features: np.ndarray, clip_len: int, context_clips: int) -> np.ndarray:
@@ -42,22 +46,16 @@ class ClipRunner(ABC):
         self.config = config
         self.settings = settings
         self.seed = seed
-        self.diffusion = FacialActionDiffusion(config.train_steps)
-        self.diffusion.timesteps(settings)  # validates the step count before any work
+        self.sampler = DiffusionSampler(settings, config.train_steps)  # validates the settings before any work
 
     def initial_state(self, clips: int, generator: np.random.Generator, guess: np.ndarray | None = None) -> np.ndarray:
-        """x at the first sampling step: start_noise-scaled noise, plus sqrt(alpha_bar) * `guess`.
+        """x at the first sampling step (see `DiffusionSampler.initial_state`), (clips, L, 56) float32."""
+        return self.sampler.initial_state(clips, generator, self.config.clip_len, self.config.n_coeffs, guess)
 
-        `guess` is a normalized motion estimate (clips, L, 56), e.g. the listener's previous clip
-        carried forward, which pulls the sample towards it (as SDEdit does); None starts from the mean.
-        The noise is drawn whatever start_noise is, so the noise stream is the same in every backend.
-        """
-        shape = (clips, self.config.clip_len, self.config.n_coeffs)
-        start = self.diffusion.timesteps(self.settings)[0]
-        state = self.settings.start_noise * self.diffusion.initial_sample(shape, start, generator)
-        if guess is not None:
-            state = state + self.diffusion.alphas_cumprod[start].sqrt() * torch.from_numpy(np.asarray(guess, np.float32))
-        return state.numpy().astype(np.float32)
+    @classmethod
+    @abstractmethod
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> ClipRunner:
+        """The runner for a checkpoint or export folder (`open_runner` calls this after checking the backend table)."""
 
     @abstractmethod
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
@@ -67,7 +65,8 @@ class ClipRunner(ABC):
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         """Clip conditions (B, (C+1) L, D) and initial states (B, L, 56) -> de-normalized motion (B, L, 56).
 
-        `generator` supplies the noise of any further denoising steps.
+        `generator` supplies the noise of any further denoising steps. Each backend runs the loop of
+        `fad_edge.sampling` over its own network session.
         """
 
     def encode(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
@@ -93,5 +92,12 @@ class ClipRunner(ABC):
                                 config.n_mels, pad_audio)
         return self.run_inputs(inputs)
 
+    def close(self) -> None:
+        """Release the backend's sessions and buffers; the runner is unusable afterwards. Idempotent."""
 
-Runner = ClipRunner
+    def __enter__(self) -> ClipRunner:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
-from fad_edge.diffusion import SamplerSettings
+from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, VIDEO_ENCODER, ExportManifest
+from fad_edge.backends import get_backend
 from fad_edge.errors import EngineMismatchError, ExportError
-from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
-from fad_edge.export.manifest import ExportManifest
-from fad_edge.export.onnx_export import META_PREFIX
 from fad_edge.runtime.base import ClipRunner
+from fad_edge.sampling import SamplerSettings
 
 
 def session_options(threads: int = 2) -> ort.SessionOptions:
@@ -54,29 +52,16 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
     return session
 
 
-class _OrtDenoiser:
-    """The ELNet noise-prediction graph behind the torch call signature the sampler uses."""
-
-    def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
-
-    def __call__(self, x_t: torch.Tensor, step: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        feeds = {"x_t": x_t.numpy().astype(np.float32), "step": step.numpy().astype(np.int64),
-                 "condition": condition.numpy().astype(np.float32)}
-        return torch.from_numpy(self.session.run(None, feeds)[0])
-
-
 class OrtRunner(ClipRunner):
     """Runs an export folder with ONNX Runtime on the CPU."""
 
     def __init__(self, folder: Path, precision: str = "fp32", threads: int = 2, steps: int | None = None,
                  seed: int = 0, manifest: ExportManifest | None = None) -> None:
+        precision = get_backend("ort").check_precision(precision)
         self.folder = Path(folder)
         self.manifest = manifest or ExportManifest.load(self.folder)
         config = self.manifest.model_config
-        settings = SamplerSettings(steps or config.inference_steps, config.sample_start_step, config.clip_sample,
-                                   config.sample_start_noise)
-        super().__init__(config, settings, seed)
+        super().__init__(config, SamplerSettings.from_config(config, steps), seed)
         self.name = f"ort-{precision}"
         self.precision = precision
 
@@ -84,10 +69,14 @@ class OrtRunner(ClipRunner):
             return open_session(self.manifest.file(self.folder, graph, precision), self.manifest, graph, threads)
 
         self.video, self.audio = session(VIDEO_ENCODER), session(AUDIO_ENCODER)
-        # One step runs the folded graph; more steps run the sampler around the noise predictor.
-        self.elnet = session(ELNET_X0 if settings.steps == 1 else ELNET_EPS)
-        mean, std = self.manifest.normalization["mean"], self.manifest.normalization["std"]
-        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        # One step runs the folded graph; more steps run the sampler's loop around the noise predictor.
+        self.elnet = session(ELNET_X0 if self.settings.steps == 1 else ELNET_EPS)
+        normalization = self.manifest.motion_normalization
+        self.mean, self.std = normalization.mean, normalization.std
+
+    @classmethod
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> OrtRunner:
+        return cls(path, precision=precision, threads=threads, steps=steps, seed=seed)
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
         video = self.video.run(None, {"images": images.astype(np.float32, copy=False)})[0]
@@ -98,6 +87,14 @@ class OrtRunner(ClipRunner):
         conditions = conditions.astype(np.float32, copy=False)
         if self.settings.steps == 1:
             return self.elnet.run(None, {"x_start": state, "condition": conditions})[0]
-        motion = self.diffusion.sample(_OrtDenoiser(self.elnet), torch.from_numpy(conditions), state.shape,  # type: ignore[arg-type]
-                                       self.settings, generator, initial=torch.from_numpy(state))
-        return motion.numpy() * self.std + self.mean
+        x = state
+        for t, t_prev in self.sampler.pairs():
+            step = np.full(len(x), t, dtype=np.int64)
+            epsilon = self.elnet.run(None, {"x_t": x, "step": step, "condition": conditions})[0]
+            x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
+        return x * self.std + self.mean
+
+    def close(self) -> None:
+        """ONNX Runtime frees a session's memory when the last reference goes; drop ours."""
+        for name in ("video", "audio", "elnet"):
+            self.__dict__.pop(name, None)

@@ -4,30 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fad_edge.artifact import MANIFEST
+from fad_edge.backends import AUTO, CHECKPOINT, get_backend
 from fad_edge.errors import FadEdgeError
 from fad_edge.runtime.base import ClipRunner
 
-BACKENDS = ("auto", "torch", "ort", "trt")
+
+def resolve_backend(path: Path, backend: str = AUTO) -> str:
+    """`auto` is torch for a checkpoint (model.json) and ONNX Runtime for an export (manifest.json)."""
+    if backend == AUTO:
+        return "ort" if (Path(path) / MANIFEST).exists() else "torch"
+    return get_backend(backend).name
 
 
-def open_runner(path: Path, backend: str = "auto", precision: str = "fp32", steps: int | None = None,
+def open_runner(path: Path, backend: str = AUTO, precision: str | None = None, steps: int | None = None,
                 seed: int = 0, threads: int = 2) -> ClipRunner:
-    """`auto` picks torch for a checkpoint (model.json) and ONNX Runtime for an export (manifest.json)."""
-    from fad_edge.export.manifest import MANIFEST
-
+    """A runner for `path` on `backend` at `precision` (the backend's default for None), checked against the table."""
     path = Path(path)
-    if backend not in BACKENDS:
-        raise FadEdgeError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "auto":
-        backend = "ort" if (path / MANIFEST).exists() else "torch"
-    if backend == "torch":
-        from fad_edge.runtime.torch_runner import TorchRunner
-
-        return TorchRunner.from_checkpoint(path, steps=steps, seed=seed)
-    if backend == "trt":
-        from fad_edge.runtime.trt_runner import TrtRunner
-
-        return TrtRunner(path, steps=steps, seed=seed)
-    from fad_edge.runtime.ort_runner import OrtRunner
-
-    return OrtRunner(path, precision=precision, threads=threads, steps=steps, seed=seed)
+    chosen = get_backend(resolve_backend(path, backend))
+    precision = chosen.check_precision(precision)
+    if chosen.reads == CHECKPOINT and (path / MANIFEST).exists():
+        raise FadEdgeError(f"{path} is an export folder; backend {chosen.name} runs a checkpoint folder")
+    runner: type[ClipRunner] = chosen.runner_class()
+    return runner.open(path, precision=precision, steps=steps, seed=seed, threads=threads)

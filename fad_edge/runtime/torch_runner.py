@@ -1,8 +1,7 @@
-"""The PyTorch reference backend."""
+"""The PyTorch reference backend: a checkpoint run in eager PyTorch on the CPU."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.listener_model import ListenerModel
 from fad_edge.runtime.base import ClipRunner
+from fad_edge.sampling import SamplerSettings
 
 
 class TorchRunner(ClipRunner):
@@ -19,17 +19,18 @@ class TorchRunner(ClipRunner):
     name = "torch"
 
     def __init__(self, model: ListenerModel, steps: int | None = None, seed: int = 0,
-                 start_step: int | None = None) -> None:
-        settings = model.default_sampler(steps)
-        if start_step is not None:
-            settings = dataclasses.replace(settings, start_step=start_step)
-        super().__init__(model.config, settings, seed)
+                 settings: SamplerSettings | None = None) -> None:
+        super().__init__(model.config, settings or SamplerSettings.from_config(model.config, steps), seed)
         self.model = model.eval()
         self.mean, self.std = model.motion_mean.numpy().copy(), model.motion_std.numpy().copy()
 
     @classmethod
-    def from_checkpoint(cls, path: Path, steps: int | None = None, seed: int = 0) -> "TorchRunner":
+    def from_checkpoint(cls, path: Path, steps: int | None = None, seed: int = 0) -> TorchRunner:
         return cls(load_checkpoint(path).model, steps, seed)
+
+    @classmethod
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> TorchRunner:
+        return cls.from_checkpoint(path, steps, seed)
 
     @torch.no_grad()
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
@@ -37,6 +38,6 @@ class TorchRunner(ClipRunner):
 
     @torch.no_grad()
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        motion = self.model.diffusion.sample(self.model.elnet, torch.from_numpy(conditions), state.shape, self.settings,
-                                             generator, initial=torch.from_numpy(state))
+        motion = self.model.sample_clips(torch.from_numpy(conditions), self.settings, generator,
+                                         initial=torch.from_numpy(state))
         return self.model.denormalize(motion).numpy()

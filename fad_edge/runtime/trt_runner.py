@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from fad_edge.diffusion import SamplerSettings
+from fad_edge.artifact import (
+    AUDIO_ENCODER, ELNET_EPS, ELNET_X0, ENGINE_VARIANT, VIDEO_ENCODER, ExportManifest, check_engine_checkpoint,
+    check_engine_target,
+)
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
-from fad_edge.export.graphs import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
-from fad_edge.export.manifest import ExportManifest
-from fad_edge.export.tensorrt_build import GpuTarget, check_engine_target, require_cuda, require_tensorrt
 from fad_edge.runtime.base import ClipRunner
+from fad_edge.runtime.tensorrt_support import current_gpu_target, require_cuda, require_tensorrt
+from fad_edge.sampling import SamplerSettings
 
 
 class _Engine:
@@ -41,9 +42,18 @@ class _Engine:
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.buffers: dict[str, tuple[Any, int]] = {}  # name -> (device allocation, bytes)
 
+    def free(self) -> None:
+        """Free the device buffers and the execution context, before the CUDA context goes."""
+        for allocation, _ in self.buffers.values():
+            allocation.free()
+        self.buffers.clear()
+        del self.context, self.engine
+
     def _buffer(self, name: str, nbytes: int) -> int:
         allocation, size = self.buffers.get(name, (None, 0))
         if allocation is None or size < nbytes:
+            if allocation is not None:
+                allocation.free()
             allocation = self.cuda.mem_alloc(max(nbytes, 1))
             self.buffers[name] = (allocation, nbytes)
         address = int(allocation)
@@ -78,18 +88,21 @@ class TrtRunner(ClipRunner):
         self.folder = Path(folder)
         self.manifest = ExportManifest.load(self.folder)
         config = self.manifest.model_config
-        settings = SamplerSettings(steps or config.inference_steps, config.sample_start_step, config.clip_sample,
-                                   config.sample_start_noise)
-        super().__init__(config, settings, seed)
+        super().__init__(config, SamplerSettings.from_config(config, steps), seed)
         self.device = device
-        self.graphs = [VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0 if settings.steps == 1 else ELNET_EPS]
-        current = GpuTarget.current(self.cuda, device)
-        for graph in self.graphs:  # fail now, not at the first clip, if an engine is for another GPU
-            check_engine_target(self.manifest.file(self.folder, graph, "trt"), current)
-        self.mean = np.asarray(self.manifest.normalization["mean"], np.float32)
-        self.std = np.asarray(self.manifest.normalization["std"], np.float32)
+        self.graphs = [VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0 if self.settings.steps == 1 else ELNET_EPS]
+        current = current_gpu_target(self.cuda, device)
+        for graph in self.graphs:  # fail now, not at the first clip, if an engine is for another GPU or model
+            engine = self.manifest.file(self.folder, graph, ENGINE_VARIANT)
+            check_engine_checkpoint(engine, check_engine_target(engine, current), self.manifest)
+        normalization = self.manifest.motion_normalization
+        self.mean, self.std = normalization.mean, normalization.std
         self._thread: int | None = None
         self._engines: dict[str, _Engine] = {}
+
+    @classmethod
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> TrtRunner:
+        return cls(path, steps=steps, seed=seed)
 
     def _ensure_started(self) -> None:
         """Create the CUDA context, stream and engines in the calling thread, the first time."""
@@ -100,17 +113,22 @@ class TrtRunner(ClipRunner):
             self._cuda_context = self.cuda.Device(self.device).make_context()
             self._stream = self.cuda.Stream()
             runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            self._engines = {g: _Engine(self.manifest.file(self.folder, g, "trt"), runtime, self.cuda) for g in self.graphs}
+            self._engines = {g: _Engine(self.manifest.file(self.folder, g, ENGINE_VARIANT), runtime, self.cuda)
+                             for g in self.graphs}
             self._thread = caller
         elif self._thread != caller:
             raise BackendUnavailableError("a TrtRunner's CUDA context belongs to the thread that first ran it; "
                                           "run all inference from that thread")
 
     def close(self) -> None:
-        """Release the CUDA context (call from the inference thread)."""
+        """Free buffers and contexts, then release the CUDA context (from the inference thread)."""
         if self._thread is not None:
+            for engine in self._engines.values():
+                engine.free()
             self._engines.clear()
+            del self._stream
             self._cuda_context.pop()
+            self._cuda_context.detach()
             self._thread = None
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
@@ -123,12 +141,9 @@ class TrtRunner(ClipRunner):
         self._ensure_started()
         if self.settings.steps == 1:
             return self._engines[ELNET_X0]({"x_start": state, "condition": conditions}, self._stream)
-        engine = self._engines[ELNET_EPS]
-
-        def denoiser(x_t: torch.Tensor, step: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-            feeds = {"x_t": x_t.numpy(), "step": step.numpy(), "condition": condition.numpy()}
-            return torch.from_numpy(engine(feeds, self._stream).astype(np.float32))
-
-        motion = self.diffusion.sample(denoiser, torch.from_numpy(conditions), state.shape, self.settings,  # type: ignore[arg-type]
-                                       generator, initial=torch.from_numpy(state))
-        return motion.numpy() * self.std + self.mean
+        engine, x = self._engines[ELNET_EPS], state
+        for t, t_prev in self.sampler.pairs():
+            feeds = {"x_t": x, "step": np.full(len(x), t, dtype=np.int64), "condition": conditions}
+            epsilon = engine(feeds, self._stream).astype(np.float32)
+            x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
+        return x * self.std + self.mean

@@ -1,0 +1,175 @@
+"""The export folder's format, in one place: graph and tensor names, metadata keys, manifest.json, engine records.
+
+`fad-edge export` writes this format and every runner reads it, so it sits below both: the runtime
+imports this module and never `fad_edge.export`. An export folder holds one .onnx file per graph and
+variant (fp32, int8, fp16) and, after `--trt`, one .engine per graph with a JSON record beside it;
+manifest.json names every file. Each ONNX file also carries the checkpoint hash in its
+metadata_props, so a graph copied in from another model is caught when it is loaded.
+
+Everything read from a folder is checked: file names must resolve inside the folder (symlinks
+included), the config and normalization must be valid, and all four graphs must be present.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fad_edge.atomic import atomic_write_bytes
+from fad_edge.data.normalization import Normalization
+from fad_edge.errors import EngineMismatchError, ExportError, FadEdgeError
+from fad_edge.models.config import ModelConfig
+
+# The four graphs. Encoders take a batch of frames; ELNet graphs take a batch of clips.
+VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS = "video_encoder", "audio_encoder", "elnet_x0", "elnet_eps"
+GRAPH_NAMES = (VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS)
+
+
+@dataclass(frozen=True)
+class GraphSignature:
+    """A graph's input names (in call order), its output name and the name of its dynamic batch axis."""
+
+    inputs: tuple[str, ...]
+    output: str
+    batch_axis: str
+
+
+SIGNATURES: dict[str, GraphSignature] = {
+    VIDEO_ENCODER: GraphSignature(("images",), "video_features", "frames"),
+    AUDIO_ENCODER: GraphSignature(("mel",), "audio_features", "frames"),
+    # The 1-step sampler folded in: start state and condition in, de-normalized motion out.
+    ELNET_X0: GraphSignature(("x_start", "condition"), "motion", "clips"),
+    # The noise predictor, for samplers of more than one step.
+    ELNET_EPS: GraphSignature(("x_t", "step", "condition"), "epsilon", "clips"),
+}
+
+# metadata_props keys are this prefix + graph, precision, version, checkpoint_sha256, config, normalization.
+META_PREFIX = "fad_edge."
+
+MANIFEST = "manifest.json"
+FORMAT = "fad-edge-export/1"
+ONNX_VARIANTS = ("fp32", "int8", "fp16")  # the ONNX graph variants an export can hold
+ENGINE_VARIANT = "trt"  # the manifest key of TensorRT engines
+
+
+def confined(folder: Path, name: str) -> Path:
+    """folder / name, refused unless it resolves inside folder (no absolute names, `..` or outward symlinks)."""
+    root = Path(folder).resolve()
+    candidate = Path(name)
+    path = (root / candidate).resolve()
+    if candidate.is_absolute() or not path.is_relative_to(root) or path == root:
+        raise ExportError(f"{Path(folder) / MANIFEST}: file name {name!r} points outside the export folder; re-export")
+    return path
+
+
+@dataclass
+class ExportManifest:
+    """The contents of manifest.json."""
+
+    version: str
+    checkpoint_sha256: str
+    config: dict
+    normalization: dict
+    opset: int
+    graphs: dict[str, dict[str, str]] = field(default_factory=dict)  # graph -> variant -> file name
+    reports: dict[str, object] = field(default_factory=dict)  # parity, int8, fp16, trt
+    format: str = FORMAT
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.config)
+
+    @property
+    def motion_normalization(self) -> Normalization:
+        return Normalization.from_dict(self.normalization)
+
+    def file(self, folder: Path, graph: str, variant: str) -> Path:
+        """Path of one graph's variant inside `folder`; a clear error if it was never exported or points outside."""
+        name = self.graphs.get(graph, {}).get(variant)
+        if name is None:
+            hint = {"int8": " --int8", "fp16": " --fp16", ENGINE_VARIANT: " --trt"}.get(variant, "")
+            raise ExportError(f"{folder}: no {variant} {graph} in this export; re-run fad-edge export{hint}")
+        return confined(folder, name)
+
+    def variants(self) -> list[str]:
+        """Variants (ONNX precisions, then engines) for which every graph is present."""
+        every = [*ONNX_VARIANTS, ENGINE_VARIANT]
+        return [v for v in every if self.graphs and all(v in files for files in self.graphs.values())]
+
+    def save(self, folder: Path) -> Path:
+        data = json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+        return atomic_write_bytes(Path(folder) / MANIFEST, data)
+
+    @classmethod
+    def load(cls, folder: Path) -> ExportManifest:
+        """Read and check manifest.json as a whole; every problem is one ExportError line."""
+        path = Path(folder) / MANIFEST
+        if not path.is_file():
+            raise ExportError(f"{folder}: no {MANIFEST}; not a fad-edge export folder (run fad-edge export)")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ExportError(f"{path}: unreadable ({error}); re-export") from error
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ExportError(f"{path}: not a {FORMAT} manifest; re-export with this version of fad-edge")
+        try:
+            manifest = cls(**data)
+            manifest.model_config  # noqa: B018 - validates the config
+            manifest.motion_normalization  # noqa: B018 - validates the statistics
+        except (TypeError, ValueError, FadEdgeError) as error:
+            raise ExportError(f"{path}: malformed manifest ({error}); re-export") from error
+        manifest._check_graphs(Path(folder), path)
+        return manifest
+
+    def _check_graphs(self, folder: Path, path: Path) -> None:
+        if not isinstance(self.graphs, dict) or not all(isinstance(v, dict) for v in self.graphs.values()):
+            raise ExportError(f"{path}: malformed manifest (graphs must map each graph to its files); re-export")
+        missing = [graph for graph in GRAPH_NAMES if "fp32" not in self.graphs.get(graph, {})]
+        if missing:
+            raise ExportError(f"{path}: no fp32 graph for {', '.join(missing)}; re-export this folder")
+        for files in self.graphs.values():
+            for name in files.values():
+                if not isinstance(name, str):
+                    raise ExportError(f"{path}: malformed manifest (file name {name!r}); re-export")
+                confined(folder, name)
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    """What a TensorRT engine is tied to: it runs only on the TensorRT version and GPU that built it."""
+
+    tensorrt: str
+    gpu: str
+    compute_capability: str
+
+
+def engine_record_path(engine: Path) -> Path:
+    """The JSON record beside an engine file."""
+    return engine.with_suffix(".json")
+
+
+def check_engine_target(engine: Path, current: GpuTarget) -> dict:
+    """The engine's record, after checking it was built for this TensorRT and GPU (else: rebuild)."""
+    record_path = engine_record_path(engine)
+    try:
+        record = json.loads(record_path.read_text())
+        built = GpuTarget(record["tensorrt"], record["gpu"], record["compute_capability"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EngineMismatchError(f"{record_path}: missing or unreadable engine record ({error}); "
+                                  "rebuild with fad-edge export --trt") from None
+    if built != current:
+        raise EngineMismatchError(
+            f"{engine.name} was built for TensorRT {built.tensorrt} on {built.gpu} (sm {built.compute_capability}); "
+            f"this is TensorRT {current.tensorrt} on {current.gpu} (sm {current.compute_capability}): "
+            "rebuild with fad-edge export --trt"
+        )
+    return record
+
+
+def check_engine_checkpoint(engine: Path, record: dict, manifest: ExportManifest) -> None:
+    """An engine built from another checkpoint than the manifest's is refused, as an ONNX graph would be."""
+    if record.get("checkpoint_sha256") != manifest.checkpoint_sha256:
+        found = str(record.get("checkpoint_sha256"))[:12]
+        raise EngineMismatchError(f"{engine}: built from checkpoint {found}, the manifest expects "
+                                  f"{manifest.checkpoint_sha256[:12]}; rebuild with fad-edge export --trt")

@@ -1,0 +1,143 @@
+"""The DDPM noise schedule and the sampler's step, in NumPy: shared by training and every runner.
+
+The schedule is the squared cosine of Nichol & Dhariwal (2021), 100 training steps, betas capped at
+0.999 as diffusers' `squaredcos_cap_v2`. As in diffusers' `DDPMScheduler`, the sampler never calls
+the network: whoever owns the network (the torch model, an ONNX Runtime session, a TensorRT engine)
+owns the loop and calls `DiffusionSampler.step` between its own network calls:
+
+    x = sampler.initial_state(clips, generator)
+    for t, t_prev in sampler.pairs():
+        epsilon = network(x, t, condition)
+        x = sampler.step(epsilon, t, x, t_prev, sampler.noise(x.shape, generator, t_prev))
+
+`step` works on NumPy arrays and on torch tensors alike (it only multiplies by Python floats and
+calls `.clip`), so this module imports no torch and the edge runtime needs none.
+
+Why sampling does not start at the last training step: with one step the x0 estimate is
+x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), and at t = 99 this schedule has a_t = 2.4e-7, so any
+error in eps is multiplied by ~2000 (a_98: 64x, a_70: 2.3x). Sampling therefore starts at
+`start_step` (a model config value, measured on validation data) from the forward process applied
+to the mean motion (zero after normalization): x_start = sqrt(1 - a_start) z. Later steps follow the
+DDPM posterior over evenly spaced timesteps down to 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from fad_edge.models.config import ModelConfig
+
+Array = TypeVar("Array")  # np.ndarray or torch.Tensor: step() only needs * + - and .clip
+
+
+def squared_cosine_betas(steps: int, max_beta: float = 0.999) -> np.ndarray:
+    """Betas of the squared-cosine schedule: 1 - abar((i+1)/T) / abar(i/T), capped at max_beta (float32)."""
+
+    def alpha_bar(fraction: float) -> float:
+        return math.cos((fraction + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [min(1 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta) for i in range(steps)]
+    return np.asarray(betas, dtype=np.float32)
+
+
+def cumulative_alphas(betas: np.ndarray) -> np.ndarray:
+    """alpha_bar_t = prod_{s <= t} (1 - beta_s), accumulated in float32 as the torch training code does."""
+    return np.cumprod(1.0 - betas, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How to sample: denoising steps, the timestep to start from, the x0 clamp, the start noise scale."""
+
+    steps: int = 1
+    start_step: int = 70
+    clip_sample: float = 6.0
+    # Scale of the noise in x_start (1: a draw of the forward process; 0: start from the mean motion,
+    # which makes 1-step sampling the deterministic estimate of E[x0 | speaker]).
+    start_noise: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, steps: int | None = None) -> SamplerSettings:
+        """The model's own sampling settings, with the number of steps optionally overridden."""
+        return cls(steps=steps or config.inference_steps, start_step=config.sample_start_step,
+                   clip_sample=config.clip_sample, start_noise=config.sample_start_noise)
+
+
+class DiffusionSampler:
+    """The schedule plus one sampling setting: its timesteps, the start state and the posterior step."""
+
+    def __init__(self, settings: SamplerSettings, train_steps: int = 100) -> None:
+        if not 1 <= settings.steps <= train_steps:
+            raise ValueError(f"denoising steps must be in 1..{train_steps}, got {settings.steps}")
+        if not 0 <= settings.start_step < train_steps:
+            raise ValueError(f"start step must be in 0..{train_steps - 1}, got {settings.start_step}")
+        self.settings = settings
+        self.alphas_cumprod = cumulative_alphas(squared_cosine_betas(train_steps))
+        self.timesteps = self._timesteps(settings)
+
+    @staticmethod
+    def _timesteps(settings: SamplerSettings) -> list[int]:
+        """Evenly spaced timesteps from start_step down to 0, duplicates dropped."""
+        if settings.steps == 1:
+            return [settings.start_step]
+        spaced = np.round(np.linspace(settings.start_step, 0, settings.steps)).astype(int).tolist()
+        return sorted(set(spaced), reverse=True)
+
+    def pairs(self) -> list[tuple[int, int | None]]:
+        """(t, t_prev) for each network call; t_prev is None at the last one, which returns x0."""
+        following: list[int | None] = [*self.timesteps[1:], None]
+        return list(zip(self.timesteps, following))
+
+    def alpha_bar(self, step: int) -> float:
+        return float(self.alphas_cumprod[step])
+
+    def initial_state(self, clips: int, generator: np.random.Generator, clip_len: int, n_coeffs: int,
+                      guess: np.ndarray | None = None) -> np.ndarray:
+        """x at the first timestep: start_noise-scaled forward noise, plus sqrt(alpha_bar) * `guess`.
+
+        `guess` is a normalized motion estimate (clips, L, 56), e.g. the listener's previous clip
+        carried forward, which pulls the sample towards it (as SDEdit does); None starts from the mean.
+        The noise is drawn whatever start_noise is, so every backend consumes the same noise stream.
+        """
+        start = self.timesteps[0]
+        noise = generator.standard_normal((clips, clip_len, n_coeffs), dtype=np.float32)
+        state = np.float32(self.settings.start_noise * math.sqrt(1 - self.alpha_bar(start))) * noise
+        if guess is not None:
+            state = state + np.float32(math.sqrt(self.alpha_bar(start))) * np.asarray(guess, np.float32)
+        return state.astype(np.float32, copy=False)
+
+    @staticmethod
+    def noise(shape: tuple[int, ...], generator: np.random.Generator, t_prev: int | None) -> np.ndarray | None:
+        """The posterior noise for a step towards t_prev (none for the last step, which returns x0)."""
+        return None if t_prev is None else generator.standard_normal(shape, dtype=np.float32)
+
+    def predict_x0(self, epsilon: Array, t: int, x: Array) -> Array:
+        """Closed-form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (DDPM eq. 15), clamped to +-clip_sample."""
+        alpha_bar = self.alpha_bar(t)
+        x0 = (x - math.sqrt(1 - alpha_bar) * epsilon) / math.sqrt(alpha_bar)  # type: ignore[operator]
+        return x0.clip(-self.settings.clip_sample, self.settings.clip_sample)  # type: ignore[attr-defined]
+
+    def step(self, epsilon: Array, t: int, x: Array, t_prev: int | None, noise: Array | None = None) -> Array:
+        """One DDPM step from x_t to x_{t_prev}; with t_prev None, the predicted x0 itself.
+
+        1. the predicted x0 from the network's noise estimate (DDPM eq. 15), clamped;
+        2. the mean of the posterior q(x_prev | x_t, x0) for a possibly strided pair of steps (eq. 7);
+        3. plus its standard deviation times `noise` (the "fixed small" variance, floored at 1e-20).
+        """
+        x0 = self.predict_x0(epsilon, t, x)
+        if t_prev is None:
+            return x0
+        if noise is None:
+            raise ValueError("a step towards an earlier timestep needs its posterior noise")
+        alpha_bar, alpha_bar_prev = self.alpha_bar(t), self.alpha_bar(t_prev)
+        alpha = alpha_bar / alpha_bar_prev
+        beta = 1 - alpha
+        x0_weight = math.sqrt(alpha_bar_prev) * beta / (1 - alpha_bar)
+        x_weight = math.sqrt(alpha) * (1 - alpha_bar_prev) / (1 - alpha_bar)
+        deviation = math.sqrt(max((1 - alpha_bar_prev) / (1 - alpha_bar) * beta, 1e-20))
+        return x0_weight * x0 + x_weight * x + deviation * noise  # type: ignore[operator]
