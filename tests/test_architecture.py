@@ -1,0 +1,127 @@
+"""The layering the package promises: the edge runtime runs without torch, and imports flow one way."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fad_edge"
+
+# What `pip install fad-edge` (the edge runtime) does not install.
+TRAINING_ONLY = ("torch", "scipy", "sklearn", "librosa", "soundfile", "av", "onnx", "onnxscript", "onnxslim",
+                 "onnxsim", "matplotlib", "safetensors", "numba")
+
+BLOCKER = f"""
+import importlib.abc, sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {TRAINING_ONLY!r}:
+            raise ModuleNotFoundError(f"{{name}} is not installed (blocked by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+"""
+
+
+def _run_without_training_packages(code: str) -> subprocess.CompletedProcess:
+    script = BLOCKER + textwrap.dedent(code)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=PACKAGE.parent)
+
+
+def test_the_blocker_really_blocks_torch():
+    completed = _run_without_training_packages("import torch")
+    assert completed.returncode != 0 and "blocked by the test" in completed.stderr
+
+
+@pytest.mark.slow
+def test_ort_runner_and_stream_run_where_torch_cannot_be_imported(tiny_export):
+    completed = _run_without_training_packages(f"""
+        import sys
+        import numpy as np
+        from fad_edge.runtime.select import open_runner
+        from fad_edge.runtime.stream import ListenerStream
+
+        rng = np.random.default_rng(0)
+        frames = rng.integers(0, 255, (20, 40, 40, 3), dtype=np.uint8)
+        audio = (0.1 * rng.standard_normal(20 * 16000 // 30 + 800)).astype(np.float32)
+        for precision in ("fp32", "int8"):
+            with open_runner({str(tiny_export)!r}, "ort", precision) as runner:
+                motion = runner.run(frames, audio, 16000)
+                assert motion.shape == (20, 56) and np.all(np.isfinite(motion))
+        with open_runner({str(tiny_export)!r}, "ort", "fp32", steps=3) as runner:
+            assert np.all(np.isfinite(runner.run(frames, audio, 16000)))
+        with ListenerStream(open_runner({str(tiny_export)!r})) as stream:
+            for k, frame in enumerate(frames[:16]):
+                stream.push_audio(audio[k * 533 : (k + 1) * 533], 16000)
+                stream.push_video(frame, k / 30)
+        assert stream.stats().clips == 2
+        assert "torch" not in sys.modules
+        print("ran without torch")
+    """)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "ran without torch" in completed.stdout
+
+
+def test_cli_help_and_a_training_command_without_torch_say_what_to_install():
+    completed = _run_without_training_packages("""
+        import sys
+        from fad_edge.cli import main
+        sys.argv = ["fad-edge", "train", "--data", "nowhere", "--out", "nowhere"]
+        main()
+    """)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert "fad-edge[train]" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def _imports(path: Path) -> set[str]:
+    """fad_edge modules a file imports, at any depth of the file (lazy imports count too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fad_edge"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("fad_edge"))
+    return found
+
+
+def _module(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+# Each layer and what it may never import (imports flow downwards only).
+FORBIDDEN = {
+    "fad_edge.data": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.models", "fad_edge.cli",
+                      "fad_edge.bench", "fad_edge.evaluation", "fad_edge.artifact"),
+    "fad_edge.sampling": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli"),
+    "fad_edge.models": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli", "fad_edge.bench"),
+    "fad_edge.artifact": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli"),
+    "fad_edge.backends": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli"),
+    "fad_edge.runtime": ("fad_edge.export", "fad_edge.train", "fad_edge.cli", "fad_edge.bench",
+                         "fad_edge.evaluation"),
+    "fad_edge.export": ("fad_edge.train", "fad_edge.cli", "fad_edge.bench", "fad_edge.evaluation"),
+}
+
+
+def test_imports_flow_one_way():
+    broken = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module(path)
+        for layer, forbidden in FORBIDDEN.items():
+            if module == layer or module.startswith(layer + "."):
+                broken += [f"{module} imports {name}" for name in sorted(_imports(path))
+                           if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    assert not broken, "\n".join(broken)
+
+
+def test_no_source_cites_files_outside_the_repository():
+    offenders = [str(path.relative_to(PACKAGE.parent)) for path in PACKAGE.rglob("*.py")
+                 if "DESIGN.md" in path.read_text() or "STYLE.md" in path.read_text()]
+    assert not offenders
