@@ -30,9 +30,12 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
+
     from fad_edge.models.config import ModelConfig
 
-Array = TypeVar("Array")  # np.ndarray or torch.Tensor: step() only needs * + - and .clip
+# step() takes NumPy arrays or torch tensors (it only needs * + - / and .clip) and returns the same kind.
+Array = TypeVar("Array", np.ndarray, "torch.Tensor")
 
 
 def squared_cosine_betas(steps: int, max_beta: float = 0.999) -> np.ndarray:
@@ -119,8 +122,8 @@ class DiffusionSampler:
     def predict_x0(self, epsilon: Array, t: int, x: Array) -> Array:
         """Closed-form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (DDPM eq. 15), clamped to +-clip_sample."""
         alpha_bar = self.alpha_bar(t)
-        x0 = (x - math.sqrt(1 - alpha_bar) * epsilon) / math.sqrt(alpha_bar)  # type: ignore[operator]
-        return x0.clip(-self.settings.clip_sample, self.settings.clip_sample)  # type: ignore[attr-defined]
+        x0 = (x - math.sqrt(1 - alpha_bar) * epsilon) / math.sqrt(alpha_bar)
+        return x0.clip(-self.settings.clip_sample, self.settings.clip_sample)
 
     def step(self, epsilon: Array, t: int, x: Array, t_prev: int | None, noise: Array | None = None) -> Array:
         """One DDPM step from x_t to x_{t_prev}; with t_prev None, the predicted x0 itself.
@@ -140,4 +143,4 @@ class DiffusionSampler:
         x0_weight = math.sqrt(alpha_bar_prev) * beta / (1 - alpha_bar)
         x_weight = math.sqrt(alpha) * (1 - alpha_bar_prev) / (1 - alpha_bar)
         deviation = math.sqrt(max((1 - alpha_bar_prev) / (1 - alpha_bar) * beta, 1e-20))
-        return x0_weight * x0 + x_weight * x + deviation * noise  # type: ignore[operator]
+        return x0_weight * x0 + x_weight * x + deviation * noise

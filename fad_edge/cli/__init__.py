@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import sys
 
-import typer
-from rich.console import Console
-from rich.markup import escape
+try:
+    import typer
+    from rich.console import Console
+    from rich.markup import escape
+except ModuleNotFoundError as missing:  # the edge runtime install (`pip install fad-edge`) has no command line
+    sys.stderr.write(f"fad-edge: the command line needs {missing.name}: pip install 'fad-edge[cli]'\n")
+    raise SystemExit(2) from None
 
 from fad_edge.backends import TRAIN_INSTALL
 from fad_edge.errors import FadEdgeError
