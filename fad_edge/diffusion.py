@@ -52,13 +52,17 @@ class FacialActionDiffusion(nn.Module):
         `dim_weights` (one per motion dim, mean 1) weights each dim's squared error.
         """
         batch = x0.shape[0]
-        steps = torch.randint(0, self.train_steps, (batch,), device=x0.device, generator=generator)
+        # Drawn where the generator lives (the trainer keeps it on the CPU, so a run on a GPU draws
+        # the same steps and noise as on the CPU and its saved state resumes on either), then moved.
+        draw = generator.device if generator is not None else x0.device
+        steps = torch.randint(0, self.train_steps, (batch,), device=draw, generator=generator)
         if focus is not None and focus_share > 0:
             low, high = focus
-            focused = torch.randint(low, high + 1, (batch,), device=x0.device, generator=generator)
-            chosen = torch.rand(batch, device=x0.device, generator=generator) < focus_share
+            focused = torch.randint(low, high + 1, (batch,), device=draw, generator=generator)
+            chosen = torch.rand(batch, device=draw, generator=generator) < focus_share
             steps = torch.where(chosen, focused, steps)
-        noise = torch.randn(x0.shape, device=x0.device, generator=generator)
+        noise = torch.randn(x0.shape, device=draw, generator=generator)
+        steps, noise = steps.to(x0.device), noise.to(x0.device)
         predicted = denoiser(self.add_noise(x0, noise, steps), steps, condition)
         if weighting not in ("uniform", "inverse_alpha_bar"):
             raise ValueError(f"unknown loss weighting {weighting!r}")

@@ -105,8 +105,8 @@ def diversity(draws: list[list[np.ndarray]]) -> float:
 
 
 def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str = "test", steps: int | None = None,
-             samples: int = 1, start_noise: float | None = None) -> EvaluationTable:
-    """Baselines (fitted on train), each model, and GT on `split`."""
+             samples: int = 1, start_noise: float | None = None, device: str = "cpu") -> EvaluationTable:
+    """Baselines (fitted on train), each model (run on `device`, a torch device name), and GT on `split`."""
     if not models:
         raise ValueError("evaluate needs at least one checkpoint")
     config = models[0][1].config
@@ -128,7 +128,7 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
 
     for label, loaded in models:
         check_compatible(loaded, test)
-        runner = TorchRunner(loaded.model, steps=steps)
+        runner = TorchRunner(loaded.model, steps=steps, device=device)
         if start_noise is not None:
             runner.settings = dataclasses.replace(runner.settings, start_noise=start_noise)
         draws = [fad_predictions(runner, test, seed) for seed in range(samples)]
@@ -143,14 +143,15 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     return table
 
 
-def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: list[int]) -> dict[int, dict]:
+def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: list[int],
+                device: str = "cpu") -> dict[int, dict]:
     """L2 and FD (both groups) of FAD at each number of denoising steps (the paper's Figure 4)."""
     test = split_samples(loaded.config, data, split)
     check_compatible(loaded, test)
     truths = [s.listener for s in test]
     curve = {}
     for steps in steps_list:
-        predictions = fad_predictions(TorchRunner(loaded.model, steps=steps), test)
+        predictions = fad_predictions(TorchRunner(loaded.model, steps=steps, device=device), test)
         curve[steps] = {
             group: {"L2": metrics.l2(np.concatenate([p[:, c] for p in predictions]), np.concatenate([t[:, c] for t in truths])),
                     "FD": metrics.fd_per_sequence([p[:, c] for p in predictions], [t[:, c] for t in truths])}

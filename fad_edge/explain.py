@@ -19,22 +19,28 @@ from fad_edge.sampling import DiffusionSampler, SamplerSettings
 from fad_edge.plots import plt, save_figure
 
 
-def saliency_map(model: ListenerModel, images: torch.Tensor, mel: torch.Tensor, frame: int, target: str = "motion") -> np.ndarray:
-    """(S, S) saliency of frame `frame` of one clip: images (L, 3, S, S) in [0, 1], mel (L, 1, W, M)."""
-    model.eval()
-    images = images.clone().requires_grad_(True)
+def saliency_map(model: ListenerModel, images: torch.Tensor, mel: torch.Tensor, frame: int, target: str = "motion",
+                 device: torch.device | str = "cpu") -> np.ndarray:
+    """(S, S) saliency of frame `frame` of one clip: images (L, 3, S, S) in [0, 1], mel (L, 1, W, M).
+
+    The model is moved to `device` and the gradients computed there.
+    """
+    model.eval().to(device)
+    images = images.to(device).clone().requires_grad_(True)
+    mel = mel.to(device)
     if target == "features":
         value = model.video_encoder(images[frame : frame + 1]).norm()
     else:
         features = model.encode(images, mel).unsqueeze(0)  # (1, L, D)
         condition = model.clip_conditions(features)
-        x_start = torch.zeros(1, model.config.clip_len, model.config.n_coeffs)
-        steps = torch.full((1,), model.config.sample_start_step, dtype=torch.long)
+        x_start = torch.zeros(1, model.config.clip_len, model.config.n_coeffs, device=device)
+        steps = torch.full((1,), model.config.sample_start_step, dtype=torch.long, device=device)
         epsilon = model.elnet(x_start, steps, condition)
         sampler = DiffusionSampler(SamplerSettings.from_config(model.config, steps=1), model.config.train_steps)
         value = sampler.predict_x0(epsilon, model.config.sample_start_step, x_start).norm()
     value.backward()
-    return images.grad[frame].abs().sum(dim=0).numpy()
+    assert images.grad is not None
+    return images.grad[frame].abs().sum(dim=0).cpu().numpy()
 
 
 def save_saliency_figure(frame_rgb: np.ndarray, saliency: np.ndarray, path: Path, title: str) -> Path:

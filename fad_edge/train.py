@@ -1,8 +1,9 @@
-"""Training FAD/ELNet: AdamW on the diffusion loss, resumable, on one process or under torchrun (DDP, gloo).
+"""Training FAD/ELNet: AdamW on the diffusion loss, resumable, on a CPU or a GPU, alone or under torchrun (DDP).
 
-Reproducibility: the clip order of epoch e is a permutation drawn from (seed, e); the diffusion noise
-comes from a generator whose state is saved in every checkpoint with the optimizer and the step, so
-`resume` continues exactly where the last checkpoint stood.
+Reproducibility: the clip order of epoch e is a permutation drawn from (seed, e) and each batch is
+a pure function of its step (train_batches.py); the diffusion noise comes from a CPU generator whose
+state is saved in every checkpoint with the optimizer, the loss scale and the step (train_state.py),
+so `resume` continues exactly where the last checkpoint stood, on the same or another device.
 """
 
 from __future__ import annotations
@@ -20,13 +21,19 @@ import torch
 import torch.distributed as dist
 
 from fad_edge.constants import CLIP_LEN
-from fad_edge.checkpoint import load_checkpoint, load_train_state, resolve_checkpoint, save_checkpoint
-from fad_edge.data.augment import augment_batch
+from fad_edge.checkpoint import save_checkpoint
 from fad_edge.data.dataset import ClipDataset, load_split
 from fad_edge.data.normalization import Normalization
-from fad_edge.errors import CheckpointError, FadEdgeError
+from fad_edge.devices import parse_device, resolve_device
+from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig, preset
+from fad_edge.train_batches import StepBatches, default_workers, stack_windows, step_loader
+from fad_edge.train_precision import MixedPrecision, autocast_dtype
+from fad_edge.train_setup import prepare_output, reproducible_kernels, start_distributed
+from fad_edge.train_state import Progress, restore, save_latest
+
+MAX_GRAD_NORM = 1.0
 
 
 @dataclass
@@ -52,7 +59,9 @@ class TrainConfig:
     val_clips: int = 256
     threads: int | None = None
     augment: bool = True  # photometric/shift/gain/frequency-mask augmentation of speaker inputs
-    autocast: str = "auto"  # "off", "bf16" or "auto": bf16 where the CPU computes it natively
+    autocast: str = "auto"  # "off", "bf16", "fp16" (CUDA only) or "auto" (see train_precision.py)
+    device: str = "auto"  # cpu, cuda, cuda:N, or auto: CUDA when torch sees a GPU
+    workers: int | None = None  # DataLoader worker processes; None: 0 on a CPU, a few on a GPU
     overrides: dict = field(default_factory=dict)  # any other ModelConfig field
 
 
@@ -83,12 +92,13 @@ class SilentReporter:
     def finish(self) -> None: ...
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size), starting the gloo process group when run under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+def check_config(config: TrainConfig) -> None:
+    """Refuse values that would train nonsense (an infinite learning rate trains NaN weights)."""
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise FadEdgeError(f"--lr must be a finite number above 0, got {config.lr}")
+    if config.workers is not None and config.workers < 0:
+        raise FadEdgeError(f"--workers must be 0 or more, got {config.workers}")
+    parse_device(config.device)
 
 
 def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
@@ -99,30 +109,6 @@ def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-# Training's mixed precision (torch autocast); not to be confused with an export's graph precision.
-AUTOCAST_MODES = ("auto", "off", "bf16")
-
-
-def autocast_dtype(mode: str) -> torch.dtype | None:
-    """The autocast dtype for a training autocast mode, or None for plain float32.
-
-    bf16 autocast runs the convolutions and linear layers in bfloat16 (weights, optimizer and loss
-    stay float32); on a CPU with native bf16 (AVX512-BF16, AMX) that halves the time of a step.
-    Elsewhere bf16 is emulated and slower, so "auto" picks it only where it is native.
-    """
-    if mode not in AUTOCAST_MODES:
-        raise FadEdgeError(f"autocast must be one of {', '.join(AUTOCAST_MODES)}, got {mode!r}")
-    if mode == "auto":
-        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-        mode = "bf16" if native else "off"
-    return torch.bfloat16 if mode == "bf16" else None
-
-
-def _batch(dataset: ClipDataset, indices: np.ndarray) -> dict[str, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
-
-
 def _weights_sha256(model: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -131,16 +117,38 @@ def _weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def weights_finite(model: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and buffer is finite (one device sync)."""
+    checks = [torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.stack(checks).all())
+
+
+def _diverged(what: str, lr: float) -> FadEdgeError:
+    return FadEdgeError(f"training diverged: {what}; lower --lr (now {lr:g}) and --resume from the last "
+                        "checkpoint, or start afresh with --overwrite")
+
+
+def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
+    """The step's loss averaged over DDP ranks, so every rank takes the same stop decision."""
+    value = loss.detach().float()
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
 @torch.no_grad()
 def validate(model: ListenerModel, dataset: ClipDataset, clips: int, seed: int) -> dict:
-    """Validation loss and 1-step L2 (FLAME units, all 56 dims) on a fixed subset of clips."""
+    """Validation loss and 1-step L2 (FLAME units, all 56 dims) on a fixed subset of clips, on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     order = np.random.default_rng(seed).permutation(len(dataset))[:clips]
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU on any device: the same draws everywhere
     sample_noise = np.random.default_rng(seed)
     losses, errors = [], []
     for start in range(0, len(order), 64):
-        batch = _batch(dataset, order[start : start + 64])
+        batch = {key: value.to(device) for key, value in stack_windows(dataset, order[start : start + 64]).items()}
         condition = model.batch_condition(batch["images"], batch["mel"], batch["valid"])
         motion = model.clip_motion(batch["motion"])
         losses.append(float(model.loss(condition, motion, generator)) * len(motion))
@@ -151,15 +159,25 @@ def validate(model: ListenerModel, dataset: ClipDataset, clips: int, seed: int) 
     return {"val_loss": sum(losses) / len(order), "val_l2": sum(errors) / len(order)}
 
 
-def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bool = False) -> TrainResult:
-    """Train (or resume) and return where the checkpoints went."""
-    rank, world = _distributed()
-    reporter = reporter if (reporter is not None and rank == 0) else SilentReporter()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    out = Path(config.out)
-    latest, best = out / "checkpoint", out / "best"
+def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bool = False,
+          overwrite: bool = False) -> TrainResult:
+    """Train (or resume, or start afresh over an earlier run) and return where the checkpoints went."""
+    check_config(config)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None)
+    dtype = autocast_dtype(config.autocast, device)
+    prepare_output(Path(config.out), resume, overwrite, int(os.environ.get("RANK", "0")))
+    rank, started_group = start_distributed(world, device)
+    try:
+        with reproducible_kernels(device):
+            return _train(config, reporter if rank == 0 and reporter is not None else SilentReporter(),
+                          resume, rank, world, device, dtype)
+    finally:
+        if started_group:
+            dist.destroy_process_group()
 
+
+def _datasets(config: TrainConfig) -> tuple[ModelConfig, Normalization, ClipDataset, ClipDataset]:
     chosen = {} if config.context_clips is None else {"context_clips": config.context_clips}
     model_config = preset(config.preset, modalities=config.modalities, **chosen, **config.overrides)
     train_sessions = load_split(Path(config.data), "train", model_config.image_size, model_config.n_mels)
@@ -171,64 +189,78 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
         clips_per_item=clips, speaker_normalization=speaker_normalization,
     )
     train_set = make(train_sessions, config.stride, config.clips_per_item)
-    val_set = make(val_sessions, CLIP_LEN, 1)
+    return model_config, normalization, train_set, make(val_sessions, CLIP_LEN, 1)
 
-    torch.manual_seed(config.seed)  # identical initial weights on every rank
+
+def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int, world: int,
+           device: torch.device, dtype: torch.dtype | None) -> TrainResult:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    latest, best = out / "checkpoint", out / "best"
+    model_config, normalization, train_set, val_set = _datasets(config)
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank and device
     model = ListenerModel(model_config)
     model.set_normalization(torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std))
+    model.to(device)
     if world == 1:  # (under DDP, channels-last weights would not match its gradient buckets' strides)
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    noise = torch.Generator().manual_seed(config.seed * 1000 + rank)
-    steps_per_epoch = len(train_set) // (config.batch_size * world)
+    precision = MixedPrecision(device, dtype)
+    noise = torch.Generator().manual_seed(config.seed * 1000 + rank)  # on the CPU whatever the device
+    batches = StepBatches(train_set, config.batch_size, config.seed, rank, world, config.augment)
+    steps_per_epoch = batches.steps_per_epoch
     if steps_per_epoch == 0:
         raise FadEdgeError(f"the training split has {len(train_set)} clips, fewer than one batch of {config.batch_size}")
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
 
-    step, history, best_l2 = 0, [], math.inf
+    progress = Progress()
     if resume and (latest.exists() or latest.with_name("checkpoint.old").exists()):
-        step, history, best_l2 = _restore(latest, model, optimizer, noise, rank, model_config)
+        progress = restore(latest, model, optimizer, noise, precision, rank, model_config)
 
     trainable: torch.nn.Module = model
     if world > 1:
-        trainable = torch.nn.parallel.DistributedDataParallel(model)
+        ids = [device.index] if device.type == "cuda" else None
+        trainable = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     model.train()
-    dtype = autocast_dtype(config.autocast)
+    workers = config.workers if config.workers is not None else default_workers(device, world)
+    loader = step_loader(batches, progress.step, total, workers, pin_memory=device.type == "cuda")
     started = time.time()
-    reporter.start(total, step)
+    reporter.start(total, progress.step)
     extra = {"train_config": asdict(config)}
-    while step < total:
-        epoch, position = divmod(step, steps_per_epoch)
-        order = np.random.default_rng([config.seed, epoch]).permutation(len(train_set))
-        order = order[: steps_per_epoch * config.batch_size * world][rank::world]
-        indices = order[position * config.batch_size : (position + 1) * config.batch_size]
+    for batch in loader:
+        step = progress.step
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
-        batch = _batch(train_set, indices)
-        if config.augment:
-            # Drawn from (seed, rank, step), so a resumed run augments exactly as an unbroken one.
-            batch = augment_batch(batch, torch.Generator().manual_seed((config.seed * 1_000_003 + rank) * 10_000_019 + step))
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        with precision.autocast():
             loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise,
                              config.noise_draws, batch["speaker"], batch["speaker_valid"])
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        step += 1
-        reporter.step(step, loss.item())
+        precision.backward_and_step(loss, optimizer, MAX_GRAD_NORM)
+        loss_value = _mean_over_ranks(loss, world)
+        if not math.isfinite(loss_value):
+            raise _diverged(f"the loss is {loss_value} at step {step + 1}", config.lr)
+        progress.step = step = step + 1
+        reporter.step(step, loss_value)
         end_of_epoch = step % steps_per_epoch == 0 or step == total
+        if not (end_of_epoch or step % config.checkpoint_every == 0):
+            continue
+        if not weights_finite(model):  # never saved, as best or to resume from
+            raise _diverged(f"the weights are not finite after step {step}", config.lr)
         if end_of_epoch:
-            record = {"epoch": epoch + 1, "step": step, "train_loss": loss.item(), **validate(model, val_set, config.val_clips, config.seed)}
-            history.append(record)
-            reporter.epoch(epoch + 1, record)
-            if rank == 0 and record["val_l2"] < best_l2:
-                best_l2 = record["val_l2"]
+            record = {"epoch": (step - 1) // steps_per_epoch + 1, "step": step, "train_loss": loss_value,
+                      **validate(model, val_set, config.val_clips, config.seed)}
+            progress.history.append(record)
+            reporter.epoch(record["epoch"], record)
+            if rank == 0 and record["val_l2"] < progress.best_val_l2:
+                progress.best_val_l2 = record["val_l2"]
                 save_checkpoint(best, model, normalization, {**extra, "step": step, "val": record})
-        if rank == 0 and (end_of_epoch or step % config.checkpoint_every == 0):
-            _save_latest(latest, model, optimizer, noise, normalization, extra, step, history, best_l2)
+        if rank == 0:
+            save_latest(latest, model, optimizer, noise, precision, normalization, extra, progress)
     reporter.finish()
 
     if world > 1:
@@ -242,54 +274,10 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
         dist.all_gather_object(gathered, hashes[0])
         hashes = [str(h) for h in gathered]
         if rank == 0:
-            _save_latest(latest, model, optimizer, noise, normalization, {**extra, "rank_weight_hashes": hashes},
-                         step, history, best_l2)
+            save_latest(latest, model, optimizer, noise, precision, normalization,
+                        {**extra, "rank_weight_hashes": hashes}, progress)
         dist.barrier()
-    if not best.exists() and rank == 0:
-        save_checkpoint(best, model, normalization, {**extra, "step": step})
-    return TrainResult(latest, best, step, len(history), history, time.time() - started, hashes)
-
-
-def _save_latest(folder, model, optimizer, noise, normalization, extra, step, history, best_l2) -> None:
-    tensors, state = _optimizer_tensors(optimizer)
-    tensors["noise_generator"] = noise.get_state()
-    tensors["torch_rng"] = torch.get_rng_state()
-    train_json = {"step": step, "history": history, "best_val_l2": best_l2, "optimizer": state}
-    save_checkpoint(folder, model, normalization, {**extra, "step": step}, tensors, train_json)
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Flatten AdamW's state into named tensors (for safetensors) and JSON-able scalars."""
-    state_dict = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict = {"param_groups": state_dict["param_groups"], "state": {}}
-    for index, values in state_dict["state"].items():
-        scalars["state"][str(index)] = {}
-        for key, value in values.items():
-            if torch.is_tensor(value):
-                tensors[f"optimizer.{index}.{key}"] = value
-            else:
-                scalars["state"][str(index)][key] = value
-    return tensors, scalars
-
-
-def _restore(folder: Path, model, optimizer, noise, rank: int, model_config: ModelConfig) -> tuple[int, list, float]:
-    loaded = load_checkpoint(folder)
-    if loaded.config != model_config:
-        raise CheckpointError(f"{resolve_checkpoint(folder)}: saved with another model config; use a new --out to start afresh")
-    model.load_state_dict(loaded.model.state_dict())
-    saved = load_train_state(folder)
-    if saved is None:
-        raise CheckpointError(f"{folder}: has no training state to resume from")
-    tensors, state = saved
-    optimizer_state = {"param_groups": state["optimizer"]["param_groups"], "state": {}}
-    for index, values in state["optimizer"]["state"].items():
-        entry = dict(values)
-        prefix = f"optimizer.{index}."
-        entry.update({name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)})
-        optimizer_state["state"][int(index)] = entry
-    optimizer.load_state_dict(optimizer_state)
-    if rank == 0:
-        noise.set_state(tensors["noise_generator"])
-    torch.set_rng_state(tensors["torch_rng"])
-    return int(state["step"]), list(state["history"]), float(state["best_val_l2"])
+    if not best.exists() and rank == 0 and weights_finite(model):
+        save_checkpoint(best, model, normalization, {**extra, "step": progress.step})
+    return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
+                       hashes)

@@ -7,8 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from fad_edge.baselines import Baselines, BaselineSequence
+from fad_edge.checkpoint import load_checkpoint
+from fad_edge.evaluation import evaluate
 from fad_edge.data import layout
 from fad_edge.data.synthetic import write_synthetic_dataset
 from helpers import run_cli, tiny_checkpoint
@@ -94,3 +97,14 @@ def test_too_few_frames_for_the_metrics_is_a_clear_error(tmp_path, monkeypatch, 
     code, output = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", tiny_checkpoint(tmp_path / "ck"),
                            "--data", tmp_path / "short", "--out", tmp_path / "r")
     assert code == 2 and "frames" in output and "Traceback" not in output
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluate_on_cuda_matches_the_cpu(dataset, tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "ck")
+    on_cpu = evaluate([("FAD", load_checkpoint(checkpoint))], dataset, device="cpu").rows["FAD"]
+    on_gpu = evaluate([("FAD", load_checkpoint(checkpoint))], dataset, device="cuda").rows["FAD"]
+    for group in ("expression", "rotation", "all"):
+        # cuDNN may run the convolutions in TF32: close, not equal.
+        assert on_gpu[group]["L2"] == pytest.approx(on_cpu[group]["L2"], rel=1e-2)

@@ -1,21 +1,30 @@
-"""Training: loss goes down, checkpoints resume exactly, DDP keeps ranks identical."""
+"""Training: loss goes down, checkpoints resume exactly (on a CPU or a GPU), DDP keeps ranks identical, bad runs stop."""
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import fad_edge.train as training
+from fad_edge import train_precision
 from fad_edge.checkpoint import load_checkpoint, load_train_state
 from fad_edge.data.synthetic import write_synthetic_dataset
 from fad_edge.errors import FadEdgeError
-from fad_edge.train import TrainConfig, autocast_dtype, train
+from fad_edge.train import TrainConfig, train
+from fad_edge.train_batches import StepBatches, step_loader
+from fad_edge.train_precision import MixedPrecision, autocast_dtype
+from helpers import run_cli
 
 pytestmark = pytest.mark.slow
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +36,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def _config(dataset: Path, out: Path, **changes) -> TrainConfig:
     base = dict(data=str(dataset), out=str(out), preset="tiny", epochs=2, batch_size=8, lr=2e-3,
-                warmup_steps=2, checkpoint_every=3, val_clips=16, threads=1)
+                warmup_steps=2, checkpoint_every=3, val_clips=16, threads=1, device="cpu")
     return TrainConfig(**{**base, **changes})
 
 
@@ -61,7 +70,8 @@ def test_resume_after_a_stop_gives_the_same_weights_as_an_uninterrupted_run(data
 def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(dataset, tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "fad_edge", "train", "--data", str(dataset), "--out", str(out),
-               "--preset", "tiny", "--epochs", "50", "--batch-size", "8", "--checkpoint-every", "1", "--threads", "1"]
+               "--preset", "tiny", "--epochs", "50", "--batch-size", "8", "--checkpoint-every", "1", "--threads", "1",
+               "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -85,7 +95,7 @@ def test_ddp_with_two_processes_keeps_identical_weights(dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                "-m", "fad_edge", "train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
-               "--epochs", "1", "--batch-size", "4", "--max-steps", "3", "--threads", "1"]
+               "--epochs", "1", "--batch-size", "4", "--max-steps", "3", "--threads", "1", "--device", "cpu"]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     info = json.loads((out / "checkpoint" / "model.json").read_text())
@@ -93,9 +103,176 @@ def test_ddp_with_two_processes_keeps_identical_weights(dataset, tmp_path):
     assert len(hashes) == 2 and hashes[0] == hashes[1]
 
 
-def test_autocast_modes():
+def test_autocast_modes(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert autocast_dtype("off") is None
     assert autocast_dtype("bf16") is torch.bfloat16
     assert autocast_dtype("auto") in (None, torch.bfloat16)
+    with pytest.raises(FadEdgeError, match="fp16 needs a CUDA device"):
+        autocast_dtype("fp16", cpu)
+    assert autocast_dtype("fp16", cuda) is torch.float16 and autocast_dtype("off", cuda) is None
+    monkeypatch.setattr(train_precision, "cuda_has_native_bf16", lambda device: True)
+    assert autocast_dtype("auto", cuda) is torch.bfloat16
+    monkeypatch.setattr(train_precision, "cuda_has_native_bf16", lambda device: False)
+    assert autocast_dtype("auto", cuda) is torch.float16
     with pytest.raises(FadEdgeError, match="autocast"):
         autocast_dtype("fp32")
+
+
+def test_the_fp16_loss_scale_skips_overflowing_steps_and_is_restored():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    precision = MixedPrecision(torch.device("cpu"), torch.float16)  # the GradScaler logic, run on the CPU
+    inputs = torch.ones(2, 4)
+    precision.backward_and_step(layer(inputs).pow(2).mean(), optimizer, 1.0)
+    before = [p.detach().clone() for p in layer.parameters()]
+    precision.backward_and_step((layer(inputs) * math.inf).mean(), optimizer, 1.0)  # inf gradients: skipped
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters()))
+    state = precision.state_dict()
+    assert state["scale"] == 2.0**15  # backed off from 2**16
+    fresh = MixedPrecision(torch.device("cpu"), torch.float16)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == state
+    assert MixedPrecision(torch.device("cpu"), torch.bfloat16).state_dict() == {}
+
+
+class _FakeWindows:
+    """Stands in for a ClipDataset: window i is a tensor holding i."""
+
+    def __len__(self) -> int:
+        return 50
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"images": torch.full((2, 3), float(index)), "motion": torch.tensor([index])}
+
+
+def test_each_step_takes_its_slice_of_the_epoch_permutation_on_every_rank():
+    ranks = [StepBatches(_FakeWindows(), batch_size=4, seed=7, rank=rank, world=2, augment=False) for rank in (0, 1)]
+    assert ranks[0].steps_per_epoch == 6  # 50 // (4 * 2)
+    for epoch in (0, 1):
+        expected = np.random.default_rng([7, epoch]).permutation(50)[:48]
+        seen = [ranks[r].indices(epoch * 6 + k) for k in range(6) for r in (0, 1)]
+        assert sorted(np.concatenate(seen).tolist()) == sorted(expected.tolist())
+        np.testing.assert_array_equal(ranks[1].indices(epoch * 6 + 2), expected[1::2][8:12])
+    batch = ranks[0][3]
+    np.testing.assert_array_equal(batch["motion"][:, 0].numpy(), ranks[0].indices(3))
+
+
+def test_a_loader_with_workers_yields_the_same_batches_from_any_start():
+    batches = StepBatches(_FakeWindows(), batch_size=4, seed=1, augment=False)
+    in_process = list(step_loader(batches, 5, 15, workers=0, pin_memory=False))
+    with_workers = list(step_loader(batches, 5, 15, workers=2, pin_memory=False))
+    assert len(in_process) == len(with_workers) == 10
+    for step, (a, b) in enumerate(zip(in_process, with_workers), start=5):
+        assert torch.equal(a["motion"], b["motion"]) and torch.equal(a["motion"][:, 0], torch.from_numpy(batches.indices(step)))
+
+
+def test_workers_do_not_change_the_trained_weights(dataset, tmp_path):
+    in_process = train(_config(dataset, tmp_path / "w0", max_steps=4, workers=0))
+    with_worker = train(_config(dataset, tmp_path / "w1", max_steps=4, workers=1))
+    assert in_process.weights_sha256_per_rank == with_worker.weights_sha256_per_rank
+    assert in_process.history == with_worker.history
+
+
+@pytest.mark.parametrize("lr", [math.inf, math.nan, 0.0, -1e-3])
+def test_the_learning_rate_must_be_finite_and_positive(tmp_path, lr):
+    with pytest.raises(FadEdgeError, match="--lr must be a finite number above 0"):
+        train(_config(tmp_path / "no-data", tmp_path / "run", lr=lr))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_refuses_lr_inf_and_a_used_folder_in_one_line(monkeypatch, capsys, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    for args, fragment in ((["--lr", "inf"], "--lr must be a finite number above 0, got inf"),
+                           ([], f"{tmp_path / 'run'}: the output folder is not empty")):
+        code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run",
+                               "--device", "cpu", *args)
+        lines = [line for line in output.strip().splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and "Traceback" not in output and fragment in output, output
+
+
+def test_a_used_output_folder_needs_resume_or_overwrite(dataset, tmp_path):
+    out = tmp_path / "run"
+    (out / "best").mkdir(parents=True)
+    (out / "best" / "stale.txt").write_text("from an earlier run")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FadEdgeError, match=re.escape(f"{out}: the output folder is not empty")):
+        train(_config(dataset, out, max_steps=1))
+    with pytest.raises(FadEdgeError, match="give one of them"):
+        train(_config(dataset, out), resume=True, overwrite=True)
+    with pytest.raises(FadEdgeError, match="--out is a file"):
+        train(_config(dataset, out / "notes.txt"))
+    result = train(_config(dataset, out, max_steps=1), overwrite=True)
+    assert result.steps == 1 and (out / "best" / "model.json").exists() and not (out / "best" / "stale.txt").exists()
+    assert (out / "notes.txt").read_text() == "mine"  # only what a run writes is replaced
+
+
+def _finite(folder: Path) -> bool:
+    return all(torch.isfinite(t).all() for t in _weights(folder).values() if t.is_floating_point())
+
+
+def test_a_diverging_run_stops_with_a_clear_error(dataset, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(FadEdgeError, match=r"training diverged: .* lower --lr \(now 1e\+30\)"):
+        train(_config(dataset, out, lr=1e30, warmup_steps=1, max_steps=6, checkpoint_every=1))
+    for folder in (out / "best", out / "checkpoint"):
+        assert not folder.exists() or _finite(folder)
+
+
+def test_non_finite_weights_are_never_saved_as_best(dataset, tmp_path, monkeypatch):
+    # The last step's update makes the weights NaN (its loss, computed before the update, is finite),
+    # and validation is faked to call every epoch the best so far.
+    schedule = training._learning_rate
+    monkeypatch.setattr(training, "_learning_rate",
+                        lambda config, step, total: math.nan if step == total - 1 else schedule(config, step, total))
+    monkeypatch.setattr(training, "validate", lambda *args: {"val_loss": 0.1, "val_l2": 0.1})
+    out = tmp_path / "run"
+    with pytest.raises(FadEdgeError, match="the weights are not finite after step 3"):
+        train(_config(dataset, out, max_steps=3, checkpoint_every=100))
+    for folder in (out / "best", out / "checkpoint"):
+        assert not folder.exists() or _finite(folder)
+    assert not (out / "best").exists() or json.loads((out / "best" / "model.json").read_text())["step"] < 3
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("autocast", ["off", "auto", "fp16"])
+def test_on_cuda_resume_gives_the_same_weights_as_an_uninterrupted_run(dataset, tmp_path, autocast):
+    straight = train(_config(dataset, tmp_path / "straight", device="cuda", autocast=autocast))
+    partial = train(_config(dataset, tmp_path / "resumed", device="cuda", autocast=autocast, max_steps=3))
+    assert partial.steps == 3
+    resumed = train(_config(dataset, tmp_path / "resumed", device="cuda", autocast=autocast), resume=True)
+    assert resumed.steps == straight.steps and resumed.history == straight.history
+    a, b = _weights(tmp_path / "straight" / "checkpoint"), _weights(tmp_path / "resumed" / "checkpoint")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    scaler = load_train_state(tmp_path / "resumed" / "checkpoint")[1]["grad_scaler"]
+    assert bool(scaler) == (autocast == "fp16")
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_a_cuda_run_draws_the_cpu_noise_and_its_checkpoint_resumes_on_the_cpu(dataset, tmp_path):
+    on_gpu = train(_config(dataset, tmp_path / "gpu", device="cuda", max_steps=2))
+    train(_config(dataset, tmp_path / "cpu", device="cpu", max_steps=2))
+    gpu_state, cpu_state = (load_train_state(tmp_path / name / "checkpoint")[0] for name in ("gpu", "cpu"))
+    assert torch.equal(gpu_state["noise_generator"], cpu_state["noise_generator"])
+    assert on_gpu.steps == 2 and _finite(tmp_path / "gpu" / "checkpoint")
+    assert all(t.device.type == "cpu" for t in _weights(tmp_path / "gpu" / "checkpoint").values())
+    resumed = train(_config(dataset, tmp_path / "gpu", device="cpu", max_steps=3), resume=True)
+    assert resumed.steps == 3 and _finite(tmp_path / "gpu" / "checkpoint")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_ddp_on_two_gpus_with_nccl_keeps_identical_weights(dataset, tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519",
+               "-m", "fad_edge", "train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
+               "--epochs", "1", "--batch-size", "4", "--max-steps", "3", "--device", "cuda"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    hashes = json.loads((out / "checkpoint" / "model.json").read_text())["rank_weight_hashes"]
+    assert len(hashes) == 2 and hashes[0] == hashes[1]

@@ -31,19 +31,23 @@ def evaluate(
     start_noise: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Start-noise scale (default: the model's)."),
     steps_curve: Optional[str] = typer.Option(None, help="Also draw L2/FD against these step counts, e.g. 1,2,5,10,20,50,100."),
     out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md (and OUT_steps.png/.json)."),
+    device: str = typer.Option("auto", help="Where the models run: cpu, cuda, cuda:N, or auto "
+                               "(CUDA when there is a GPU)."),
 ) -> None:
     """Baselines, FAD and ground truth on a split: L2, FD, SI and TLCC for expression and rotation."""
     from fad_edge.atomic import atomic_write_bytes
     from fad_edge.checkpoint import load_checkpoint
+    from fad_edge.devices import resolve_device
     from fad_edge.evaluation import evaluate as run_evaluation
     from fad_edge.evaluation import steps_curve as run_steps_curve
     from fad_edge.evaluation_report import plot_steps_curve, rich_tables, write_reports
 
     curve_steps = _steps_list(steps_curve) if steps_curve else None
+    run_on = str(resolve_device(device))
     loaded = [load_checkpoint(path) for path in checkpoint]
     labels = [_label(model, len(loaded)) for model in loaded]
     with console.status(f"evaluating on the {split} split"):
-        table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise)
+        table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise, run_on)
     title = f"Listener motion on {data.name}/{split}"
     for rendered in rich_tables(table, title):
         console.print(rendered)
@@ -53,7 +57,7 @@ def evaluate(
     console.print(f"wrote {json_path} and {md_path}")
     if curve_steps:
         with console.status("denoising-steps curve"):
-            curve = run_steps_curve(loaded[0], data, split, curve_steps)
+            curve = run_steps_curve(loaded[0], data, split, curve_steps, run_on)
         png = plot_steps_curve(curve, out.with_name(out.name + "_steps.png"))
         curve_json = atomic_write_bytes(out.with_name(out.name + "_steps.json"),
                                         json.dumps({str(k): v for k, v in curve.items()}, indent=2).encode())

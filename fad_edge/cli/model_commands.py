@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 
-from fad_edge.backends import all_precisions, backend_names
+from fad_edge.backends import BACKENDS, all_precisions, backend_names, get_backend
+from fad_edge.errors import FadEdgeError
+
+if TYPE_CHECKING:
+    from fad_edge.runtime.base import ClipRunner
 
 console = Console()
 
@@ -32,13 +36,20 @@ def train(
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
     augment: bool = typer.Option(True, help="Augment speaker images and audio per window (photometric, shift, gain, mel mask)."),
-    autocast: str = typer.Option("auto", help="Mixed-precision training: off, bf16, or auto (bf16 where the CPU has it natively)."),
+    autocast: str = typer.Option("auto", help="Mixed-precision training: off, bf16, fp16 (CUDA only), or auto: "
+                                 "bf16 where the GPU or CPU computes it natively, else fp16 on a GPU, off on a CPU."),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when there is a GPU). Under torchrun "
+                               "each process takes cuda:LOCAL_RANK."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Data loader worker processes (default: 0 on a CPU, "
+                                          "where they would take cores from training; 4 on a GPU)."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint if it exists."),
+    overwrite: bool = typer.Option(False, help="Start afresh in a used OUT, replacing its checkpoint/ and best/."),
 ) -> None:
-    """Train FAD/ELNet. Under `torchrun --nproc_per_node N -m fad_edge train ...` it trains with DDP (gloo)."""
+    """Train FAD/ELNet. Under `torchrun --nproc_per_node N -m fad_edge train ...` it trains with DDP (NCCL or gloo)."""
     from fad_edge.cli.progress import RichTrainReporter
-    from fad_edge.train import AUTOCAST_MODES, TrainConfig
+    from fad_edge.train import TrainConfig
     from fad_edge.train import train as run_training
+    from fad_edge.train_precision import AUTOCAST_MODES
 
     if modalities not in ("both", "audio", "video"):
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
@@ -49,9 +60,9 @@ def train(
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
-        autocast=autocast, augment=augment,
+        autocast=autocast, augment=augment, device=device, workers=workers,
     )
-    result = run_training(config, RichTrainReporter(console), resume=resume)
+    result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; best: {result.best}")
 
 
@@ -67,18 +78,50 @@ def generate(
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
     seed: int = typer.Option(0),
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
+    device: str = typer.Option("auto", help="Where the torch backend runs a checkpoint: cpu, cuda, cuda:N, or "
+                               "auto (CUDA when there is a GPU). Export backends keep theirs (ort: CPU, trt: GPU)."),
 ) -> None:
     """Listener motion for a speaker video + audio: listener_coeffs.npy, listener.json, listener.png."""
     from fad_edge.generate import generate_files
-    from fad_edge.runtime.select import open_runner
 
-    runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
+    runner = _open_runner_on(model, backend, precision, steps, seed, threads, device)
     settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
                 "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise}
     result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings, preview=preview)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames,
                               "preview": str(result.preview_path) if result.preview_path else None}))
+
+
+def _open_runner_on(model: Path, backend: str, precision: Optional[str], steps: Optional[int], seed: int,
+                    threads: int, device: str) -> ClipRunner:
+    """`open_runner`, with the torch backend's model moved to --device; other backends only check it.
+
+    Only the torch backend takes a device: an export backend has one of its own (the table's), and
+    --device may name it or say auto, nothing else.
+    """
+    from fad_edge.devices import AUTO, parse_device
+    from fad_edge.runtime.select import open_runner, resolve_backend
+
+    chosen = get_backend(resolve_backend(model, backend))
+    request = parse_device(device)
+    if chosen.name != "torch":
+        if request.kind != AUTO and (request.kind != chosen.device or request.index is not None):
+            gpu = " or ".join(b.name for b in BACKENDS.values() if b.device == "cuda")
+            hint = f"for a GPU use --backend {gpu}" if chosen.device == "cpu" else "for a CPU use --backend ort"
+            place = "the CPU" if chosen.device == "cpu" else "a CUDA GPU"
+            raise FadEdgeError(f"--device {request}: backend {chosen.name} runs on {place} "
+                               f"(--device moves only the torch backend); {hint}")
+        return open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
+    from fad_edge.devices import resolve_device
+    from fad_edge.runtime.torch_runner import TorchRunner
+
+    run_on = resolve_device(device)  # before loading anything: a missing GPU is one line, at once
+    runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
+    assert isinstance(runner, TorchRunner)
+    if run_on.type == "cpu":
+        return runner
+    return TorchRunner(runner.model, seed=seed, settings=runner.settings, device=run_on)
 
 
 def explain(
@@ -88,6 +131,8 @@ def explain(
     frame: int = typer.Option(0, min=0, help="Frame to explain."),
     target: str = typer.Option("motion", help="motion: what drives the predicted reaction; features: the video features."),
     out: Path = typer.Option(Path("saliency.png"), help="PNG to write."),
+    device: str = typer.Option("auto", help="Where the gradients are computed: cpu, cuda, cuda:N, or auto "
+                               "(CUDA when there is a GPU)."),
 ) -> None:
     """Gradient saliency of the video encoder over a speaker frame (the paper's Figure 5)."""
     import numpy as np
@@ -96,11 +141,13 @@ def explain(
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.constants import SAMPLE_RATE
     from fad_edge.data.media import read_audio, read_video
+    from fad_edge.devices import resolve_device
     from fad_edge.explain import clip_of_frame, save_saliency_figure, saliency_map
     from fad_edge.data.inputs import prepare_inputs
 
     if target not in ("motion", "features"):
         raise typer.BadParameter("must be motion or features", param_hint="--target")
+    run_on = resolve_device(device)
     loaded = load_checkpoint(checkpoint)
     config = loaded.config
     frames, _ = read_video(video)
@@ -109,7 +156,7 @@ def explain(
     inputs = prepare_inputs(frames, samples, rate, config.image_size, config.audio_window_frames, config.n_mels)
     images = torch.from_numpy(inputs.images[start : start + config.clip_len])
     mel = torch.from_numpy(inputs.mel[start : start + config.clip_len])
-    heat = saliency_map(loaded.model, images, mel, index, target)
+    heat = saliency_map(loaded.model, images, mel, index, target, run_on)
     picture = (inputs.images[start + index].transpose(1, 2, 0) * 255).astype(np.uint8)
     path = save_saliency_figure(picture, heat, out, f"{video.name}, frame {frame} ({target})")
     console.print(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""The PyTorch reference backend: a checkpoint run in eager PyTorch on the CPU."""
+"""The PyTorch reference backend: a checkpoint run in eager PyTorch, on the CPU or a CUDA device."""
 
 from __future__ import annotations
 
@@ -14,19 +14,24 @@ from fad_edge.sampling import SamplerSettings
 
 
 class TorchRunner(ClipRunner):
-    """Runs a checkpoint in eager PyTorch; the reference the other backends are checked against."""
+    """Runs a checkpoint in eager PyTorch; the reference the other backends are checked against.
+
+    `device` moves the model there; inputs go to it and results come back as NumPy arrays.
+    """
 
     name = "torch"
 
     def __init__(self, model: ListenerModel, steps: int | None = None, seed: int = 0,
-                 settings: SamplerSettings | None = None) -> None:
+                 settings: SamplerSettings | None = None, device: torch.device | str = "cpu") -> None:
         super().__init__(model.config, settings or SamplerSettings.from_config(model.config, steps), seed)
-        self.model = model.eval()
-        self.mean, self.std = model.motion_mean.numpy().copy(), model.motion_std.numpy().copy()
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.mean, self.std = model.motion_mean.cpu().numpy().copy(), model.motion_std.cpu().numpy().copy()
 
     @classmethod
-    def from_checkpoint(cls, path: Path, steps: int | None = None, seed: int = 0) -> TorchRunner:
-        return cls(load_checkpoint(path).model, steps, seed)
+    def from_checkpoint(cls, path: Path, steps: int | None = None, seed: int = 0,
+                        device: torch.device | str = "cpu") -> TorchRunner:
+        return cls(load_checkpoint(path).model, steps, seed, device=device)
 
     @classmethod
     def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> TorchRunner:
@@ -34,10 +39,11 @@ class TorchRunner(ClipRunner):
 
     @torch.no_grad()
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        return self.model.encode(torch.from_numpy(images), torch.from_numpy(mel)).numpy()
+        features = self.model.encode(torch.from_numpy(images).to(self.device), torch.from_numpy(mel).to(self.device))
+        return features.cpu().numpy()
 
     @torch.no_grad()
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        motion = self.model.sample_clips(torch.from_numpy(conditions), self.settings, generator,
-                                         initial=torch.from_numpy(state))
-        return self.model.denormalize(motion).numpy()
+        motion = self.model.sample_clips(torch.from_numpy(conditions).to(self.device), self.settings, generator,
+                                         initial=torch.from_numpy(state).to(self.device))
+        return self.model.denormalize(motion).cpu().numpy()
