@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 console = Console()
+notes = Console(stderr=True)  # what a person should read, kept off the JSON on stdout
 
 
 def train(
@@ -65,17 +66,34 @@ def generate(
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
     seed: int = typer.Option(0),
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
+    face: Optional[str] = typer.Option(None, help="Crop each frame to the speaker's face: detect (default), "
+                                       "box (the default when --box is given) or none (the whole frame)."),
+    box: Optional[str] = typer.Option(None, help="The face box for --face box: x,y,w,h in pixels of the video frame."),
 ) -> None:
     """Listener motion for a speaker video + audio: listener_coeffs.npy, listener.json, listener.png."""
-    from fad_edge.generate import generate_files
+    from fad_edge.errors import FadEdgeError
+    from fad_edge.generate import face_summary, generate_files
+    from fad_edge.runtime.face import FACE_MODES, FaceCropper, parse_box
     from fad_edge.runtime.select import open_runner
 
+    mode = face or ("box" if box is not None else "detect")
+    if mode not in FACE_MODES:
+        raise FadEdgeError(f"--face {mode!r}: use detect, box or none")
+    if (mode == "box") != (box is not None):
+        raise FadEdgeError("--face box needs --box x,y,w,h" if mode == "box"
+                           else f"--box is used only with --face box, not with --face {mode}")
+    cropper = FaceCropper.for_files(mode, parse_box(box) if box is not None else None)
     runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
     settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
-                "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise}
-    result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings, preview=preview)
+                "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise, "face": mode}
+    result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings, preview=preview,
+                            face=cropper)
+    assert result.face is not None
+    notes.print(face_summary(result.face, result.n_frames), style=None if result.face.face_found else "bold yellow",
+                highlight=False)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames,
+                              "frames_without_face": result.face.frames_without_face,
                               "preview": str(result.preview_path) if result.preview_path else None}))
 
 
