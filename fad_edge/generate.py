@@ -103,15 +103,16 @@ def generate_files(
 
 
 def face_summary(track: FaceTrack, n_frames: int) -> str:
-    """One line on what the face crop did, for the terminal."""
+    """What the face crop did, for the terminal: one line, and a note about the detector if it has one."""
     if track.mode == "none":
         return "face: the whole frame (--face none)"
     if track.mode == "box":
         return f"face: the box {track.record()['boxes'][0]} (x, y, w, h) in every frame"
-    if not track.face_found:
-        return (f"face: NO FACE FOUND in any of the {n_frames} frames; used the whole frame. "
-                "Give --face box --box x,y,w,h, or --face none")
     missing = track.frames_without_face
-    found = f"face: found in {n_frames - missing} of {n_frames} frames by {track.detector}"
-    found = f"{found}; the {missing} others kept the last box" if missing else found
-    return f"{found}\nnote: {track.note}" if track.note else found
+    if not track.face_found:
+        line = (f"face: NO FACE FOUND in any of the {n_frames} frames, so the whole frame was used; "
+                "give --face box --box x,y,w,h, or --face none")
+    else:
+        line = f"face: found in {n_frames - missing} of {n_frames} frames by {track.detector}"
+        line = f"{line}; the {missing} others kept the last box" if missing else line
+    return f"{line}\nnote: {track.note}" if track.note else line

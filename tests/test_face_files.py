@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -164,6 +165,8 @@ def test_generate_finds_the_face_off_centre(room_video, tmp_path, monkeypatch, c
                            "--video", video, "--audio", audio, "--out", tmp_path / "out")
     assert code == 0, output
     assert "face: found in" in output
+    if importlib.util.find_spec("dlib") is None:
+        assert "fad-edge[face]" in output  # the note on the fallback, printed as written
     record = json.loads((tmp_path / "out" / "listener.json").read_text())
     face = record["face"]
     assert face["mode"] == "detect" and face["face_found"] and face["frames_without_face"] <= len(face["boxes"]) // 4
@@ -171,6 +174,18 @@ def test_generate_finds_the_face_off_centre(room_video, tmp_path, monkeypatch, c
     centre = np.median(boxes[:, :2] + boxes[:, 2:] / 2, axis=0)
     assert np.abs(centre - (x + w / 2, y + h / 2)).max() < 25
     assert 0.8 * w < np.median(boxes[:, 2]) < 1.8 * w
+
+
+@pytest.mark.slow
+def test_generate_says_so_when_no_frame_has_a_face(room_video, tmp_path, monkeypatch, capsys):
+    _, audio, _ = room_video
+    video = write_video(tmp_path / "empty_room.mp4", np.full((20, 240, 320, 3), 90, np.uint8), 30.0)
+    code, output = run_cli(monkeypatch, capsys, "generate", "--model", tiny_checkpoint(tmp_path / "ck"),
+                           "--video", video, "--audio", audio, "--out", tmp_path / "out")
+    assert code == 0, output
+    assert "NO FACE FOUND in any of the 20 frames" in output
+    face = json.loads((tmp_path / "out" / "listener.json").read_text())["face"]
+    assert not face["face_found"] and face["frames_without_face"] == 20 and face["boxes"] == [None] * 20
 
 
 @pytest.mark.slow

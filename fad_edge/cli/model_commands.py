@@ -90,7 +90,7 @@ def generate(
                             face=cropper)
     assert result.face is not None
     notes.print(face_summary(result.face, result.n_frames), style=None if result.face.face_found else "bold yellow",
-                highlight=False)
+                highlight=False, markup=False)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames,
                               "frames_without_face": result.face.frames_without_face,

@@ -1,12 +1,12 @@
-"""Face crop for live frames and for files: OpenCV's bundled Haar cascade, a fixed box, or the whole frame.
+"""Face crop for live frames and for files: a face detector (OpenCV's Haar cascade or dlib's HOG), a box, or none.
 
 The model was trained on frames that a face fills, so a speaker filmed in a room must be cropped
 to the face first. The detector runs every `every` frames; its box is followed from frame to frame
 and smoothed (`BoxSmoother`), so a jittery box does not shake the crop, and a frame where no face
 is found keeps the last box. A detection away from the face being followed (another face, or a
-false positive on a textured wall) moves the crop only once it has been seen `confirm` times in a
-row. Until a face has been seen, the whole frame is used (a file fills those frames in afterwards
-with the first face found, see `track_faces`).
+false positive on a textured wall) moves the crop only once it has been seen `confirm` times with
+no sight of the followed face in between. Until a face has been seen, the whole frame is used (a
+file fills those frames in afterwards with the first face found, see `track_faces`).
 
 The detector was chosen by measurement on real photographs (bench/face_detectors.py).
 """
@@ -129,7 +129,7 @@ class FaceCropper:
     box: Box | None = None
     every: int = 5  # run the detector on every n-th frame
     margin: float = 0.25  # grow the face box by this share of its side on each side
-    confirm: int = 3  # detections in a row away from the followed face before the crop moves there
+    confirm: int = 3  # detections away from the followed face (and none on it) before the crop moves there
     detector: FaceDetector | None = None  # default: HaarFaceDetector(max_side=320), cheap enough for a stream
     smoother: BoxSmoother | None = None  # default: a BoxSmoother at 30 / every updates per second
     frames: int = field(default=0, init=False)  # frames seen in detect mode
