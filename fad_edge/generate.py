@@ -2,9 +2,11 @@
 
 Media handling, as documented for users: the video is any file OpenCV reads; a frame rate other than
 30 fps is brought to 30 fps by taking, for each 1/30 s, the frame shown at that time (frames are
-repeated or skipped, never blended). The audio is a .wav/.flac file, or the video's own audio track
-when no audio file is given; any sample rate is resampled to 16 kHz. Audio shorter than the video
-is an error unless `pad_audio` (silence is added); longer audio is cut to the video.
+repeated or skipped, never blended). Each frame is then cropped to the speaker's face (`face`: the
+detector, a fixed box, or the whole frame; see `fad_edge.runtime.face`). The audio is a .wav/.flac
+file, or the video's own audio track when no audio file is given; any sample rate is resampled to
+16 kHz. Audio shorter than the video is an error unless `pad_audio` (silence is added); longer audio
+is cut to the video.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fad_edge.data.media import read_audio, read_audio_track, read_video
 from fad_edge.errors import DataError
 from fad_edge.plots import plot_motion
 from fad_edge.runtime.base import ClipRunner
+from fad_edge.runtime.face import FaceCropper, FaceTrack, crop_frames, track_faces
 
 
 @dataclass
@@ -33,6 +36,7 @@ class GenerateResult:
     n_frames: int
     seconds: float
     preview_path: Path | None = None
+    face: FaceTrack | None = None
 
 
 def retime_frames(frames: np.ndarray, fps: float) -> np.ndarray:
@@ -54,14 +58,17 @@ def generate_files(
     pad_audio: bool = False,
     settings: dict | None = None,
     preview: bool = False,
+    face: FaceCropper | None = None,
 ) -> GenerateResult:
-    """Read the speaker's media, run the runner, and write the outputs into folder `out`."""
+    """Read the speaker's media, crop the face (`face`; None: the whole frame), run the runner, write into `out`."""
     frames, fps = read_video(Path(video))
     source_fps = fps
     frames = retime_frames(frames, fps)
     samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
+    track = track_faces(frames, face or FaceCropper("none"))
+    speaker = crop_frames(frames, track, runner.config.image_size)
     started = time.perf_counter()
-    motion = runner.run(frames, samples, sample_rate, pad_audio=pad_audio)
+    motion = runner.run(speaker, samples, sample_rate, pad_audio=pad_audio)
     seconds = time.perf_counter() - started
     if motion.shape != (len(frames), N_COEFFS) or not np.all(np.isfinite(motion)):
         raise AssertionError(f"runner {runner.name} returned {motion.shape} or non-finite motion")
@@ -80,6 +87,7 @@ def generate_files(
         "layout": "[expression 0:50, jaw 50:53, head rotation 53:56], FLAME",
         "timestamps_s": [round(i / FPS, 6) for i in range(len(frames))],
         "inference_seconds": seconds,
+        "face": track.record(),
         "settings": settings or {},
     }
     json_path = out / "listener.json"
@@ -87,7 +95,24 @@ def generate_files(
     plot_path = plot_motion(motion, out / "listener.png", title=f"listener motion ({runner.name})")
     preview_path = None
     if preview:
-        from fad_edge.preview import render_preview
+        from fad_edge.preview import SIDE, render_preview
 
-        preview_path = render_preview(frames, motion, runner.mean, runner.std, out / "preview.mp4")
-    return GenerateResult(Path(motion_path), json_path, plot_path, len(frames), seconds, preview_path)
+        preview_path = render_preview(crop_frames(frames, track, SIDE), motion, runner.mean, runner.std,
+                                      out / "preview.mp4")
+    return GenerateResult(Path(motion_path), json_path, plot_path, len(frames), seconds, preview_path, track)
+
+
+def face_summary(track: FaceTrack, n_frames: int) -> str:
+    """What the face crop did, for the terminal: one line, and a note about the detector if it has one."""
+    if track.mode == "none":
+        return "face: the whole frame (--face none)"
+    if track.mode == "box":
+        return f"face: the box {track.record()['boxes'][0]} (x, y, w, h) in every frame"
+    missing = track.frames_without_face
+    if not track.face_found:
+        line = (f"face: NO FACE FOUND in any of the {n_frames} frames, so the whole frame was used; "
+                "give --face box --box x,y,w,h, or --face none")
+    else:
+        line = f"face: found in {n_frames - missing} of {n_frames} frames by {track.detector}"
+        line = f"{line}; the {missing} others kept the last box" if missing else line
+    return f"{line}\nnote: {track.note}" if track.note else line

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fad_edge.runtime.base import ClipRunner
 
 console = Console()
+notes = Console(stderr=True)  # what a person should read, kept off the JSON on stdout
 
 
 def train(
@@ -80,16 +81,33 @@ def generate(
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
     device: str = typer.Option("auto", help="Where the torch backend runs a checkpoint: cpu, cuda, cuda:N, or "
                                "auto (CUDA when there is a GPU). Export backends keep theirs (ort: CPU, trt: GPU)."),
+    face: Optional[str] = typer.Option(None, help="Crop each frame to the speaker's face: detect (default), "
+                                       "box (the default when --box is given) or none (the whole frame)."),
+    box: Optional[str] = typer.Option(None, help="The face box for --face box: x,y,w,h in pixels of the video frame."),
 ) -> None:
     """Listener motion for a speaker video + audio: listener_coeffs.npy, listener.json, listener.png."""
-    from fad_edge.generate import generate_files
+    from fad_edge.generate import face_summary, generate_files
+    from fad_edge.runtime.face import FACE_MODES, FaceCropper, parse_box
 
-    runner = _open_runner_on(model, backend, precision, steps, seed, threads, device)
-    settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
-                "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise}
-    result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings, preview=preview)
+    mode = face or ("box" if box is not None else "detect")
+    if mode not in FACE_MODES:
+        raise FadEdgeError(f"--face {mode!r}: use detect, box or none")
+    if (mode == "box") != (box is not None):
+        raise FadEdgeError("--face box needs --box x,y,w,h" if mode == "box"
+                           else f"--box is used only with --face box, not with --face {mode}")
+    cropper = FaceCropper.for_files(mode, parse_box(box) if box is not None else None)
+    with _open_runner_on(model, backend, precision, steps, seed, threads, device) as runner:
+        settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
+                    "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise,
+                    "face": mode}
+        result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings,
+                                preview=preview, face=cropper)
+    assert result.face is not None
+    notes.print(face_summary(result.face, result.n_frames), style=None if result.face.face_found else "bold yellow",
+                highlight=False, markup=False)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames,
+                              "frames_without_face": result.face.frames_without_face,
                               "preview": str(result.preview_path) if result.preview_path else None}))
 
 

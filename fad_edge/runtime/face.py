@@ -1,76 +1,271 @@
-"""Face crop for live frames: OpenCV's bundled Haar cascade, a fixed box, or the whole frame.
+"""Face crop for live frames and for files: a face detector (OpenCV's Haar cascade or dlib's HOG), a box, or none.
 
-The detector runs on a downscaled grey copy every `every` frames and the box is smoothed, so a
-missed detection or a jittery box does not make the crop jump; until a face has been seen, and
-whenever none is found, the last box (or the whole frame) is used.
+The model was trained on frames that a face fills, so a speaker filmed in a room must be cropped
+to the face first. The detector runs every `every` frames; its box is followed from frame to frame
+and smoothed (`BoxSmoother`), so a jittery box does not shake the crop, and a frame where no face
+is found keeps the last box. A detection away from the face being followed (another face, or a
+false positive on a textured wall) moves the crop only once it has been seen `confirm` times with
+no sight of the followed face in between. Until a face has been seen, the whole frame is used (a
+file fills those frames in afterwards with the first face found, see `track_faces`).
+
+The detector was chosen by measurement on real photographs (bench/face_detectors.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from fad_edge.errors import DataError, FadEdgeError
+from fad_edge.runtime.box_filter import BoxSmoother
+
 Box = tuple[int, int, int, int]  # x, y, width, height in pixels
+FACE_MODES = ("detect", "none", "box")
+
+
+class FaceDetector(Protocol):
+    name: str
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Face boxes (K, 4) as x, y, width, height in the pixels of an (H, W, 3) uint8 RGB frame."""
+        ...
+
+
+@dataclass
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade on a grey copy whose longer side is at most `max_side`."""
+
+    max_side: int = 640  # detect on a copy this size: smaller is faster but misses small faces
+    scale_factor: float = 1.1
+    min_neighbors: int = 4
+    min_size: int = 24  # smallest face, in pixels of the downscaled copy
+    cascade: str = "haarcascade_frontalface_default.xml"
+
+    def __post_init__(self) -> None:
+        path = cv2.data.haarcascades + self.cascade
+        self._classifier = cv2.CascadeClassifier(path)
+        if self._classifier.empty():
+            raise RuntimeError(f"OpenCV's face cascade is missing ({path}); opencv-python-headless 5 dropped it")
+        short = self.cascade.removeprefix("haarcascade_frontalface_").removesuffix(".xml")
+        self.name = f"opencv-haar {short} @{self.max_side}"
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        scale = min(1.0, self.max_side / max(frame.shape[:2]))
+        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        faces = self._classifier.detectMultiScale(grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+                                                  minSize=(self.min_size, self.min_size))
+        return np.asarray(faces, np.float64).reshape(-1, 4) / scale
+
+
+@dataclass
+class HogFaceDetector:
+    """dlib's HOG frontal-face detector, on a copy whose longer side is at most `max_side`.
+
+    Needs dlib (`pip install 'fad-edge[face]'`, which brings the dlib-bin wheel). `upsample` doubles
+    the copy that many times first: 1 finds faces down to about 40 px in a 640 px frame.
+    """
+
+    max_side: int = 640
+    upsample: int = 1
+    grey: bool = False  # detect on a grey copy: faster, see bench/results/face_detectors.md
+
+    def __post_init__(self) -> None:
+        import dlib  # optional: ImportError tells the caller to fall back
+
+        self._detector = dlib.get_frontal_face_detector()
+        self.name = f"dlib-hog upsample {self.upsample}{' grey' if self.grey else ''} @{self.max_side}"
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        scale = min(1.0, self.max_side / max(frame.shape[:2]))
+        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+        image = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY) if self.grey else np.ascontiguousarray(small)
+        found = self._detector(image, self.upsample)
+        return np.array([[r.left(), r.top(), r.width(), r.height()] for r in found], np.float64).reshape(-1, 4) / scale
+
+
+def file_detector() -> tuple[FaceDetector, str | None]:
+    """The detector for files, chosen by measurement: dlib's HOG where dlib is installed, else OpenCV's Haar.
+
+    Returns the detector and, for the fallback, a note saying what is missing.
+    """
+    try:
+        return HogFaceDetector(), None
+    except ImportError:
+        note = ("dlib is not installed, so OpenCV's Haar cascade is used: it misses more turned and small faces "
+                "(pip install 'fad-edge[face]')")
+        return HaarFaceDetector(max_side=640, cascade="haarcascade_frontalface_alt2.xml"), note
+
+
+def parse_box(text: str) -> Box:
+    """'x,y,w,h' (pixels, w and h > 0) -> a Box; a clear error for anything else."""
+    parts = text.replace(" ", "").split(",")
+    try:
+        x, y, w, h = (int(part) for part in parts)
+    except ValueError:
+        raise FadEdgeError(f"--box {text!r} is not x,y,w,h in whole pixels (e.g. --box 200,80,160,160)") from None
+    if w <= 0 or h <= 0:
+        raise FadEdgeError(f"--box {text!r}: width and height must be positive")
+    return x, y, w, h
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of box a (4,) with each of boxes b (K, 4), all x, y, width, height."""
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    x0, y0 = np.maximum(a[0], b[:, 0]), np.maximum(a[1], b[:, 1])
+    x1, y1 = np.minimum(a[0] + a[2], b[:, 0] + b[:, 2]), np.minimum(a[1] + a[3], b[:, 1] + b[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    return inter / (a[2] * a[3] + b[:, 2] * b[:, 3] - inter)
 
 
 @dataclass
 class FaceCropper:
-    """mode: "none" (whole frame), "detect" (Haar cascade), or "box" with `box` given."""
+    """mode: "none" (whole frame), "detect" (a face detector), or "box" with `box` given."""
 
     mode: str = "detect"
     box: Box | None = None
     every: int = 5  # run the detector on every n-th frame
-    margin: float = 0.25  # grow the detected box by this share on each side
-    smoothing: float = 0.6  # weight of the previous box
+    margin: float = 0.25  # grow the face box by this share of its side on each side
+    confirm: int = 3  # detections away from the followed face (and none on it) before the crop moves there
+    detector: FaceDetector | None = None  # default: HaarFaceDetector(max_side=320), cheap enough for a stream
+    smoother: BoxSmoother | None = None  # default: a BoxSmoother at 30 / every updates per second
+    frames: int = field(default=0, init=False)  # frames seen in detect mode
+    frames_checked: int = field(default=0, init=False)  # frames the detector ran on
+    frames_without_face: int = field(default=0, init=False)  # ... and found no face (the last box was kept)
+    note: str | None = field(default=None, init=False)  # what a person should know about the detector
 
     def __post_init__(self) -> None:
-        if self.mode not in ("none", "detect", "box"):
-            raise ValueError(f"face mode must be none, detect or box, got {self.mode!r}")
+        if self.mode not in FACE_MODES:
+            raise ValueError(f"face mode must be detect, none or box, got {self.mode!r}")
         if self.mode == "box" and self.box is None:
             raise ValueError("face mode 'box' needs a box (x, y, width, height)")
-        self._cascade = None
-        if self.mode == "detect":
-            path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-            self._cascade = cv2.CascadeClassifier(path)
-            if self._cascade.empty():
-                raise RuntimeError(f"OpenCV's face cascade is missing ({path})")
-        self._current: np.ndarray | None = None
-        self._count = 0
+        if self.mode == "detect" and self.detector is None:
+            self.detector = HaarFaceDetector(max_side=320)
+        if self.smoother is None:
+            self.smoother = BoxSmoother(rate_hz=30.0 / self.every)
+        self._away: np.ndarray | None = None  # a detection away from the followed face, and how often seen
+        self._away_count = 0
+
+    @classmethod
+    def for_files(cls, mode: str = "detect", box: Box | None = None) -> FaceCropper:
+        """The cropper `fad-edge generate` uses: `file_detector()` on every frame."""
+        if mode != "detect":
+            return cls(mode, box, every=1)
+        detector, note = file_detector()
+        cropper = cls(mode, box, every=1, detector=detector)
+        cropper.note = note
+        return cropper
+
+    @property
+    def detector_name(self) -> str | None:
+        return self.detector.name if self.mode == "detect" and self.detector is not None else None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """The square face crop of an (H, W, 3) uint8 frame."""
-        height, width = frame.shape[:2]
-        if self.mode == "none":
-            return frame
-        if self.mode == "box":
-            return _crop(frame, np.asarray(self.box, np.float64))
-        if self._count % self.every == 0:
-            found = self._detect(frame)
-            if found is not None:
-                self._current = found if self._current is None else self.smoothing * self._current + (1 - self.smoothing) * found
-        self._count += 1
-        return frame if self._current is None else _crop(frame, self._current)
+        """The face crop of an (H, W, 3) uint8 frame (square in detect mode), or the frame itself."""
+        box = self.locate(frame)
+        return frame if box is None else crop(frame, box, square=self.mode == "detect")
 
-    def _detect(self, frame: np.ndarray) -> np.ndarray | None:
-        assert self._cascade is not None
-        scale = 320.0 / max(frame.shape[:2]) if max(frame.shape[:2]) > 320 else 1.0
-        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale != 1.0 else frame
-        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        faces = self._cascade.detectMultiScale(grey, scaleFactor=1.15, minNeighbors=4, minSize=(24, 24))
+    def locate(self, frame: np.ndarray) -> np.ndarray | None:
+        """The crop box (x, y, width, height) for this frame; None for the whole frame."""
+        if self.mode == "none":
+            return None
+        if self.mode == "box":
+            return np.asarray(self.box, np.float64)
+        assert self.detector is not None and self.smoother is not None
+        if self.frames % self.every == 0:
+            self.frames_checked += 1
+            face = self._follow(self.detector(frame))
+            if face is None:
+                self.frames_without_face += 1
+            self.smoother.update(face)
+        self.frames += 1
+        face = self.smoother.box
+        if face is None:
+            return None
+        grow = self.margin * face[2]
+        return face + np.array([-grow, -grow, 2 * grow, 2 * grow])
+
+    def _follow(self, faces: np.ndarray) -> np.ndarray | None:
+        """The detection that continues the followed face; a new face only once seen `confirm` times in a row."""
+        assert self.smoother is not None
         if len(faces) == 0:
             return None
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3]) / scale
-        grow = self.margin * max(w, h)
-        side = max(w, h) + 2 * grow
-        return np.array([x + w / 2 - side / 2, y + h / 2 - side / 2, side, side])
+        current = self.smoother.box
+        if current is None:
+            return faces[np.argmax(faces[:, 2] * faces[:, 3])]
+        overlap = box_iou(current, faces)
+        if overlap.max() > 0.1:
+            self._away, self._away_count = None, 0
+            return faces[np.argmax(overlap)]
+        largest = faces[np.argmax(faces[:, 2] * faces[:, 3])]
+        seen_before = self._away is not None and box_iou(self._away, largest[None])[0] > 0.3
+        self._away, self._away_count = largest, (self._away_count + 1 if seen_before else 1)
+        if self._away_count < self.confirm:
+            return None
+        self.smoother.reset()  # the face has moved for good (or the followed one was a false positive)
+        self._away, self._away_count = None, 0
+        return largest
 
 
-def _crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Crop a box clamped to the frame (never empty)."""
+def crop(frame: np.ndarray, box: np.ndarray, square: bool = False) -> np.ndarray:
+    """The part of the frame inside box, never empty.
+
+    A square box is kept square: moved inside the frame, and shrunk about its centre to the frame's
+    shorter side if larger, so that resizing it to the model's square input never stretches the face.
+    Any other box is clamped to the frame as given.
+    """
     height, width = frame.shape[:2]
-    x, y, w, h = box
+    x, y, w, h = (float(v) for v in box)
+    if square:
+        side = min(w, height, width)
+        x, y = x + (w - side) / 2, y + (h - side) / 2
+        x, y, w, h = float(np.clip(x, 0, width - side)), float(np.clip(y, 0, height - side)), side, side
     x0, y0 = int(np.clip(round(x), 0, width - 1)), int(np.clip(round(y), 0, height - 1))
     x1, y1 = int(np.clip(round(x + w), x0 + 1, width)), int(np.clip(round(y + h), y0 + 1, height))
     return frame[y0:y1, x0:x1]
+
+
+@dataclass
+class FaceTrack:
+    """Where the face is in every frame of a file, and how often it was not found."""
+
+    boxes: list[np.ndarray | None]  # crop box per frame; None = the whole frame
+    frames_without_face: int  # frames where the detector ran and found no face
+    face_found: bool  # False when detect mode found no face in any frame (the whole frame was used)
+    mode: str
+    detector: str | None
+    note: str | None = None
+
+    def record(self) -> dict:
+        """The JSON-ready summary that generate stores."""
+        return {"mode": self.mode, "detector": self.detector, "frames_without_face": self.frames_without_face,
+                "face_found": self.face_found,
+                "boxes": [None if b is None else [int(round(v)) for v in b] for b in self.boxes]}
+
+
+def track_faces(frames: np.ndarray, cropper: FaceCropper) -> FaceTrack:
+    """Crop boxes for all frames of a file; frames before the first face found take that face's box."""
+    height, width = frames.shape[1:3]
+    if cropper.mode == "box":
+        x, y, w, h = cropper.box  # type: ignore[misc]
+        if w <= 0 or h <= 0 or x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            raise DataError(f"--box {x},{y},{w},{h} lies outside the {width}x{height} video; give x,y,w,h inside it")
+    boxes = [cropper.locate(frame) for frame in frames]
+    first = next((box for box in boxes if box is not None), None)
+    face_found = cropper.mode != "detect" or first is not None
+    if first is not None:
+        lead = next(i for i, box in enumerate(boxes) if box is not None)
+        boxes[:lead] = [first] * lead
+    return FaceTrack(boxes, cropper.frames_without_face, face_found, cropper.mode, cropper.detector_name, cropper.note)
+
+
+def crop_frames(frames: np.ndarray, track: FaceTrack, size: int) -> np.ndarray:
+    """(T, H, W, 3) frames -> (T, size, size, 3) face crops (INTER_AREA)."""
+    square = track.mode == "detect"
+    return np.stack([
+        cv2.resize(frame if box is None else crop(frame, box, square), (size, size), interpolation=cv2.INTER_AREA)
+        for frame, box in zip(frames, track.boxes)
+    ])
