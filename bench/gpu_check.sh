@@ -17,20 +17,21 @@
 # Packages the machine lacks come from wheels in .whl/ at the repository root (git ignores it),
 # installed with pip --no-index into .whl/site (put first on PYTHONPATH; nothing else is changed).
 # The check needs soxr (the audio features) and soundfile (reading the synthetic sessions' wav),
-# plus cffi and pycparser where soundfile's cffi is missing. Fill .whl/ on a machine with network:
-#   for pkg in soxr==1.0.0 soundfile==0.13.1 cffi==2.0.0 pycparser==2.23; do
+# plus cffi and pycparser where soundfile's cffi is missing (the versions the project is tested with).
+# Fill .whl/ on a machine with network:
+#   for pkg in soxr==1.1.0 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12; do
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #       -d .whl "$pkg"
 #   done
-# Optional: onnxconverter-common and onnxslim (exports inside the bench), onnxruntime-gpu with the
+# Optional: onnxconverter-common==1.16.0 and onnxslim==0.1.98 (exports inside the bench), onnxruntime-gpu with the
 # CUDA 12 runtime wheels it loads (nvidia-cublas-cu12, nvidia-cudnn-cu12, nvidia-cufft-cu12,
 # nvidia-curand-cu12, nvidia-cuda-runtime-cu12) to time ort-cuda/ort-trt, and tensorrt-cu12 plus
 # cuda-python for the TensorRT steps. Each runs only where its imports work.
 #
 #   bash bench/gpu_check.sh                          # on the GPU machine
 #   FAD_GPU_CHECK_DEVICE=cpu bash bench/gpu_check.sh # every step tiny on the CPU: checks the plumbing;
-#                                                    # results go to $FAD_GPU_CHECK_OUT (default: a temp dir)
+#                                    # results go to $FAD_GPU_CHECK_OUT (default: /tmp/fad-gpu-check-cpu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,7 +40,7 @@ DEVICE=${FAD_GPU_CHECK_DEVICE:-cuda}
 SCRATCH=$(mktemp -d -t fad-gpu-check.XXXXXX)
 trap 'rm -rf "$SCRATCH"' EXIT
 if [ "$DEVICE" = cpu ]; then
-  OUT=${FAD_GPU_CHECK_OUT:-$SCRATCH/results}
+  OUT=${FAD_GPU_CHECK_OUT:-${TMPDIR:-/tmp}/fad-gpu-check-cpu}  # not bench/results: these are no figures
 else
   OUT=${FAD_GPU_CHECK_OUT:-bench/results}
 fi
@@ -75,11 +76,9 @@ FAD=("$PY" -m fad_edge)  # the CLI, as a command timeout can run
 if compgen -G ".whl/*.whl" > /dev/null; then
   say "installing $(ls .whl/*.whl | wc -l) carried wheels into .whl/site"
   mkdir -p .whl/site
-  if "$PY" -m pip --version > /dev/null 2>&1; then
-    "$PY" -m pip install --quiet --no-index --no-deps --upgrade --target .whl/site .whl/*.whl 2>&1 | tee -a "$LOG" ||
-      FAILED+=("wheels")
-  else  # no pip: a wheel is a zip laid out for site-packages
-    for wheel in .whl/*.whl; do "$PY" -m zipfile -e "$wheel" .whl/site; done
+  if ! "$PY" -m pip install --quiet --no-index --no-deps --upgrade --target .whl/site .whl/*.whl >> "$LOG" 2>&1; then
+    say "pip could not install them here; unpacking them instead (a wheel is a zip laid out for site-packages)"
+    for wheel in .whl/*.whl; do "$PY" -m zipfile -e "$wheel" .whl/site || FAILED+=("wheels"); done
   fi
 fi
 export PYTHONPATH="$ROOT/.whl/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -96,7 +95,7 @@ print("python", platform.python_version(), "| torch", torch.__version__, "| CUDA
       "| cuDNN", torch.backends.cudnn.version() if torch.cuda.is_available() else None)
 print("GPU:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
 print("onnxruntime", onnxruntime.__version__, onnxruntime.get_available_providers())
-for name in ("soxr", "soundfile", "av", "onnxslim", "onnxconverter_common", "tensorrt", "cuda", "pycuda"):
+for name in ("soxr", "soundfile", "av", "onnxslim", "onnxconverter_common", "cuda", "pycuda"):
     print(f"  {name}: {'yes' if importlib.util.find_spec(name) else 'no'}")
 EOF
 TENSORRT=no
@@ -113,8 +112,9 @@ if [ "$DEVICE" = cpu ]; then
 else
   SYNTH=(--sessions 40 --seconds 15 --image-size 96)
   TRAIN=(--preset paper --epochs 100 --checkpoint-every 100)
-  BENCH=(--frames 8,64,256,1024 --runs 10 --replica-budget 10 --replica-max-frames 256)
-  LIMITS=(test=75 synth=45 train=180 evaluate=40 bench=150 trt=240)
+  BENCH=(--frames 8,64,256,1024 --runs 10 --replica-budget 5 --replica-max-frames 256)
+  # 65 + 35 + 170 + 45 + 145 s = 7.7 minutes at most, TensorRT aside.
+  LIMITS=(test=65 synth=35 train=170 evaluate=45 bench=145 trt=240)
 fi
 limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ] && echo "${entry#*=}"; done; }
 # --device for train and evaluate where the CLI has it (it is the default device's choice otherwise).
