@@ -62,6 +62,8 @@ class Backend:
         missing = self.missing()
         if missing:
             return f"backend {self.name} needs {', '.join(missing)}: {self.install}"
+        if "tensorrt" in self.requires and not tensorrt_has_runtime():
+            return f"backend {self.name} needs TensorRT, and the installed tensorrt is type stubs only: {self.install}"
         if self.provider:
             found = onnxruntime_providers()
             if self.provider not in found:
@@ -88,6 +90,13 @@ def onnxruntime_providers() -> list[str]:
     import onnxruntime
 
     return list(onnxruntime.get_available_providers())
+
+
+def tensorrt_has_runtime() -> bool:
+    """Whether `tensorrt` is TensorRT itself, not only its type stubs (imported only when asked)."""
+    import tensorrt
+
+    return hasattr(tensorrt, "Builder")
 
 
 def torch_sees_cuda() -> bool:

@@ -33,7 +33,7 @@ from fad_edge.bench.run import (
 )
 from fad_edge.bench.timing import gemm_gflops, machine, summarize, time_calls
 from fad_edge.constants import FPS, SAMPLE_RATE
-from fad_edge.errors import BackendUnavailableError
+from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.reporting import Say, silent
@@ -41,47 +41,64 @@ from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.cuda_graphs import EagerCapture
 from fad_edge.runtime.cuda_runner import CudaRunner, torch_device
 
+
+def unavailable_here(label: str, device: torch.device) -> str | None:
+    """Why the labelled backend cannot run on `device` here, or None (the CUDA runner also runs on the CPU)."""
+    variant = parse_label(label)
+    backend = get_backend(variant.backend)
+    backend.check_precision(variant.precision)
+    if variant.backend == "cuda":
+        return backend.unavailable() if device.type == "cuda" else None
+    reason = backend.unavailable()
+    if reason is None and backend.device != device.type:
+        reason = f"backend {backend.name} runs on a {backend.device} device, not {device}"
+    return reason
+
+
 def device_runners(config: BenchConfig, model: ListenerModel, device: torch.device, folder: Path,
                    say: Say) -> tuple[dict[str, ClipRunner], dict[str, str]]:
-    """A runner per label that can run here; the others are skipped with the reason (`skip_unavailable`) or refused."""
+    """A runner per label that can run here; the others are skipped with the reason (`skip_unavailable`) or refused.
+
+    Export-based backends share one export of the model, made when the first of them is opened; an
+    export or a provider that fails (e.g. a library missing on the machine) skips them too.
+    """
     from fad_edge.runtime.select import open_runner
     from fad_edge.runtime.torch_runner import TorchRunner
 
     runners: dict[str, ClipRunner] = {}
     skipped: dict[str, str] = {}
-    wanted: list[str] = []
+
+    def skip(label: str, reason: str) -> None:
+        if not config.skip_unavailable:
+            raise BackendUnavailableError(reason)
+        skipped[label] = reason
+
+    wanted = []
     for label in config.backends:
-        variant = parse_label(label)
-        backend = get_backend(variant.backend)
-        backend.check_precision(variant.precision)
-        on_this_device = variant.backend == "cuda" or backend.device == device.type
-        reason = backend.unavailable() if variant.backend != "cuda" or device.type == "cuda" else None
-        if reason is None and not on_this_device:
-            reason = f"backend {backend.name} runs on a {backend.device} device, not {device}"
+        reason = unavailable_here(label, device)
         if reason:
-            if not config.skip_unavailable:
-                raise BackendUnavailableError(reason)
-            skipped[label] = reason
-            continue
-        wanted.append(label)
+            skip(label, reason)
+        else:
+            wanted.append(label)
     exported: Path | None = config.model
     for label in wanted:
         variant = parse_label(label)
         backend = get_backend(variant.backend)
         if variant.backend == "cuda":
-            precision = backend.check_precision(variant.precision)
-            on_gpu = device.type == "cuda"
             # On the CPU the graph buckets still run, through the eager fake capture: the plumbing is checked.
-            capture = None if on_gpu or variant.eager else EagerCapture()
-            runners[label] = CudaRunner(model, precision, device=device, graphs=not variant.eager,
-                                        channels_last=variant.channels_last, capture=capture)
+            capture = None if device.type == "cuda" or variant.eager else EagerCapture()
+            runners[label] = CudaRunner(model, backend.check_precision(variant.precision), device=device,
+                                        graphs=not variant.eager, channels_last=variant.channels_last, capture=capture)
         elif backend.reads == CHECKPOINT:
             runners[label] = TorchRunner(model)
         else:
-            if exported is None:
-                engines = any(parse_label(other).backend == "trt" for other in wanted)
-                exported = export_for_bench(model, folder, say, int8=False, trt=engines)
-            runners[label] = open_runner(exported, variant.backend, variant.precision, threads=config.threads)
+            try:
+                if exported is None:
+                    engines = any(parse_label(other).backend == "trt" for other in wanted)
+                    exported = export_for_bench(model, folder, say, int8=False, trt=engines)
+                runners[label] = open_runner(exported, variant.backend, variant.precision, threads=config.threads)
+            except (FadEdgeError, ModuleNotFoundError) as error:
+                skip(label, f"backend {backend.name}: {str(error).splitlines()[0] if str(error) else error!r}")
     return runners, skipped
 
 
