@@ -1,32 +1,65 @@
-"""The benchmark as a rich table, JSON and a PNG chart."""
+"""The benchmark as rich tables, JSON and a PNG chart.
+
+The tables fit an 80-column terminal (and a file, which rich renders 80 wide) without cutting a
+number short: no vertical rules, one space between columns, no decimals from 1,000 up, numbers
+never wrapped, and the text columns (pipeline and backend stacked in one) the ones that fold when a
+terminal is narrower still.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.plots import plt, save_figure
 
 
+def where(result: dict) -> str:
+    """What the figures were measured on: the GPU for a device bench, else the CPU."""
+    record = result["machine"]
+    if record.get("gpu"):
+        return f"{record['gpu']} (driver {record.get('driver') or '?'}, CUDA {record.get('cuda') or '?'})"
+    return f"{record['cpu']} ({record['cores']} cores)"
+
+
+def _number(value: float, decimals: int = 1) -> str:
+    """Thousands separated; no decimals from 1000 up (they carry nothing there and cost width)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.{decimals}f}"
+
+
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:,.1f}"
+    return "-" if value is None else _number(value * 1000)
+
+
+def _table(title: str) -> Table:
+    # The box's blank vertical rule is the only space between columns: one character.
+    return Table(title=title, box=box.SIMPLE_HEAD, padding=0, show_edge=False, title_justify="left")
+
+
+def _text_column(table: Table, header: str) -> None:
+    table.add_column(header, justify="left", overflow="fold", min_width=9)
+
+
+def _number_column(table: Table, header: str) -> None:
+    table.add_column(header, justify="right", no_wrap=True)
 
 
 def rich_table(result: dict) -> Table:
-    table = Table(title=f"fad-edge bench on {result['machine']['cpu']} ({result['machine']['cores']} cores); "
-                        f"fp32 GEMM {result['gemm_gflops']:.0f} GFLOP/s")
-    for column in ("pipeline", "backend", "frames", "GFLOPs", "params (M)", "median ms", "p99 ms", "GFLOP/s", "% of GEMM"):
-        table.add_column(column, justify="left" if column in ("pipeline", "backend") else "right")
+    table = _table(f"fad-edge bench on {where(result)}; fp32 GEMM {result['gemm_gflops']:,.0f} GFLOP/s")
+    _text_column(table, "pipeline\nbackend")
+    for column in ("frames", "GFLOPs", "params\n(M)", "median\nms", "p99\nms", "GFLOP/s", "% of\nGEMM"):
+        _number_column(table, column)
     for row in result["rows"]:
         latency = row["latency"]
         achieved = row["flops"] / latency["median"] / 1e9 if latency else None
-        table.add_row(row["pipeline"], row["backend"], str(row["frames"]),
-                      f"{row['flops'] / 1e9:,.2f}", f"{row['params'] / 1e6:.2f}",
+        table.add_row(f"{row['pipeline']}\n[dim]{row['backend']}[/dim]", str(row["frames"]),
+                      _number(row["flops"] / 1e9, 2), f"{row['params'] / 1e6:.2f}",
                       _ms(latency and latency["median"]), _ms(latency and latency["p99"]),
-                      "-" if achieved is None else f"{achieved:.1f}",
+                      "-" if achieved is None else _number(achieved),
                       "-" if achieved is None else f"{100 * achieved / result['gemm_gflops']:.0f}")
     return table
 
@@ -35,21 +68,49 @@ def legend(result: dict) -> list[str]:
     """What each pipeline key stands for, and how it was timed."""
     seen: dict[str, str] = {}
     for row in result["rows"]:
-        note = f" ({row['note']})" if row["note"] else ""
+        note = f" ({row['note']})" if row["note"] and row["pipeline"] != "fad" else ""
         seen.setdefault(row["pipeline"] + note, row["label"])
     return [f"{key}: {label}" for key, label in seen.items()]
 
 
 def ratio_table(result: dict) -> Table:
-    table = Table(title="ratios to FAD (fastest backend); the paper's claims beside them")
-    for column in ("pipeline", "frames", "vs", "FLOPs x", "time x", "paper FLOPs x", "paper time x"):
-        table.add_column(column, justify="left" if column in ("pipeline", "vs") else "right")
+    table = _table("ratios to FAD (fastest backend); the paper's claims beside them")
+    for column in ("pipeline", "frames", "vs", "FLOPs x", "time x", "paper\nFLOPs x", "paper\ntime x"):
+        if column in ("pipeline", "vs"):
+            _text_column(table, column)
+        else:
+            _number_column(table, column)
     for ratio in result["ratios"]:
         paper = ratio["paper"] or {}
-        table.add_row(ratio["pipeline"], str(ratio["frames"]), ratio["against"], f"{ratio['flops_ratio']:,.1f}",
+        table.add_row(ratio["pipeline"], str(ratio["frames"]), ratio["against"], _number(ratio["flops_ratio"]),
                       "-" if ratio["time_ratio"] is None else f"{ratio['time_ratio']:,.0f}",
                       f"{paper.get('flops', float('nan')):g}", f"{paper.get('time', float('nan')):g}")
     return table
+
+
+def throughput_table(result: dict) -> Table | None:
+    """Frames per second at large batches (device bench only)."""
+    if not result.get("throughput"):
+        return None
+    table = _table(f"batch throughput on {where(result)}: one call carries all frames")
+    _text_column(table, "backend")
+    for column in ("frames", "seconds", "frames/s", "clips/s"):
+        _number_column(table, column)
+    for entry in result["throughput"]:
+        table.add_row(entry["backend"], str(entry["frames"]), f"{entry['seconds']:.3f}",
+                      _number(entry["frames_per_second"], 0), _number(entry["clips_per_second"], 0))
+    return table
+
+
+def summary_lines(result: dict) -> list[str]:
+    """FP16's speed-up over FP32 and the backends left out (device bench only)."""
+    lines = []
+    for entry in result.get("fp16", []):
+        verdict = "use fp16" if entry["speedup"] > 1 else "keep fp32"
+        lines.append(f"fp16 vs fp32 (CUDA graphs), {entry['frames']} frames: {entry['speedup']:.2f}x ({verdict})")
+    for label, reason in result.get("skipped", {}).items():
+        lines.append(f"skipped {label}: {reason}")
+    return lines
 
 
 def write_json(result: dict, path: Path) -> Path:
@@ -57,10 +118,11 @@ def write_json(result: dict, path: Path) -> Path:
 
 
 def plot(result: dict, path: Path) -> Path:
-    """Log-scale FLOPs and time per pipeline at the largest common frame count, and time against frames."""
+    """Log-scale FLOPs and time per pipeline at the largest common frame count, time against frames, throughput."""
     rows = [r for r in result["rows"]]
     frames_list = sorted({r["frames"] for r in rows})
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    rates = result.get("throughput") or []
+    figure, axes = plt.subplots(1, 4 if rates else 3, figsize=(20 if rates else 15, 4.6))
     at = 64 if 64 in frames_list else frames_list[-1]
     chosen = [r for r in rows if r["frames"] == at]
     labels = [f"{r['pipeline']}\n{r['backend']}" for r in chosen]
@@ -81,15 +143,23 @@ def plot(result: dict, path: Path) -> Path:
     if stream:
         # One clip (8 frames) at a time in a stream: its latency is the reaction delay a user sees.
         for value, style, name in ((stream["latency_p50_ms"], ":", "p50"), (stream["latency_p99_ms"], "--", "p99")):
-            axes[2].axhline(value, color="gray", linestyle=style,
-                            label=f"stream per clip {name} ({stream['backend']}), RTF {stream['real_time_factor']:.2f}")
+            label = f"stream per clip {name} ({stream['backend']}), RTF {stream['real_time_factor']:.2f}"
+            axes[2].axhline(value, color="gray", linestyle=style, label=label)
     axes[2].set_xscale("log")
     axes[2].set_yscale("log")
     axes[2].set_xlabel("frames")
     axes[2].set_ylabel("median latency (ms)")
     axes[2].legend(fontsize=7)
+    if rates:
+        for backend in dict.fromkeys(entry["backend"] for entry in rates):
+            points = [(e["frames"], e["frames_per_second"]) for e in rates if e["backend"] == backend]
+            axes[3].plot(*zip(*points), "o-", label=backend)
+        axes[3].set_xscale("log", base=2)
+        axes[3].set_xlabel("frames per call (8 per robot's clip)")
+        axes[3].set_ylabel("frames per second")
+        axes[3].legend(fontsize=7)
     for axis in axes:
         axis.grid(alpha=0.3)
-    figure.suptitle(f"FAD vs 3DMM-based and ReactFace-like pipelines ({result['machine']['cpu']})", fontsize=10)
+    figure.suptitle(f"FAD vs 3DMM-based and ReactFace-like pipelines ({where(result)})", fontsize=10)
     figure.tight_layout()
     return save_figure(figure, path)

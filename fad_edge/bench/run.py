@@ -33,6 +33,7 @@ from fad_edge.data.inputs import SpeakerInputs
 FRAME_BY_FRAME_MAX = 256  # longest sequence whose frame-by-frame ReactFace FLOPs are counted
 PAPER_CLAIMS = {"deca": {"flops": 40.0, "time": 600.0}, "deca-encoder-only": {"flops": 40.0, "time": 600.0},
                 "reactface": {"flops": 1.185, "time": 101.0}, "reactface-frame": {"flops": 1.185, "time": 101.0}}
+PAPER_CLAIMS |= {f"{key}-batched": claim for key, claim in PAPER_CLAIMS.items() if key.startswith("deca")}
 
 
 @dataclass
@@ -48,6 +49,10 @@ class BenchConfig:
     replica_max_frames: int = 64  # ReactFace is timed up to this many frames (FLOPs always; DECA at any length)
     strict_reactface: bool = False  # also time ReactFace frame by frame (minutes)
     stream: bool = True
+    device: str | None = None  # cuda, cuda:N (or cpu, to check the plumbing): the device bench; None: this CPU bench
+    throughput_frames: list[int] = field(default_factory=lambda: [1024, 2048, 4096])  # device bench only
+    deca_batch: int = 32  # device bench: frames per batch in the batched DECA variant
+    skip_unavailable: bool = False  # device bench: leave out (and list) backends that cannot run here, not fail
 
 
 @dataclass
@@ -84,16 +89,20 @@ def fad_flops(model: ListenerModel, frames: int) -> float:
     return float(count_flops(one_step))
 
 
-def export_for_bench(model: ListenerModel, folder: Path, say: Say) -> Path:
-    """A random-weight checkpoint of the model, exported with INT8 (cost only: the weights do not matter)."""
+def export_for_bench(model: ListenerModel, folder: Path, say: Say, int8: bool = True, trt: bool = False) -> Path:
+    """A random-weight checkpoint of the model, exported with INT8 (cost only: the weights do not matter).
+
+    The device bench asks for no INT8 (a CPU format) and, where TensorRT is installed, for engines.
+    """
     from fad_edge.checkpoint import save_checkpoint
     from fad_edge.data.normalization import Normalization
     from fad_edge.export.pipeline import ExportOptions, export_model
 
     checkpoint = save_checkpoint(folder / "checkpoint", model, Normalization.identity())
-    say("exporting a random-weight FAD model to ONNX (FP32 + INT8)")
-    export_model(ExportOptions(checkpoint=checkpoint, out=folder / "model", int8=True, check_sessions=1, check_seconds=2.0,
-                               calibration_sessions=2, calibration_seconds=2.0))
+    formats = ["FP32"] + ["INT8"] * int8 + ["TensorRT"] * trt
+    say(f"exporting a random-weight FAD model to ONNX ({' + '.join(formats)})")
+    export_model(ExportOptions(checkpoint=checkpoint, out=folder / "model", int8=int8, trt=trt, check_sessions=1,
+                               check_seconds=2.0, calibration_sessions=2, calibration_seconds=2.0))
     return folder / "model"
 
 
@@ -105,17 +114,54 @@ def fad_runners(config: BenchConfig, model: ListenerModel, folder: Path, say: Sa
     runners: dict[str, ClipRunner] = {}
     exported: Path | None = config.model
     for label in config.backends:
-        name, precision = parse_label(label)
-        backend = get_backend(name)
-        backend.check_precision(precision)
+        variant = parse_label(label)
+        backend = get_backend(variant.backend)
+        backend.check_precision(variant.precision)
         backend.check_installed()
         if backend.reads == CHECKPOINT:
             runners[label] = TorchRunner(model)
             continue
         if exported is None:
             exported = export_for_bench(model, folder, say)
-        runners[label] = open_runner(exported, name, precision, threads=config.threads)
+        runners[label] = open_runner(exported, variant.backend, variant.precision, threads=config.threads)
     return runners
+
+
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """`fn`, then a wait for the GPU's queued work: wall time of a call is then its GPU time too."""
+    if device.type != "cuda":
+        return fn
+
+    def call() -> object:
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result
+
+    return call
+
+
+DECA_LABELS = {"deca": "DECA-based (S3FD + 2DFAN-4 + DECA ResNet-50 + ViCo LSTM)",
+               "deca-encoder-only": "DECA encoder + LSTM only (no detector, landmarks)"}
+REACTFACE_LABELS = {8: "ReactFace-like, online windows of 8", 1: "ReactFace-like, frame by frame"}
+NOT_TIMED = {8: "not timed at this length", 1: "FLOPs only (time it with --strict-reactface)"}
+
+
+def deca_flops(full: bool, frames: int) -> float:
+    """DECA's FLOPs for `frames` frames, counted on the meta device: frame by frame, so T frames cost T times one
+    (counting all T op by op takes minutes), plus the LSTM over the sequence."""
+    with torch.device("meta"):
+        meta = DecaPipeline(full)
+        flops = frames * count_flops(lambda: meta.encode_frame(torch.empty(1, 3, 480, 640)))
+        flops += count_flops(lambda: meta.listener(torch.empty(1, frames, 56)))
+    return float(flops)
+
+
+def reactface_flops(frames: int, window: int) -> float:
+    audio_len = int(round(frames * SAMPLE_RATE / FPS))
+    with torch.device("meta"):
+        meta = ReactFacePipeline()
+        video, audio = torch.empty(frames, 3, 224, 224), torch.empty(audio_len)
+        return float(count_flops(lambda: meta.online(video, audio, window)))
 
 
 def replica_rows(name: str, frames: int, config: BenchConfig, say: Say,
@@ -130,13 +176,8 @@ def replica_rows(name: str, frames: int, config: BenchConfig, say: Say,
     rows = []
     if name == "deca":
         for full in (True, False):
-            label = "DECA-based (S3FD + 2DFAN-4 + DECA ResNet-50 + ViCo LSTM)" if full else "DECA encoder + LSTM only (no detector, landmarks)"
             key = "deca" if full else "deca-encoder-only"
-            with torch.device("meta"):
-                # Frame by frame, so T frames cost T times one (counting all T op by op takes minutes).
-                meta = DecaPipeline(full)
-                flops = frames * count_flops(lambda: meta.encode_frame(torch.empty(1, 3, 480, 640)))
-                flops += count_flops(lambda: meta.listener(torch.empty(1, frames, 56)))
+            flops = deca_flops(full, frames)
             pipeline = DecaPipeline(full).eval()
             with torch.no_grad():
                 if key not in per_frame:
@@ -147,33 +188,32 @@ def replica_rows(name: str, frames: int, config: BenchConfig, say: Say,
                 coeffs = torch.zeros(1, frames, 56)
                 lstm = float(np.median(time_calls(lambda: pipeline.listener(coeffs), 5, warmup=1)))
             latency = summarize(per_frame[key], scale=frames, extra=lstm)
-            rows.append(Row(key, label, "torch", frames, float(flops), count_params(pipeline), latency,
+            rows.append(Row(key, DECA_LABELS[key], "torch", frames, flops, count_params(pipeline), latency,
                             f"per-frame x {frames} + LSTM over {frames}"))
     elif name == "reactface":
-        variants = [("reactface", 8, "ReactFace-like, online windows of 8")]
-        variants.append(("reactface-frame", 1, "ReactFace-like, frame by frame"))
+        variants = [("reactface", 8), ("reactface-frame", 1)]
         audio_len = int(round(frames * SAMPLE_RATE / FPS))
-        for key, window, label in variants:
+        for key, window in variants:
+            label = REACTFACE_LABELS[window]
             if window == 1 and frames > FRAME_BY_FRAME_MAX:
                 # Re-encoding the whole history for every frame is quadratic in the op count even
                 # on the meta device (minutes at 1024 frames): left out rather than stalling the run.
                 rows.append(Row(key, label, "torch", frames, float("nan"), 0, None,
                                 f"not counted beyond {FRAME_BY_FRAME_MAX} frames"))
                 continue
-            with torch.device("meta"):
-                meta = ReactFacePipeline()
-                flops = count_flops(lambda: meta.online(torch.empty(frames, 3, 224, 224), torch.empty(audio_len), window))
-            pipeline = ReactFacePipeline().eval()
+            flops = reactface_flops(frames, window)
+            react = ReactFacePipeline().eval()
             timed = frames <= config.replica_max_frames and (window == 8 or config.strict_reactface)
             latency = None
             if timed:
                 say(f"timing {key}")
-                video, audio = torch.rand(frames, 3, 224, 224, generator=rng), torch.randn(audio_len, generator=rng) * 0.1
+                video = torch.rand(frames, 3, 224, 224, generator=rng)
+                audio = torch.randn(audio_len, generator=rng) * 0.1
                 with torch.no_grad():
-                    latency = summarize(time_calls(lambda: pipeline.online(video, audio, window), config.runs,
+                    latency = summarize(time_calls(lambda: react.online(video, audio, window), config.runs,
                                                    warmup=1, budget=config.replica_budget))
-            rows.append(Row(key, label, "torch", frames, float(flops), count_params(pipeline), latency,
-                            "" if latency else "FLOPs only (time it with --strict-reactface)" if window == 1 else "not timed at this length"))
+            rows.append(Row(key, label, "torch", frames, flops, count_params(react), latency,
+                            "" if latency else NOT_TIMED[window]))
     return rows
 
 
@@ -199,6 +239,10 @@ def stream_figures(runner: ClipRunner, seconds: float = 8.0) -> dict:
 
 
 def run_bench(config: BenchConfig, say: Say = silent) -> dict:
+    if config.device is not None:  # FAD's GPU backends and the replicas on one device
+        from fad_edge.bench.device import run_device_bench
+
+        return run_device_bench(config, say)
     torch.set_num_threads(config.threads)
     say("measuring the CPU's fp32 GEMM throughput")
     reference = gemm_gflops()
@@ -245,7 +289,8 @@ def ratios(rows: list[Row]) -> list[dict]:
             out.append({
                 "pipeline": row.pipeline, "frames": frames, "against": f"fad/{best.backend}",
                 "flops_ratio": row.flops / best.flops,
-                "time_ratio": row.latency.median / best.latency.median if row.latency else None,  # type: ignore[union-attr]
+                "time_ratio": (row.latency.median / best.latency.median  # type: ignore[union-attr]
+                               if row.latency else None),
                 "paper": PAPER_CLAIMS.get(row.pipeline),
             })
     return out

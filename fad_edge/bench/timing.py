@@ -53,21 +53,52 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int = 2, budget: flo
     return times
 
 
-def gemm_gflops(size: int = 1024, seconds: float = 1.0) -> float:
-    """Achieved fp32 GEMM GFLOP/s through torch: the machine's practical peak for these models."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def gemm_gflops(size: int = 1024, seconds: float = 1.0, device: torch.device | None = None) -> float:
+    """Achieved fp32 GEMM GFLOP/s through torch: the machine's (or the GPU's) practical peak for these models.
+
+    On a GPU the products are queued in groups and the clock stops after the GPU has finished them;
+    torch's default matmul precision keeps them IEEE fp32 (no TF32).
+    """
+    device = device or torch.device("cpu")
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    wait = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    group = 10 if device.type == "cuda" else 1
     with torch.no_grad():
         a @ b
+        wait()
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            a @ b
-            count += 1
+            for _ in range(group):
+                a @ b
+            wait()
+            count += group
     elapsed = time.perf_counter() - start
     return 2 * size**3 * count / elapsed / 1e9
 
 
-def machine() -> dict:
-    """What the figures were measured on."""
+def gpu_record(device: torch.device) -> dict:
+    """The GPU the figures were measured on: name, compute capability, memory, driver, CUDA and cuDNN versions."""
+    import subprocess
+
+    properties = torch.cuda.get_device_properties(device)
+    driver = None
+    try:  # torch does not report the driver's version; nvidia-smi does
+        query = ["nvidia-smi", f"--id={device.index or 0}", "--query-gpu=driver_version", "--format=csv,noheader"]
+        driver = subprocess.run(query, capture_output=True, text=True, timeout=20, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "gpu": torch.cuda.get_device_name(device),
+        "compute_capability": f"{properties.major}.{properties.minor}",
+        "gpu_memory_gb": round(properties.total_memory / 2**30, 1),
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+    }
+
+
+def machine(device: torch.device | None = None) -> dict:
+    """What the figures were measured on (with the GPU's record when `device` is one)."""
     import onnxruntime
 
     cpu = platform.processor() or platform.machine()
@@ -85,4 +116,5 @@ def machine() -> dict:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "platform": platform.platform(),
+        **(gpu_record(device) if device is not None and device.type == "cuda" else {}),
     }

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from fad_edge.bench.labels import bench_labels
+from fad_edge.bench.labels import GPU_BACKENDS, bench_labels
 
 console = Console()
 
@@ -33,36 +33,60 @@ def _names(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
 
 def bench(
     frames: str = typer.Option("64", help="Frames per run; a list (8,64,256,1024) draws latency against frames."),
-    backends: str = typer.Option("torch,ort,ort-int8", help=f"FAD backends: {', '.join(bench_labels())}."),
+    backends: Optional[str] = typer.Option(None, help=f"FAD backends: {', '.join(bench_labels())} (default: "
+                                           f"torch,ort,ort-int8; with --device: {','.join(GPU_BACKENDS)}, "
+                                           "those installed)."),
     pipelines: str = typer.Option("fad,deca,reactface", help="Pipelines: fad, deca, reactface."),
     runs: int = typer.Option(30, min=1, help="Timed runs per measurement (after warm-up)."),
     threads: int = typer.Option(2, min=1, help="CPU threads for torch and ONNX Runtime."),
     preset: str = typer.Option("paper", help="FAD model preset to measure (random weights: cost only)."),
     model: Optional[Path] = typer.Option(None, help="An export folder to time instead of a random-weight export."),
     replica_budget: float = typer.Option(60.0, min=1.0, help="Seconds of timed runs per replica, at most."),
-    replica_max_frames: int = typer.Option(64, min=1, help="Longest input ReactFace is timed on (its online mode is quadratic in length); FLOPs are counted at every length."),
+    replica_max_frames: int = typer.Option(64, min=1, help="Longest input ReactFace is timed on (its online mode is "
+                                           "quadratic in length); FLOPs are counted at every length."),
     strict_reactface: bool = typer.Option(False, help="Also time ReactFace frame by frame (minutes)."),
-    stream: bool = typer.Option(True, help="Also measure ListenerStream's per-clip latency (ORT INT8)."),
-    out: Path = typer.Option(Path("bench/results/bench"), help="Writes OUT.json and OUT.png."),
+    stream: bool = typer.Option(True, help="Also measure ListenerStream's per-clip latency (ORT INT8; with "
+                                "--device, cuda)."),
+    device: Optional[str] = typer.Option(None, help="cuda or cuda:N: time FAD's GPU backends and the replicas on "
+                                         "that GPU, plus batch throughput (cpu: the same bench on the CPU, a plumbing "
+                                         "check)."),
+    throughput_frames: str = typer.Option("1024,2048,4096", help="With --device: frames per call for batch "
+                                          "throughput."),
+    deca_batch: int = typer.Option(32, min=1, help="With --device: frames per call in the batched DECA variant."),
+    out: Optional[Path] = typer.Option(None, help="Writes OUT.json and OUT.png (default: bench/results/bench, "
+                                       "bench/results/gpu_bench with --device)."),
 ) -> None:
     """FAD vs DECA-based and ReactFace-like pipelines: FLOPs, parameters, latency and ratios, in one run."""
-    from fad_edge.bench.report import legend, plot, ratio_table, rich_table, write_json
+    from fad_edge.bench.report import (
+        legend, plot, ratio_table, rich_table, summary_lines, throughput_table, write_json,
+    )
     from fad_edge.bench.run import BenchConfig, run_bench
     from fad_edge.cli.progress import make_progress
 
+    on_device = device is not None
+    chosen = backends or (",".join(GPU_BACKENDS) if on_device else "torch,ort,ort-int8")
     config = BenchConfig(
-        frames=_ints(frames, "--frames"), backends=_names(backends, bench_labels(), "--backends"),
+        frames=_ints(frames, "--frames"), backends=_names(chosen, bench_labels(), "--backends"),
         pipelines=_names(pipelines, ("fad", "deca", "reactface"), "--pipelines"), runs=runs, threads=threads,
-        preset=preset, model=model, replica_budget=replica_budget, replica_max_frames=replica_max_frames, strict_reactface=strict_reactface, stream=stream,
+        preset=preset, model=model, replica_budget=replica_budget, replica_max_frames=replica_max_frames,
+        strict_reactface=strict_reactface, stream=stream, device=device,
+        throughput_frames=_ints(throughput_frames, "--throughput-frames"), deca_batch=deca_batch,
+        skip_unavailable=on_device and backends is None,
     )
+    out = out or Path("bench/results/gpu_bench" if on_device else "bench/results/bench")
     progress = make_progress(console)
     with progress:
         task = progress.add_task("bench", total=None, status="")
         result = run_bench(config, say=lambda message: progress.update(task, status=message))
     console.print(rich_table(result))
     for line in legend(result):
-        console.print(f"  {line}", highlight=False)
+        console.print(f"  {line}", highlight=False, markup=False)
     console.print(ratio_table(result))
+    rates = throughput_table(result)
+    if rates is not None:
+        console.print(rates)
+    for line in summary_lines(result):
+        console.print(line, highlight=False, markup=False)  # install hints hold [extras]
     if result["stream"]:
         s = result["stream"]
         console.print(f"stream ({s['backend']}): per-clip latency p50 {s['latency_p50_ms']:.1f} ms, "

@@ -5,7 +5,7 @@ flags, which TensorRT 11 removed. TensorRT 10 needs the STRONGLY_TYPED creation 
 the only mode. Each engine gets a JSON beside it naming the TensorRT version, GPU and compute
 capability it was built for, since an engine runs only there.
 
-`tensorrt` and `pycuda` come with the `[trt]` extra and are imported only when used.
+`tensorrt` and a CUDA binding (cuda-python or pycuda) come with the `[trt]` extra and are imported only when used.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ def build_engine_bytes(onnx_path: Path, graph: str, profile: EngineProfile, clip
 def build_engines(folder: Path, manifest: ExportManifest, profile: EngineProfile) -> dict:
     """Build every graph's engine from its FP16 ONNX; records the files in the manifest."""
     require_tensorrt()
-    cuda = require_cuda()
-    context = cuda.Device(0).make_context()
+    driver = require_cuda()
+    driver.activate(0)
     try:
-        target = current_gpu_target(cuda)
+        target = current_gpu_target(driver)
         clip_len = manifest.model_config.clip_len
         for graph in (VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0, ELNET_EPS):
             source = manifest.file(folder, graph, "fp16")
@@ -88,5 +88,5 @@ def build_engines(folder: Path, manifest: ExportManifest, profile: EngineProfile
             atomic_write_bytes(engine_record_path(engine), json.dumps(record, indent=2).encode())
             manifest.graphs[graph][ENGINE_VARIANT] = engine.name
     finally:
-        context.pop()
+        driver.release()
     return {**asdict(target), "profile": asdict(profile)}

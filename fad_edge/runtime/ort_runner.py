@@ -1,20 +1,32 @@
-"""ONNX Runtime on the CPU: the embedded default backend (FP32, INT8 or the FP16 graph TensorRT builds).
+"""ONNX Runtime: on the CPU, the embedded default backend (FP32, INT8 or the FP16 graph TensorRT builds);
+with onnxruntime-gpu, on its CUDA or TensorRT execution provider.
 
 Session options suit small CPUs: `threads` intra-op threads (default 2, one per core of the
 target boards), one inter-op thread and sequential execution, since the graphs are chains of
 convolutions with nothing to run side by side; no thread spinning; all graph optimizations on.
+
+GPU providers (`ort-cuda`, `ort-trt`) are the same runner with other providers. ONNX Runtime falls
+back to the CPU, with only a warning, when a provider's libraries do not load (CUDA 12, cuDNN 9,
+TensorRT 10 for onnxruntime-gpu 1.2x), so each session is checked to run on the provider asked for.
+The TensorRT provider builds its engines from the FP32 graph (FP16 by its builder flag) for an
+explicit batch range, and caches them (and its timing cache) in the export folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
-from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, VIDEO_ENCODER, ExportManifest
+from fad_edge.artifact import (
+    AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, SIGNATURES, VIDEO_ENCODER, ExportManifest,
+)
 from fad_edge.backends import get_backend
-from fad_edge.errors import EngineMismatchError, ExportError
+from fad_edge.errors import BackendUnavailableError, EngineMismatchError, ExportError
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.sampling import SamplerSettings
 
@@ -32,15 +44,74 @@ def session_options(threads: int = 2) -> ort.SessionOptions:
     return options
 
 
-def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int = 2) -> ort.InferenceSession:
-    """An ORT session for one graph file, checked to belong to the manifest's checkpoint."""
+CPU_PROVIDERS: list[Any] = ["CPUExecutionProvider"]
+TRT_CACHE = "ort_trt_cache"  # the TensorRT provider's engine and timing caches, inside the export folder
+GPU_FRAME_BATCH = 1024  # frames per encoder call on a GPU (the CPU's 64 leaves a GPU idle)
+GPU_MAX_CLIPS = 1024  # the TensorRT provider's profile: up to this many clips (8192 frames) per ELNet call
+GPU_OPT = {"frames": 64, "clips": 8}  # the batch TensorRT tunes for: a 64-frame window, 8 clips
+
+
+def batch_profile(path: Path, batch_axis: str, largest: int) -> dict[str, str]:
+    """The TensorRT provider's min/opt/max shapes of a graph's inputs ("name:1x3x96x96,..."), from the ONNX file.
+
+    All axes but the batch axis are static in our graphs; an explicit range keeps the provider from
+    rebuilding its engine for every new batch size.
+    """
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    ranges = {"min": 1, "opt": GPU_OPT[batch_axis], "max": largest}
+    shapes: dict[str, list[str]] = {key: [] for key in ranges}
+    for tensor in graph.input:
+        if tensor.name in initializers:
+            continue
+        rest = [str(dim.dim_value) for dim in tensor.type.tensor_type.shape.dim[1:]]
+        for key, size in ranges.items():
+            shapes[key].append(f"{tensor.name}:{'x'.join([str(size), *rest])}")
+    return {f"trt_profile_{key}_shapes": ",".join(values) for key, values in shapes.items()}
+
+
+def execution_providers(backend: str, precision: str, path: Path, graph: str, device_id: int = 0) -> list[Any]:
+    """ONNX Runtime's providers (with options) for one graph of a backend in the table."""
+    if backend == "ort-cuda":
+        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+    if backend == "ort-trt":
+        cache = path.parent / TRT_CACHE
+        try:
+            cache.mkdir(exist_ok=True)
+        except OSError as error:
+            raise BackendUnavailableError(f"{cache}: cannot create the TensorRT provider's cache ({error}); "
+                                          "copy the export folder somewhere writable") from None
+        axis = SIGNATURES[graph].batch_axis
+        options = {"device_id": device_id, "trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True,
+                   "trt_timing_cache_path": str(cache),
+                   **batch_profile(path, axis, GPU_FRAME_BATCH if axis == "frames" else GPU_MAX_CLIPS)}
+        # Nodes TensorRT does not take run on CUDA, not on the CPU.
+        return [("TensorrtExecutionProvider", options), ("CUDAExecutionProvider", {"device_id": device_id})]
+    return list(CPU_PROVIDERS)
+
+
+def _provider_name(provider: Any) -> str:
+    return provider[0] if isinstance(provider, tuple) else str(provider)
+
+
+def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int = 2,
+                 providers: list[Any] | None = None) -> ort.InferenceSession:
+    """An ORT session for one graph file, checked to belong to the manifest's checkpoint and to run on `providers`."""
     if not path.is_file():
         raise ExportError(f"{path}: file not found; re-run fad-edge export")
+    providers = providers or list(CPU_PROVIDERS)
     try:
-        session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
     except Exception as error:  # ORT raises its own Fail/InvalidProtobuf/... types
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ExportError(f"{path}: ONNX Runtime cannot load it ({first[:160]}); the file is corrupt or truncated, re-export") from error
+        raise ExportError(f"{path}: ONNX Runtime cannot load it ({first[:160]}); "
+                          "the file is corrupt or truncated, re-export") from error
+    wanted = _provider_name(providers[0])
+    if session.get_providers()[0] != wanted:
+        raise BackendUnavailableError(
+            f"{path.name}: ONNX Runtime could not start {wanted} and fell back to {session.get_providers()[0]}; "
+            "its CUDA 12 / cuDNN 9 (and, for TensorRT, TensorRT 10) libraries did not load")
     metadata = session.get_modelmeta().custom_metadata_map
     found_graph = metadata.get(META_PREFIX + "graph")
     found_hash = metadata.get(META_PREFIX + "checkpoint_sha256")
@@ -53,20 +124,31 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
 
 
 class OrtRunner(ClipRunner):
-    """Runs an export folder with ONNX Runtime on the CPU."""
+    """Runs an export folder with ONNX Runtime: on the CPU, or on the providers of `backend` (see the table)."""
+
+    backend = "ort"
 
     def __init__(self, folder: Path, precision: str = "fp32", threads: int = 2, steps: int | None = None,
-                 seed: int = 0, manifest: ExportManifest | None = None) -> None:
-        precision = get_backend("ort").check_precision(precision)
+                 seed: int = 0, manifest: ExportManifest | None = None, device_id: int = 0) -> None:
+        table = get_backend(self.backend)
+        precision = table.check_precision(precision)
+        if table.provider:
+            table.check_installed()
+            if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels (torch's), if present
+                with contextlib.suppress(Exception):  # best effort: a provider that still cannot start is caught below
+                    ort.preload_dlls()
+            self.frame_batch = GPU_FRAME_BATCH
         self.folder = Path(folder)
         self.manifest = manifest or ExportManifest.load(self.folder)
         config = self.manifest.model_config
         super().__init__(config, SamplerSettings.from_config(config, steps), seed)
-        self.name = f"ort-{precision}"
+        self.name = f"{self.backend}-{precision}"
         self.precision = precision
 
         def session(graph: str) -> ort.InferenceSession:
-            return open_session(self.manifest.file(self.folder, graph, precision), self.manifest, graph, threads)
+            path = self.manifest.file(self.folder, graph, table.variant(precision))
+            providers = execution_providers(self.backend, precision, path, graph, device_id)
+            return open_session(path, self.manifest, graph, threads, providers)
 
         self.video, self.audio = session(VIDEO_ENCODER), session(AUDIO_ENCODER)
         # One step runs the folded graph; more steps run the sampler's loop around the noise predictor.
@@ -98,3 +180,15 @@ class OrtRunner(ClipRunner):
         """ONNX Runtime frees a session's memory when the last reference goes; drop ours."""
         for name in ("video", "audio", "elnet"):
             self.__dict__.pop(name, None)
+
+
+class OrtCudaRunner(OrtRunner):
+    """ONNX Runtime's CUDA execution provider (onnxruntime-gpu): the FP32 or FP16 graphs."""
+
+    backend = "ort-cuda"
+
+
+class OrtTrtRunner(OrtRunner):
+    """ONNX Runtime's TensorRT execution provider: engines built from the FP32 graphs, FP16 by flag, cached."""
+
+    backend = "ort-trt"

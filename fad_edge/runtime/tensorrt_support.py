@@ -1,7 +1,8 @@
 """Finding TensorRT and a CUDA driver binding, for the TensorRT runner and the engine builder.
 
 Both are optional (the `[trt]` extra) and imported only when used; a missing one is a one-line
-BackendUnavailableError that says what to install.
+BackendUnavailableError that says what to install. The binding is cuda-python where installed,
+else pycuda, behind `cuda_driver.CudaDriver`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from types import ModuleType
 from fad_edge.artifact import GpuTarget
 from fad_edge.backends import TRT_INSTALL
 from fad_edge.errors import BackendUnavailableError
+from fad_edge.runtime.cuda_driver import CudaDriver, cuda_driver
 
 INSTALL_HINT = TRT_INSTALL
 
@@ -30,26 +32,14 @@ def require_tensorrt() -> ModuleType:
     return tensorrt
 
 
-def require_cuda() -> ModuleType:
-    """pycuda's driver module, initialized, or a clear error when pycuda or a CUDA device is missing."""
-    try:
-        import pycuda.driver as cuda
-    except ImportError:
-        raise BackendUnavailableError(f"pycuda is not installed; {INSTALL_HINT}") from None
-    try:
-        cuda.init()
-        count = cuda.Device.count()
-    except Exception as error:  # pycuda raises its own LogicError/RuntimeError without a driver
-        raise BackendUnavailableError(f"no usable CUDA driver ({error}); TensorRT needs an NVIDIA GPU") from None
-    if count == 0:
-        raise BackendUnavailableError("no CUDA device found; TensorRT needs an NVIDIA GPU")
-    return cuda
+def require_cuda() -> CudaDriver:
+    """A CUDA driver binding (cuda-python, else pycuda) with a device present, or a one-line error."""
+    return cuda_driver()
 
 
-def current_gpu_target(cuda: ModuleType, device: int = 0) -> GpuTarget:
+def current_gpu_target(driver: CudaDriver, device: int = 0) -> GpuTarget:
     """The TensorRT version and GPU this process would build or run engines for."""
     import tensorrt as trt
 
-    gpu = cuda.Device(device)
-    major, minor = gpu.compute_capability()
-    return GpuTarget(str(trt.__version__), str(gpu.name()), f"{major}.{minor}")
+    major, minor = driver.compute_capability(device)
+    return GpuTarget(str(trt.__version__), driver.device_name(device), f"{major}.{minor}")

@@ -1,14 +1,22 @@
 """TensorRT FP16 engines (the `[trt]` extra), behind the same runner contract as ONNX Runtime.
 
-Threading: a pycuda context belongs to the thread that made it current, so the runner creates its
-CUDA context, stream and buffers lazily in the first thread that runs inference and refuses calls
-from any other thread (the streaming listener runs all inference in one worker thread for this).
-Engines are checked against the TensorRT version and GPU recorded when they were built.
+Memory: each engine's device buffers are allocated once, at its optimization profile's largest
+batch, and bound to its execution context; a larger input runs in chunks of that batch. `close()`
+frees them, then the execution contexts, then the stream and context.
+
+Threading: the CUDA binding is `cuda_driver.CudaDriver` (cuda-python where installed, else pycuda).
+With cuda-python any thread may call (one lock serializes the shared buffers, and the device is
+made current in the calling thread); a pycuda context belongs to the thread that made it, so with
+pycuda the runner starts in the first thread that runs inference and refuses calls from any other
+(the streaming listener runs all inference in one worker thread). Engines are checked against the
+TensorRT version and GPU recorded when they were built.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,130 +28,194 @@ from fad_edge.artifact import (
 )
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.runtime.base import ClipRunner
+from fad_edge.runtime.cuda_driver import CudaDriver
 from fad_edge.runtime.tensorrt_support import current_gpu_target, require_cuda, require_tensorrt
 from fad_edge.sampling import SamplerSettings
 
 
-class _Engine:
-    """One deserialized engine, its execution context and device buffers that grow as needed."""
+@dataclass(frozen=True)
+class EngineIO:
+    """An engine's tensors: input names (in order), its output, dtypes, and each input's largest shape."""
 
-    def __init__(self, path: Path, runtime: Any, cuda: Any) -> None:
+    inputs: tuple[str, ...]
+    output: str
+    dtypes: dict[str, np.dtype]
+    max_shapes: dict[str, tuple[int, ...]]
+
+
+def describe_engine(engine: Any) -> EngineIO:
+    """The IO of a deserialized `trt.ICudaEngine`, largest shapes from optimization profile 0."""
+    import tensorrt as trt
+
+    typed: trt.ICudaEngine = engine
+    names = [typed.get_tensor_name(i) for i in range(typed.num_io_tensors)]
+    inputs = tuple(n for n in names if typed.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    outputs = [n for n in names if typed.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    dtypes = {n: np.dtype(trt.nptype(typed.get_tensor_dtype(n))) for n in names}
+    max_shapes = {n: _shape(typed.get_tensor_profile_shape(n, 0)[2]) for n in inputs}
+    return EngineIO(inputs, outputs[0], dtypes, max_shapes)
+
+
+def _shape(dims: Any) -> tuple[int, ...]:
+    """A TensorRT Dims (or any sequence) as a tuple of ints."""
+    return tuple(int(dims[axis]) for axis in range(len(dims)))
+
+
+def load_engine(path: Path) -> tuple[Any, EngineIO]:
+    """Deserialize an engine file; a clear error when TensorRT cannot."""
+    import tensorrt as trt
+
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise FadEdgeError(f"{path}: TensorRT could not deserialize the engine; rebuild with fad-edge export --trt")
+    return engine, describe_engine(engine)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+
+class _Engine:
+    """One engine, its execution context and device buffers sized for its profile's largest batch."""
+
+    def __init__(self, engine: Any, io: EngineIO, driver: CudaDriver) -> None:
         import tensorrt as trt
 
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            raise FadEdgeError(f"{path}: TensorRT could not deserialize the engine; rebuild with fad-edge export --trt")
         self.engine: trt.ICudaEngine = engine
         self.context: trt.IExecutionContext = engine.create_execution_context()
-        self.cuda = cuda
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
-        self.buffers: dict[str, tuple[Any, int]] = {}  # name -> (device allocation, bytes)
+        self.io, self.driver = io, driver
+        for name in io.inputs:  # the largest shapes, to size the output
+            self._set_shape(name, io.max_shapes[name])
+        output_shape = _shape(self.context.get_tensor_shape(io.output))
+        self.max_batch = min(shape[0] for shape in io.max_shapes.values())
+        sizes = {name: _nbytes(io.max_shapes[name], io.dtypes[name]) for name in io.inputs}
+        sizes[io.output] = _nbytes(output_shape, io.dtypes[io.output])
+        self.buffers: dict[str, int] = {}
+        for name, size in sizes.items():
+            self.buffers[name] = driver.alloc(size)
+            self.context.set_tensor_address(name, self.buffers[name])
+
+    def _set_shape(self, name: str, shape: tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(name, shape):
+            raise FadEdgeError(f"input {name} of shape {shape} is outside the engine's profile; "
+                               "rebuild with fad-edge export --trt")
 
     def free(self) -> None:
         """Free the device buffers and the execution context, before the CUDA context goes."""
-        for allocation, _ in self.buffers.values():
-            allocation.free()
+        for pointer in self.buffers.values():
+            self.driver.free(pointer)
         self.buffers.clear()
         del self.context, self.engine
 
-    def _buffer(self, name: str, nbytes: int) -> int:
-        allocation, size = self.buffers.get(name, (None, 0))
-        if allocation is None or size < nbytes:
-            if allocation is not None:
-                allocation.free()
-            allocation = self.cuda.mem_alloc(max(nbytes, 1))
-            self.buffers[name] = (allocation, nbytes)
-        address = int(allocation)
-        self.context.set_tensor_address(name, address)
-        return address
+    def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        batch = len(feeds[self.io.inputs[0]])
+        if batch <= self.max_batch:
+            return self._run(feeds)
+        parts = [self._run({name: array[start : start + self.max_batch] for name, array in feeds.items()})
+                 for start in range(0, batch, self.max_batch)]
+        return np.concatenate(parts)
 
-    def __call__(self, feeds: dict[str, np.ndarray], stream: Any) -> np.ndarray:
-        for name in self.inputs:
-            array = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
-            if not self.context.set_input_shape(name, array.shape):
-                raise FadEdgeError(f"input {name} of shape {array.shape} is outside the engine's profile; rebuild with a larger --trt-max-clips")
-            self.cuda.memcpy_htod_async(self._buffer(name, array.nbytes), array, stream)
-        output = self.outputs[0]
-        dims = self.context.get_tensor_shape(output)
-        result = np.empty([dims[axis] for axis in range(len(dims))], dtype=self.dtypes[output])
-        address = self._buffer(output, result.nbytes)
-        if not self.context.execute_async_v3(stream.handle):
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        for name in self.io.inputs:
+            array = np.ascontiguousarray(feeds[name], dtype=self.io.dtypes[name])
+            self._set_shape(name, array.shape)
+            self.driver.copy_to_device(self.buffers[name], array)
+        output = self.io.output
+        result = np.empty(_shape(self.context.get_tensor_shape(output)), dtype=self.io.dtypes[output])
+        if not self.context.execute_async_v3(self.driver.stream()):
             raise FadEdgeError("TensorRT execution failed")
-        self.cuda.memcpy_dtoh_async(result, address, stream)
-        stream.synchronize()
+        self.driver.copy_to_host(result, self.buffers[output])
+        self.driver.synchronize()
         return result
 
 
 class TrtRunner(ClipRunner):
-    """Runs the TensorRT engines of an export folder (built by `fad-edge export --trt`)."""
+    """Runs the TensorRT engines of an export folder (built by `fad-edge export --trt`).
+
+    `driver` and `loader` default to the installed CUDA binding and TensorRT's deserializer; tests
+    pass fakes of both.
+    """
 
     name = "trt-fp16"
 
-    def __init__(self, folder: Path, steps: int | None = None, seed: int = 0, device: int = 0) -> None:
+    def __init__(self, folder: Path, steps: int | None = None, seed: int = 0, device: int = 0,
+                 driver: CudaDriver | None = None,
+                 loader: Callable[[Path], tuple[Any, EngineIO]] | None = None) -> None:
         require_tensorrt()
-        self.cuda = require_cuda()
+        self.driver = driver or require_cuda()
+        self.loader = loader or load_engine
         self.folder = Path(folder)
         self.manifest = ExportManifest.load(self.folder)
         config = self.manifest.model_config
         super().__init__(config, SamplerSettings.from_config(config, steps), seed)
         self.device = device
         self.graphs = [VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0 if self.settings.steps == 1 else ELNET_EPS]
-        current = current_gpu_target(self.cuda, device)
+        current = current_gpu_target(self.driver, device)
         for graph in self.graphs:  # fail now, not at the first clip, if an engine is for another GPU or model
             engine = self.manifest.file(self.folder, graph, ENGINE_VARIANT)
             check_engine_checkpoint(engine, check_engine_target(engine, current), self.manifest)
         normalization = self.manifest.motion_normalization
         self.mean, self.std = normalization.mean, normalization.std
-        self._thread: int | None = None
+        self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread that started the runner
         self._engines: dict[str, _Engine] = {}
 
     @classmethod
     def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> TrtRunner:
         return cls(path, steps=steps, seed=seed)
 
-    def _ensure_started(self) -> None:
-        """Create the CUDA context, stream and engines in the calling thread, the first time."""
+    def _start(self) -> None:
+        """Under the lock: the context, stream, engines and buffers the first time; the device made current."""
         caller = threading.get_ident()
-        if self._thread is None:
-            import tensorrt as trt
+        if self._owner is not None and self.driver.thread_bound and caller != self._owner:
+            raise BackendUnavailableError(f"a TrtRunner on {self.driver.name} belongs to the thread that first ran "
+                                          "it; run all inference (and close) from that thread, or install cuda-python")
+        self.driver.activate(self.device)
+        if self._owner is None:
+            try:
+                for graph in self.graphs:
+                    engine, io = self.loader(self.manifest.file(self.folder, graph, ENGINE_VARIANT))
+                    self._engines[graph] = _Engine(engine, io, self.driver)
+            except BaseException:
+                self._free()
+                raise
+            self._owner = caller
 
-            self._cuda_context = self.cuda.Device(self.device).make_context()
-            self._stream = self.cuda.Stream()
-            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-            self._engines = {g: _Engine(self.manifest.file(self.folder, g, ENGINE_VARIANT), runtime, self.cuda)
-                             for g in self.graphs}
-            self._thread = caller
-        elif self._thread != caller:
-            raise BackendUnavailableError("a TrtRunner's CUDA context belongs to the thread that first ran it; "
-                                          "run all inference from that thread")
+    def _free(self) -> None:
+        for engine in self._engines.values():
+            engine.free()
+        self._engines.clear()
+        self.driver.release()
 
     def close(self) -> None:
-        """Free buffers and contexts, then release the CUDA context (from the inference thread)."""
-        if self._thread is not None:
-            for engine in self._engines.values():
-                engine.free()
-            self._engines.clear()
-            del self._stream
-            self._cuda_context.pop()
-            self._cuda_context.detach()
-            self._thread = None
+        """Free buffers and execution contexts, then the stream and context (pycuda: from the inference thread)."""
+        with self._lock:
+            if self._owner is None:
+                return
+            if self.driver.thread_bound and threading.get_ident() != self._owner:
+                raise BackendUnavailableError(f"close this TrtRunner from the thread that ran it ({self.driver.name} "
+                                              "contexts belong to one thread)")
+            self.driver.activate(self.device)
+            self._free()
+            self._owner = None
+
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            self._start()
+            return self._engines[graph](feeds)
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        self._ensure_started()
-        video = self._engines[VIDEO_ENCODER]({"images": images}, self._stream)
-        audio = self._engines[AUDIO_ENCODER]({"mel": mel}, self._stream)
+        video = self._run(VIDEO_ENCODER, {"images": images})
+        audio = self._run(AUDIO_ENCODER, {"mel": mel})
         return np.concatenate([video, audio], axis=1).astype(np.float32)
 
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        self._ensure_started()
         if self.settings.steps == 1:
-            return self._engines[ELNET_X0]({"x_start": state, "condition": conditions}, self._stream)
-        engine, x = self._engines[ELNET_EPS], state
+            return self._run(ELNET_X0, {"x_start": state, "condition": conditions}).astype(np.float32)
+        x = state
         for t, t_prev in self.sampler.pairs():
             feeds = {"x_t": x, "step": np.full(len(x), t, dtype=np.int64), "condition": conditions}
-            epsilon = engine(feeds, self._stream).astype(np.float32)
+            epsilon = self._run(ELNET_EPS, feeds).astype(np.float32)
             x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
-        return x * self.std + self.mean
+        return (x * self.std + self.mean).astype(np.float32)

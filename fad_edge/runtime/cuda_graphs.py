@@ -1,0 +1,182 @@
+"""CUDA graphs over input-size buckets: static buffers, inputs padded into a bucket, outputs cut.
+
+A CUDA graph replays its kernels on fixed addresses and shapes, so a variable batch is served by
+one graph per bucket (1, 2, 4, ... units, up to a maximum): the rows are copied into the bucket's
+pinned host buffer, the rest of the bucket zeroed, the whole bucket copied to the static device
+input, the graph replayed, and the real rows of its static output copied back. Every row of
+these models is computed on its own (GroupNorm and the encoders' fixed affine maps are per
+sample), so the padding changes no real row. Inputs larger than the largest bucket run in chunks.
+
+Capturing is injected (a `Capture`): `CudaGraphCapture` warms the function up on a side stream and
+captures it with `torch.cuda.graph`; tests pass a fake that runs the function eagerly on the same
+static buffers, so the bucketing and buffer logic is checked on the CPU.
+
+Threading: the static buffers are shared, so a lock (one per runner, shared by its graph sets)
+serializes capture and replay. Any thread may call; a bucket is captured once, by the first call
+that needs it. Capture uses the thread-local capture mode, so work that other threads put on the
+GPU meanwhile does not invalidate it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+Graphed = Callable[..., torch.Tensor]
+Replay = Callable[[], object]
+# (function, static inputs) -> (replay, static output): replay() recomputes the output in place.
+Capture = Callable[[Graphed, tuple[torch.Tensor, ...]], tuple[Replay, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Operand:
+    """One input of a graphed function: its shape per row, rows per unit along axis 0, and dtype."""
+
+    shape: tuple[int, ...]
+    rows: int = 1  # e.g. 8 frames per clip when the unit is a clip
+    dtype: torch.dtype = torch.float32
+
+
+def bucket_sizes(largest: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below `largest`, then `largest`: every size pads to at most twice itself."""
+    if largest < 1:
+        raise ValueError(f"the largest bucket must hold at least one unit, got {largest}")
+    sizes = [1 << k for k in range(largest.bit_length()) if 1 << k < largest]
+    return (*sizes, largest)
+
+
+class CudaGraphCapture:
+    """Warm-up on a side stream, then `torch.cuda.graph` capture, for one device (the PyTorch recipe)."""
+
+    def __init__(self, device: torch.device, warmup: int = 2) -> None:
+        self.device = device
+        self.warmup = warmup  # lazy initializations (cuDNN plans, workspaces) must happen before capture
+
+    def __call__(self, fn: Graphed, inputs: tuple[torch.Tensor, ...]) -> tuple[Replay, torch.Tensor]:
+        current = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(current)
+        with torch.no_grad(), torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                fn(*inputs)
+        current.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            output = fn(*inputs)
+        return graph.replay, output
+
+
+class EagerCapture:
+    """No graph: replay runs the function again on the static buffers (for tests and dry runs on the CPU)."""
+
+    def __init__(self) -> None:
+        self.captured = 0
+
+    def __call__(self, fn: Graphed, inputs: tuple[torch.Tensor, ...]) -> tuple[Replay, torch.Tensor]:
+        self.captured += 1
+        with torch.no_grad():
+            output = fn(*inputs)
+
+        def replay() -> None:
+            with torch.no_grad():
+                output.copy_(fn(*inputs))
+
+        return replay, output
+
+
+@dataclass
+class _Bucket:
+    units: int
+    host_inputs: list[torch.Tensor]  # pinned where the device is a GPU
+    device_inputs: list[torch.Tensor]
+    replay: Replay
+    output: torch.Tensor
+    host_output: torch.Tensor
+
+
+class GraphBuckets:
+    """One graphed function over buckets of units; call it with NumPy arrays of any number of units."""
+
+    def __init__(self, fn: Graphed, operands: list[Operand], largest: int, capture: Capture,
+                 device: torch.device, lock: threading.RLock | None = None,
+                 synchronize: Callable[[], None] | None = None) -> None:
+        self.fn, self.operands, self.capture, self.device = fn, operands, capture, torch.device(device)
+        self.sizes = bucket_sizes(largest)
+        self.lock = lock or threading.RLock()
+        self.pinned = self.device.type == "cuda"
+        self.synchronize = synchronize or (
+            (lambda: torch.cuda.current_stream(self.device).synchronize()) if self.pinned else (lambda: None))
+        self._buckets: dict[int, _Bucket] = {}
+
+    @property
+    def captured(self) -> list[int]:
+        """Bucket sizes captured so far."""
+        return sorted(self._buckets)
+
+    def bucket(self, units: int) -> int:
+        """The smallest bucket that holds `units` (at most the largest)."""
+        return next((size for size in self.sizes if size >= units), self.sizes[-1])
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        units = self._units(arrays)
+        largest = self.sizes[-1]
+        if units <= largest:
+            return self._run(units, arrays)
+        parts = []
+        for start in range(0, units, largest):
+            stop = min(start + largest, units)
+            chunk = [a[start * o.rows : stop * o.rows] for a, o in zip(arrays, self.operands)]
+            parts.append(self._run(stop - start, chunk))
+        return np.concatenate(parts)
+
+    def release(self) -> None:
+        """Drop every graph and buffer (the memory returns to torch's caching allocator)."""
+        with self.lock:
+            self._buckets.clear()
+
+    def _units(self, arrays: tuple[np.ndarray, ...]) -> int:
+        if len(arrays) != len(self.operands):
+            raise ValueError(f"expected {len(self.operands)} inputs, got {len(arrays)}")
+        counts = set()
+        for array, operand in zip(arrays, self.operands):
+            if tuple(array.shape[1:]) != operand.shape or len(array) % operand.rows:
+                raise ValueError(f"input of shape {array.shape} does not fit rows of {operand.shape}, "
+                                 f"{operand.rows} per unit")
+            counts.add(len(array) // operand.rows)
+        if len(counts) != 1 or 0 in counts:
+            raise ValueError(f"inputs disagree on the number of units or are empty: {sorted(counts)}")
+        return counts.pop()
+
+    def _run(self, units: int, arrays: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
+        with self.lock:
+            bucket = self._buckets.get(self.bucket(units)) or self._capture(self.bucket(units))
+            for host, device, array, operand in zip(bucket.host_inputs, bucket.device_inputs, arrays, self.operands):
+                rows = len(array)
+                numpy_dtype = torch.empty(0, dtype=operand.dtype).numpy().dtype
+                host[:rows].copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=numpy_dtype)))
+                host[rows:].zero_()
+                device.copy_(host, non_blocking=True)
+            bucket.replay()
+            bucket.host_output.copy_(bucket.output, non_blocking=True)
+            self.synchronize()
+            rows = units * (len(bucket.output) // bucket.units)
+            return bucket.host_output[:rows].numpy().copy()
+
+    def _capture(self, units: int) -> _Bucket:
+        """Allocate the bucket's buffers (before capture: no allocation of pinned memory during it) and capture."""
+        host_inputs, device_inputs = [], []
+        for operand in self.operands:
+            shape = (units * operand.rows, *operand.shape)
+            host_inputs.append(torch.zeros(shape, dtype=operand.dtype, pin_memory=self.pinned))
+            device_inputs.append(torch.zeros(shape, dtype=operand.dtype, device=self.device))
+        replay, output = self.capture(self.fn, tuple(device_inputs))
+        if len(output) % units:
+            raise ValueError(f"a graph over {units} units returned {len(output)} rows")
+        host_output = torch.empty(output.shape, dtype=output.dtype, pin_memory=self.pinned)
+        bucket = _Bucket(units, host_inputs, device_inputs, replay, output, host_output)
+        self._buckets[units] = bucket
+        return bucket

@@ -1,0 +1,116 @@
+"""The device bench (`fad-edge bench --device`), its labels and tables: checked on the CPU, tiny and fast."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from rich.console import Console
+
+import fad_edge.bench.device as bench_device
+from fad_edge.bench.device import device_replica_rows, run_device_bench
+from fad_edge.bench.labels import GPU_BACKENDS, Variant, bench_labels, parse_label
+from fad_edge.bench.report import ratio_table, rich_table, summary_lines, throughput_table
+from fad_edge.bench.run import BenchConfig
+from fad_edge.errors import FadEdgeError
+from helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_labels_carry_backend_precision_and_the_cuda_runners_modes():
+    assert parse_label("cuda-fp16-cl") == Variant("cuda", "fp16", eager=False, channels_last=True)
+    assert parse_label("cuda-eager") == Variant("cuda", None, eager=True)
+    assert parse_label("ort-int8") == Variant("ort", "int8")
+    assert parse_label("ort-trt-fp32") == Variant("ort-trt", "fp32")
+    assert parse_label("ort-cuda") == Variant("ort-cuda", None)
+    assert set(GPU_BACKENDS) <= set(bench_labels())
+    for bad in ("ort-eager", "nosuch", "trt-cl"):
+        with pytest.raises(FadEdgeError, match="unknown bench backend"):
+            parse_label(bad)
+
+
+def _render(table, width: int = 80) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width).print(table)
+    return buffer.getvalue()
+
+
+def test_tables_never_cut_a_number_short_at_80_columns():
+    latency = {"runs": 3, "median": 1757.761, "p90": 1760.0, "p99": 1776.616, "spread": 0.01, "scale": 1024}
+    rows = [{"pipeline": "deca-encoder-only-batched", "label": "x", "backend": "torch-cuda", "frames": 4096,
+             "flops": 1_030_040e9, "params": 72_330_000, "latency": latency, "note": ""},
+            {"pipeline": "fad", "label": "FAD", "backend": "cuda-fp16-cl", "frames": 4096, "flops": 5_609e9,
+             "params": 28_740_000, "latency": {**latency, "median": 0.0123, "p99": 0.0150}, "note": ""}]
+    result = {"machine": {"cpu": "EPYC", "cores": 16, "gpu": "NVIDIA H100 80GB HBM3", "driver": "580.65",
+                          "cuda": "13.0"}, "gemm_gflops": 51_235.2, "rows": rows,
+              "ratios": [{"pipeline": "deca-encoder-only-batched", "frames": 4096, "against": "fad/cuda-fp16-cl",
+                          "flops_ratio": 183.7, "time_ratio": 142_907.0, "paper": {"flops": 40.0, "time": 600.0}}],
+              "throughput": [{"backend": "cuda-fp16-cl", "frames": 4096, "seconds": 0.0123,
+                              "frames_per_second": 333_008.1, "clips_per_second": 41_626.0}]}
+    text = _render(rich_table(result)) + _render(ratio_table(result)) + _render(throughput_table(result))
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for number in ("1,030,040", "1,757,761", "1,776,616", "12.3", "51,235", "142,907", "333,008", "41,626"):
+        assert number in text, number
+    assert "H100" in text and "deca-encoder-only-batched" in text.replace("\n", "")
+
+
+@pytest.fixture(scope="module")
+def device_result():
+    config = BenchConfig(frames=[8], backends=["cuda-eager", "cuda", "cuda-fp16", "ort-cuda", "trt"],
+                         pipelines=["fad"], runs=1, threads=1, preset="tiny", stream=False, device="cpu",
+                         throughput_frames=[16], skip_unavailable=True)
+    return run_device_bench(config)
+
+
+def test_the_device_bench_times_every_runner_and_lists_what_it_skipped(device_result):
+    assert {row["backend"] for row in device_result["rows"]} == {"cuda-eager", "cuda", "cuda-fp16"}
+    assert all(row["latency"]["median"] > 0 for row in device_result["rows"])
+    assert [(e["backend"], e["frames"]) for e in device_result["throughput"]] == [
+        ("cuda-eager", 16), ("cuda", 16), ("cuda-fp16", 16)]
+    assert device_result["fp16"][0]["frames"] == 8 and device_result["fp16"][0]["speedup"] > 0
+    assert "CUDAExecutionProvider" in device_result["skipped"]["ort-cuda"]
+    assert set(device_result["skipped"]) == {"ort-cuda", "trt"}
+    assert device_result["device"] == "cpu" and "gpu" not in device_result["machine"]
+    lines = summary_lines(device_result)
+    assert any(line.startswith("fp16 vs fp32") for line in lines)
+    assert any(line.startswith("skipped ort-cuda") for line in lines)
+    json.dumps(device_result)  # the JSON the CLI writes
+
+
+def test_deca_on_a_device_is_timed_frame_by_frame_and_batched(monkeypatch):
+    def fake_time_calls(fn, runs, warmup=2, budget=None, on_run=None):
+        return [0.4] * runs if runs > 5 else [0.001] * runs  # an encoder call (1 or 4 frames); the LSTM
+
+    import torch
+
+    monkeypatch.setattr(bench_device, "time_calls", fake_time_calls)
+    cache: dict = {}
+    config = BenchConfig(runs=6, deca_batch=4)
+    rows = {row.pipeline: row for row in device_replica_rows("deca", 16, config, lambda _: None, cache,
+                                                             torch.device("cpu"))}
+    assert set(rows) == {"deca", "deca-batched", "deca-encoder-only", "deca-encoder-only-batched"}
+    assert rows["deca"].latency.median == pytest.approx(16 * 0.4 + 0.001)
+    assert rows["deca-batched"].latency.median == pytest.approx(16 * 0.4 / 4 + 0.001)
+    assert rows["deca"].flops == rows["deca-batched"].flops and rows["deca"].backend == "torch-cpu"
+
+
+def test_the_cli_runs_the_device_bench_and_refuses_what_it_cannot_run(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "gpu"
+    code, output = run_cli(monkeypatch, capsys, "bench", "--device", "cpu", "--preset", "tiny", "--pipelines", "fad",
+                           "--frames", "8", "--runs", "1", "--throughput-frames", "16", "--no-stream",
+                           "--backends", "cuda-eager,cuda", "--threads", "1", "--out", out)
+    assert code == 0, output
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert {row["backend"] for row in result["rows"]} == {"cuda-eager", "cuda"}
+    assert out.with_suffix(".png").stat().st_size > 10_000 and "batch throughput" in output
+    code, output = run_cli(monkeypatch, capsys, "bench", "--device", "cpu", "--backends", "ort-cuda", "--preset",
+                           "tiny", "--out", tmp_path / "x")
+    assert code == 2 and "Traceback" not in output and "CUDAExecutionProvider" in output
+    import torch
+
+    if not torch.cuda.is_available():
+        code, output = run_cli(monkeypatch, capsys, "bench", "--device", "cuda", "--out", tmp_path / "y")
+        assert code == 2 and "no CUDA device" in output and "Traceback" not in output

@@ -1,0 +1,230 @@
+"""The CUDA runner: its logic on the CPU (eager, and graph buckets with a fake capture), and on a GPU
+(tests marked `cuda`, skipped here): parity with the CPU torch runner, FP16, threads, the stream."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from fad_edge.bench.run import speaker_inputs
+from fad_edge.errors import BackendUnavailableError, FadEdgeError
+from fad_edge.listener_model import ListenerModel
+from fad_edge.models.config import preset
+from fad_edge.runtime.cuda_graphs import EagerCapture
+from fad_edge.runtime.cuda_runner import CudaRunner, torch_device
+from fad_edge.runtime.half_precision import Float32Island, islands, to_reduced_precision
+from fad_edge.runtime.torch_runner import TorchRunner
+from helpers import run_cli, tiny_checkpoint
+
+CUDA = torch.cuda.is_available()
+on_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (torch sees none here)")
+
+
+def model_with_normalization(name: str = "tiny", seed: int = 0, **overrides) -> ListenerModel:
+    """Random weights and a non-trivial motion normalization, so de-normalization is exercised."""
+    torch.manual_seed(seed)
+    model = ListenerModel(preset(name, **overrides)).eval()
+    rng = np.random.default_rng(seed)
+    model.set_normalization(torch.from_numpy((0.1 * rng.standard_normal(56)).astype(np.float32)),
+                            torch.from_numpy((0.05 + 0.1 * rng.random(56)).astype(np.float32)))
+    return model
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    """Largest error relative to the motion's range."""
+    return float(np.abs(ours - reference).max() / (reference.max() - reference.min()))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return model_with_normalization(context_clips=2)
+
+
+# --- on the CPU -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frames, steps, max_frames", [(40, 1, 64), (40, 1, 16), (24, 3, 64)])
+def test_graph_buckets_give_the_torch_motion_on_the_cpu(model, frames, steps, max_frames):
+    """One step in one 'whole' graph, beyond max_frames through the encoder and ELNet graphs; more steps
+    through the noise-prediction graph. The same noise as the reference runner for the same seed."""
+    inputs = speaker_inputs(model.config, frames)
+    reference = TorchRunner(model, steps=steps, seed=5).run_inputs(inputs)
+    capture = EagerCapture()
+    runner = CudaRunner(model, steps=steps, seed=5, device="cpu", capture=capture, graphs=True,
+                        max_frames=max_frames)
+    np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    if steps > 1:
+        assert runner.captured == {"encode": [32], "epsilon": [4]}  # 24 frames, 3 clips
+    elif frames <= max_frames:
+        assert runner.captured == {"encode": [], "x0": [], "whole": [8]}  # 5 clips in the bucket of 8
+    else:
+        assert runner.captured == {"encode": [8, 16], "x0": [1, 2], "whole": []}  # chunks of 16 frames, 2 clips
+    assert next(runner.model.parameters()).device.type == "cpu"
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
+
+
+def test_eager_and_channels_last_runs_match_and_close_frees_the_runner(model):
+    inputs = speaker_inputs(model.config, 16)
+    reference = TorchRunner(model, seed=1).run_inputs(inputs)
+    with CudaRunner(model, seed=1, device="cpu", graphs=False, channels_last=True) as runner:
+        assert runner.name == "cuda-eager-cl"
+        np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    with pytest.raises(FadEdgeError, match="closed"):
+        runner.run_inputs(inputs)
+
+
+def test_fp16_keeps_norms_softmax_and_the_schedule_in_fp32(model):
+    converted = to_reduced_precision(model_with_normalization(context_clips=2), torch.float16)
+    names = islands(converted)
+    assert any("norm" in name for name in names) and "video_encoder.pool" in names
+    assert "elnet.step_embedding.0" in names and "video_encoder.standardize" in names
+    assert converted.video_encoder.trunk.stem[0].weight.dtype == torch.float16
+    for module in converted.modules():
+        if isinstance(module, Float32Island):
+            assert all(p.dtype == torch.float32 for p in module.parameters())
+    assert converted.motion_std.dtype == converted.elnet.signal_scale.dtype == torch.float32
+    inputs = speaker_inputs(model.config, 24)
+    reference = TorchRunner(model, seed=2).run_inputs(inputs)
+    half = CudaRunner(model, "fp16", seed=2, device="cpu", graphs=False).run_inputs(inputs)
+    assert half.dtype == np.float32
+    assert 0 < relative_error(half, reference) < 5e-3
+
+
+def test_the_runner_serves_listener_stream_from_its_worker_thread(model):
+    from fad_edge.data.synthetic import SyntheticConfig, generate_session
+    from fad_edge.runtime.stream import ListenerStream
+
+    session = generate_session(3, SyntheticConfig(seconds=1.5, image_size=2 * model.config.image_size))
+    runner = CudaRunner(model, seed=4, device="cpu", capture=EagerCapture(), graphs=True)
+    offline = runner.run(session.frames, session.audio, 16000)
+    with ListenerStream(runner) as stream:
+        for k, frame in enumerate(session.frames):
+            stream.push_audio(session.audio[k * 533 : (k + 1) * 533], 16000)
+            stream.push_video(frame, k / 30)
+        stream.push_audio(session.audio[len(session.frames) * 533 :], 16000)
+    motion = np.concatenate([clip.motion for clip in stream.clips(timeout=0)])
+    assert motion.shape == offline.shape
+    assert relative_error(motion, offline) < 1e-4
+    assert runner.captured["encode"] == [8] and runner.captured["x0"] == [1]  # the stream's clip-by-clip buckets
+
+
+def test_asking_for_cuda_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys):
+    if CUDA:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(BackendUnavailableError, match="no CUDA device"):
+        torch_device("cuda")
+    with pytest.raises(FadEdgeError, match="use cpu, cuda or cuda:N"):
+        torch_device("tpu")
+    checkpoint = tiny_checkpoint(tmp_path / "ck")
+    code, output = run_cli(monkeypatch, capsys, "generate", "--model", checkpoint, "--backend", "cuda",
+                           "--video", tmp_path / "none.mp4", "--out", tmp_path / "out")
+    assert code == 2 and "Traceback" not in output and "CUDA device" in output
+    assert len([line for line in output.splitlines() if line.strip()]) == 1
+
+
+def test_graphs_on_the_cpu_need_an_injected_capture(model):
+    with pytest.raises(FadEdgeError, match="CUDA graphs need a CUDA device"):
+        CudaRunner(model, device="cpu", graphs=True)
+
+
+# --- on a GPU ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def paper_model():
+    return model_with_normalization("paper", seed=1)
+
+
+@pytest.mark.cuda
+@on_gpu
+@pytest.mark.parametrize("frames", [64, 61, 1100])
+def test_cuda_graphs_match_the_cpu_torch_runner(paper_model, frames):
+    """1100 frames are more than the largest bucket: they run through the encoder and ELNet graphs."""
+    inputs = speaker_inputs(paper_model.config, -(-frames // 8) * 8)
+    inputs = type(inputs)(inputs.images, inputs.mel, frames)
+    reference = TorchRunner(paper_model, seed=3).run_inputs(inputs)
+    with CudaRunner(paper_model, seed=3) as runner:
+        assert runner.graphs and runner.device.type == "cuda"
+        ours = runner.run_inputs(inputs)
+        again = runner.run_inputs(inputs)  # a replay of the captured graph
+    assert ours.shape == reference.shape == (frames, 56)
+    assert relative_error(ours, reference) < 1e-3
+    np.testing.assert_array_equal(ours, again)
+
+
+
+@pytest.mark.cuda
+@on_gpu
+@pytest.mark.parametrize("options", [dict(graphs=False), dict(precision="fp16"),
+                                     dict(precision="fp16", channels_last=True), dict(steps=4)])
+def test_cuda_variants_match_the_cpu_torch_runner(paper_model, options):
+    inputs = speaker_inputs(paper_model.config, 64)
+    reference = TorchRunner(paper_model, steps=options.get("steps"), seed=3).run_inputs(inputs)
+    with CudaRunner(paper_model, seed=3, **options) as runner:
+        ours = runner.run_inputs(inputs)
+    limit = 1e-2 if options.get("precision") == "fp16" else 1e-3
+    assert relative_error(ours, reference) < limit
+
+
+@pytest.mark.cuda
+@on_gpu
+def test_threads_share_one_runner_and_each_bucket_is_captured_once(paper_model):
+    inputs = [speaker_inputs(paper_model.config, 8, seed=k) for k in range(6)]
+    with CudaRunner(paper_model, seed=0) as runner:
+        serial = [runner.encode(i.images, i.mel) for i in inputs]
+        results: dict[int, np.ndarray] = {}
+        start = threading.Barrier(len(inputs))
+
+        def work(k: int) -> None:
+            start.wait()
+            results[k] = runner.encode(inputs[k].images, inputs[k].mel)
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(inputs))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert runner.captured["encode"] == [8]
+    for k, features in results.items():
+        np.testing.assert_array_equal(features, serial[k])
+
+
+@pytest.mark.cuda
+@on_gpu
+def test_listener_stream_runs_on_the_gpu(paper_model):
+    from fad_edge.data.synthetic import SyntheticConfig, generate_session
+    from fad_edge.runtime.stream import ListenerStream
+
+    session = generate_session(3, SyntheticConfig(seconds=2.0, image_size=192))
+    with CudaRunner(paper_model, seed=4) as runner:
+        offline = runner.run(session.frames, session.audio, 16000)
+        with ListenerStream(runner) as stream:
+            for k, frame in enumerate(session.frames):
+                stream.push_audio(session.audio[k * 533 : (k + 1) * 533], 16000)
+                stream.push_video(frame, k / 30)
+            stream.push_audio(session.audio[len(session.frames) * 533 :], 16000)
+        motion = np.concatenate([clip.motion for clip in stream.clips(timeout=0)])
+    assert relative_error(motion, offline) < 1e-3
+    assert stream.stats().clips == len(offline) // 8 + (len(offline) % 8 > 0)
+
+
+def _ort_gpu(backend: str, precision: str, limit: float):
+    """A parameter skipped at collection where the provider is missing, so the export fixture is not built."""
+    from fad_edge.backends import get_backend
+
+    reason = get_backend(backend).unavailable() if CUDA else "needs a CUDA device (torch sees none here)"
+    return pytest.param(backend, precision, limit, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend, precision, limit", [_ort_gpu("ort-cuda", "fp32", 1e-3),
+                                                       _ort_gpu("ort-trt", "fp16", 1e-2)])
+def test_onnx_runtime_gpu_providers_match_the_cpu(tiny_export, backend, precision, limit):
+    from fad_edge.runtime.ort_runner import OrtRunner
+    from fad_edge.runtime.select import open_runner
+
+    inputs = speaker_inputs(OrtRunner(tiny_export, threads=1).config, 64)
+    reference = OrtRunner(tiny_export, "fp32", threads=1, seed=1).run_inputs(inputs)
+    with open_runner(tiny_export, backend, precision, seed=1) as runner:
+        assert relative_error(runner.run_inputs(inputs), reference) < limit
