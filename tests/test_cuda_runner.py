@@ -14,7 +14,8 @@ from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.runtime.cuda_graphs import EagerCapture
-from fad_edge.runtime.cuda_runner import CudaRunner, torch_device
+from fad_edge.devices import resolve_device
+from fad_edge.runtime.cuda_runner import CudaRunner
 from fad_edge.runtime.half_precision import Float32Island, islands, to_reduced_precision
 from fad_edge.runtime.torch_runner import TorchRunner
 from helpers import run_cli, tiny_checkpoint
@@ -113,10 +114,10 @@ def test_the_runner_serves_listener_stream_from_its_worker_thread(model):
 def test_asking_for_cuda_without_a_gpu_is_one_line(tmp_path, monkeypatch, capsys):
     if CUDA:
         pytest.skip("a CUDA device is present")
-    with pytest.raises(BackendUnavailableError, match="no CUDA device"):
-        torch_device("cuda")
-    with pytest.raises(FadEdgeError, match="use cpu, cuda or cuda:N"):
-        torch_device("tpu")
+    with pytest.raises(BackendUnavailableError, match="use --device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(FadEdgeError, match="cpu, cuda, cuda:N or auto"):
+        resolve_device("tpu")
     checkpoint = tiny_checkpoint(tmp_path / "ck")
     code, output = run_cli(monkeypatch, capsys, "generate", "--model", checkpoint, "--backend", "cuda",
                            "--video", tmp_path / "none.mp4", "--out", tmp_path / "out")

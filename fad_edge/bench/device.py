@@ -39,7 +39,8 @@ from fad_edge.models.config import preset
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.cuda_graphs import EagerCapture
-from fad_edge.runtime.cuda_runner import CudaRunner, torch_device
+from fad_edge.devices import resolve_device
+from fad_edge.runtime.cuda_runner import CudaRunner
 
 
 def unavailable_here(label: str, device: torch.device) -> str | None:
@@ -184,7 +185,7 @@ def fp16_speedups(rows: list[Row]) -> list[dict]:
 
 def run_device_bench(config: BenchConfig, say: Say = silent) -> dict:
     """The bench on `config.device` (see the module docstring); the result has the CPU bench's keys and more."""
-    device = torch_device(config.device or "cuda")
+    device = resolve_device(config.device or "cuda")
     torch.set_num_threads(config.threads)
     say(f"measuring the fp32 GEMM throughput of {device}")
     reference = gemm_gflops(4096 if device.type == "cuda" else 512, device=device)

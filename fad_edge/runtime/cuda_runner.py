@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fad_edge.backends import CUDA_INSTALL, get_backend
+from fad_edge.backends import get_backend
+from fad_edge.devices import resolve_device
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data.inputs import SpeakerInputs
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
@@ -43,25 +44,6 @@ from fad_edge.runtime.half_precision import to_reduced_precision
 from fad_edge.sampling import SamplerSettings
 
 MAX_FRAMES = 1024  # the largest frame bucket (128 clips); longer inputs run in chunks of it
-
-
-def torch_device(text: str | torch.device) -> torch.device:
-    """`cpu`, `cuda` or `cuda:N` as a torch.device, checked to exist here (one-line errors)."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, TypeError):
-        raise FadEdgeError(f"unknown device {str(text)!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise FadEdgeError(f"device {str(text)!r} is not supported; use cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
-        raise BackendUnavailableError(f"no CUDA device: torch {torch.__version__} ({build}) sees none; {CUDA_INSTALL}")
-    index = 0 if device.index is None else device.index
-    if index >= torch.cuda.device_count():
-        raise BackendUnavailableError(f"no device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return torch.device("cuda", index)
 
 
 @contextlib.contextmanager
@@ -112,7 +94,7 @@ class CudaRunner(ClipRunner):
                  settings: SamplerSettings | None = None) -> None:
         precision = get_backend("cuda").check_precision(precision)
         super().__init__(model.config, settings or SamplerSettings.from_config(model.config, steps), seed)
-        self.device = torch_device(device)
+        self.device = resolve_device(str(device))
         on_gpu = self.device.type == "cuda"
         self.graphs = on_gpu if graphs is None else graphs
         if self.graphs and capture is None and not on_gpu:
