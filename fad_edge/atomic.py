@@ -1,4 +1,4 @@
-"""Atomic writes: a temp file (or folder) beside the target, fsync, then a rename, so a crash never leaves half an output.
+"""Atomic writes: a temp file (or folder) beside the target, fsync, then a rename: a crash never leaves half an output.
 
 Every file written here ends with the mode a plain open() would give it (0666 minus the umask),
 although tempfile creates its names private (0600).

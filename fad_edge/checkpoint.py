@@ -77,7 +77,8 @@ def save_checkpoint(
             **(extra or {}),
         }
         if train_tensors is not None:
-            save_file({k: v.detach().cpu().contiguous() for k, v in train_tensors.items()}, str(staging / STATE_WEIGHTS))
+            state = {k: v.detach().cpu().contiguous() for k, v in train_tensors.items()}
+            save_file(state, str(staging / STATE_WEIGHTS))
             (staging / STATE_JSON).write_text(json.dumps(train_json or {}, indent=2))
             info["train_state_sha256"] = file_sha256(staging / STATE_WEIGHTS)
         (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))

@@ -10,6 +10,16 @@ import typer
 from rich.console import Console
 
 from fad_edge.backends import all_precisions, backend_names
+from fad_edge.cli.validate import (
+    MAX_SEED,
+    check_finite,
+    check_output_dir,
+    check_output_file,
+    check_preset,
+    check_threads,
+    check_training_step,
+)
+from fad_edge.models.config import MAX_CONTEXT_CLIPS
 
 console = Console()
 
@@ -25,8 +35,8 @@ def train(
     lr: float = typer.Option(2e-3, min=0.0),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     weight_decay: float = typer.Option(1e-4, min=0.0),
-    seed: int = typer.Option(0),
-    context_clips: Optional[int] = typer.Option(None, min=0, help="Preceding clips of speaker features each clip sees (default: the preset's)."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED),
+    context_clips: Optional[int] = typer.Option(None, min=0, max=MAX_CONTEXT_CLIPS, help="Preceding clips of speaker features each clip sees (default: the preset's)."),
     modalities: str = typer.Option("both", help="Speaker inputs the model may use: both, audio or video."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
@@ -44,6 +54,11 @@ def train(
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
     if autocast not in AUTOCAST_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
+    check_training_step(check_preset(preset), batch_size, clips_per_item, context_clips)
+    check_finite(lr, "--lr", 0.0, low_open=True)
+    check_finite(weight_decay, "--weight-decay", 0.0)
+    check_threads(threads)
+    check_output_dir(out)
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
@@ -52,7 +67,8 @@ def train(
         autocast=autocast, augment=augment,
     )
     result = run_training(config, RichTrainReporter(console), resume=resume)
-    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; best: {result.best}")
+    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; "
+                  f"best: {result.best}", markup=False)
 
 
 def generate(
@@ -65,20 +81,23 @@ def generate(
     out: Path = typer.Option(..., help="Output folder."),
     preview: bool = typer.Option(False, "--preview", help="Also write preview.mp4: the speaker beside a drawn listener."),
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED),
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
 ) -> None:
     """Listener motion for a speaker video + audio: listener_coeffs.npy, listener.json, listener.png."""
     from fad_edge.generate import generate_files
     from fad_edge.runtime.select import open_runner
 
+    check_threads(threads)
+    check_output_dir(out)
     runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
     settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
                 "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise}
     result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings, preview=preview)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames,
-                              "preview": str(result.preview_path) if result.preview_path else None}))
+                              "preview": str(result.preview_path) if result.preview_path else None}),
+                  markup=False, highlight=False, soft_wrap=True)  # one line of JSON, whatever the paths hold
 
 
 def explain(
@@ -101,9 +120,12 @@ def explain(
 
     if target not in ("motion", "features"):
         raise typer.BadParameter("must be motion or features", param_hint="--target")
+    check_output_file(out)
     loaded = load_checkpoint(checkpoint)
     config = loaded.config
     frames, _ = read_video(video)
+    if frame >= len(frames):
+        raise typer.BadParameter(f"{frame} is past the video's last frame ({len(frames) - 1})", param_hint="--frame")
     samples, rate = read_audio(audio) if audio else (np.zeros(len(frames) * SAMPLE_RATE // 30 + 1, np.float32), SAMPLE_RATE)
     start, index = clip_of_frame(frame, len(frames))
     inputs = prepare_inputs(frames, samples, rate, config.image_size, config.audio_window_frames, config.n_mels)
@@ -112,7 +134,7 @@ def explain(
     heat = saliency_map(loaded.model, images, mel, index, target)
     picture = (inputs.images[start + index].transpose(1, 2, 0) * 255).astype(np.uint8)
     path = save_saliency_figure(picture, heat, out, f"{video.name}, frame {frame} ({target})")
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

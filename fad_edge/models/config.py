@@ -90,7 +90,8 @@ class ModelConfig:
         if not _is_int(self.context_clips) or not 0 <= self.context_clips <= MAX_CONTEXT_CLIPS:
             raise ValueError(f"context_clips must be in 0..{MAX_CONTEXT_CLIPS}, got {self.context_clips!r}")
         if self.inference_steps > self.train_steps:
-            raise ValueError(f"inference_steps must be in 1..train_steps ({self.train_steps}), got {self.inference_steps}")
+            raise ValueError(f"inference_steps must be in 1..train_steps ({self.train_steps}), "
+                             f"got {self.inference_steps}")
         if not _is_int(self.sample_start_step) or not 0 <= self.sample_start_step < self.train_steps:
             raise ValueError(f"sample_start_step must be in 0..{self.train_steps - 1}, got {self.sample_start_step!r}")
         if not _is_int(self.step_focus_width) or self.step_focus_width < 0:
