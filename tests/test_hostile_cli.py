@@ -56,6 +56,8 @@ CASES = {
     "export out is a file": (["export", "--checkpoint", "{place}/ckpt", "--out", "{place}/afile"], "is not a folder"),
     "export out holds other files": (["export", "--checkpoint", "{place}/ckpt", "--out", "{place}/session"],
                                      "which no export writes"),
+    "export out is the current folder": (["export", "--checkpoint", "{place}/ckpt", "--out", "."],
+                                         "give the export folder a name"),
     "train out is a file": (TRAIN + ["--out", "{place}/afile"], "exists and is not a folder"),
     "bench out under a file": (["bench", "--out", "{place}/afile/b"], "is a file, so nothing"),
     "bench out is a folder": (["bench", "--out", "{place}/report"], "is a folder"),

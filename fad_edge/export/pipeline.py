@@ -85,6 +85,8 @@ def _quiet_libraries() -> Iterator[None]:
 def check_export_target(out: Path) -> None:
     """Refuse an --out that an export may not replace: a file, or a folder holding more than an export's files."""
     out = Path(out)
+    if out.name in ("", ".", ".."):  # the swap renames OUT itself: it needs a name of its own
+        raise ExportError(f"--out {out}: give the export folder a name, e.g. engines/model")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; give --out a new or export folder")
     if out.is_dir():
