@@ -1,10 +1,15 @@
-"""Atomic file writes: a temp file in the same folder, fsync, then os.replace, so a crash never leaves a half file."""
+"""Atomic writes: a temp file (or folder) beside the target, fsync, then a rename: a crash never leaves half an output.
+
+Every file written here ends with the mode a plain open() would give it (0666 minus the umask),
+although tempfile creates its names private (0600).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +43,7 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> Path:
 
 
 def temporary_sibling(path: Path) -> Path:
-    """A fresh temp path beside `path` for writers that need a file name (video encoders)."""
+    """A fresh temp path beside `path` for writers that need a file name; use it through atomic_output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
@@ -46,11 +51,16 @@ def temporary_sibling(path: Path) -> Path:
     return Path(temporary)
 
 
-def _readable_by_all(path: Path) -> None:
-    """mkstemp makes files 0600; give finished outputs the usual mode (0666 minus the umask)."""
+def _umask() -> int:
+    # The only portable way to read the umask is to set it; set it straight back.
     mask = os.umask(0)
     os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
+    return mask
+
+
+def _readable_by_all(path: Path) -> None:
+    """mkstemp makes files 0600; give finished outputs the usual mode (0666 minus the umask)."""
+    os.chmod(path, 0o666 & ~_umask())
 
 
 @contextlib.contextmanager
@@ -66,3 +76,38 @@ def atomic_output(path: Path) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def staging_folder(folder: Path) -> Path:
+    """A fresh, empty FOLDER.new beside `folder` to build its replacement in (then `swap_in_folder`).
+
+    The name is fixed, not random, so that what a killed run left there is cleared by the next one.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.with_name(folder.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    return staging
+
+
+def swap_in_folder(staging: Path, folder: Path) -> Path:
+    """Replace `folder` with the finished `staging` folder by renames.
+
+    The old folder is renamed to FOLDER.old first and removed only once the new one is in place, so
+    a kill at any moment leaves a whole folder at FOLDER or, between the two renames, at FOLDER.old.
+    Its files get the usual mode too: some writers (safetensors) leave theirs 0600.
+    """
+    staging, folder = Path(staging), Path(folder)
+    for path in staging.rglob("*"):  # make the bytes durable before the swap
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+            _readable_by_all(path)
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder

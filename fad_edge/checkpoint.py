@@ -4,14 +4,15 @@ A checkpoint is a folder holding `model.safetensors` (weights and the normalizat
 `model.json` (the model config, normalization, package version and weights hash) and, for resuming,
 `train_state.safetensors` + `train_state.json` (optimizer moments, RNG states, step counters).
 Saving writes a fresh sibling folder and swaps it in with renames, so a kill at any moment leaves
-either the old or the new checkpoint whole, never a mix. Loading never unpickles anything.
+either the old or the new checkpoint whole, never a mix. Loading never unpickles anything, and
+checks the weights (and the training state) against the SHA-256 hashes in model.json, so a
+corrupted or swapped file is refused by name instead of loading silently.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fad_edge import __version__
+from fad_edge.atomic import staging_folder, swap_in_folder
 from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError, DataError
 from fad_edge.listener_model import ListenerModel
@@ -62,34 +64,28 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically (build beside it, then swap by rename)."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(folder.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(weights, str(staging / MODEL_WEIGHTS), metadata={"format": FORMAT})
-    info = {
-        "format": FORMAT,
-        "fad_edge_version": __version__,
-        "config": model.config.to_dict(),
-        "normalization": normalization.to_dict(),
-        "weights_sha256": file_sha256(staging / MODEL_WEIGHTS),
-        **(extra or {}),
-    }
-    (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
-    if train_tensors is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in train_tensors.items()}, str(staging / STATE_WEIGHTS))
-        (staging / STATE_JSON).write_text(json.dumps(train_json or {}, indent=2))
-    for path in staging.iterdir():  # make the bytes durable before the swap
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    staging = staging_folder(folder)
+    try:
+        weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+        save_file(weights, str(staging / MODEL_WEIGHTS), metadata={"format": FORMAT})
+        info = {
+            "format": FORMAT,
+            "fad_edge_version": __version__,
+            "config": model.config.to_dict(),
+            "normalization": normalization.to_dict(),
+            "weights_sha256": file_sha256(staging / MODEL_WEIGHTS),
+            **(extra or {}),
+        }
+        if train_tensors is not None:
+            state = {k: v.detach().cpu().contiguous() for k, v in train_tensors.items()}
+            save_file(state, str(staging / STATE_WEIGHTS))
+            (staging / STATE_JSON).write_text(json.dumps(train_json or {}, indent=2))
+            info["train_state_sha256"] = file_sha256(staging / STATE_WEIGHTS)
+        (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
+        return swap_in_folder(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def resolve_checkpoint(folder: Path) -> Path:
@@ -127,6 +123,7 @@ def load_checkpoint(folder: Path) -> LoadedCheckpoint:
     except (KeyError, TypeError, ValueError, DataError) as error:
         raise CheckpointError(f"{folder / MODEL_JSON}: invalid config or normalization ({error})") from None
     weights_path = folder / MODEL_WEIGHTS
+    _check_hash(weights_path, info.get("weights_sha256"), MODEL_JSON)
     try:
         weights = load_file(str(weights_path))
     except (OSError, SafetensorError, ValueError) as error:
@@ -146,9 +143,26 @@ def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | Non
     folder = resolve_checkpoint(folder)
     if not (folder / STATE_WEIGHTS).exists():
         return None
+    expected = read_checkpoint_info(folder).get("train_state_sha256")
+    if expected is not None:  # checkpoints from before the hash was recorded have none
+        _check_hash(folder / STATE_WEIGHTS, expected, MODEL_JSON)
     try:
         tensors = load_file(str(folder / STATE_WEIGHTS))
         state = json.loads((folder / STATE_JSON).read_text())
     except (OSError, SafetensorError, ValueError) as error:
         raise CheckpointError(f"{folder}: training state is unreadable ({error}); resume from another checkpoint") from None
     return tensors, state
+
+
+def _check_hash(path: Path, expected: object, record: str) -> None:
+    """Refuse a file whose SHA-256 is not the one recorded beside it (bit rot, a partial copy, a swapped file)."""
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(f"{path.parent / record}: no valid SHA-256 recorded for {path.name}; "
+                              "not a complete fad-edge checkpoint")
+    try:
+        found = file_sha256(path)
+    except OSError as error:
+        raise CheckpointError(f"{path}: not readable ({error.strerror or error})") from None
+    if found != expected:
+        raise CheckpointError(f"{path}: SHA-256 {found[:12]} does not match {expected[:12]} recorded in {record}; "
+                              "the file is corrupt or was replaced: copy the checkpoint again or use another")

@@ -24,6 +24,7 @@ from fad_edge.constants import FPS, N_COEFFS
 from fad_edge.data.media import read_audio, read_audio_track, read_video
 from fad_edge.errors import DataError
 from fad_edge.plots import plot_motion
+from fad_edge.resources import check_fits
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.face import FaceCropper, FaceTrack, crop_frames, track_faces
 
@@ -46,6 +47,8 @@ def retime_frames(frames: np.ndarray, fps: float) -> np.ndarray:
     if fps <= 0:
         raise DataError(f"the video reports {fps} fps; cannot place its frames in time")
     count = max(1, int(round(len(frames) * FPS / fps)))
+    check_fits(count * frames[0].nbytes, f"the video brought to {FPS} fps ({count} frames)",
+               "re-encode it at 30 fps or cut it into shorter parts", DataError)
     index = np.minimum(np.floor(np.arange(count) * fps / FPS + 1e-6).astype(int), len(frames) - 1)
     return frames[index]
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from fad_edge.checkpoint import MODEL_JSON, MODEL_WEIGHTS, load_checkpoint, save_checkpoint
+from fad_edge.checkpoint import (
+    MODEL_JSON,
+    MODEL_WEIGHTS,
+    STATE_WEIGHTS,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+)
 from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError
 from fad_edge.listener_model import ListenerModel
@@ -80,3 +87,84 @@ def test_a_pickle_is_never_loaded(tmp_path):
     torch.save(model.state_dict(), folder / MODEL_WEIGHTS)  # a pickle where safetensors belongs
     with pytest.raises(CheckpointError):
         load_checkpoint(folder)
+
+
+def _flip_one_byte(path, offset=-3):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_weight_bytes_never_load_silently(tmp_path):
+    model, stats = _model_and_stats()
+    folder = save_checkpoint(tmp_path / "ckpt", model, stats)
+    _flip_one_byte(folder / MODEL_WEIGHTS)  # still valid safetensors: one weight changed
+    with pytest.raises(CheckpointError, match=r"model.safetensors: SHA-256 \w+ does not match"):
+        load_checkpoint(folder)
+
+
+def test_a_checkpoint_without_its_weights_hash_is_refused(tmp_path):
+    model, stats = _model_and_stats()
+    folder = save_checkpoint(tmp_path / "ckpt", model, stats)
+    info = json.loads((folder / MODEL_JSON).read_text())
+    del info["weights_sha256"]
+    (folder / MODEL_JSON).write_text(json.dumps(info))
+    with pytest.raises(CheckpointError, match="no valid SHA-256 recorded for model.safetensors"):
+        load_checkpoint(folder)
+
+
+def test_a_corrupt_training_state_is_refused(tmp_path):
+    model, stats = _model_and_stats()
+    state = {"moment": torch.arange(64, dtype=torch.float32)}
+    folder = save_checkpoint(tmp_path / "ckpt", model, stats, train_tensors=state, train_json={"step": 3})
+    tensors, saved = load_train_state(folder)
+    assert torch.equal(tensors["moment"], state["moment"]) and saved == {"step": 3}
+    _flip_one_byte(folder / STATE_WEIGHTS)
+    with pytest.raises(CheckpointError, match="train_state.safetensors: SHA-256"):
+        load_train_state(folder)
+
+
+def test_a_failed_save_keeps_the_old_checkpoint_and_leaves_no_staging(tmp_path, monkeypatch):
+    from fad_edge import checkpoint
+
+    model, stats = _model_and_stats()
+    save_checkpoint(tmp_path / "ckpt", model, stats, {"step": 1})
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "file_sha256", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "ckpt", model, stats, {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "ckpt").info["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"image_size": -4}, "image_size must be a positive integer"),
+    ({"image_size": 48.0}, "image_size must be a positive integer"),
+    ({"inference_steps": 0}, "inference_steps must be a positive integer"),
+    ({"inference_steps": 101}, r"inference_steps must be in 1..train_steps \(100\)"),
+    ({"sample_start_step": 100}, r"sample_start_step must be in 0..99"),
+    ({"sample_start_step": -1}, r"sample_start_step must be in 0..99"),
+    ({"clip_len": 0}, "clip_len must be a positive integer"),
+    ({"context_clips": -1}, "context_clips must be in 0..64"),
+    ({"context_clips": 100_000}, "context_clips must be in 0..64"),
+    ({"video_widths": (16, 0, 16, 16)}, "video_widths must be positive integers"),
+    ({"unet_dim_mults": ()}, "unet_dim_mults must be positive integers"),
+    ({"sample_start_noise": float("nan")}, "sample_start_noise must be a finite number"),
+    ({"step_focus_share": 1.5}, "step_focus_share must be a finite number in"),
+    ({"clip_sample": 0.0}, "clip_sample must be positive"),
+    ({"train_steps": True}, "train_steps must be a positive integer"),
+])
+def test_model_config_refuses_out_of_range_numbers(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        preset("tiny", **overrides)
+
+
+def test_every_preset_is_valid():
+    from fad_edge.models.config import PRESETS, ModelConfig
+
+    for config in PRESETS.values():
+        assert ModelConfig.from_dict(config.to_dict()) == config

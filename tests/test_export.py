@@ -140,3 +140,55 @@ def test_export_fails_when_parity_exceeds_the_tolerance(tmp_path, monkeypatch, c
                            "--tolerance", "0", "--threads", "1")
     assert code == 2 and "parity check failed" in output and "Traceback" not in output
     assert not (tmp_path / "out" / "manifest.json").exists()  # a failed export is never mistaken for a good one
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _quick_options(checkpoint, out, **overrides):
+    from fad_edge.export.pipeline import ExportOptions
+
+    return ExportOptions(checkpoint=checkpoint, out=out, check_sessions=1, check_seconds=3.0, threads=1, **overrides)
+
+
+def test_a_failed_re_export_leaves_the_good_export_untouched(tiny_export, tmp_path, monkeypatch, capsys):
+    good = tmp_path / "model"
+    shutil.copytree(tiny_export, good)
+    before = _snapshot(good)
+    code, output = run_cli(monkeypatch, capsys, "export", "--checkpoint", tiny_export.parent / "checkpoint",
+                           "--out", good, "--tolerance", "0", "--threads", "1")
+    assert code == 2 and "parity check failed" in output and "Traceback" not in output
+    assert _snapshot(good) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the half-built folder is gone
+    assert OrtRunner(good, "int8", threads=1).manifest.variants() == ["fp32", "int8", "fp16"]
+
+
+def test_an_interrupted_re_export_leaves_the_good_export_untouched(tiny_export, tmp_path, monkeypatch):
+    from fad_edge.export import pipeline
+
+    good = tmp_path / "model"
+    shutil.copytree(tiny_export, good)
+    before = _snapshot(good)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C after the FP32 graphs were written
+
+    monkeypatch.setattr(pipeline, "_parity", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.export_model(_quick_options(tiny_export.parent / "checkpoint", good))
+    assert _snapshot(good) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_re_export_replaces_the_folder_whole(tiny_export, tmp_path):
+    from fad_edge.export.pipeline import export_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_export, folder)
+    manifest = export_model(_quick_options(tiny_export.parent / "checkpoint", folder))
+    assert manifest.variants() == ["fp32"]
+    expected = sorted([files["fp32"] for files in manifest.graphs.values()] + ["manifest.json"])
+    assert sorted(p.name for p in folder.iterdir()) == expected  # the old INT8 and FP16 graphs are gone
+    assert ExportManifest.load(folder).variants() == ["fp32"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -59,3 +59,51 @@ def test_writes_leave_no_temporary_files(tmp_path):
     write_video(tmp_path / "v.mp4", np.zeros((2, 8, 8, 3), np.uint8), 30)
     write_wav(tmp_path / "a.wav", np.zeros(10, np.float32), 16000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "v.mp4"]
+
+
+def _write_with_rate(path, rate, frames=3):
+    """An mp4 whose container declares `rate` fps (PyAV writes any rate, as a crafted file may)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=Fraction(rate).limit_denominator(100_000))
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("rate", [0.00015, 0.5, 1000])
+def test_a_frame_rate_outside_1_to_240_is_refused_before_decoding(tmp_path, rate):
+    # 0.00015 fps made `generate` allocate 6.9 GiB to bring 3 frames to 30 fps
+    path = _write_with_rate(tmp_path / "odd.mp4", rate)
+    with pytest.raises(DataError, match=f"odd.mp4: the video declares {rate:g} fps"):
+        read_video(path)
+
+
+def test_a_video_larger_than_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    from fad_edge import resources
+
+    write_video(tmp_path / "v.mp4", np.zeros((12, 48, 64, 3), np.uint8), 30)
+    monkeypatch.setattr(resources, "memory_bytes", lambda: 100_000)  # 12 frames x 9 KiB, held twice, is 221 KB
+    with pytest.raises(DataError, match="v.mp4: its 12 frames would need about .* memory"):
+        read_video(tmp_path / "v.mp4")
+    assert read_video(tmp_path / "v.mp4", size=16)[0].shape == (12, 16, 16, 3)  # resized frames fit
+
+
+def test_retiming_beyond_memory_is_refused(monkeypatch):
+    from fad_edge import resources
+    from fad_edge.generate import retime_frames
+
+    frames = np.zeros((10, 32, 32, 3), np.uint8)
+    assert len(retime_frames(frames, 1.0)) == 300
+    monkeypatch.setattr(resources, "memory_bytes", lambda: 200_000)  # 300 frames x 3 KiB = 922 KB
+    with pytest.raises(DataError, match="brought to 30 fps"):
+        retime_frames(frames, 1.0)

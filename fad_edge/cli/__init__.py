@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Protocol, cast
 
 try:
     import typer
@@ -27,6 +28,20 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+# typer exports BadParameter but not its bases, click's UsageError and ClickException (from typer's
+# own copy of click in recent versions, the click package before): take them from its MRO.
+_CLICK_CLASSES: dict[str, type[Exception]] = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+UsageError, ClickException = _CLICK_CLASSES["UsageError"], _CLICK_CLASSES["ClickException"]
+
+
+class _ClickError(Protocol):
+    """What the handler reads of a click exception."""
+
+    exit_code: int
+    ctx: typer.Context | None  # of usage errors: the command whose --help to point at
+
+    def format_message(self) -> str: ...
+
 
 def _register() -> None:
     # Each module imports its heavy dependencies inside its commands, so `--help` stays fast.
@@ -42,18 +57,40 @@ _register()
 
 
 def main() -> None:
-    """Entry point: user-facing errors become one red line and exit code 2, never a traceback."""
+    """Entry point: user-facing errors, bad options included, are one red line and exit code 2, never a traceback."""
     try:
-        app()
+        # Usage errors come back to us instead of typer's boxed panel; the name is the installed command's.
+        result = app(prog_name="fad-edge", standalone_mode=False)
+    except UsageError as error:
+        usage = cast(_ClickError, error)
+        if type(error).__name__ == "NoArgsIsHelpError":  # the help is already printed (as typer checks it)
+            sys.exit(usage.exit_code)
+        hint = f" (see {usage.ctx.command_path} --help)" if usage.ctx is not None else ""
+        _error_line(escape(usage.format_message() + hint))
+        sys.exit(usage.exit_code)
+    except ClickException as error:
+        _error_line(escape(cast(_ClickError, error).format_message()))
+        sys.exit(cast(_ClickError, error).exit_code)
+    except typer.Abort:
+        console.print("[yellow]aborted[/]")
+        sys.exit(1)
     except FadEdgeError as error:
-        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        _error_line(escape(str(error)))
         sys.exit(2)
     except ModuleNotFoundError as error:
         if error.name is None or error.name.split(".")[0] not in FULL_INSTALL_MODULES:
             raise
-        console.print(f"[bold red]error:[/] this command needs {error.name.split('.')[0]}, which the edge runtime "
-                      f"install leaves out: {escape(TRAIN_INSTALL)}", highlight=False, soft_wrap=True)
+        _error_line(f"this command needs {error.name.split('.')[0]}, which the edge runtime install leaves out: "
+                    f"{escape(TRAIN_INSTALL)}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    if result == 130:  # typer turns Ctrl-C in a command into exit code 130
+        console.print("[yellow]interrupted[/]")
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _error_line(markup: str) -> None:
+    """One red line; `markup` must have every user-supplied part escaped."""
+    console.print(f"[bold red]error:[/] {markup}", highlight=False, soft_wrap=True)

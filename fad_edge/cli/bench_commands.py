@@ -9,8 +9,11 @@ import typer
 from rich.console import Console
 
 from fad_edge.bench.labels import GPU_BACKENDS, bench_labels
+from fad_edge.cli.validate import check_finite, check_frames_fit, check_output_stem, check_preset, check_threads
+from fad_edge.models.config import ModelConfig
 
 console = Console()
+MAX_RUNS = 10_000  # timed runs per measurement; more add nothing to a median
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -37,7 +40,7 @@ def bench(
                                            f"torch,ort,ort-int8; with --device: {','.join(GPU_BACKENDS)}, "
                                            "those installed)."),
     pipelines: str = typer.Option("fad,deca,reactface", help="Pipelines: fad, deca, reactface."),
-    runs: int = typer.Option(30, min=1, help="Timed runs per measurement (after warm-up)."),
+    runs: int = typer.Option(30, min=1, max=MAX_RUNS, help="Timed runs per measurement (after warm-up)."),
     threads: int = typer.Option(2, min=1, help="CPU threads for torch and ONNX Runtime."),
     preset: str = typer.Option("paper", help="FAD model preset to measure (random weights: cost only)."),
     model: Optional[Path] = typer.Option(None, help="An export folder to time instead of a random-weight export."),
@@ -63,17 +66,22 @@ def bench(
     from fad_edge.bench.run import BenchConfig, run_bench
     from fad_edge.cli.progress import make_progress
 
+    frame_counts = _ints(frames, "--frames")
+    check_frames_fit(max(frame_counts), _model_config(model, preset), "--frames", "time fewer frames")
+    check_finite(replica_budget, "--replica-budget", 1.0)
+    check_threads(threads)
     on_device = device is not None
+    out = out or Path("bench/results/gpu_bench" if on_device else "bench/results/bench")
+    check_output_stem(out, (".json", ".png"))
     chosen = backends or (",".join(GPU_BACKENDS) if on_device else "torch,ort,ort-int8")
     config = BenchConfig(
-        frames=_ints(frames, "--frames"), backends=_names(chosen, bench_labels(), "--backends"),
+        frames=frame_counts, backends=_names(chosen, bench_labels(), "--backends"),
         pipelines=_names(pipelines, ("fad", "deca", "reactface"), "--pipelines"), runs=runs, threads=threads,
         preset=preset, model=model, replica_budget=replica_budget, replica_max_frames=replica_max_frames,
         strict_reactface=strict_reactface, stream=stream, device=device,
         throughput_frames=_ints(throughput_frames, "--throughput-frames"), deca_batch=deca_batch,
         skip_unavailable=on_device and backends is None,
     )
-    out = out or Path("bench/results/gpu_bench" if on_device else "bench/results/bench")
     progress = make_progress(console)
     with progress:
         task = progress.add_task("bench", total=None, status="")
@@ -93,7 +101,17 @@ def bench(
                       f"p99 {s['latency_p99_ms']:.1f} ms, real-time factor {s['real_time_factor']:.3f}")
     json_path = write_json(result, out.with_suffix(".json"))
     png = plot(result, out.with_suffix(".png"))
-    console.print(f"wrote {json_path} and {png}")
+    console.print(f"wrote {json_path} and {png}", markup=False)
+
+
+def _model_config(model: Path | None, preset_name: str) -> ModelConfig:
+    """The config of the model the bench will time: the export's, or the preset's."""
+    config = check_preset(preset_name)
+    if model is None:
+        return config
+    from fad_edge.artifact import ExportManifest
+
+    return ExportManifest.load(model).model_config
 
 
 def register(app: typer.Typer) -> None:

@@ -6,24 +6,35 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from fad_edge.cli.validate import MAX_SEED, check_disk, check_finite, check_output_dir, check_output_stem
 
 console = Console()
+# The least a synthetic session writes per second: 16-bit 16 kHz audio and two (30, 56) float32
+# coefficient arrays (the video adds more).
+SESSION_BYTES_PER_SECOND = 2 * 16_000 + 2 * 30 * 56 * 4
 
 
 def synth(
     out: Path = typer.Option(..., help="Folder to write the dataset into."),
     sessions: int = typer.Option(20, min=3, help="Number of sessions (split about 70/15/15)."),
     seconds: float = typer.Option(40.0, min=2.0, help="Length of each session in seconds."),
-    seed: int = typer.Option(0, help="Seed: the same seed writes the same coefficient files."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed: the same seed writes the same coefficient files."),
     image_size: int = typer.Option(128, min=32, help="Side of the written speaker video."),
 ) -> None:
     """Write a synthetic dyadic dataset (speaker video + audio, listener motion) in our layout."""
-    from fad_edge.data.synthetic import write_synthetic_dataset
+    from fad_edge.data.synthetic import check_synthetic_size, write_synthetic_dataset
 
+    check_finite(seconds, "--seconds", 2.0)
+    check_synthetic_size(seconds, image_size)
+    check_output_dir(out)
+    check_disk(out, sessions * seconds * SESSION_BYTES_PER_SECOND, f"{sessions} sessions of {seconds:g} s",
+               "--sessions")
     with console.status(f"writing {sessions} synthetic sessions of {seconds:g} s"):
         splits = write_synthetic_dataset(out, sessions=sessions, seconds=seconds, seed=seed, image_size=image_size)
     counts = ", ".join(f"{name} {len(names)}" for name, names in splits.items())
-    console.print(f"wrote {out} ({counts})")
+    console.print(f"wrote {out} ({counts})", markup=False)
 
 
 def convert_vico(
@@ -33,9 +44,10 @@ def convert_vico(
     """Convert ViCo clips with FLAME re-extractions into our layout (BFM coefficient files are refused)."""
     from fad_edge.data.adapters import convert_vico as run
 
+    check_output_dir(out)
     with console.status("converting ViCo clips"):
         splits = run(src, out)
-    console.print(f"wrote {out} (" + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")")
+    console.print(f"wrote {out} (" + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")", markup=False)
 
 
 def baselines_l2l(
@@ -50,6 +62,8 @@ def baselines_l2l(
     from fad_edge.evaluation import evaluate_baselines
     from fad_edge.evaluation_report import rich_tables, write_reports
 
+    check_output_stem(out, (".json", ".md"))
+
     def sequences(name: str) -> list:
         return [BaselineSequence(s.speaker, s.mel, s.listener) for s in load_learning_to_listen(data, channel, name)]
 
@@ -57,10 +71,10 @@ def baselines_l2l(
     table = evaluate_baselines(sequences("train"), [BaselineSequence(s.speaker, s.mel, s.listener) for s in test],
                                split, [s.name for s in test])
     title = f"Learning to Listen, {channel}/{split}"
-    for rendered in rich_tables(table, title):
+    for rendered in rich_tables(table, escape(title)):
         console.print(rendered)
     json_path, md_path = write_reports(table, out, title)
-    console.print(f"wrote {json_path} and {md_path}")
+    console.print(f"wrote {json_path} and {md_path}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

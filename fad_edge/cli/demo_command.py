@@ -14,7 +14,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+from fad_edge.cli.validate import MAX_SEED, check_finite, check_output_dir, check_preset
 
 console = Console()
 
@@ -27,7 +30,7 @@ def demo(
     epochs: int = typer.Option(2, min=1, help="Training epochs of the preset."),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     preset: str = typer.Option("small", help="Model preset."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED),
 ) -> None:
     """Synthesize data, train, evaluate, export, run on ONNX Runtime and bench: prints where everything went."""
     from fad_edge.bench.run import BenchConfig, run_bench
@@ -42,16 +45,19 @@ def demo(
     from fad_edge.runtime.ort_runner import OrtRunner
     from fad_edge.train import TrainConfig, train
 
+    check_preset(preset)
+    check_finite(seconds, "--seconds", 4.0)
+    check_output_dir(out)
     started = time.time()
     outputs: list[tuple[str, str]] = []
     data = out / "data"
     if not (data / "splits.json").exists():
         with console.status(f"[1/6] writing {sessions} synthetic sessions of {seconds:g} s"):
             write_synthetic_dataset(data, sessions=sessions, seconds=seconds, seed=seed)
-    console.print(f"[1/6] synthetic dataset: {data}")
+    console.print(f"[1/6] synthetic dataset: {escape(str(data))}")
     outputs.append(("synthetic dataset", str(data)))
 
-    console.print(f"[2/6] training the {preset} preset for {epochs} epochs")
+    console.print(f"[2/6] training the {escape(preset)} preset for {epochs} epochs")
     config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=epochs, seed=seed, stride=stride)
     result = train(config, RichTrainReporter(console), resume=True)
     outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)), ("checkpoint (best val)", str(result.best))]
@@ -98,7 +104,7 @@ def demo(
     where.add_column("output")
     where.add_column("where")
     for name, path in outputs:
-        where.add_row(name, path)
+        where.add_row(name, escape(path))
     console.print(where)
     console.print("L2 of FAD / L2 of the Median baseline on the test split: "
                   + ", ".join(f"{group} {value:.2f}x" for group, value in ratio.items()))

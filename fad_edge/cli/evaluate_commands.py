@@ -8,6 +8,9 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from fad_edge.cli.validate import check_output_stem
 
 console = Console()
 
@@ -43,18 +46,21 @@ def evaluate(
     from fad_edge.evaluation_report import plot_steps_curve, rich_tables, write_reports
 
     curve_steps = _steps_list(steps_curve) if steps_curve else None
+    check_output_stem(out, (".json", ".md"))
     run_on = str(resolve_device(device))
+    if curve_steps:
+        check_output_stem(out.with_name(out.name + "_steps"), (".png", ".json"))
     loaded = [load_checkpoint(path) for path in checkpoint]
     labels = [_label(model, len(loaded)) for model in loaded]
-    with console.status(f"evaluating on the {split} split"):
+    with console.status(f"evaluating on the {escape(split)} split"):
         table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise, run_on)
     title = f"Listener motion on {data.name}/{split}"
-    for rendered in rich_tables(table, title):
+    for rendered in rich_tables(table, escape(title)):
         console.print(rendered)
     for note in table.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{escape(note)}[/]")
     json_path, md_path = write_reports(table, out, title)
-    console.print(f"wrote {json_path} and {md_path}")
+    console.print(f"wrote {json_path} and {md_path}", markup=False)
     if curve_steps:
         with console.status("denoising-steps curve"):
             curve = run_steps_curve(loaded[0], data, split, curve_steps, run_on)
@@ -63,7 +69,7 @@ def evaluate(
                                         json.dumps({str(k): v for k, v in curve.items()}, indent=2).encode())
         for count in curve_steps:
             console.print(f"steps {count:3d}: L2 exp {curve[count]['expression']['L2']:.4f} rot {curve[count]['rotation']['L2']:.4f}")
-        console.print(f"wrote {png} and {curve_json}")
+        console.print(f"wrote {png} and {curve_json}", markup=False)
 
 
 def _label(loaded, count: int) -> str:

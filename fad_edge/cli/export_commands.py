@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fad_edge.cli.validate import check_finite, check_output_dir, check_threads
+
 console = Console()
 
 
@@ -28,12 +30,15 @@ def export(
     """Export a checkpoint for the edge; prints the parity table and fails if any graph exceeds the tolerance."""
     from fad_edge.export.pipeline import ExportOptions, export_model
 
+    check_output_dir(out)  # export_model then checks that OUT holds nothing but an export, before any work
+    check_finite(tolerance, "--tolerance", 0.0)
+    check_threads(threads)
     options = ExportOptions(checkpoint=checkpoint, out=out, opset=opset, int8=int8, fp16=fp16, trt=trt,
                             data=data, split=split, tolerance=tolerance, threads=threads, trt_max_clips=trt_max_clips)
     with console.status("exporting") as status:
         manifest = export_model(options, say=lambda message: status.update(message))
     print_reports(manifest.reports)
-    console.print(f"wrote {out} ({', '.join(manifest.variants())})")
+    console.print(f"wrote {out} ({', '.join(manifest.variants())})", markup=False)
 
 
 def print_reports(reports: dict) -> None:

@@ -10,6 +10,16 @@ import typer
 from rich.console import Console
 
 from fad_edge.backends import BACKENDS, all_precisions, backend_names, get_backend
+from fad_edge.cli.validate import (
+    MAX_SEED,
+    check_finite,
+    check_output_dir,
+    check_output_file,
+    check_preset,
+    check_threads,
+    check_training_step,
+)
+from fad_edge.models.config import MAX_CONTEXT_CLIPS
 from fad_edge.errors import FadEdgeError
 
 if TYPE_CHECKING:
@@ -30,8 +40,8 @@ def train(
     lr: float = typer.Option(2e-3, min=0.0),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     weight_decay: float = typer.Option(1e-4, min=0.0),
-    seed: int = typer.Option(0),
-    context_clips: Optional[int] = typer.Option(None, min=0, help="Preceding clips of speaker features each clip sees (default: the preset's)."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED),
+    context_clips: Optional[int] = typer.Option(None, min=0, max=MAX_CONTEXT_CLIPS, help="Preceding clips of speaker features each clip sees (default: the preset's)."),
     modalities: str = typer.Option("both", help="Speaker inputs the model may use: both, audio or video."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
@@ -56,6 +66,11 @@ def train(
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
     if autocast not in AUTOCAST_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
+    check_training_step(check_preset(preset), batch_size, clips_per_item, context_clips)
+    check_finite(lr, "--lr", 0.0, low_open=True)
+    check_finite(weight_decay, "--weight-decay", 0.0)
+    check_threads(threads)
+    check_output_dir(out)
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
@@ -64,7 +79,8 @@ def train(
         autocast=autocast, augment=augment, device=device, workers=workers,
     )
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
-    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; best: {result.best}")
+    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; "
+                  f"best: {result.best}", markup=False)
 
 
 def generate(
@@ -77,7 +93,7 @@ def generate(
     out: Path = typer.Option(..., help="Output folder."),
     preview: bool = typer.Option(False, "--preview", help="Also write preview.mp4: the speaker beside a drawn listener."),
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED),
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
     device: str = typer.Option("auto", help="Where the torch backend runs a checkpoint: cpu, cuda, cuda:N, or "
                                "auto (CUDA when there is a GPU). Export backends keep theirs (ort: CPU, trt: GPU)."),
@@ -89,6 +105,8 @@ def generate(
     from fad_edge.generate import face_summary, generate_files
     from fad_edge.runtime.face import FACE_MODES, FaceCropper, parse_box
 
+    check_threads(threads)
+    check_output_dir(out)
     mode = face or ("box" if box is not None else "detect")
     if mode not in FACE_MODES:
         raise FadEdgeError(f"--face {mode!r}: use detect, box or none")
@@ -108,7 +126,8 @@ def generate(
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames,
                               "frames_without_face": result.face.frames_without_face,
-                              "preview": str(result.preview_path) if result.preview_path else None}))
+                              "preview": str(result.preview_path) if result.preview_path else None}),
+                  markup=False, highlight=False, soft_wrap=True)  # one line of JSON, whatever the paths hold
 
 
 def _open_runner_on(model: Path, backend: str, precision: Optional[str], steps: Optional[int], seed: int,
@@ -165,10 +184,13 @@ def explain(
 
     if target not in ("motion", "features"):
         raise typer.BadParameter("must be motion or features", param_hint="--target")
+    check_output_file(out)
     run_on = resolve_device(device)
     loaded = load_checkpoint(checkpoint)
     config = loaded.config
     frames, _ = read_video(video)
+    if frame >= len(frames):
+        raise typer.BadParameter(f"{frame} is past the video's last frame ({len(frames) - 1})", param_hint="--frame")
     samples, rate = read_audio(audio) if audio else (np.zeros(len(frames) * SAMPLE_RATE // 30 + 1, np.float32), SAMPLE_RATE)
     start, index = clip_of_frame(frame, len(frames))
     inputs = prepare_inputs(frames, samples, rate, config.image_size, config.audio_window_frames, config.n_mels)
@@ -177,7 +199,7 @@ def explain(
     heat = saliency_map(loaded.model, images, mel, index, target, run_on)
     picture = (inputs.images[start + index].transpose(1, 2, 0) * 255).astype(np.uint8)
     path = save_saliency_figure(picture, heat, out, f"{video.name}, frame {frame} ({target})")
-    console.print(f"wrote {path}")
+    console.print(f"wrote {path}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import soundfile
 
-from fad_edge.atomic import atomic_write_bytes, temporary_sibling
+from fad_edge import resources
+from fad_edge.atomic import atomic_output, atomic_write_bytes
 from fad_edge.errors import DataError
+
+MIN_FPS, MAX_FPS = 1.0, 240.0  # frame rates a camera or screen recording really has
 
 
 def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
-    """All frames as uint8 RGB (T, H, W, 3), resized to size x size (INTER_AREA) when given, and the fps."""
+    """All frames as uint8 RGB (T, H, W, 3), resized to size x size (INTER_AREA) when given, and the fps.
+
+    The container's frame rate and frame count are checked before decoding: a file declaring a rate
+    outside 1..240 fps, or more frames than memory holds, is refused by name (a crafted header must not
+    make us allocate gigabytes), and decoding stops once the frames read exceed that bound.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: video file not found")
@@ -24,6 +31,16 @@ def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
         if not capture.isOpened():
             raise DataError(f"{path}: not a readable video (OpenCV could not open it)")
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not MIN_FPS <= fps <= MAX_FPS:  # also refuses NaN
+            raise DataError(f"{path}: the video declares {fps:g} fps; fad-edge reads {MIN_FPS:g} to {MAX_FPS:g} fps "
+                            "(re-encode it, e.g. ffmpeg -i IN -r 30 OUT.mp4)")
+        frame_bytes = _frame_bytes(capture, size)
+        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        # Two copies are alive at the end: the list of frames and the stacked array.
+        resources.check_fits(2 * max(declared, 0) * frame_bytes, f"{path}: its {declared} frames",
+                   "cut the video into shorter parts", DataError)
+        total = resources.memory_bytes()
+        most = total // (2 * frame_bytes) if total else None  # None: memory unknown, no bound
         frames = []
         shape = None
         while True:
@@ -36,11 +53,23 @@ def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
             if size is not None:
                 frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
             frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            if most is not None and len(frames) > most:
+                raise DataError(f"{path}: more frames than this machine's memory holds (the header said {declared}); "
+                                "cut the video into shorter parts")
     finally:
         capture.release()
     if not frames:
         raise DataError(f"{path}: the video has no readable frames (corrupt or empty file)")
     return np.stack(frames), fps
+
+
+def _frame_bytes(capture: cv2.VideoCapture, size: int | None) -> int:
+    """Bytes of one decoded RGB frame as read_video keeps it."""
+    if size is not None:
+        return size * size * 3
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+    return max(width, 1) * max(height, 1) * 3
 
 
 def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
@@ -49,17 +78,16 @@ def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
     if frames_rgb.dtype != np.uint8 or frames_rgb.ndim != 4 or frames_rgb.shape[-1] != 3 or len(frames_rgb) == 0:
         raise DataError(f"video frames must be non-empty uint8 (T, H, W, 3), got {frames_rgb.dtype} {frames_rgb.shape}")
     path = Path(path)
-    temporary = temporary_sibling(path)
     height, width = frames_rgb.shape[1:3]
-    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-    try:
-        if not writer.isOpened():
-            raise DataError(f"{path}: OpenCV cannot write mp4 here")
-        for frame in frames_rgb:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        writer.release()
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        try:
+            if not writer.isOpened():
+                raise DataError(f"{path}: OpenCV cannot write mp4 here")
+            for frame in frames_rgb:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
     return path
 
 

@@ -33,6 +33,7 @@ The listener, rule by rule (each with a base lag, plus a per-session jitter of +
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +42,16 @@ import numpy as np
 
 from fad_edge.constants import EXPRESSION, FPS, HEAD, JAW, N_COEFFS, N_EXPRESSION, SAMPLE_RATE
 from fad_edge.data.layout import write_session, write_splits
+from fad_edge.errors import DataError
+from fad_edge.resources import check_fits
 
 # Constant seeds for the two "FLAME bases": the same for every session and dataset.
 _SPEAKER_BASIS_SEED = 20_231_001
 _LISTENER_BASIS_SEED = 20_231_002
 
 LAG_NOD, LAG_SMILE, LAG_BROW, LAG_HEAD = 8, 6, 4, 12
+# A session is generated whole in memory: its uint8 frames and about eight float64 copies of its audio.
+AUDIO_BYTES_PER_SAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -294,10 +299,25 @@ def split_names(names: list[str], rng: np.random.Generator) -> dict[str, list[st
             "test": sorted(order[n_val : n_val + n_test])}
 
 
+def check_synthetic_size(seconds: float, image_size: int) -> None:
+    """Refuse a session length or image size that is not finite and positive or cannot fit in memory."""
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise DataError(f"session length must be a finite number of seconds above 0, got {seconds}")
+    if image_size < 1:
+        raise DataError(f"image size must be positive, got {image_size}")
+    frames = round(seconds * FPS)
+    nbytes = frames * image_size**2 * 3 + seconds * SAMPLE_RATE * AUDIO_BYTES_PER_SAMPLE
+    check_fits(nbytes, f"a synthetic session of {seconds:g} s at {image_size} px", "use fewer seconds or pixels",
+               DataError)
+
+
 def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128) -> dict:
     """Write `sessions` synthetic sessions and splits.json in our layout; returns the splits."""
     if sessions < 3:
-        raise ValueError("need at least 3 sessions (train, val and test)")
+        raise DataError(f"need at least 3 sessions (train, val and test), got {sessions}")
+    if seed < 0:
+        raise DataError(f"the seed must be 0 or more, got {seed}")
+    check_synthetic_size(seconds, image_size)
     out_dir = Path(out_dir)
     config = SyntheticConfig(seconds=seconds, image_size=image_size)
     names = []

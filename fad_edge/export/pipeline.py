@@ -1,14 +1,16 @@
 """`fad-edge export`: checkpoint -> checked ONNX graphs (FP32, optionally INT8 and FP16) -> TensorRT engines.
 
 The folder it writes holds one .onnx per graph and precision, manifest.json (files, identity and
-every check's figures) and, with TensorRT, one .engine + .json per graph. The manifest is written
-last, so a folder whose checks failed is never mistaken for a usable export.
+every check's figures) and, with TensorRT, one .engine + .json per graph. Everything is built in a
+sibling folder (OUT.new) and swapped in by renames only after every check passed: a failed or
+interrupted export removes its half-built folder and leaves the previous export untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from fad_edge.checkpoint import MODEL_WEIGHTS, file_sha256, load_checkpoint
+from fad_edge.atomic import staging_folder, swap_in_folder
+from fad_edge.checkpoint import LoadedCheckpoint, load_checkpoint
 from fad_edge.reporting import Say, silent
 from fad_edge.errors import ExportError
 from fad_edge.export import fp16 as fp16_tools
@@ -36,6 +39,7 @@ from fad_edge.runtime.ort_runner import OrtRunner
 from fad_edge.runtime.torch_runner import TorchRunner
 
 CALIBRATION_SEED = 7_000_001
+EXPORT_SUFFIXES = (".onnx", ".engine", ".json")  # every file an export folder holds
 INT8_L2_BUDGET = 1.02  # INT8 may cost at most 2% of L2 against the ground truth
 
 
@@ -78,23 +82,48 @@ def _quiet_libraries() -> Iterator[None]:
             logger.setLevel(level)
 
 
+def check_export_target(out: Path) -> None:
+    """Refuse an --out that an export may not replace: a file, or a folder holding more than an export's files."""
+    out = Path(out)
+    if out.name in ("", ".", ".."):  # the swap renames OUT itself: it needs a name of its own
+        raise ExportError(f"--out {out}: give the export folder a name, e.g. engines/model")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; give --out a new or export folder")
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and p.suffix in EXPORT_SUFFIXES))
+        if foreign:
+            raise ExportError(f"{out}: holds {foreign[0]!r}, which no export writes; an export replaces its folder "
+                              "whole, so give --out a new or export folder")
+
+
 def export_model(options: ExportOptions, say: Say = silent) -> ExportManifest:
-    """Run the whole export; raises ExportError (or BackendUnavailableError) with one clear line."""
-    with _quiet_libraries():
-        return _export(options, say)
+    """Run the whole export; raises ExportError (or BackendUnavailableError) with one clear line.
 
-
-def _export(options: ExportOptions, say: Say) -> ExportManifest:
+    The export is built in OUT.new and replaces OUT only when every check passed.
+    """
+    check_export_target(options.out)
     if options.trt:
         from fad_edge.export.tensorrt_build import require_tensorrt
 
         require_tensorrt()  # before minutes of work, not after
     loaded = load_checkpoint(options.checkpoint)
+    final = Path(options.out)
+    final = final.resolve() if final.is_symlink() else final  # replace the folder it points to, not the link
+    staging = staging_folder(final)
+    try:
+        with _quiet_libraries():
+            manifest = _export(options, loaded, staging, say)
+        swap_in_folder(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _export(options: ExportOptions, loaded: LoadedCheckpoint, out: Path, say: Say) -> ExportManifest:
+    """Write and check every graph in the folder `out`; the manifest is written last."""
     model = loaded.model
-    identity = ModelIdentity(file_sha256(loaded.path / MODEL_WEIGHTS), loaded.config.to_dict(),
-                             loaded.normalization.to_dict())
-    out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
+    identity = ModelIdentity(loaded.info["weights_sha256"], loaded.config.to_dict(), loaded.normalization.to_dict())
     manifest = ExportManifest(identity.version, identity.checkpoint_sha256, identity.config, identity.normalization,
                               options.opset)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from fad_edge.constants import CLIP_LEN, IMAGE_SIZE, MELS_PER_FRAME, N_COEFFS, N_MELS
 from fad_edge.errors import CheckpointError, FadEdgeError
 
 MODALITIES = ("both", "audio", "video")
+MAX_CONTEXT_CLIPS = 64  # 17 s of speaker features before each clip; more only costs memory
 
 
 @dataclass
@@ -70,6 +72,38 @@ class ModelConfig:
         if self.loss_weighting == "inverse_alpha_bar" and not self.precondition:
             raise ValueError("inverse_alpha_bar weighting needs the preconditioned ELNet (its epsilon error "
                              "then carries a sqrt(alpha_bar) factor; without it the weights reach 4e6)")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """Numbers read from a file or typed by a user: refuse what no model could be built or sampled with."""
+        positive = ("image_size", "keypoints", "video_features", "audio_features", "audio_window_frames", "n_mels",
+                    "unet_dim", "kernel_size", "groups", "step_embed_dim", "cond_dim", "clip_len", "n_coeffs",
+                    "train_steps", "inference_steps")
+        for name in positive:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults"):
+            values = getattr(self, name)
+            if not values or not all(_is_int(v) and v >= 1 for v in values):
+                raise ValueError(f"{name} must be positive integers, got {values!r}")
+        if not _is_int(self.context_clips) or not 0 <= self.context_clips <= MAX_CONTEXT_CLIPS:
+            raise ValueError(f"context_clips must be in 0..{MAX_CONTEXT_CLIPS}, got {self.context_clips!r}")
+        if self.inference_steps > self.train_steps:
+            raise ValueError(f"inference_steps must be in 1..train_steps ({self.train_steps}), "
+                             f"got {self.inference_steps}")
+        if not _is_int(self.sample_start_step) or not 0 <= self.sample_start_step < self.train_steps:
+            raise ValueError(f"sample_start_step must be in 0..{self.train_steps - 1}, got {self.sample_start_step!r}")
+        if not _is_int(self.step_focus_width) or self.step_focus_width < 0:
+            raise ValueError(f"step_focus_width must be a non-negative integer, got {self.step_focus_width!r}")
+        ranges = {"sample_start_noise": (0.0, 1.0), "step_focus_share": (0.0, 1.0),
+                  "speaker_aux_weight": (0.0, math.inf), "clip_sample": (0.0, math.inf)}
+        for name, (low, high) in ranges.items():
+            value = getattr(self, name)
+            if not _is_number(value) or not low <= value <= high or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
+        if self.clip_sample == 0:
+            raise ValueError("clip_sample must be positive, got 0")
 
     @property
     def audio_window(self) -> int:
@@ -96,6 +130,14 @@ class ModelConfig:
         if unknown:
             raise CheckpointError(f"model config has unknown fields {sorted(unknown)}: not a fad-edge config of this version")
         return cls(**data)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def preset(name: str, **overrides) -> ModelConfig:

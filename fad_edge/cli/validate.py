@@ -1,0 +1,140 @@
+"""Checks every command runs on its arguments before any work, so bad input costs seconds, not a finished run.
+
+Typer checks what an option's declaration can say (types, fixed ranges); these check the rest:
+output paths (an existing file where a folder goes, a folder that cannot be written), numbers that
+must be finite, preset names, thread counts and frame counts against the machine. Each failure is a
+typer.BadParameter, which the CLI prints as one line naming the option.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from fad_edge.errors import FadEdgeError
+from fad_edge.models.config import PRESETS, ModelConfig
+from fad_edge.resources import check_fits
+
+MAX_SEED = 2**32 - 1  # what every generator we seed (NumPy, torch) accepts
+THREADS_PER_CORE = 4  # more threads than this per core only slows ONNX Runtime and torch down
+# Peak memory of a forward pass per frame, as a multiple of that frame's input tensors: measured 10-15x
+# (torch, paper and small presets, 64-256 frames). Training also keeps activations for the backward
+# pass, so there it is a lower bound: the check refuses only what cannot fit.
+MEMORY_PER_INPUT_BYTE = 16
+
+
+def check_output_dir(path: Path, option: str = "--out") -> Path:
+    """`path` is, or can be made as, a folder we can write into."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            _refuse(option, f"{path} exists and is not a folder; give a folder to write into")
+        _check_writable_place(path if path.is_dir() else path.parent, path, option)
+    except OSError as error:
+        _refuse(option, f"{path}: {error.strerror or error}")
+    return path
+
+
+def check_output_file(path: Path, option: str = "--out") -> Path:
+    """`path` names a file we can write (replace), in a folder that exists or can be made."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        _refuse(option, f"{path!s} names no file; give a file name")
+    try:
+        if path.is_dir():
+            _refuse(option, f"{path} is a folder; give a file name")
+        if path.exists() and not os.access(path, os.W_OK):
+            _refuse(option, f"{path} exists and cannot be written (check its permissions)")
+        _check_writable_place(path.parent, path, option)
+    except OSError as error:
+        _refuse(option, f"{path}: {error.strerror or error}")
+    return path
+
+
+def check_output_stem(stem: Path, suffixes: Iterable[str], option: str = "--out") -> list[Path]:
+    """The files STEM.SUFFIX a report writes, each checked as an output file."""
+    stem = Path(stem)
+    if not stem.name or stem.name in (".", ".."):
+        _refuse(option, f"{stem!s} names no file; give a path stem such as reports/eval")
+    return [check_output_file(stem.with_suffix(suffix), option) for suffix in suffixes]
+
+
+def check_finite(value: float | None, option: str, low: float = -math.inf, high: float = math.inf,
+                 low_open: bool = False) -> None:
+    """A finite number in [low, high] (or (low, high] with low_open); None passes (an unset option)."""
+    if value is None:
+        return
+    below = value <= low if low_open else value < low
+    if not math.isfinite(value) or below or value > high:
+        bracket = "(" if low_open else "["
+        _refuse(option, f"{value:g} is not a finite number in {bracket}{low:g}, {high:g}]")
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> None:
+    """At most THREADS_PER_CORE threads per core (and never fewer than 8 allowed)."""
+    cores = os.cpu_count() or 1
+    most = max(8, THREADS_PER_CORE * cores)
+    if threads is not None and threads > most:
+        _refuse(option, f"{threads} threads on {cores} cores; use at most {most}")
+
+
+def check_preset(name: str, option: str = "--preset") -> ModelConfig:
+    """The named preset's config; an unknown name is refused with the list of known ones."""
+    if name not in PRESETS:
+        _refuse(option, f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
+
+
+def frame_input_bytes(config: ModelConfig) -> int:
+    """Bytes of one frame's model input: the float32 image and mel window."""
+    return 4 * (3 * config.image_size**2 + config.audio_window * config.n_mels)
+
+
+def check_frames_fit(frames: int, config: ModelConfig, option: str, hint: str) -> None:
+    """Refuse a frame count whose forward pass cannot fit this machine's memory."""
+    try:
+        check_fits(frames * frame_input_bytes(config) * MEMORY_PER_INPUT_BYTE, f"{frames:,} frames", hint)
+    except FadEdgeError as error:
+        _refuse(option, str(error))
+
+
+def check_training_step(config: ModelConfig, batch_size: int, clips_per_item: int,
+                        context_clips: int | None = None) -> None:
+    """Refuse a training step whose frames (each window's clips and their context) cannot fit in memory."""
+    context = config.context_clips if context_clips is None else context_clips
+    frames = batch_size * (clips_per_item + context) * config.clip_len
+    check_frames_fit(frames, config, "--batch-size", "lower --batch-size or --clips-per-item")
+
+
+def check_disk(path: Path, nbytes: float, what: str, option: str = "--out") -> None:
+    """Refuse to start writing `nbytes` where the disk holding `path` has less free space."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if nbytes > free:
+        _refuse(option, f"{what} needs at least {nbytes / 2**30:.1f} GiB, and {existing} has "
+                        f"{free / 2**30:.1f} GiB free")
+
+
+def _check_writable_place(folder: Path, path: Path, option: str) -> None:
+    """The nearest existing folder at or above `folder` must be a folder we may create files in."""
+    if path.is_symlink() and not path.exists():
+        _refuse(option, f"{path} is a broken symbolic link")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        _refuse(option, f"{path}: {existing} is a file, so nothing can be written under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        _refuse(option, f"{path}: the folder {existing} cannot be written (check its permissions)")
+
+
+def _refuse(option: str, message: str) -> NoReturn:
+    raise typer.BadParameter(message, param_hint=f"'{option}'")  # quoted, as typer quotes its own

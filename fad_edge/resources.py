@@ -1,0 +1,43 @@
+"""What this machine can hold: work whose arrays cannot fit in its memory is refused before it starts.
+
+The bound is the machine's physical memory (or the container's memory limit, when lower), not what
+is free at this moment: it refuses inputs that could never fit, with a message, instead of a crash
+or the kernel's out-of-memory killer minutes later. It is no promise that what passes fits beside
+everything else running. psutil would give the same total; a sysconf call needs no dependency.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fad_edge.errors import FadEdgeError
+
+CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")  # cgroup v2; "max" when unlimited
+
+
+def memory_bytes() -> int:
+    """Physical memory, or the container's limit when lower; 0 when neither can be read."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        total = 0
+    try:
+        limit = CGROUP_LIMIT.read_text().strip()
+    except OSError:
+        return total
+    if limit.isdigit() and (total == 0 or int(limit) < total):
+        return int(limit)
+    return total
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB"
+
+
+def check_fits(nbytes: float, what: str, hint: str, error: type[FadEdgeError] = FadEdgeError) -> None:
+    """Raise a one-line `error` when `nbytes` is more than this machine's memory."""
+    total = memory_bytes()
+    if total and nbytes > total:
+        raise error(f"{what} would need about {gib(nbytes)}, more than this machine's {gib(total)} of "
+                           f"memory; {hint}")

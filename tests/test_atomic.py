@@ -1,0 +1,63 @@
+"""Atomic outputs: the usual file modes, and folders replaced whole."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from fad_edge.atomic import atomic_output, atomic_save_npy, atomic_write_bytes, staging_folder, swap_in_folder
+
+
+@pytest.fixture(params=[0o022, 0o027, 0o002])
+def umask(request):
+    previous = os.umask(request.param)
+    yield request.param
+    os.umask(previous)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_every_atomic_output_gets_the_mode_open_gives(tmp_path, umask):
+    from helpers import tiny_checkpoint
+
+    from fad_edge.data.media import write_video, write_wav
+
+    with open(tmp_path / "plain.txt", "w") as handle:
+        handle.write("x")
+    usual = _mode(tmp_path / "plain.txt")
+    assert usual == 0o666 & ~umask
+    written = [
+        atomic_write_bytes(tmp_path / "a.bin", b"x"),
+        atomic_save_npy(tmp_path / "a.npy", np.zeros(3)),
+        write_video(tmp_path / "preview.mp4", np.zeros((2, 16, 16, 3), np.uint8), 30),
+        write_wav(tmp_path / "a.wav", np.zeros(10, np.float32), 16000),
+    ]
+    with atomic_output(tmp_path / "b.bin") as temporary:
+        temporary.write_bytes(b"y")
+    written.append(tmp_path / "b.bin")
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt")
+    written += list(checkpoint.iterdir())
+    assert {path.name: _mode(path) for path in written} == {path.name: usual for path in written}
+    assert _mode(checkpoint) == 0o777 & ~umask
+
+
+def test_swap_replaces_a_folder_whole_and_leaves_no_siblings(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    staging = staging_folder(target)
+    (staging / "new.txt").write_text("new")
+    swap_in_folder(staging, target)
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_staging_folder_starts_empty(tmp_path):
+    first = staging_folder(tmp_path / "out")
+    (first / "left-by-a-killed-run").write_text("x")
+    assert list(staging_folder(tmp_path / "out").iterdir()) == []
