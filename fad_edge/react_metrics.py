@@ -14,10 +14,13 @@ Every function takes, for N speaker windows of W frames and D dims:
                   score a real reaction against the others only (leave one out)
     speakers      (N, W, D)           the speaker's coefficients of the same group (FRSyn)
 
-Three slips of the public code are not copied: its FRCorr and FRDist add the per-sample scores up
-over the m samples (so its figures grow with m; both repositories do this, each its own way) where
-we average them; one FRDist variant cuts frames 0:15, 15:17, 17:25 where it means the attribute
-channels; and the multiprocess TLCC returns after the first of the m samples. Every sample counts here.
+The public code's slips are not copied: its FRCorr and FRDist add the per-sample scores up over
+the m samples (so its figures grow with m; both repositories do this, each its own way) where we
+average them; its CCC is scaled two ways (FRC.py averages the signed CCC over all dims, the 2024
+REGNN utilities average |CCC| over the dims where it is not 0; we keep the sign, since a reaction
+that moves against the real one disagrees with it, and average over every dim); one FRDist variant
+cuts frames 0:15, 15:17, 17:25 where it means the attribute channels; and the multiprocess TLCC
+returns after the first of the m samples. Every sample counts here.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from scipy.spatial.distance import pdist
 
 from fad_edge import metrics
 
-Pairwise = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Pairwise = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # samples, reactions, allowed pairs
 
 
 def concordance(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -65,11 +68,25 @@ def dtw_distance(a: np.ndarray, b: np.ndarray) -> float:
                                    use_c=True))
 
 
-def _dtw_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(P, W, D) x (K, W, D) -> (P, K) DTW distances."""
+def _nearest_dtw(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(P, W, D) x (K, W, D) -> (P, K) DTW distances where `mask` allows, exact for each row's nearest.
+
+    Only each row's minimum is needed, so DTW stops early (dtaidistance's max_dist, +inf) once a pair
+    exceeds the best so far, starting from the lock-step Euclidean distance: the diagonal path's
+    cost, which no DTW exceeds. Pairs the mask leaves out stay +inf.
+    """
     rows = [np.ascontiguousarray(x, np.float64) for x in a]
     columns = [np.ascontiguousarray(y, np.float64) for y in b]
-    return np.array([[dtw_ndim.distance(x, y, use_c=True) for y in columns] for x in rows]).reshape(len(a), len(b))
+    result = np.full((len(rows), len(columns)), np.inf)
+    for i, row in enumerate(rows):
+        allowed = [j for j in range(len(columns)) if mask[i, j]]
+        if not allowed:
+            continue
+        best = min(float(np.sqrt(((row - columns[j]) ** 2).sum())) for j in allowed) * (1 + 1e-9) + 1e-12
+        for j in allowed:
+            result[i, j] = dtw_ndim.distance(row, columns[j], use_c=True, max_dist=best)
+            best = min(best, result[i, j])
+    return result
 
 
 def _best(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Sequence[np.ndarray] | None,
@@ -77,8 +94,9 @@ def _best(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Seque
     """Per sample, the best score over its allowed appropriate reactions; mean over samples, then windows."""
     per_window = []
     for index, (window_samples, reactions) in enumerate(zip(samples, appropriate)):
-        scores = pairwise(window_samples, reactions)  # (m, K)
-        mask = np.ones(scores.shape, bool) if allowed is None else np.asarray(allowed[index], bool)
+        shape = (len(window_samples), len(reactions))
+        mask = np.ones(shape, bool) if allowed is None else np.broadcast_to(np.asarray(allowed[index], bool), shape)
+        scores = pairwise(window_samples, reactions, mask)  # (m, K)
         best = [reduce(row[keep]) for row, keep in zip(scores, mask) if keep.any()]
         if best:
             per_window.append(np.mean(best))
@@ -94,7 +112,7 @@ def fr_corr(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Seq
     the m samples' values up; we average them, so FRCorr lies in [-1, 1] and does not depend on m
     (multiply by m to compare with REACT's published figures, where m = 10).
     """
-    return _best(samples, appropriate, allowed, _concordance_matrix, np.max)
+    return _best(samples, appropriate, allowed, lambda a, b, _: _concordance_matrix(a, b), np.max)
 
 
 def fr_dist(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Sequence[np.ndarray] | None = None) -> float:
@@ -107,7 +125,7 @@ def fr_dist(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Seq
     its own, so the sum of our two groups is REACT's all-dims figure. As for FRCorr, samples are averaged, not added.
     """
     dims = samples.shape[-1]
-    return _best(samples, appropriate, allowed, lambda a, b: _dtw_matrix(a, b) / dims, np.min)
+    return _best(samples, appropriate, allowed, lambda a, b, mask: _nearest_dtw(a, b, mask) / dims, np.min)
 
 
 def _mean_pairwise_mse(series: np.ndarray) -> float:

@@ -73,6 +73,20 @@ def test_every_sample_is_scored_not_only_the_first():
     assert expected > 0
 
 
+def test_fr_dist_stopping_early_still_finds_each_samples_nearest_reaction():
+    rng = np.random.default_rng(14)
+    x = _smooth(90, 3, 15)
+    samples = np.stack([x + 0.3 * rng.standard_normal((90, 3)) for _ in range(4)] + [x])[None]  # the last is exact
+    references = [np.stack([x + 0.5 * rng.standard_normal((90, 3)) for _ in range(5)] + [x])]
+    allowed = [rng.random((5, 6)) < 0.7]
+    allowed[0][:, 0] = True  # every sample keeps at least one reaction
+    brute = [min(rm.dtw_distance(sample, references[0][j]) for j in range(6) if allowed[0][i, j]) / 3
+             for i, sample in enumerate(samples[0])]
+    assert rm.fr_dist(samples, references, allowed) == pytest.approx(np.mean(brute), rel=1e-9)
+    everything = [min(rm.dtw_distance(sample, reference) for reference in references[0]) / 3 for sample in samples[0]]
+    assert rm.fr_dist(samples, references) == pytest.approx(np.mean(everything), rel=1e-9)
+
+
 def test_fr_corr_takes_the_best_appropriate_reaction_and_respects_the_leave_one_out_mask():
     x, y = _smooth(100, 3, 7), _smooth(100, 3, 8)
     references = [np.stack([y, x])]
