@@ -58,10 +58,14 @@ class _WindowIndex:
 
     def nearest(self, query: np.ndarray) -> np.ndarray:
         """Listener motion of the training window nearest to `query` (n <= window frames, compared on n)."""
+        return self.nearest_ranked(query, 1)[0]
+
+    def nearest_ranked(self, query: np.ndarray, count: int) -> np.ndarray:
+        """(count, n, 56): listener motion of the `count` training windows nearest to `query`, nearest first."""
         n = len(query)
         query = ((query - self.mean) / self.std).astype(np.float32)
         distances = ((self.keys[:, :n] - query[None]) ** 2).sum(axis=(1, 2))
-        return self.values[int(np.argmin(distances)), :n]
+        return self.values[np.argsort(distances, kind="stable")[:count], :n]
 
 
 class Baselines:
@@ -93,8 +97,7 @@ class Baselines:
         if name == "Mirror":
             return self._speaker(sequence).astype(np.float32)
         if name == "Random":
-            rng = np.random.default_rng([self.seed, index])
-            return self._by_window(frames, lambda start, n: self.random_pool[rng.integers(len(self.random_pool)), :n])
+            return self._random(frames, index, 0)
         if name == "NN audio":
             audio = sequence.audio_per_frame
             return self._by_window(frames, lambda start, n: self.audio.nearest(audio[start : start + n]))
@@ -104,6 +107,30 @@ class Baselines:
             motion = self.motion
             return self._by_window(frames, lambda start, n: motion.nearest(speaker[start : start + n]))
         raise ValueError(f"unknown baseline {name!r}; choose one of {NAMES}")
+
+    def draws(self, name: str, sequence: BaselineSequence, index: int = 0, count: int = 1) -> list[np.ndarray]:
+        """Up to `count` different answers for one sequence, the first being `predict`'s.
+
+        Random draws again (its own stream per draw); NN motion and NN audio answer with the k-th
+        nearest training window for draw k; Mirror and Median have a single answer.
+        """
+        frames = len(sequence.listener)
+        if name == "Random":
+            return [self._random(frames, index, draw) for draw in range(count)]
+        if name in ("NN motion", "NN audio"):
+            feature = self._speaker(sequence) if name == "NN motion" else sequence.audio_per_frame
+            windows = self.motion if name == "NN motion" else self.audio
+            assert windows is not None
+            parts = [windows.nearest_ranked(feature[start : start + self.window], count)
+                     for start in range(0, frames, self.window)]
+            return [np.concatenate([part[min(draw, len(part) - 1)] for part in parts]).astype(np.float32)
+                    for draw in range(count)]
+        return [self.predict(name, sequence, index)]
+
+    def _random(self, frames: int, index: int, draw: int) -> np.ndarray:
+        """Random's answer; draw 0 is its first (and only, in the paper's table) draw."""
+        rng = np.random.default_rng([self.seed, index] if draw == 0 else [self.seed, index, draw])
+        return self._by_window(frames, lambda start, n: self.random_pool[rng.integers(len(self.random_pool)), :n])
 
     def _speaker(self, sequence: BaselineSequence) -> np.ndarray:
         if sequence.speaker is None:

@@ -20,10 +20,12 @@ from fad_edge.baselines import NAMES as BASELINE_NAMES
 from fad_edge.baselines import Baselines, BaselineSequence
 from fad_edge.checkpoint import LoadedCheckpoint
 from fad_edge.errors import DataError
+from fad_edge.model_draws import encode_inputs, sample_encoded
+from fad_edge.react_evaluation import ReactOptions, ReactTable, evaluate_react
 from fad_edge.runtime.torch_runner import TorchRunner
 from fad_edge.samples import LabelledInputs, split_samples
 
-METRIC_NAMES = ("L2", "MSE", "FD", "FD pooled", "SI", "TLCC lag", "TLCC r")
+METRIC_NAMES = ("L2", "MSE", "FD", "FD pooled", "P-FD", "P-FD pooled", "SI", "TLCC lag", "TLCC r")
 
 
 @dataclass
@@ -35,6 +37,7 @@ class EvaluationTable:
     frames: int
     rows: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    react: ReactTable | None = None  # the REACT metrics, where asked for
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -76,16 +79,20 @@ def group_metrics(predictions: list[np.ndarray], truths: list[np.ndarray], speak
         pred = [p[:, columns] for p in predictions]
         true = [t[:, columns] for t in truths]
         frames = np.concatenate(pred)
+        known = [(s[:, columns], p, t) for s, p, t in zip(speakers, pred, true) if s is not None]
+        paired = [list(part) for part in zip(*known)]  # speakers, predictions, truths where the speaker is known
+        lagged = metrics.tlcc_summary(paired[0], paired[1]) if known else {"lag": math.nan, "r": math.nan}
         row = {
             "L2": metrics.l2(frames, np.concatenate(true)),
             "MSE": metrics.mse(frames, np.concatenate(true)),
             "FD": metrics.fd_per_sequence(pred, true),
             "FD pooled": metrics.fd_pooled(pred, true),
+            "P-FD": metrics.paired_fd_per_sequence(*paired) if known else math.nan,
+            "P-FD pooled": metrics.paired_fd_pooled(*paired) if known else math.nan,
             "SI": si[group](frames),
+            "TLCC lag": lagged["lag"],
+            "TLCC r": lagged["r"],
         }
-        known = [(s[:, columns], p) for s, p in zip(speakers, pred) if s is not None]
-        lagged = metrics.tlcc_summary([s for s, _ in known], [p for _, p in known]) if known else {"lag": math.nan, "r": math.nan}
-        row.update({"TLCC lag": lagged["lag"], "TLCC r": lagged["r"]})
         result[group] = row
     # Both groups together (all 56 dims): the L2 the foundation's accuracy target is stated in.
     every = (np.concatenate(predictions), np.concatenate(truths))
@@ -105,8 +112,10 @@ def diversity(draws: list[list[np.ndarray]]) -> float:
 
 
 def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str = "test", steps: int | None = None,
-             samples: int = 1, start_noise: float | None = None, device: str = "cpu") -> EvaluationTable:
-    """Baselines (fitted on train), each model (run on `device`, a torch device name), and GT on `split`."""
+             samples: int = 1, start_noise: float | None = None, device: str = "cpu",
+             react: ReactOptions | None = None) -> EvaluationTable:
+    """Baselines (fitted on train), each model (run on `device`, a torch device name), and GT on `split`;
+    with `react`, the REACT table too."""
     if not models:
         raise ValueError("evaluate needs at least one checkpoint")
     config = models[0][1].config
@@ -126,12 +135,15 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
         predictions = [baselines.predict(name, seq, index) for index, seq in enumerate(sequences)]
         table.rows[name] = group_metrics(predictions, truths, speakers, si)
 
+    encoded_models = []
     for label, loaded in models:
         check_compatible(loaded, test)
         runner = TorchRunner(loaded.model, steps=steps, device=device)
         if start_noise is not None:
             runner.settings = dataclasses.replace(runner.settings, start_noise=start_noise)
-        draws = [fad_predictions(runner, test, seed) for seed in range(samples)]
+        encoded = [encode_inputs(runner, sample.inputs) for sample in test]  # shared with the REACT table
+        encoded_models.append((label, TorchRunner(loaded.model, steps=steps, device=device), encoded))
+        draws = [[sample_encoded(runner, session, seed) for session in encoded] for seed in range(samples)]
         row = group_metrics(draws[0], truths, speakers, si)
         if samples > 1:
             for group, cols in metrics.GROUPS.items():
@@ -140,6 +152,10 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
 
     gt = group_metrics(truths, truths, speakers, si)
     table.rows["GT"] = gt
+    if react is not None:
+        table.react = evaluate_react(test, data, baselines, sequences, encoded_models, react)
+        if table.react is None:
+            table.notes.append(f"REACT metrics: skipped, no {split} session has {react.window} frames")
     return table
 
 

@@ -11,11 +11,13 @@ from rich.table import Table
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.evaluation import EvaluationTable
 from fad_edge.plots import plt, save_figure
+from fad_edge.react_evaluation import REACT_METRICS, ReactTable
 
-COLUMNS = [("L2", "L2"), ("FD", "FD"), ("SI", "SI"), ("TLCC lag", "TLCC lag"), ("TLCC r", "TLCC r")]
+COLUMNS = [("L2", "L2"), ("FD", "FD"), ("P-FD", "P-FD"), ("SI", "SI"), ("TLCC lag", "TLCC lag"), ("TLCC r", "TLCC r")]
 DEFINITIONS = [
     "L2: mean per-frame Euclidean norm of the difference (Learning to Listen); MSE is in the JSON.",
     "FD: Frechet distance per sequence against its ground truth, averaged; pooled FD is in the JSON.",
+    "P-FD: FD of [speaker, listener] concatenated per frame (Learning to Listen's paired FD), as FD; pooled in the JSON.",
     "SI: entropy (bits) of k-means cluster use, k-means fitted on the split's ground truth (k=40 expression, 20 rotation).",
     "TLCC: speaker vs listener, lags -59..+59 frames; TLCC lag = mean absolute peak lag (frames), TLCC r = mean peak Pearson r.",
 ]
@@ -41,7 +43,7 @@ def _cells(table: EvaluationTable, name: str, group: str) -> list[str]:
     cells = []
     for key in _keys(table):
         value = table.rows[name][group].get(key)
-        if name == "GT" and key in ("L2", "FD", "diversity"):
+        if name == "GT" and key in ("L2", "FD", "P-FD", "diversity"):
             value = None  # GT against itself: zero by definition, shown as a dash
         cells.append(_format(value))
     return cells
@@ -80,13 +82,67 @@ def markdown(table: EvaluationTable, title: str) -> str:
                                  "-" if name == "GT" else _format(table.rows[name]["all"]["L2"])]) + " |"
               for name in table.rows]
     lines += ["", *[f"- {d}" for d in DEFINITIONS], *[f"- {note}" for note in table.notes], ""]
+    if table.react is not None:
+        lines += react_markdown(table.react)
     return "\n".join(lines)
+
+
+REACT_DEFINITIONS = [
+    ("FRCorr: per generated reaction, the best CCC (per dim, averaged over dims) with any appropriate real "
+     "reaction; averaged over the m samples (REACT's code adds them up) and the windows. Higher is better."),
+    ("FRDist: per generated reaction, the least DTW distance (all the group's dims at once, divided by their "
+     "number, as REACT weighs its groups) to an appropriate reaction; averaged like FRCorr. Lower is better."),
+    ("FRDiv: mean squared difference between the m samples for one speaker window (S-MSE); FRDvs: the same "
+     "between samples for different windows; FRVar: variance over frames. Higher is more diverse."),
+    "FRSyn: mean |peak lag| (frames) of the speaker-reaction TLCC over lags -59..+59, every sample counted.",
+]
+
+
+def _react_format(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.3g}"
+
+
+def react_lines(react: ReactTable) -> list[str]:
+    """One line per model and ratio to a real reference (the figures the project tracks)."""
+    return [f"{label}: {ratio} = {_react_format(groups['expression'][ratio])} expression, "
+            f"{_react_format(groups['rotation'][ratio])} rotation"
+            for label, groups in react.ratios.items() for ratio in groups["expression"]]
+
+
+def react_rich_tables(react: ReactTable, title: str) -> list[Table]:
+    """One REACT table per group."""
+    tables = []
+    for group, group_title in GROUP_TITLES.items():
+        out = Table(title=f"{title}: REACT, {group_title}")
+        out.add_column("method")
+        for metric in REACT_METRICS:
+            out.add_column(metric, justify="right")
+        for name, row in react.rows.items():
+            out.add_row(name, *[_react_format(row[group][metric]) for metric in REACT_METRICS])
+        tables.append(out)
+    return tables
+
+
+def react_markdown(react: ReactTable) -> list[str]:
+    header = ["method", *[f"exp {m}" for m in REACT_METRICS], *[f"rot {m}" for m in REACT_METRICS]]
+    lines = ["### REACT metrics", "",
+             (f"{react.windows} speaker windows of {react.window} frames, m = {react.samples}; "
+              f"appropriate sets from {react.source}; computed in {react.seconds:.0f} s."), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([name, *[_react_format(row[g][m]) for g in GROUP_TITLES for m in REACT_METRICS]]) + " |"
+              for name, row in react.rows.items()]
+    lines += ["", *[f"- {line}" for line in react_lines(react)], *[f"- {d}" for d in REACT_DEFINITIONS],
+              *[f"- {note}" for note in react.notes], ""]
+    return lines
 
 
 def write_reports(table: EvaluationTable, out: Path, title: str) -> tuple[Path, Path]:
     out = Path(out)
     json_path = atomic_write_bytes(out.with_suffix(".json"), json.dumps(
-        {**table.to_dict(), "title": title, "definitions": DEFINITIONS}, indent=2, allow_nan=True).encode())
+        {**table.to_dict(), "title": title, "definitions": DEFINITIONS,
+         "react_definitions": REACT_DEFINITIONS if table.react is not None else []}, indent=2, allow_nan=True).encode())
     md_path = atomic_write_bytes(out.with_suffix(".md"), markdown(table, title).encode())
     return json_path, md_path
 

@@ -4,7 +4,7 @@ Published listener papers disagree on names and definitions, so each function st
 L2 follows Learning to Listen's test code (mean per-frame Euclidean norm, not the MSE others call
 "L2"; MSE is given too), FD follows the FID formula of Heusel et al. as implemented in
 pytorch-fid (full covariance, scipy's sqrtm, a small ridge when the product is singular),
-SI follows Learning to Listen's diversity measure (Shannon index of k-means cluster usage), and
+P-FD is Learning to Listen's paired FD (FD of speaker and listener concatenated per frame), SI follows Learning to Listen's diversity measure (Shannon index of k-means cluster usage), and
 TLCC follows Boker et al.'s windowless time-lagged cross-correlation as used by ViCo/ReactFace.
 """
 
@@ -72,6 +72,22 @@ def fd_pooled(predictions: list[np.ndarray], truths: list[np.ndarray]) -> float:
     return frechet_distance(np.concatenate(predictions), np.concatenate(truths))
 
 
+def _paired(speakers: list[np.ndarray], listeners: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.concatenate([s, l], axis=1) for s, l in zip(speakers, listeners)]
+
+
+def paired_fd_per_sequence(speakers: list[np.ndarray], predictions: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    """P-FD (Ng et al., Learning to Listen, CVPR 2022): FD over frames of [speaker, listener] concatenated,
+    generated pairs against real ones, per sequence and averaged. Unlike FD, it asks whether the
+    listener goes with its speaker, not only whether it looks like some listener."""
+    return fd_per_sequence(_paired(speakers, predictions), _paired(speakers, truths))
+
+
+def paired_fd_pooled(speakers: list[np.ndarray], predictions: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    """P-FD between all generated and all real [speaker, listener] frames, pooled over sequences."""
+    return fd_pooled(_paired(speakers, predictions), _paired(speakers, truths))
+
+
 @dataclass
 class ShannonIndex:
     """k-means fitted on ground-truth frames; the SI of any frames is the entropy (bits) of their cluster use."""
@@ -111,6 +127,37 @@ def lagged_correlation(speaker: np.ndarray, listener: np.ndarray, lag: int) -> f
     return float(np.mean((x * y).sum(0) / np.sqrt((x**2).sum(0) * (y**2).sum(0))))
 
 
+def lagged_correlations(speaker: np.ndarray, listener: np.ndarray, max_lag: int = MAX_LAG) -> np.ndarray:
+    """`lagged_correlation` at every lag -max_lag..+max_lag at once: (2 max_lag + 1,) values.
+
+    The overlap's sums come from prefix sums and the cross sums from one FFT correlation per dim,
+    so all lags cost about one lag's loop. A dim whose variance on the overlap is below 1e-10 of its
+    mean square there counts as constant (rounding keeps it from being exactly 0).
+    """
+    x = np.asarray(speaker, np.float64)
+    y = np.asarray(listener, np.float64)
+    x, y = x - x.mean(0), y - y.mean(0)  # correlation is unchanged; the sums below lose less to rounding
+    frames = len(x)
+    lags = np.arange(-max_lag, max_lag + 1)
+    size = 1 << int(2 * frames - 1).bit_length()  # no circular wrap for |lag| < frames
+    cross = np.fft.irfft(np.conj(np.fft.rfft(x, size, axis=0)) * np.fft.rfft(y, size, axis=0), size, axis=0)
+    sum_xy = cross[lags % size]  # sum over t of x[t] y[t + lag]
+
+    def overlap_sums(values: np.ndarray, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        prefix = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, 0)])
+        prefix2 = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values**2, 0)])
+        return prefix[stop] - prefix[start], prefix2[stop] - prefix2[start]
+
+    count = (frames - np.abs(lags)).astype(np.float64)[:, None]
+    sum_x, sum_xx = overlap_sums(x, np.maximum(0, -lags), frames - np.maximum(0, lags))
+    sum_y, sum_yy = overlap_sums(y, np.maximum(0, lags), frames + np.minimum(0, lags))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var_x, var_y = sum_xx - sum_x**2 / count, sum_yy - sum_y**2 / count
+        valid = (var_x > 1e-10 * sum_xx) & (var_y > 1e-10 * sum_yy) & (count >= 2)
+        r = np.where(valid, (sum_xy - sum_x * sum_y / count) / np.sqrt(np.where(valid, var_x * var_y, 1.0)), 0.0)
+        return np.where(valid.any(1), r.sum(1) / valid.sum(1), math.nan)
+
+
 def tlcc(speaker: np.ndarray, listener: np.ndarray, max_lag: int = MAX_LAG) -> tuple[int, float]:
     """(peak lag, peak r) of the time-lagged cross-correlation over lags -max_lag..+max_lag.
 
@@ -120,12 +167,11 @@ def tlcc(speaker: np.ndarray, listener: np.ndarray, max_lag: int = MAX_LAG) -> t
         raise ValueError(f"speaker has {len(speaker)} frames, listener {len(listener)}")
     if len(speaker) <= max_lag + 1:
         raise ValueError(f"TLCC over +-{max_lag} lags needs more than {max_lag + 1} frames, got {len(speaker)}")
-    lags = np.arange(-max_lag, max_lag + 1)
-    values = np.array([lagged_correlation(speaker, listener, int(lag)) for lag in lags])
+    values = lagged_correlations(speaker, listener, max_lag)
     if np.all(np.isnan(values)):
         return 0, math.nan
     best = int(np.nanargmax(values))
-    return int(lags[best]), float(values[best])
+    return best - max_lag, float(values[best])
 
 
 def tlcc_summary(speakers: list[np.ndarray], listeners: list[np.ndarray], max_lag: int = MAX_LAG) -> dict[str, float]:

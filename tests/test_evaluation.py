@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 
 import numpy as np
@@ -42,6 +44,24 @@ def test_baselines_follow_their_definitions():
     assert "Mirror" not in baselines.available(no_speaker)
 
 
+def test_baselines_give_m_draws_where_they_can():
+    train = [_sequence(0), _sequence(1)]
+    baselines = Baselines(train, window=64, stride=8)
+    test = _sequence(2)
+    for name in baselines.available(test):
+        draws = baselines.draws(name, test, index=3, count=4)
+        np.testing.assert_array_equal(draws[0], baselines.predict(name, test, 3))  # the first is predict's answer
+        assert all(d.shape == (130, 56) for d in draws)
+        if name in ("Mirror", "Median"):
+            assert len(draws) == 1
+        else:
+            assert len(draws) == 4 and not np.array_equal(draws[0], draws[1])
+    # NN's draw k is the k-th nearest window: a training sequence finds itself first, then something else
+    own = baselines.draws("NN motion", train[1], count=2)
+    np.testing.assert_allclose(own[0][:128], train[1].listener[:128])
+    assert not np.allclose(own[1][:64], train[1].listener[:64])
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
@@ -60,12 +80,15 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
     for group in ("expression", "rotation"):
         assert report["rows"]["FAD"][group]["L2"] > 0 and report["rows"]["GT"][group]["L2"] == 0
         assert report["rows"]["FAD"][group]["diversity"] > 0  # two noisy draws differ
+        assert report["rows"]["FAD"][group]["P-FD"] > 0 and report["rows"]["GT"][group]["P-FD"] == pytest.approx(0, abs=1e-6)
+    # the test session is 144 frames: shorter than one REACT window of 256, so that table is left out, and said so
+    assert report["react"] is None and any("REACT metrics: skipped" in note for note in report["notes"])
     # per frame, the 56-dim norm lies between the larger group's norm and the sum of both
     rows = report["rows"]["FAD"]
     groups = (rows["expression"]["L2"], rows["rotation"]["L2"])
     assert max(groups) <= rows["all"]["L2"] <= sum(groups) + 1e-9
     markdown = (tmp_path / "report.md").read_text()
-    assert "| Median |" in markdown and "Frechet" in markdown and "all-56 L2" in markdown
+    assert "| Median |" in markdown and "Frechet" in markdown and "all-56 L2" in markdown and "P-FD" in markdown
     assert (tmp_path / "report_steps.png").stat().st_size > 5000
     curve = json.loads((tmp_path / "report_steps.json").read_text())
     assert set(curve) == {"1", "3"} and curve["3"]["expression"]["L2"] > 0
@@ -108,3 +131,55 @@ def test_evaluate_on_cuda_matches_the_cpu(dataset, tmp_path):
     for group in ("expression", "rotation", "all"):
         # cuDNN may run the convolutions in TF32: close, not equal.
         assert on_gpu[group]["L2"] == pytest.approx(on_cpu[group]["L2"], rel=1e-2)
+
+
+def test_evaluate_adds_the_react_table(dataset, tmp_path, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", tiny_checkpoint(tmp_path / "ck"),
+                           "--data", dataset, "--out", tmp_path / "report", "--react-window", "64",
+                           "--react-samples", "3")
+    assert code == 0, output
+    react = json.loads((tmp_path / "report.json").read_text())["react"]
+    assert react["windows"] == 2 and react["samples"] == 3 and react["source"] == "alternatives"
+    rows = react["rows"]
+    assert list(rows) == ["NN motion", "NN audio", "Random", "Mirror", "Median", "FAD", "Alternatives", "GT held out"]
+    for group in ("expression", "rotation"):
+        assert set(rows["FAD"][group]) == {"FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn"}
+        assert rows["FAD"][group]["FRDiv"] > 0  # sampled at start noise 1: the seeds differ
+        assert rows["Random"][group]["FRDiv"] > 0 and math.isnan(rows["Mirror"][group]["FRDiv"])
+        assert -1 <= rows["Alternatives"][group]["FRCorr"] < 1  # scored without itself
+        assert rows["GT held out"][group]["FRDist"] > 0
+        ratio = react["ratios"]["FAD"][group]["FRDiv / Alternatives"]
+        assert ratio == pytest.approx(rows["FAD"][group]["FRDiv"] / rows["Alternatives"][group]["FRDiv"])
+    assert "FRCorr" in output and "start noise 1" in output
+    markdown = (tmp_path / "report.md").read_text()
+    assert "### REACT metrics" in markdown and "| Alternatives |" in markdown
+
+
+def test_draws_encode_once_and_match_one_run_per_seed(dataset):
+    from fad_edge.checkpoint import load_checkpoint
+    from fad_edge.model_draws import draws, encode_inputs, sample_encoded
+    from fad_edge.runtime.torch_runner import TorchRunner
+    from fad_edge.samples import split_samples
+
+    loaded = load_checkpoint(tiny_checkpoint(dataset.parent / "ck_draws"))
+    runner = TorchRunner(loaded.model)
+    runner.settings = dataclasses.replace(runner.settings, start_noise=1.0)
+    sample = split_samples(loaded.config, dataset, "test")[0]
+    samples = draws(runner, sample.inputs, 2)
+    for seed, draw in enumerate(samples):
+        runner.seed = seed
+        np.testing.assert_array_equal(draw, runner.run_inputs(sample.inputs))
+    assert not np.array_equal(samples[0], samples[1])
+    # sampling only the clips a window needs gives the same first frames (one step: the same start noise)
+    first = sample_encoded(runner, encode_inputs(runner, sample.inputs), 1, frames=70)
+    np.testing.assert_allclose(first, samples[1][:70], rtol=1e-6, atol=1e-6)
+
+
+def test_a_broken_alternatives_file_is_a_clear_error(dataset, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)
+    session = layout.read_splits(copy)["test"][0]
+    np.save(copy / session / layout.LISTENER_ALTERNATIVES, np.zeros((2, 10, 56), np.float32))
+    code, output = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", tiny_checkpoint(tmp_path / "ck"),
+                           "--data", copy, "--out", tmp_path / "r", "--react-window", "64")
+    assert code == 2 and "Traceback" not in output and layout.LISTENER_ALTERNATIVES in output

@@ -82,3 +82,31 @@ def test_si_of_a_uniform_histogram_over_k_clusters_is_log2_k():
     assert si(np.repeat(centres[:1], 50, axis=0)) == pytest.approx(0.0)  # one cluster
     with pytest.raises(ValueError):
         metrics.ShannonIndex.fit(truth[:5], clusters=8)
+
+
+def test_all_lags_at_once_match_the_lag_by_lag_definition():
+    rng = np.random.default_rng(5)
+    for trial in range(12):
+        frames, dims = int(rng.integers(62, 300)), int(rng.integers(1, 6))
+        speaker = np.cumsum(rng.standard_normal((frames, dims)), 0) + rng.uniform(-5, 5, dims)
+        listener = np.cumsum(rng.standard_normal((frames, dims)), 0) * rng.uniform(0.01, 3, dims)
+        if trial % 3 == 0:
+            listener[:, 0] = 0.7  # constant everywhere: left out at every lag
+        if trial % 4 == 0:
+            speaker[: frames // 2, -1] = 1.0  # constant on part of the series
+        fast = metrics.lagged_correlations(speaker, listener, 59)
+        slow = np.array([metrics.lagged_correlation(speaker, listener, lag) for lag in range(-59, 60)])
+        np.testing.assert_array_equal(np.isnan(fast), np.isnan(slow))
+        np.testing.assert_allclose(fast[~np.isnan(fast)], slow[~np.isnan(slow)], atol=1e-9)
+
+
+def test_paired_fd_sees_a_listener_that_does_not_go_with_its_speaker():
+    speaker = _smooth_signal(400, 3, 6)
+    listener = 0.8 * np.roll(speaker, 5, axis=0) + 0.1 * _smooth_signal(400, 3, 7)
+    assert metrics.paired_fd_per_sequence([speaker], [listener], [listener]) == pytest.approx(0.0, abs=1e-6)
+    # the same frames in another order: FD cannot tell, P-FD can (the pairing with the speaker is gone)
+    shuffled = listener[np.random.default_rng(8).permutation(400)]
+    assert metrics.frechet_distance(shuffled, listener) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.paired_fd_per_sequence([speaker], [shuffled], [listener]) > 0.1
+    pooled = metrics.paired_fd_pooled([speaker, speaker], [shuffled, listener], [listener, listener])
+    assert 0 < pooled < metrics.paired_fd_per_sequence([speaker], [shuffled], [listener])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fad_edge.constants import FPS, HEAD, SAMPLE_RATE
-from fad_edge.data import synthetic
+from fad_edge.data import layout, synthetic
 from fad_edge.data.synthetic import SyntheticConfig, generate_session, write_synthetic_dataset
 
 
@@ -78,3 +78,37 @@ def test_speech_is_silent_in_pauses(session):
     speech = synthetic._speech(rng, 30 * FPS)
     frame_energy = np.array([np.abs(session.audio[i * 533 : (i + 1) * 533]).mean() for i in range(30 * FPS)])
     assert frame_energy[~speech.active].mean() < 0.1 * frame_energy[speech.active].mean()
+
+
+def test_alternative_listeners_react_to_the_same_speaker_as_other_people():
+    config = SyntheticConfig(seconds=30, image_size=32)
+    plain = generate_session(7, config)
+    session = generate_session(7, config, alternatives=3)
+    # asking for alternatives changes nothing else
+    for name in ("frames", "audio", "speaker", "listener"):
+        np.testing.assert_array_equal(getattr(session, name), getattr(plain, name))
+    assert plain.alternatives is None and session.alternatives.shape == (3, 30 * FPS, 56)
+    np.testing.assert_array_equal(synthetic.alternative_listeners(7, 3, config), session.alternatives)
+    np.testing.assert_array_equal(synthetic.alternative_listeners(7, 2, config), session.alternatives[:2])
+    others = [session.listener, *session.alternatives]
+    assert all(not np.allclose(a, b) for i, a in enumerate(others) for b in others[i + 1 :])  # other identities
+    yaw_speaker = session.speaker[:, HEAD.start + 1]
+    for alternative in session.alternatives:  # each follows this speaker's head, as the real listener does
+        curve = [_lagged_correlation(yaw_speaker, alternative[:, HEAD.start + 1], lag) for lag in range(40)]
+        assert max(curve) > 0.9 and 8 <= int(np.argmax(curve)) <= 16  # head lag 12 +- 2 jitter +- smoothing
+    other_speaker = generate_session(8, config, alternatives=1)
+    assert not np.allclose(other_speaker.alternatives[0], session.alternatives[0])
+
+
+def test_the_dataset_writes_alternatives_without_changing_the_other_files(tmp_path):
+    def digest(root):
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.npy"))}
+
+    write_synthetic_dataset(tmp_path / "with", sessions=3, seconds=3, seed=5, image_size=32, alternatives=2)
+    write_synthetic_dataset(tmp_path / "without", sessions=3, seconds=3, seed=5, image_size=32, alternatives=0)
+    with_alternatives, without = digest(tmp_path / "with"), digest(tmp_path / "without")
+    extra = {name for name in with_alternatives if name.endswith(layout.LISTENER_ALTERNATIVES)}
+    assert len(extra) == 3 and {k: v for k, v in with_alternatives.items() if k not in extra} == without
+    loaded = layout.load_listener_alternatives(tmp_path / "with" / "session_000", 80)
+    assert loaded is not None and loaded.shape == (2, 80, 56)
+    assert layout.load_listener_alternatives(tmp_path / "without" / "session_000", 80) is None

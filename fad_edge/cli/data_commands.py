@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -22,6 +23,9 @@ def synth(
     seconds: float = typer.Option(40.0, min=2.0, help="Length of each session in seconds."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed: the same seed writes the same coefficient files."),
     image_size: int = typer.Option(128, min=32, help="Side of the written speaker video."),
+    alternatives: Optional[int] = typer.Option(
+        None, min=0, max=50, help="Other appropriate listeners per session, for the REACT metrics "
+        "(listener_alternatives.npy; default: the generator's, 5; 0 writes none)."),
 ) -> None:
     """Write a synthetic dyadic dataset (speaker video + audio, listener motion) in our layout."""
     from fad_edge.data.synthetic import check_synthetic_size, write_synthetic_dataset
@@ -32,7 +36,9 @@ def synth(
     check_disk(out, sessions * seconds * SESSION_BYTES_PER_SECOND, f"{sessions} sessions of {seconds:g} s",
                "--sessions")
     with console.status(f"writing {sessions} synthetic sessions of {seconds:g} s"):
-        splits = write_synthetic_dataset(out, sessions=sessions, seconds=seconds, seed=seed, image_size=image_size)
+        extra = {} if alternatives is None else {"alternatives": alternatives}
+        splits = write_synthetic_dataset(out, sessions=sessions, seconds=seconds, seed=seed, image_size=image_size,
+                                         **extra)
     counts = ", ".join(f"{name} {len(names)}" for name, names in splits.items())
     console.print(f"wrote {out} ({counts})", markup=False)
 

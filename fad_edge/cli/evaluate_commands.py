@@ -36,15 +36,30 @@ def evaluate(
     out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md (and OUT_steps.png/.json)."),
     device: str = typer.Option("auto", help="Where the models run: cpu, cuda, cuda:N, or auto "
                                "(CUDA when there is a GPU)."),
+    react: bool = typer.Option(True, help="Also the REACT table (FRCorr, FRDist, FRDiv, FRDvs, FRVar, FRSyn); "
+                               "--no-react skips it."),
+    react_samples: Optional[int] = typer.Option(None, min=1, max=50, help="m, reactions per speaker window for the "
+                                                "REACT table (default 10)."),
+    react_window: Optional[int] = typer.Option(None, min=64, max=3000, help="Frames per speaker window for the REACT "
+                                               "table (default 256)."),
 ) -> None:
-    """Baselines, FAD and ground truth on a split: L2, FD, SI and TLCC for expression and rotation."""
+    """Baselines, FAD and ground truth on a split: L2, FD, P-FD, SI and TLCC for expression and rotation.
+
+    With the REACT table (the default), FAD is also sampled m times per speaker window at start noise 1
+    (or --start-noise) and scored against each window's appropriate real reactions.
+    """
     from fad_edge.atomic import atomic_write_bytes
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.devices import resolve_device
     from fad_edge.evaluation import evaluate as run_evaluation
     from fad_edge.evaluation import steps_curve as run_steps_curve
-    from fad_edge.evaluation_report import plot_steps_curve, rich_tables, write_reports
+    from fad_edge.evaluation_report import plot_steps_curve, react_lines, react_rich_tables, rich_tables, write_reports
+    from fad_edge.react_evaluation import ReactOptions
 
+    react_options = None
+    if react:
+        chosen = {"samples": react_samples, "window": react_window, "start_noise": start_noise}
+        react_options = ReactOptions(**{key: value for key, value in chosen.items() if value is not None})
     curve_steps = _steps_list(steps_curve) if steps_curve else None
     check_output_stem(out, (".json", ".md"))
     run_on = str(resolve_device(device))
@@ -53,12 +68,18 @@ def evaluate(
     loaded = [load_checkpoint(path) for path in checkpoint]
     labels = [_label(model, len(loaded)) for model in loaded]
     with console.status(f"evaluating on the {escape(split)} split"):
-        table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise, run_on)
+        table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise, device=run_on,
+                               react=react_options)
     title = f"Listener motion on {data.name}/{split}"
     for rendered in rich_tables(table, escape(title)):
         console.print(rendered)
     for note in table.notes:
         console.print(f"[yellow]{escape(note)}[/]")
+    if table.react is not None:
+        for rendered in react_rich_tables(table.react, escape(title)):
+            console.print(rendered)
+        for line in react_lines(table.react) + table.react.notes[:2]:  # what was sampled and scored against
+            console.print(escape(line))
     json_path, md_path = write_reports(table, out, title)
     console.print(f"wrote {json_path} and {md_path}", markup=False)
     if curve_steps:

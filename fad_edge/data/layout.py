@@ -5,6 +5,8 @@
     DATA/<session>/speaker.wav  speaker audio, mono 16 kHz
     DATA/<session>/listener_coeffs.npy  (T, 56) float32 FLAME [exp 50, jaw 3, head 3]
     DATA/<session>/speaker_coeffs.npy   (T, 56) float32, optional
+    DATA/<session>/listener_alternatives.npy  (K, T, 56) float32, optional: other listeners' reactions
+                                that are as appropriate as the real one (the synthetic generator writes them)
     DATA/<session>/meta.json    {"fps": 30, "sample_rate": 16000, "source": ..., "n_frames": T}
 """
 
@@ -25,6 +27,7 @@ VIDEO = "speaker.mp4"
 AUDIO = "speaker.wav"
 LISTENER = "listener_coeffs.npy"
 SPEAKER = "speaker_coeffs.npy"
+LISTENER_ALTERNATIVES = "listener_alternatives.npy"
 META = "meta.json"
 SPLITS = "splits.json"
 SPLIT_NAMES = ("train", "val", "test")
@@ -51,8 +54,9 @@ def write_session(
     listener: np.ndarray,
     speaker: np.ndarray | None = None,
     source: str = "unknown",
+    alternatives: np.ndarray | None = None,
 ) -> Path:
-    """Write one session folder (every file atomically)."""
+    """Write one session folder (every file atomically); `alternatives` (K, T, 56) other appropriate listeners."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_video(folder / VIDEO, frames, FPS)
@@ -60,6 +64,8 @@ def write_session(
     atomic_save_npy(folder / LISTENER, np.asarray(listener, np.float32))
     if speaker is not None:
         atomic_save_npy(folder / SPEAKER, np.asarray(speaker, np.float32))
+    if alternatives is not None and len(alternatives):
+        atomic_save_npy(folder / LISTENER_ALTERNATIVES, np.asarray(alternatives, np.float32))
     meta = {"fps": FPS, "sample_rate": sample_rate, "source": source, "n_frames": int(len(listener))}
     atomic_write_bytes(folder / META, json.dumps(meta, indent=2).encode())
     return folder
@@ -80,6 +86,22 @@ def load_coefficients(path: Path) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise DataError(f"{path}: contains NaN or infinite values")
     return array.astype(np.float32)
+
+
+def load_listener_alternatives(folder: Path, frames: int) -> np.ndarray | None:
+    """The session's alternative listeners (K, frames, 56) cut to `frames`, or None where it has none."""
+    path = Path(folder) / LISTENER_ALTERNATIVES
+    if not path.exists():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
+    if array.ndim != 3 or array.shape[2] != N_COEFFS or array.shape[1] < frames:
+        raise DataError(f"{path}: expected shape (K, >= {frames}, {N_COEFFS}), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+        raise DataError(f"{path}: expected finite numbers")
+    return array[:, :frames].astype(np.float32)
 
 
 def _read_meta(path: Path) -> dict:

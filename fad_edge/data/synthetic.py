@@ -29,6 +29,11 @@ The listener, rule by rule (each with a base lag, plus a per-session jitter of +
        random blinks, and 0.03 per-dimension noise.
     The 50 expression dims are a fixed correlated mixture of the listener factors [smile, brow,
     blink, idle1, idle2] (another constant basis, decaying scale like 3DMM components).
+
+Alternative listeners
+    The same speaker can be given K more listeners who follow the same rules, each with its own lags,
+    gains, blinks, idle drift and noise (its own random stream, so the session's files do not
+    change): the set of appropriate reactions that the REACT metrics score against.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ _LISTENER_BASIS_SEED = 20_231_002
 LAG_NOD, LAG_SMILE, LAG_BROW, LAG_HEAD = 8, 6, 4, 12
 # A session is generated whole in memory: its uint8 frames and about eight float64 copies of its audio.
 AUDIO_BYTES_PER_SAMPLE = 64
+_ALTERNATIVE_STREAM = 1  # alternative listener k of session `seed` draws from default_rng([seed, 1, k])
+DEFAULT_ALTERNATIVES = 5  # alternative listeners written per session (listener_alternatives.npy)
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class SyntheticSession:
     speaker: np.ndarray  # (T, 56) float32
     listener: np.ndarray  # (T, 56) float32
     lags: dict[str, int]
+    alternatives: np.ndarray | None = None  # (K, T, 56) float32: other listeners of the same speaker
 
 
 @dataclass
@@ -242,10 +250,20 @@ def _video(rng: np.random.Generator, size: int, head: np.ndarray, smile: np.ndar
     return frames
 
 
-def generate_session(seed: int, config: SyntheticConfig = SyntheticConfig()) -> SyntheticSession:
-    """One synthetic dyadic session, deterministic by seed."""
-    rng = np.random.default_rng(seed)
-    n = int(round(config.seconds * FPS))
+@dataclass
+class _SpeakerState:
+    """What the speaker does in one session: every cue a listener can react to."""
+
+    speech: _Speech
+    envelope: np.ndarray  # (T,) per-frame speech envelope
+    smile: np.ndarray
+    brow: np.ndarray
+    blink: np.ndarray
+    head: np.ndarray  # (T, 3) pitch, yaw, roll
+    coefficients: np.ndarray  # (T, 56)
+
+
+def _speaker(rng: np.random.Generator, n: int, config: SyntheticConfig) -> _SpeakerState:
     speech = _speech(rng, n)
     envelope = _frame_envelope(speech, n)
     smile = _events(rng, n, 6.0, (1.5, 4.0))
@@ -260,19 +278,24 @@ def generate_session(seed: int, config: SyntheticConfig = SyntheticConfig()) -> 
     speaker[:, EXPRESSION] += config.coefficient_noise * rng.standard_normal((n, N_EXPRESSION))
     speaker[:, JAW.start] = 0.25 * envelope
     speaker[:, HEAD] = head
+    return _SpeakerState(speech, envelope, smile, brow, blink, head, speaker)
 
+
+def _listener(rng: np.random.Generator, state: _SpeakerState, config: SyntheticConfig) -> tuple[np.ndarray, dict[str, int]]:
+    """One listener reacting to `state` by the five rules; `rng` decides who the listener is (lags, gains, idle)."""
+    n = len(state.head)
     jitter = lambda: int(rng.integers(-config.lag_jitter, config.lag_jitter + 1))  # noqa: E731
     lags = {"nod": LAG_NOD + jitter(), "smile": LAG_SMILE + jitter(), "brow": LAG_BROW + jitter(),
             "head": LAG_HEAD + jitter()}
     lags = {k: max(0, v) for k, v in lags.items()}
     nod_shape = 0.15 * np.sin(np.linspace(0, 3 * np.pi, 20)) * np.exp(-np.linspace(0, 2, 20))
     brow_shape = np.sin(np.linspace(0, np.pi, 24)) ** 2
-    nods = [frame + lags["nod"] for frame, rising in speech.pauses if not rising]
-    raises = [frame + lags["brow"] for frame, rising in speech.pauses if rising]
+    nods = [frame + lags["nod"] for frame, rising in state.speech.pauses if not rising]
+    raises = [frame + lags["brow"] for frame, rising in state.speech.pauses if rising]
     nod = _pulse(n, nods, nod_shape) * rng.uniform(0.85, 1.15)
     listener_brow = np.clip(_pulse(n, raises, brow_shape), 0, 1.2) * rng.uniform(0.85, 1.15)
-    listener_smile = 0.8 * _delay(_smooth(smile, 5), lags["smile"])
-    listener_yaw = 0.5 * _delay(head[:, 1], lags["head"])
+    listener_smile = 0.8 * _delay(_smooth(state.smile, 5), lags["smile"])
+    listener_yaw = 0.5 * _delay(state.head[:, 1], lags["head"])
 
     idle = lambda scale: _smooth(rng.standard_normal(n), 25) * scale * 4  # noqa: E731
     listener = np.zeros((n, N_COEFFS))
@@ -285,10 +308,41 @@ def generate_session(seed: int, config: SyntheticConfig = SyntheticConfig()) -> 
     listener[:, HEAD.start + 1] = listener_yaw + idle(config.idle_head)
     listener[:, HEAD.start + 2] = idle(config.idle_head)
     listener[:, JAW] += 0.005 * rng.standard_normal((n, 3))
+    return listener.astype(np.float32), lags
 
-    frames = _video(rng, config.image_size, head, smile, brow, blink, envelope / max(envelope.max(), 1e-6))
-    audio = _audio(rng, speech)
-    return SyntheticSession(frames, audio, speaker.astype(np.float32), listener.astype(np.float32), lags)
+
+def _alternatives(seed: int, state: _SpeakerState, config: SyntheticConfig, count: int) -> np.ndarray:
+    """(count, T, 56): other listeners of the same speaker, each from its own stream of `seed`.
+
+    The session's own stream is left untouched, so adding alternatives changes no other output.
+    """
+    empty = np.zeros((0, len(state.head), N_COEFFS), np.float32)
+    listeners = [_listener(np.random.default_rng([seed, _ALTERNATIVE_STREAM, k]), state, config)[0] for k in range(count)]
+    return np.stack(listeners) if listeners else empty
+
+
+def generate_session(seed: int, config: SyntheticConfig = SyntheticConfig(), alternatives: int = 0) -> SyntheticSession:
+    """One synthetic dyadic session, deterministic by seed; `alternatives` other listeners of the same speaker."""
+    rng = np.random.default_rng(seed)
+    n = int(round(config.seconds * FPS))
+    state = _speaker(rng, n, config)
+    listener, lags = _listener(rng, state, config)
+    mouth = state.envelope / max(state.envelope.max(), 1e-6)
+    frames = _video(rng, config.image_size, state.head, state.smile, state.brow, state.blink, mouth)
+    audio = _audio(rng, state.speech)
+    others = _alternatives(seed, state, config, alternatives) if alternatives else None
+    return SyntheticSession(frames, audio, state.coefficients.astype(np.float32), listener, lags, others)
+
+
+def alternative_listeners(seed: int, count: int, config: SyntheticConfig = SyntheticConfig()) -> np.ndarray:
+    """(count, T, 56): the same as `generate_session(seed, config, count).alternatives`, without drawing video.
+
+    Each is another listener of session `seed`'s speaker, following the same five rules with its own
+    lags, gains, blinks, idle drift and noise: a set of reactions that are all appropriate, where a
+    real dataset has only the one listener who was there.
+    """
+    state = _speaker(np.random.default_rng(seed), int(round(config.seconds * FPS)), config)
+    return _alternatives(seed, state, config, count)
 
 
 def split_names(names: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
@@ -311,8 +365,13 @@ def check_synthetic_size(seconds: float, image_size: int) -> None:
                DataError)
 
 
-def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128) -> dict:
-    """Write `sessions` synthetic sessions and splits.json in our layout; returns the splits."""
+def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128,
+                            alternatives: int = DEFAULT_ALTERNATIVES) -> dict:
+    """Write `sessions` synthetic sessions and splits.json in our layout; returns the splits.
+
+    With `alternatives` > 0 each session also gets listener_alternatives.npy (K, T, 56); every other
+    file is the same, byte for byte, whatever `alternatives` is.
+    """
     if sessions < 3:
         raise DataError(f"need at least 3 sessions (train, val and test), got {sessions}")
     if seed < 0:
@@ -322,10 +381,11 @@ def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: 
     config = SyntheticConfig(seconds=seconds, image_size=image_size)
     names = []
     for index in range(sessions):
-        session = generate_session(seed * 100_003 + index, config)
+        session = generate_session(seed * 100_003 + index, config, alternatives)
         name = f"session_{index:03d}"
         write_session(out_dir / name, session.frames, session.audio, SAMPLE_RATE, session.listener, session.speaker,
-                      source=f"fad-edge synthetic (seed {seed}, index {index}, lags {session.lags})")
+                      source=f"fad-edge synthetic (seed {seed}, index {index}, lags {session.lags})",
+                      alternatives=session.alternatives)
         names.append(name)
     splits = split_names(names, np.random.default_rng(seed))
     write_splits(out_dir, splits)
