@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fad_edge.constants import CLIP_LEN, MELS_PER_FRAME
+from fad_edge.constants import CLIP_LEN, MELS_PER_FRAME, N_FFT
 from fad_edge.data.audio_features import frame_windows, log_mel
 from fad_edge.data.inputs import images_from_frames
 from fad_edge.runtime.aligner import ReadyClip
@@ -40,17 +40,16 @@ class ClipEncoder:
         self._features = np.zeros((config.context_clips * CLIP_LEN, config.condition_dim), np.float32)
 
     def warm_up(self, rounds: int = 2) -> None:
-        """Throwaway clips through every graph, so that the first real clip does not pay for the runtime's set-up.
-
-        Uses its own noise, so the stream's samples are the same with or without it.
+        """Throwaway clips through the whole path (mel, encoders, ELNet), so that the first real clip does not
+        pay for the runtime's set-up. Uses its own noise and leaves the stream's state alone.
         """
         config, runner = self.config, self.runner
-        images = np.zeros((CLIP_LEN, 3, config.image_size, config.image_size), np.float32)
-        mel = np.zeros((CLIP_LEN, 1, config.audio_window, config.n_mels), np.float32)
+        images = images_from_frames(np.zeros((CLIP_LEN, config.image_size, config.image_size, 3), np.uint8))
         condition = np.zeros((1, config.condition_frames, config.condition_dim), np.float32)
         generator = np.random.default_rng(0)
         for _ in range(rounds):
-            runner.encode(images, mel)
+            mel = log_mel(np.zeros(N_FFT, np.float32), CLIP_LEN, config.n_mels)
+            runner.encode(images, frame_windows(mel, config.audio_window_frames))
             runner.clips_motion(condition, runner.initial_state(1, generator), generator)
 
     def __call__(self, clip: ReadyClip) -> np.ndarray:

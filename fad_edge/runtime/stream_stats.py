@@ -77,8 +77,8 @@ class StreamMeter:
             self._steps[0] += float(np.linalg.norm(np.diff(motion, axis=0), axis=1).sum())
             self._steps[1] += len(motion) - 1
         self._last = motion if len(motion) else self._last
-        if not self.latencies:
-            self.first_latency = clip.latency if math.isnan(self.first_latency) else self.first_latency
+        if math.isnan(self.first_latency):
+            self.first_latency = clip.latency
         self.latencies.append(clip.latency)
         self.computes.append(clip.compute)
 
