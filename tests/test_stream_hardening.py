@@ -100,12 +100,13 @@ def test_a_blocking_callback_never_blocks_the_producers(monkeypatch):
 def test_dropped_callbacks_keep_the_newest_clips():
     gate, received = threading.Event(), []
     stream = ListenerStream(FakeRunner(), on_clip=lambda clip: (gate.wait(), received.append(clip.index)),
-                            callback_queue=2)
+                            callback_queue=2, keep_clips=0)
     feed(stream, range(80))
     assert wait_for(lambda: stream.stats().clips == 10)
     gate.set()
     stream.close()
     assert received[-2:] == [8, 9] and len(received) + stream.stats().clips_dropped == 10
+    assert list(stream.clips(timeout=0)) == [] and stream.stats().clips_unread_dropped == 0  # no clips() buffer
 
 
 def test_video_goes_on_with_silence_when_the_microphone_is_unplugged():
@@ -166,9 +167,14 @@ def test_a_clock_jump_of_a_million_seconds_costs_nothing():
     assert stats.clock_jumps_video == 1 and stats.frames_padded == 4 and stats.frames_repeated == 0
 
 
+def fake_select(runner: FakeRunner) -> types.SimpleNamespace:
+    """Stands in for fad_edge.runtime.select (whose import would pull in torch) and opens `runner`."""
+    return types.SimpleNamespace(open_runner=lambda *args, **kwargs: runner)
+
+
 def test_close_closes_the_runner_only_when_the_stream_opened_it(monkeypatch):
     opened = FakeRunner()
-    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", types.SimpleNamespace(open_runner=lambda *a, **k: opened))
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", fake_select(opened))
     stream = ListenerStream.from_export(Path("engines/any"))
     assert not opened.closed
     stream.close()
@@ -177,7 +183,7 @@ def test_close_closes_the_runner_only_when_the_stream_opened_it(monkeypatch):
     ListenerStream(given).close()
     assert not given.closed
     refused = FakeRunner()
-    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", types.SimpleNamespace(open_runner=lambda *a, **k: refused))
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", fake_select(refused))
     with pytest.raises(StreamInputError, match="color"):
         ListenerStream.from_export(Path("engines/any"), color="cmyk")
     assert refused.closed  # a stream that failed to start does not leak its runner

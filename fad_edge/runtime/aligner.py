@@ -275,5 +275,6 @@ class ClipAligner:
         """The samples resamplers still hold, from all but the `keep` rate."""
         out = [np.zeros(0, np.float32)]
         for rate in [r for r in self._resamplers if r != keep]:
-            out.append(self._resamplers.pop(rate).resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32))
+            tail = self._resamplers.pop(rate).resample_chunk(np.zeros(0, np.float32), last=True)
+            out.append(tail.astype(np.float32))
         return np.concatenate(out)

@@ -37,7 +37,8 @@ up in the constructor, so the first clip's latency is an ordinary one.
 
 Memory is bounded for any run length: the frames of unfinished clips, the audio they still need (at
 most `max_audio_seconds` ahead; older audio is forgotten and counted) and fixed windows of
-latencies and unread clips. See `fad_edge.runtime.aligner` for the timing rules in full.
+latencies and unread clips (`keep_clips`, 0 for none when `on_clip` is all you use). See
+`fad_edge.runtime.aligner` for the timing rules in full.
 
 Latency is measured from the moment a clip's last input arrived (its 8th frame, or the audio its
 last mel window needs, 16 ms past its end) to its motion, any wait behind earlier clips included;
@@ -250,8 +251,9 @@ class ListenerStream:
         with self._lock:
             self._meter.add(out, clip.new_segment)
             self._counts["clips"] += 1
-            self._counts["clips_unread_dropped"] += len(self._output) == self._output.maxlen
-            self._output.append(out)
+            if self._output.maxlen:  # keep_clips=0: no clips() buffer, on_clip only
+                self._counts["clips_unread_dropped"] += len(self._output) == self._output.maxlen
+                self._output.append(out)
             self._lock.notify_all()
         self._callbacks.put(out)
 

@@ -36,7 +36,8 @@ def check_rate(sample_rate: object) -> int:
     except (TypeError, ValueError):
         rate = math.nan
     if not (math.isfinite(rate) and rate == int(rate) and SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]):
-        raise StreamInputError(f"audio sample rate must be a whole number of Hz in {SAMPLE_RATES}, got {sample_rate!r}")
+        raise StreamInputError(f"audio sample rate must be a whole number of Hz within {SAMPLE_RATES}, "
+                               f"got {sample_rate!r}")
     return int(rate)
 
 
