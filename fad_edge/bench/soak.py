@@ -246,9 +246,13 @@ def _push_frame(stream: ListenerStream, speaker: Speaker, rng: np.random.Generat
 def _push_audio(stream: ListenerStream, speaker: Speaker, rng: np.random.Generator, config: SoakConfig,
                 feeder: dict[str, int], j: int, offset: float) -> None:
     start = j * config.audio_chunk
-    period, length = config.dropout_every * 60, config.dropout_seconds
-    if period and start % period >= period - length:  # the microphone is unplugged
-        feeder["dropouts"] += start % period < period - length + config.audio_chunk
+
+    def unplugged(chunk: int) -> bool:  # the last dropout_seconds of every dropout_every minutes
+        period = config.dropout_every * 60
+        return period > 0 and (chunk * config.audio_chunk) % period >= period - config.dropout_seconds
+
+    if unplugged(j):
+        feeder["dropouts"] += not unplugged(j - 1)
         return
     rate = RATES[int(start // (config.rate_every * 60)) % len(RATES)]
     samples = speaker.chunk(start, config.audio_chunk, rate, j)
