@@ -23,3 +23,10 @@ class BackendUnavailableError(FadEdgeError):
 
 class EngineMismatchError(FadEdgeError):
     """An engine was built for another TensorRT version or GPU and must be rebuilt."""
+
+
+class StreamInputError(FadEdgeError, ValueError):
+    """A live stream was given input it cannot place: a bad frame, audio dtype or layout, or timestamp.
+
+    Also a ValueError, so code that catches bad arguments that way keeps working.
+    """

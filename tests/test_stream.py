@@ -111,8 +111,8 @@ def test_a_long_stream_keeps_memory_flat_and_loses_no_clip(tiny_export, session)
         stream.push_video(frames[k % 90], k / 30)
         if k in (600, 2399):
             sizes.append(tracemalloc.get_traced_memory()[0])
-        assert len(stream._frames) <= (stream.max_pending_clips + 1) * 8
-        assert len(stream._audio) <= 2 * 16000  # only what unfinished clips need
+        assert stream.aligner.buffered_frames() <= (stream.max_pending_clips + 1) * 8
+        assert stream.aligner.buffered_audio() <= 2 * 16000  # only what unfinished clips need
     stream.close()
     tracemalloc.stop()
     assert count == math.ceil(total / 8)
@@ -125,5 +125,5 @@ def test_audio_without_video_is_capped(tiny_export):
     with ListenerStream(OrtRunner(tiny_export, threads=1), max_audio_seconds=2.0) as stream:
         for second in range(5):
             stream.push_audio(np.zeros(16000, np.float32), 16000)
-        assert len(stream._audio) <= 2 * 16000
+        assert stream.aligner.buffered_audio() <= 2 * 16000
     assert stream.stats().audio_samples_dropped == 3 * 16000

@@ -31,6 +31,10 @@ from fad_edge.constants import (
 )
 from fad_edge.errors import DataError
 
+# Up to this many mel frames the filter bank is applied without BLAS: one clip's 32x257x80 product takes
+# 0.5 ms in einsum's loop but was measured at 20 ms through a 2-thread OpenBLAS on a busy 2-core machine.
+SMALL_PRODUCT_FRAMES = 256
+
 # The value of a silent mel bin after scaling; used to pad windows before the first frame.
 SILENCE = (np.log10(LOG_MEL_FLOOR) + 4.0) / 4.0
 
@@ -107,7 +111,11 @@ def log_mel(samples: np.ndarray, n_video_frames: int, n_mels: int = N_MELS, firs
     starts = np.clip(centres - half + N_FFT, 0, len(padded) - N_FFT)
     frames = padded[starts[:, None] + np.arange(N_FFT)[None, :]]  # (n, N_FFT)
     spectrum = np.abs(np.fft.rfft(frames * np.hanning(N_FFT).astype(np.float32), axis=1)) ** 2
-    mel = spectrum.astype(np.float32) @ mel_filters(n_mels).T  # (n, n_mels)
+    spectrum = spectrum.astype(np.float32)
+    if n <= SMALL_PRODUCT_FRAMES:  # a stream's clip: BLAS threads would wait longer than the product takes
+        mel = np.einsum("nf,mf->nm", spectrum, mel_filters(n_mels))  # (n, n_mels)
+    else:
+        mel = spectrum @ mel_filters(n_mels).T
     return ((np.log10(np.maximum(mel, LOG_MEL_FLOOR)) + 4.0) / 4.0).astype(np.float32)
 
 

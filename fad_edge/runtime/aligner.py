@@ -1,0 +1,280 @@
+"""Frame slots and audio samples from timestamps: the thread-free core of ListenerStream.
+
+`ClipAligner` places frames and audio chunks on one timeline and hands out clips of 8 frames with
+the 16 kHz audio their mel windows need. It knows nothing of threads or models: the caller passes
+`now` (any monotonic clock, used only for the dead-audio timeout) and may drive it from a test.
+
+Timing rules (the user documentation is in `fad_edge.runtime.stream`):
+- A segment maps input time to slots: slot = segment_slot + round((t - segment_origin) * 30). A late
+  frame (slot already filled) is skipped; a gap is filled by repeating the last frame.
+- A frame more than `max_jump` seconds from the next expected slot, either way (an NTP step, a
+  switch between wall and monotonic clocks, a long camera stall), starts a new segment instead of
+  being filled: the clip in progress is sealed as a partial clip, the frame starts the next clip, the
+  audio is re-anchored there, and the model's context starts afresh. Work and memory per call are
+  therefore bounded by `max_jump` whatever the timestamps.
+- Audio chunks are laid end to end; a timestamp only detects a gap (filled with silence) or an
+  overlap (dropped) of more than one frame, so jitter never shifts audio against video. An audio
+  timestamp more than `max_jump` from where the audio has got to is taken as its clock jumping:
+  the chunk is laid end to end and later chunks are read on the shifted clock (counted).
+- A clip whose frames are complete waits for its audio until `audio_timeout` seconds pass without
+  any audio, or until `max_pending_clips` clips wait: the audio is then dead (or too late) and the
+  clip gets silence, as do later clips until a chunk arrives (counted).
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soxr
+
+from fad_edge.constants import CLIP_LEN, FPS, MELS_PER_FRAME, N_FFT, SAMPLE_RATE
+from fad_edge.data.audio_features import mel_centres
+from fad_edge.runtime.stream_inputs import check_rate, check_time, mono_samples
+
+
+@dataclass(frozen=True)
+class AlignerConfig:
+    max_jump: float = 2.0  # seconds; a timestamp further than this from the expected one is a clock jump
+    audio_timeout: float | None = 1.0  # seconds without audio before waiting clips get silence (None: no timeout)
+    max_pending_clips: int = 4  # clips of pushed frames that may wait for audio or for the model
+    max_audio_seconds: float = 10.0  # audio ahead of the video kept at most (a stalled camera); oldest dropped
+
+
+@dataclass
+class ReadyClip:
+    index: int  # clip number since the stream started; its first frame is slot index * 8
+    frames: np.ndarray  # (8, ...) frames; a partial clip repeats its last frame
+    count: int  # real frames: fewer than 8 for the clip sealed at a clock jump or at the end
+    times: np.ndarray  # (count,) grid time of each frame on the input clock, seconds
+    audio: np.ndarray  # 16 kHz samples covering the clip's mel windows; outside them is silence
+    audio_offset: int  # absolute sample index of audio[0]
+    new_segment: bool  # the first clip of the stream or after a clock jump: context starts afresh
+
+
+def slot_sample(slot: int) -> int:
+    """The 16 kHz sample at which video slot `slot` starts."""
+    return int(round(slot * SAMPLE_RATE / FPS))
+
+
+def audio_needed(clip: int) -> int:
+    """Absolute 16 kHz sample index the clip's last mel window reaches."""
+    return int(mel_centres(1, (clip + 1) * CLIP_LEN * MELS_PER_FRAME - 1)[0]) + N_FFT // 2
+
+
+class ClipAligner:
+    """See the module docstring. Not thread-safe: the caller holds one lock around every call."""
+
+    def __init__(self, config: AlignerConfig | None = None) -> None:
+        self.config = config or AlignerConfig()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._slots: list[tuple[np.ndarray, float, bool]] = []  # from slot taken * 8: frame, grid time, pushed?
+        self._pushed = 0  # frames in _slots that were pushed (not repeats or padding)
+        self._last_frame: np.ndarray | None = None
+        self._next_slot = self._taken = self._sealed = 0  # clips below _sealed are ready with whatever audio
+        self._partial: dict[int, int] = {}  # real frames of sealed partial clips
+        self._segment_starts = {0}
+        self._origin: float | None = None  # input time of slot _segment_slot
+        self._segment_slot = 0
+        self._audio = np.zeros(0, np.float32)  # 16 kHz samples from absolute index _audio_offset
+        self._audio_offset = 0
+        self._audio_clock = 0.0  # timeline seconds of input audio placed (slot k is at k / 30)
+        self._audio_shift = 0.0  # added to audio timestamps after an audio clock jump
+        self._resamplers: dict[int, Any] = {}
+        self._layout: tuple[int, int] | None = None
+        self._last_audio_at: float | None = None
+        self._audio_dead = False
+
+    # -- input -------------------------------------------------------------------------------
+    def push_frame(self, frame: np.ndarray, t: float, now: float) -> None:
+        t = check_time(t, "frame")
+        if self._last_audio_at is None:
+            self._last_audio_at = now  # the audio timeout runs from the stream's first input
+        if self._origin is None:
+            self._origin = t
+        position = self._segment_slot + (t - self._origin) * FPS
+        if abs(position - self._next_slot) > self.config.max_jump * FPS:
+            self._new_segment(t)
+            position = self._next_slot
+        slot = int(round(position))
+        if slot < self._next_slot:
+            self.counts["frames_skipped"] += 1
+            return
+        fill = frame if self._last_frame is None else self._last_frame
+        while self._next_slot < slot:  # a gap, at most max_jump long: repeat the last frame
+            self._append(fill, pushed=False)
+            self.counts["frames_repeated"] += 1
+        self._append(frame, pushed=True)
+        self.counts["frames"] += 1
+
+    def push_audio(self, samples: object, sample_rate: object, t: float | None, now: float) -> None:
+        rate = check_rate(sample_rate)
+        t = None if t is None else check_time(t, "audio")
+        mono, self._layout = mono_samples(samples, self._layout)
+        if mono.size == 0:
+            self.counts["audio_chunks_empty"] += 1
+            return
+        self._last_audio_at = now
+        if not np.all(np.isfinite(mono)):
+            self.counts["audio_chunks_invalid"] += 1
+            mono = np.zeros_like(mono)
+        if t is not None:  # compare in input time, before any resampler holds samples back
+            if self._origin is None:
+                self._origin = t - self._audio_clock
+            gap = self._segment_slot / FPS + (t + self._audio_shift - self._origin) - self._audio_clock
+            if abs(gap) > self.config.max_jump:
+                self._audio_shift -= gap
+                self.counts["clock_jumps_audio"] += 1
+                gap = 0.0
+            step = int(round(gap * rate))
+            if step > rate // FPS:  # a real gap: silence
+                mono = np.concatenate([np.zeros(step, np.float32), mono])
+                self.counts["audio_samples_filled"] += step * SAMPLE_RATE // rate
+            elif -step > rate // FPS:  # a real overlap (or audio before the start): drop it
+                cut = min(-step, len(mono))
+                mono = mono[cut:]
+                self.counts["audio_samples_dropped"] += cut * SAMPLE_RATE // rate
+        if mono.size:
+            self._audio_dead = False
+            self._audio_clock += len(mono) / rate
+            self._append_audio(self._resample(mono, rate))
+
+    def finish(self) -> None:
+        """No more input: what the resamplers hold joins the buffer."""
+        self._append_audio(self._flush_resamplers())
+
+    # -- output ------------------------------------------------------------------------------
+    @property
+    def taken(self) -> int:
+        """Clips handed out so far."""
+        return self._taken
+
+    def backlog(self) -> int:
+        """Clips complete in frames and not taken."""
+        return len(self._slots) // CLIP_LEN
+
+    def buffered_frames(self) -> int:
+        """Pushed frames held (repeats share their frame's memory and are not counted)."""
+        return self._pushed
+
+    def buffered_audio(self) -> int:
+        return len(self._audio)
+
+    def complete_clips(self) -> int:
+        """How many clips since the start have had all their input: taken ones plus those ready now."""
+        k = self._taken
+        while k < self._taken + self.backlog() and (k < self._sealed or self._has_audio(k)):
+            k += 1
+        return k
+
+    def take_ready(self, now: float, closing: bool = False) -> ReadyClip | None:
+        """The next clip if its frames and audio are there (or the audio is dead), else None.
+
+        `closing`: no more input will come; the last partial clip is padded and all clips are taken.
+        """
+        k = self._taken
+        if len(self._slots) < CLIP_LEN and not (closing and self._slots):
+            return None
+        if not closing and k >= self._sealed and not self._has_audio(k):
+            if not self._audio_late(now):
+                return None
+            if not self._audio_dead:
+                self.counts["audio_dead"] += 1
+                self._audio_dead = True
+            self._append_audio(self._flush_resamplers())
+            self._extend_silence(audio_needed(k) + 1)
+            self._audio_clock = max(self._audio_clock, (self._audio_offset + len(self._audio)) / SAMPLE_RATE)
+        taken, self._slots = self._slots[:CLIP_LEN], self._slots[CLIP_LEN:]
+        self._pushed -= sum(pushed for _, _, pushed in taken)
+        self.counts["frames_padded"] += CLIP_LEN - len(taken)
+        count = self._partial.pop(k, len(taken))
+        frames = np.stack([frame for frame, _, _ in taken] + [taken[-1][0]] * (CLIP_LEN - len(taken)))
+        first = int(mel_centres(1, k * CLIP_LEN * MELS_PER_FRAME)[0]) - N_FFT // 2
+        start, end = max(first - self._audio_offset, 0), max(audio_needed(k) + 1 - self._audio_offset, 0)
+        clip = ReadyClip(k, frames, count, np.array([time for _, time, _ in taken[:count]]),
+                         self._audio[start:end].copy(), self._audio_offset + start, k in self._segment_starts)
+        self._segment_starts.discard(k)
+        self._taken += 1
+        keep_from = audio_needed(k) - 2 * N_FFT  # later clips' mel windows start after this
+        if keep_from > self._audio_offset:
+            cut = min(keep_from - self._audio_offset, len(self._audio))
+            self._audio, self._audio_offset = self._audio[cut:], self._audio_offset + cut
+        return clip
+
+    # -- internals ---------------------------------------------------------------------------
+    def _append(self, frame: np.ndarray, pushed: bool) -> None:
+        assert self._origin is not None
+        self._slots.append((frame, self._origin + (self._next_slot - self._segment_slot) / FPS, pushed))
+        self._pushed += pushed
+        self._last_frame = frame
+        self._next_slot += 1
+
+    def _new_segment(self, t: float) -> None:
+        """Seal the clip in progress, start the next clip at input time t and re-anchor the audio there."""
+        self.counts["clock_jumps_video"] += 1
+        start = -(-self._next_slot // CLIP_LEN) * CLIP_LEN
+        if start > self._next_slot and self._last_frame is not None:
+            self._partial[start // CLIP_LEN - 1] = CLIP_LEN - (start - self._next_slot)
+            while self._next_slot < start:
+                self._append(self._last_frame, pushed=False)
+                self.counts["frames_padded"] += 1
+        self._sealed, self._segment_slot, self._origin = start // CLIP_LEN, start, t
+        self._segment_starts.add(self._sealed)
+        anchor = slot_sample(start)
+        self._append_audio(self._flush_resamplers())
+        end = self._audio_offset + len(self._audio)
+        if end > anchor:  # audio placed past the last frame of the old segment is forgotten
+            keep = max(anchor - self._audio_offset, 0)
+            self.counts["audio_samples_dropped"] += len(self._audio) - keep
+            self._audio = self._audio[:keep]
+            self._audio_offset = anchor if keep == 0 else self._audio_offset
+        self._extend_silence(anchor)
+        self._audio_clock = start / FPS
+
+    def _has_audio(self, clip: int) -> bool:
+        return self._audio_offset + len(self._audio) > audio_needed(clip)
+
+    def _audio_late(self, now: float) -> bool:
+        timeout = self.config.audio_timeout
+        silent_for = now - (self._last_audio_at if self._last_audio_at is not None else now)
+        return (self._audio_dead or self.backlog() >= self.config.max_pending_clips
+                or (timeout is not None and silent_for >= timeout))
+
+    def _extend_silence(self, to: int) -> None:
+        """Silence up to absolute sample `to`; a long stretch moves the buffer instead of allocating it."""
+        end = self._audio_offset + len(self._audio)
+        if to <= end:
+            return
+        self.counts["audio_samples_filled"] += to - end
+        if to - end > self.config.max_audio_seconds * SAMPLE_RATE:
+            self.counts["audio_samples_dropped"] += len(self._audio)
+            self._audio, self._audio_offset = np.zeros(0, np.float32), to
+        else:
+            self._audio = np.concatenate([self._audio, np.zeros(to - end, np.float32)])
+
+    def _append_audio(self, samples: np.ndarray) -> None:
+        if samples.size == 0:
+            return
+        self._audio = np.concatenate([self._audio, samples])
+        excess = len(self._audio) - int(self.config.max_audio_seconds * SAMPLE_RATE)
+        if excess > 0:  # audio far ahead of the video (a stalled camera): forget the oldest
+            self._audio, self._audio_offset = self._audio[excess:], self._audio_offset + excess
+            self.counts["audio_samples_dropped"] += excess
+
+    def _resample(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        """To 16 kHz with one streaming resampler per input rate; a rate change flushes the old one."""
+        flushed = self._flush_resamplers(keep=rate)
+        if rate == SAMPLE_RATE:
+            return np.concatenate([flushed, samples])
+        stream = self._resamplers.setdefault(rate, soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32"))
+        return np.concatenate([flushed, stream.resample_chunk(samples).astype(np.float32)])
+
+    def _flush_resamplers(self, keep: int | None = None) -> np.ndarray:
+        """The samples resamplers still hold, from all but the `keep` rate."""
+        out = [np.zeros(0, np.float32)]
+        for rate in [r for r in self._resamplers if r != keep]:
+            tail = self._resamplers.pop(rate).resample_chunk(np.zeros(0, np.float32), last=True)
+            out.append(tail.astype(np.float32))
+        return np.concatenate(out)

@@ -1,0 +1,74 @@
+"""The model side of a stream: each ready clip's mel, features and motion, and the state clips share.
+
+A clip's condition is its own 8 frames' features plus those of `context_clips` earlier clips, kept
+rather than recomputed; its mel windows reach `audio_window_frames` frames back into earlier mel.
+Both start from zeros and silence at a new segment (the stream's start, or a clock jump), as at the
+start of a session, since what came before the jump may be far away in time.
+
+With `carry_motion`, sampling starts from the previous clip's last frame instead of the mean motion
+(as SDEdit does), which reduces the jump at clip boundaries. It carries across segments too: the
+listener's face should not jump because the speaker's clock did.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fad_edge.constants import CLIP_LEN, MELS_PER_FRAME, N_FFT
+from fad_edge.data.audio_features import frame_windows, log_mel
+from fad_edge.data.inputs import images_from_frames
+from fad_edge.runtime.aligner import ReadyClip
+
+if TYPE_CHECKING:
+    from fad_edge.runtime.base import ClipRunner
+
+
+class ClipEncoder:
+    """Turns ReadyClips into motion, in order; call it from one thread only."""
+
+    def __init__(self, runner: ClipRunner, carry_motion: bool = False) -> None:
+        self.runner, self.config, self.carry_motion = runner, runner.config, carry_motion
+        self.generator = np.random.default_rng(runner.seed)
+        self.previous: np.ndarray | None = None  # the last clip's motion
+        self.reset_context()
+
+    def reset_context(self) -> None:
+        config = self.config
+        self._mel_history = np.zeros((0, config.n_mels), np.float32)
+        self._features = np.zeros((config.context_clips * CLIP_LEN, config.condition_dim), np.float32)
+
+    def warm_up(self, rounds: int = 2) -> None:
+        """Throwaway clips through the whole path (mel, encoders, ELNet), so that the first real clip does not
+        pay for the runtime's set-up. Uses its own noise and leaves the stream's state alone.
+        """
+        config, runner = self.config, self.runner
+        images = images_from_frames(np.zeros((CLIP_LEN, config.image_size, config.image_size, 3), np.uint8))
+        condition = np.zeros((1, config.condition_frames, config.condition_dim), np.float32)
+        generator = np.random.default_rng(0)
+        for _ in range(rounds):
+            mel = log_mel(np.zeros(N_FFT, np.float32), CLIP_LEN, config.n_mels)
+            runner.encode(images, frame_windows(mel, config.audio_window_frames))
+            runner.clips_motion(condition, runner.initial_state(1, generator), generator)
+
+    def __call__(self, clip: ReadyClip) -> np.ndarray:
+        """The clip's motion (count, 56), de-normalized."""
+        config, runner = self.config, self.runner
+        if clip.new_segment:
+            self.reset_context()
+        mel = log_mel(clip.audio, CLIP_LEN, config.n_mels, first_frame=clip.index * CLIP_LEN, offset=clip.audio_offset)
+        windows = frame_windows(mel, config.audio_window_frames, self._mel_history)
+        self._mel_history = mel[-(config.audio_window_frames * MELS_PER_FRAME):]
+        features = runner.encode(images_from_frames(clip.frames), windows)
+        condition = np.concatenate([self._features, features])[None].astype(np.float32, copy=False)
+        if config.context_clips:
+            self._features = condition[0, CLIP_LEN:]
+        guess = None
+        if self.carry_motion and self.previous is not None:
+            guess = np.repeat(((self.previous[-1] - runner.mean) / runner.std)[None, None], CLIP_LEN, axis=1)
+        state = runner.initial_state(1, self.generator, guess)
+        motion = runner.clips_motion(condition, state, self.generator)[0][: clip.count]
+        if len(motion):
+            self.previous = motion
+        return motion

@@ -1,0 +1,189 @@
+"""ListenerStream driven by a FakeRunner: threads, callbacks, warm-up, ownership and hostile input, in seconds."""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+import tracemalloc
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fad_edge.errors import StreamInputError
+from fad_edge.runtime import stream as stream_module
+from fad_edge.runtime.stream import ListenerStream
+from fakes import FakeRunner
+
+CHUNK = 16000 // 30
+
+
+def picture(k: int) -> np.ndarray:
+    """A frame whose brightness says which one it is (the fake runner's motion[:, 0] reads it back)."""
+    return np.full((40, 30, 3), 20 + k % 200, np.uint8)
+
+
+def feed(stream: ListenerStream, frames: range, start: float = 0.0, audio: bool = True) -> None:
+    """Frames with their audio, which ends a frame later: a clip's last mel window reaches past its end."""
+    for k in frames:
+        if audio:
+            stream.push_audio(np.zeros(CHUNK, np.float32), 16000, start + k / 30)
+        stream.push_video(picture(k), start + k / 30)
+    if audio:
+        stream.push_audio(np.zeros(CHUNK, np.float32), 16000, start + frames.stop / 30)
+
+
+def wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def in_thread(work, seconds: float = 10.0) -> None:
+    """Run `work` on another thread; fail (instead of hanging) if it does not return in time."""
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "the producer was blocked"
+
+
+def test_each_frame_meets_its_own_audio_through_the_threads():
+    rng = np.random.default_rng(0)
+    with ListenerStream(FakeRunner(), color="bgr") as stream:
+        for k in range(64):
+            loud = 24 <= k < 32
+            chunk = (0.5 * np.sin(np.arange(CHUNK) * 0.3) if loud else np.zeros(CHUNK)).astype(np.float32)
+            stream.push_audio((chunk * 32767).astype(np.int16), 16000, k / 30 + rng.uniform(-0.004, 0.004))
+            stream.push_video(picture(k), k / 30 + rng.uniform(-0.004, 0.004))
+    motion = np.concatenate([clip.motion for clip in stream.clips(timeout=0)])
+    assert motion.shape == (64, 56)
+    np.testing.assert_array_equal(np.round(motion[:, 0] * 255) - 20, np.arange(64))  # every frame in its slot
+    quiet, loud = np.r_[motion[:23, 1], motion[33:, 1]], motion[24:32, 1]
+    assert loud.min() > quiet.max() + 0.5  # the tone sits under frames 24..31 and nowhere else
+
+
+def test_the_warm_up_runs_at_construction_on_the_worker_and_stays_out_of_the_stats():
+    runner = FakeRunner()
+    stream = ListenerStream(runner)
+    assert runner.calls["encode"] >= 1 and runner.calls["clips_motion"] >= 1  # before any input
+    assert runner.threads == {"listener-stream"}  # where a TensorRT context must live
+    assert stream.stats().clips == 0 and math.isnan(stream.stats().latency_p50_ms)
+    feed(stream, range(16))
+    stream.close()
+    stats = stream.stats()
+    assert stats.clips == 2 and stats.first_latency_ms >= 0 and stats.latency_p99_ms >= stats.compute_p50_ms
+
+
+def test_a_blocking_callback_never_blocks_the_producers(monkeypatch):
+    gate, received = threading.Event(), []
+
+    def on_clip(clip):
+        gate.wait()
+        received.append(clip.index)
+
+    stream = ListenerStream(FakeRunner(), on_clip=on_clip, callback_queue=2)
+    in_thread(lambda: feed(stream, range(80)))
+    assert wait_for(lambda: stream.stats().clips == 10)
+    assert stream.stats().clips_dropped >= 7  # 2 queued and 1 in the callback at most
+    monkeypatch.setattr(stream_module, "CALLBACK_DRAIN_SECONDS", 0.2)
+    in_thread(stream.close)  # the callback still blocks: close() gives up waiting for it
+    gate.set()
+    assert wait_for(lambda: len(received) + stream.stats().clips_dropped == 10)  # each clip delivered or counted
+
+
+def test_dropped_callbacks_keep_the_newest_clips():
+    gate, received = threading.Event(), []
+    stream = ListenerStream(FakeRunner(), on_clip=lambda clip: (gate.wait(), received.append(clip.index)),
+                            callback_queue=2, keep_clips=0)
+    feed(stream, range(80))
+    assert wait_for(lambda: stream.stats().clips == 10)
+    gate.set()
+    stream.close()
+    assert received[-2:] == [8, 9] and len(received) + stream.stats().clips_dropped == 10
+    assert list(stream.clips(timeout=0)) == [] and stream.stats().clips_unread_dropped == 0  # no clips() buffer
+
+
+def test_video_goes_on_with_silence_when_the_microphone_is_unplugged():
+    now = [0.0]
+    stream = ListenerStream(FakeRunner(), audio_timeout=0.5, clock=lambda: now[0])
+    feed(stream, range(8))  # one clip with its audio, then the microphone is gone
+    feed(stream, range(8, 24), audio=False)
+    assert wait_for(lambda: stream.stats().clips == 1)
+    time.sleep(0.2)
+    assert stream.stats().clips == 1  # clips 1 and 2 wait for their audio...
+    now[0] = 1.0
+    assert wait_for(lambda: stream.stats().clips == 3)  # ...until the timeout, then go on with silence
+    stats = stream.stats()
+    assert stats.audio_dead == 1 and stats.audio_samples_filled > 0
+    stream.close()
+
+
+def test_push_video_never_waits_for_audio_that_never_comes():
+    stream = ListenerStream(FakeRunner(), audio_timeout=None)  # no timeout: video far ahead still gets silence
+    in_thread(lambda: feed(stream, range(200), audio=False))
+    stream.close()
+    stats = stream.stats()
+    assert stats.clips == 25 and stats.audio_dead == 1
+
+
+def test_bad_input_is_refused_at_the_call_and_the_stream_goes_on():
+    with ListenerStream(FakeRunner()) as stream:
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(StreamInputError, match="timestamp"):
+                stream.push_video(picture(0), bad)
+            with pytest.raises(ValueError, match="timestamp"):
+                stream.push_audio(np.zeros(100, np.float32), 16000, bad)
+        with pytest.raises(StreamInputError, match="uint8"):
+            stream.push_audio(np.zeros(100, np.uint8), 16000)
+        with pytest.raises(StreamInputError, match="ambiguous"):
+            stream.push_audio(np.zeros((4, 4), np.float32), 16000)
+        with pytest.raises(StreamInputError, match="uint8"):
+            stream.push_video(np.zeros((10, 10), np.uint8), 0.0)
+        feed(stream, range(16))
+    stats = stream.stats()
+    assert stats.timestamps_refused == 4 and stats.clips == 2 and stats.frames == 16
+
+
+def test_a_clock_jump_of_a_million_seconds_costs_nothing():
+    with ListenerStream(FakeRunner()) as stream:
+        feed(stream, range(12))
+        tracemalloc.start()
+        start = tracemalloc.get_traced_memory()[0]
+        feed(stream, range(12, 13), start=1e6)
+        peak = tracemalloc.get_traced_memory()[1] - start
+        tracemalloc.stop()
+        feed(stream, range(13, 28), start=1e6)
+    clips = list(stream.clips(timeout=0))
+    assert peak < 100_000_000 and stream.aligner.buffered_frames() == 0
+    assert [len(clip.motion) for clip in clips] == [8, 4, 8, 8]
+    assert [clip.index for clip in clips] == [0, 1, 2, 3] and clips[2].timestamps[0] == pytest.approx(1e6 + 12 / 30)
+    stats = stream.stats()
+    assert stats.clock_jumps_video == 1 and stats.frames_padded == 4 and stats.frames_repeated == 0
+
+
+def fake_select(runner: FakeRunner) -> types.SimpleNamespace:
+    """Stands in for fad_edge.runtime.select (whose import would pull in torch) and opens `runner`."""
+    return types.SimpleNamespace(open_runner=lambda *args, **kwargs: runner)
+
+
+def test_close_closes_the_runner_only_when_the_stream_opened_it(monkeypatch):
+    opened = FakeRunner()
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", fake_select(opened))
+    stream = ListenerStream.from_export(Path("engines/any"))
+    assert not opened.closed
+    stream.close()
+    assert opened.closed
+    given = FakeRunner()
+    ListenerStream(given).close()
+    assert not given.closed
+    refused = FakeRunner()
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", fake_select(refused))
+    with pytest.raises(StreamInputError, match="color"):
+        ListenerStream.from_export(Path("engines/any"), color="cmyk")
+    assert refused.closed  # a stream that failed to start does not leak its runner
