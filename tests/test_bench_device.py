@@ -113,4 +113,4 @@ def test_the_cli_runs_the_device_bench_and_refuses_what_it_cannot_run(tmp_path, 
 
     if not torch.cuda.is_available():
         code, output = run_cli(monkeypatch, capsys, "bench", "--device", "cuda", "--out", tmp_path / "y")
-        assert code == 2 and "no CUDA device" in output and "Traceback" not in output
+        assert code == 2 and "use --device cpu" in output and "Traceback" not in output

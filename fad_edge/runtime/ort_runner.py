@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from fad_edge.artifact import (
@@ -57,14 +56,12 @@ def batch_profile(path: Path, batch_axis: str, largest: int) -> dict[str, str]:
     All axes but the batch axis are static in our graphs; an explicit range keeps the provider from
     rebuilding its engine for every new batch size.
     """
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {tensor.name for tensor in graph.initializer}
+    # The shapes are read by a CPU session: the edge runtime has onnxruntime but not the onnx package.
+    inputs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
     ranges = {"min": 1, "opt": GPU_OPT[batch_axis], "max": largest}
     shapes: dict[str, list[str]] = {key: [] for key in ranges}
-    for tensor in graph.input:
-        if tensor.name in initializers:
-            continue
-        rest = [str(dim.dim_value) for dim in tensor.type.tensor_type.shape.dim[1:]]
+    for tensor in inputs:
+        rest = [str(dim) for dim in tensor.shape[1:]]
         for key, size in ranges.items():
             shapes[key].append(f"{tensor.name}:{'x'.join([str(size), *rest])}")
     return {f"trt_profile_{key}_shapes": ",".join(values) for key, values in shapes.items()}
