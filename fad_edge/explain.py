@@ -15,8 +15,8 @@ import torch
 
 from fad_edge.constants import CLIP_LEN
 from fad_edge.listener_model import ListenerModel
-from fad_edge.sampling import DiffusionSampler, SamplerSettings
 from fad_edge.plots import plt, save_figure
+from fad_edge.sampling import DiffusionSampler, SamplerSettings
 
 
 def saliency_map(model: ListenerModel, images: torch.Tensor, mel: torch.Tensor, frame: int, target: str = "motion",

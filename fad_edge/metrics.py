@@ -95,7 +95,7 @@ class ShannonIndex:
     kmeans: KMeans
 
     @classmethod
-    def fit(cls, truth_frames: np.ndarray, clusters: int, seed: int = 0) -> "ShannonIndex":
+    def fit(cls, truth_frames: np.ndarray, clusters: int, seed: int = 0) -> ShannonIndex:
         if len(truth_frames) < clusters:
             raise ValueError(f"SI needs at least {clusters} ground-truth frames, got {len(truth_frames)}")
         return cls(KMeans(n_clusters=clusters, random_state=seed, n_init=10).fit(np.asarray(truth_frames, np.float64)))

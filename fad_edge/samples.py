@@ -15,9 +15,9 @@ import numpy as np
 from fad_edge.constants import CLIP_LEN, SAMPLE_RATE
 from fad_edge.data.audio_features import frame_windows
 from fad_edge.data.dataset import load_split
+from fad_edge.data.inputs import SpeakerInputs, images_from_frames, prepare_inputs
 from fad_edge.data.synthetic import SyntheticConfig, generate_session
 from fad_edge.models.config import ModelConfig
-from fad_edge.data.inputs import SpeakerInputs, images_from_frames, prepare_inputs
 
 HELD_OUT_SEED = 9_000_001
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from fad_edge.constants import CLIP_LEN
 from fad_edge.checkpoint import save_checkpoint
+from fad_edge.constants import CLIP_LEN
 from fad_edge.data.dataset import ClipDataset, load_split
 from fad_edge.data.normalization import Normalization
 from fad_edge.devices import parse_device, resolve_device

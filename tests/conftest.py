@@ -10,8 +10,9 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory) -> Path:
     """A tiny model (one context clip) exported to FP32, INT8 and FP16 ONNX."""
-    from fad_edge.export.pipeline import ExportOptions, export_model
     from helpers import tiny_checkpoint  # here: torch is slow to import and most tests need no model
+
+    from fad_edge.export.pipeline import ExportOptions, export_model
 
     root = tmp_path_factory.mktemp("export")
     checkpoint = tiny_checkpoint(root / "checkpoint", context_clips=1)

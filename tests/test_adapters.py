@@ -6,12 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
 from fad_edge.data import layout
 from fad_edge.data.adapters import convert_vico, l2l_to_ours, load_learning_to_listen, read_flame
 from fad_edge.data.media import write_video, write_wav
 from fad_edge.errors import DataError
-from helpers import run_cli
 
 
 def _l2l(root, channel: str, segments: int = 3, frames: int = 64, seed: int = 0):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from helpers import tiny_checkpoint
 
 from fad_edge.backends import BACKENDS, all_precisions, backend_names, get_backend
 from fad_edge.bench.labels import Variant, bench_labels, parse_label
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.runtime.select import open_runner, resolve_backend
-from helpers import tiny_checkpoint
 
 
 def test_a_precision_the_backend_does_not_run_is_an_error_not_ignored():
@@ -26,9 +26,9 @@ def test_unknown_backend_names_the_known_ones():
 
 
 def test_every_runner_path_in_the_table_names_a_class_with_the_runner_contract():
-    from fad_edge.runtime.base import ClipRunner
-
     import importlib
+
+    from fad_edge.runtime.base import ClipRunner
 
     for backend in BACKENDS.values():
         if backend.missing():  # the module of a runner whose library is absent may not even import

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import run_cli
 
 import fad_edge.bench.run as bench_run
 from fad_edge.bench.run import BenchConfig, Row, ratios, replica_rows
 from fad_edge.bench.timing import Latency, summarize
-from helpers import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+from helpers import run_cli
 from rich.console import Console
 
 import fad_edge.bench.device as bench_device
@@ -14,7 +15,6 @@ from fad_edge.bench.labels import GPU_BACKENDS, Variant, bench_labels, parse_lab
 from fad_edge.bench.report import ratio_table, rich_table, summary_lines, throughput_table
 from fad_edge.bench.run import BenchConfig
 from fad_edge.errors import FadEdgeError
-from helpers import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from fad_edge.checkpoint import save_checkpoint
-from helpers import run_cli
 from fad_edge.data import layout
 from fad_edge.data.normalization import Normalization
 from fad_edge.listener_model import ListenerModel

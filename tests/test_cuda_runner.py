@@ -8,17 +8,17 @@ import threading
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, tiny_checkpoint
 
 from fad_edge.bench.run import speaker_inputs
+from fad_edge.devices import resolve_device
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.runtime.cuda_graphs import EagerCapture
-from fad_edge.devices import resolve_device
 from fad_edge.runtime.cuda_runner import CudaRunner
 from fad_edge.runtime.half_precision import Float32Island, islands, to_reduced_precision
 from fad_edge.runtime.torch_runner import TorchRunner
-from helpers import run_cli, tiny_checkpoint
 
 CUDA = torch.cuda.is_available()
 on_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (torch sees none here)")

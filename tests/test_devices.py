@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli, tiny_checkpoint
 
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.devices import DeviceRequest, parse_device, resolve_device
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.explain import saliency_map
 from fad_edge.runtime.torch_runner import TorchRunner
-from helpers import run_cli, tiny_checkpoint
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

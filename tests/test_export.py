@@ -8,16 +8,15 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from helpers import run_cli
 
+from fad_edge.artifact import META_PREFIX, ExportManifest
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data.synthetic import SyntheticConfig, generate_session
 from fad_edge.errors import EngineMismatchError, ExportError
-from fad_edge.artifact import ExportManifest
-from fad_edge.artifact import META_PREFIX
 from fad_edge.export.onnx_export import read_metadata
 from fad_edge.runtime.ort_runner import OrtRunner
 from fad_edge.runtime.torch_runner import TorchRunner
-from helpers import run_cli
 
 pytestmark = pytest.mark.slow
 

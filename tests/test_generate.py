@@ -8,12 +8,12 @@ import av
 import cv2
 import numpy as np
 import pytest
+from helpers import run_cli, tiny_checkpoint
 
 from fad_edge.data import layout
 from fad_edge.data.media import read_audio_track, write_video
 from fad_edge.data.synthetic import SyntheticConfig, generate_session
 from fad_edge.generate import retime_frames
-from helpers import run_cli, tiny_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from fad_edge.bench.soak import SoakConfig, run_soak
 from fakes import FakeRunner
+
+from fad_edge.bench.soak import SoakConfig, run_soak
 
 
 def test_a_short_soak_feeds_every_fault_and_accounts_for_every_clip():

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import FakeRunner
 
 from fad_edge.errors import StreamInputError
 from fad_edge.runtime import stream as stream_module
 from fad_edge.runtime.stream import ListenerStream
-from fakes import FakeRunner
 
 CHUNK = 16000 // 30
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fad_edge.errors import BackendUnavailableError, EngineMismatchError
-from fad_edge.artifact import GpuTarget, check_engine_target
 from helpers import run_cli, tiny_checkpoint
+
+from fad_edge.artifact import GpuTarget, check_engine_target
+from fad_edge.errors import BackendUnavailableError, EngineMismatchError
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fad_edge"
 TRT_MODULES = [PACKAGE / "export" / "tensorrt_build.py", PACKAGE / "runtime" / "trt_runner.py"]
@@ -140,8 +140,8 @@ def test_trt_without_tensorrt_is_a_one_line_error(tmp_path, monkeypatch, capsys)
 @pytest.mark.gpu
 @pytest.mark.skipif(_tensorrt_and_gpu() is not None, reason=f"needs TensorRT and a CUDA device: {_tensorrt_and_gpu()}")
 def test_trt_engines_match_onnx_runtime(tiny_export, tmp_path):
-    from fad_edge.data.synthetic import SyntheticConfig, generate_session
     from fad_edge.artifact import ExportManifest
+    from fad_edge.data.synthetic import SyntheticConfig, generate_session
     from fad_edge.export.tensorrt_build import EngineProfile, build_engines
     from fad_edge.runtime.ort_runner import OrtRunner
     from fad_edge.runtime.trt_runner import TrtRunner

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 import fad_edge.train as training
 from fad_edge import train_precision
@@ -21,7 +22,6 @@ from fad_edge.errors import FadEdgeError
 from fad_edge.train import TrainConfig, train
 from fad_edge.train_batches import StepBatches, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
-from helpers import run_cli
 
 pytestmark = pytest.mark.slow
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

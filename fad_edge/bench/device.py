@@ -28,18 +28,31 @@ from fad_edge.bench.pipelines.deca import DecaPipeline
 from fad_edge.bench.pipelines.layers import count_params
 from fad_edge.bench.pipelines.reactface import ReactFacePipeline
 from fad_edge.bench.run import (
-    DECA_LABELS, FRAME_BY_FRAME_MAX, NOT_TIMED, PAPER_CLAIMS, REACTFACE_LABELS, BenchConfig, Row, deca_flops,
-    export_for_bench, fad_flops, ratios, reactface_flops, speaker_inputs, stream_figures, synchronized,
+    DECA_LABELS,
+    FRAME_BY_FRAME_MAX,
+    NOT_TIMED,
+    PAPER_CLAIMS,
+    REACTFACE_LABELS,
+    BenchConfig,
+    Row,
+    deca_flops,
+    export_for_bench,
+    fad_flops,
+    ratios,
+    reactface_flops,
+    speaker_inputs,
+    stream_figures,
+    synchronized,
 )
 from fad_edge.bench.timing import gemm_gflops, machine, summarize, time_calls
 from fad_edge.constants import FPS, SAMPLE_RATE
+from fad_edge.devices import resolve_device
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.cuda_graphs import EagerCapture
-from fad_edge.devices import resolve_device
 from fad_edge.runtime.cuda_runner import CudaRunner
 
 

@@ -23,12 +23,12 @@ from fad_edge.bench.pipelines.deca import DecaPipeline
 from fad_edge.bench.pipelines.layers import count_flops, count_params
 from fad_edge.bench.pipelines.reactface import ReactFacePipeline
 from fad_edge.bench.timing import Latency, gemm_gflops, machine, summarize, time_calls
-from fad_edge.reporting import Say, silent
 from fad_edge.constants import FPS, SAMPLE_RATE
+from fad_edge.data.inputs import SpeakerInputs
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
+from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner
-from fad_edge.data.inputs import SpeakerInputs
 
 FRAME_BY_FRAME_MAX = 256  # longest sequence whose frame-by-frame ReactFace FLOPs are counted
 PAPER_CLAIMS = {"deca": {"flops": 40.0, "time": 600.0}, "deca-encoder-only": {"flops": 40.0, "time": 600.0},

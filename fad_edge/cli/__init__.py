@@ -46,7 +46,12 @@ class _ClickError(Protocol):
 def _register() -> None:
     # Each module imports its heavy dependencies inside its commands, so `--help` stays fast.
     from fad_edge.cli import (
-        bench_commands, data_commands, demo_command, evaluate_commands, export_commands, model_commands,
+        bench_commands,
+        data_commands,
+        demo_command,
+        evaluate_commands,
+        export_commands,
+        model_commands,
     )
 
     for module in (data_commands, model_commands, evaluate_commands, export_commands, bench_commands, demo_command):

@@ -61,7 +61,13 @@ def bench(
 ) -> None:
     """FAD vs DECA-based and ReactFace-like pipelines: FLOPs, parameters, latency and ratios, in one run."""
     from fad_edge.bench.report import (
-        legend, plot, ratio_table, rich_table, summary_lines, throughput_table, write_json,
+        legend,
+        plot,
+        ratio_table,
+        rich_table,
+        summary_lines,
+        throughput_table,
+        write_json,
     )
     from fad_edge.bench.run import BenchConfig, run_bench
     from fad_edge.cli.progress import make_progress

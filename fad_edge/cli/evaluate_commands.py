@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ def _steps_list(text: str) -> list[int]:
 
 
 def evaluate(
-    checkpoint: List[Path] = typer.Option(..., help="Checkpoint folder; repeat it to compare models (e.g. the modality ablation)."),
+    checkpoint: list[Path] = typer.Option(..., help="Checkpoint folder; repeat it to compare models (e.g. the modality ablation)."),
     data: Path = typer.Option(..., help="Dataset folder (our layout)."),
     split: str = typer.Option("test", help="Split to evaluate."),
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),

@@ -19,8 +19,8 @@ from fad_edge.cli.validate import (
     check_threads,
     check_training_step,
 )
-from fad_edge.models.config import MAX_CONTEXT_CLIPS
 from fad_edge.errors import FadEdgeError
+from fad_edge.models.config import MAX_CONTEXT_CLIPS
 
 if TYPE_CHECKING:
     from fad_edge.runtime.base import ClipRunner
@@ -177,10 +177,10 @@ def explain(
 
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.constants import SAMPLE_RATE
+    from fad_edge.data.inputs import prepare_inputs
     from fad_edge.data.media import read_audio, read_video
     from fad_edge.devices import resolve_device
-    from fad_edge.explain import clip_of_frame, save_saliency_figure, saliency_map
-    from fad_edge.data.inputs import prepare_inputs
+    from fad_edge.explain import clip_of_frame, saliency_map, save_saliency_figure
 
     if target not in ("motion", "features"):
         raise typer.BadParameter("must be motion or features", param_hint="--target")

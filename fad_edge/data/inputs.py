@@ -13,8 +13,7 @@ import cv2
 import numpy as np
 
 from fad_edge.constants import CLIP_LEN, FPS, SAMPLE_RATE
-from fad_edge.data.audio_features import frame_windows, log_mel
-from fad_edge.data.audio_features import resample_audio
+from fad_edge.data.audio_features import frame_windows, log_mel, resample_audio
 from fad_edge.errors import DataError
 
 

@@ -31,12 +31,12 @@ class Normalization:
     std: np.ndarray
 
     @classmethod
-    def identity(cls) -> "Normalization":
+    def identity(cls) -> Normalization:
         """Mean 0, std 1 for every dim: leaves coefficients as they are."""
         return cls(np.zeros(N_COEFFS, np.float32), np.ones(N_COEFFS, np.float32))
 
     @classmethod
-    def fit(cls, sessions: Sequence[HasMotion], speaker: bool = False) -> "Normalization":
+    def fit(cls, sessions: Sequence[HasMotion], speaker: bool = False) -> Normalization:
         """Statistics of the listener's motion (or, with `speaker`, of the speaker's, where known)."""
         if not sessions:
             raise DataError("cannot compute normalization: the training split has no sessions")
@@ -52,7 +52,7 @@ class Normalization:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Normalization":
+    def from_dict(cls, data: dict) -> Normalization:
         try:
             mean, std = np.asarray(data["mean"], np.float32), np.asarray(data["std"], np.float32)
         except (KeyError, TypeError, ValueError) as error:

@@ -17,7 +17,6 @@ from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, SIGNATURES, VI
 from fad_edge.listener_model import ListenerModel
 
 
-
 class MaskedVideoEncoder(nn.Module):
     """Images (N, 3, S, S) in [0, 1] -> video features (N, Dv), zero when the model ignores video."""
 

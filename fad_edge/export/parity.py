@@ -14,8 +14,8 @@ import onnxruntime as ort
 import torch
 
 from fad_edge.export.graphs import GraphSpec
-from fad_edge.samples import LabelledInputs
 from fad_edge.listener_model import ListenerModel
+from fad_edge.samples import LabelledInputs
 
 
 @dataclass

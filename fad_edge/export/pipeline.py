@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,24 +19,30 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, VIDEO_ENCODER, ExportManifest
 from fad_edge.atomic import staging_folder, swap_in_folder
 from fad_edge.checkpoint import LoadedCheckpoint, load_checkpoint
-from fad_edge.reporting import Say, silent
 from fad_edge.errors import ExportError
 from fad_edge.export import fp16 as fp16_tools
-from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, VIDEO_ENCODER, ExportManifest
 from fad_edge.export.graphs import GraphSpec, graph_specs
 from fad_edge.export.onnx_export import (
-    ModelIdentity, load_onnx, read_metadata, save_onnx, set_metadata, simplify, trace_to_onnx,
+    ModelIdentity,
+    load_onnx,
+    read_metadata,
+    save_onnx,
+    set_metadata,
+    simplify,
+    trace_to_onnx,
 )
 from fad_edge.export.parity import ParityRow, errors, graph_parity, random_inputs, real_inputs
 from fad_edge.export.quantize import batched_feeds, check_runs, quantize_graph
-from fad_edge.samples import LabelledInputs, mean_l2, split_samples, synthetic_samples
 from fad_edge.listener_model import ListenerModel
-from fad_edge.sampling import DiffusionSampler, SamplerSettings
+from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import clip_condition_windows
 from fad_edge.runtime.ort_runner import OrtRunner
 from fad_edge.runtime.torch_runner import TorchRunner
+from fad_edge.samples import LabelledInputs, mean_l2, split_samples, synthetic_samples
+from fad_edge.sampling import DiffusionSampler, SamplerSettings
 
 CALIBRATION_SEED = 7_000_001
 EXPORT_SUFFIXES = (".onnx", ".engine", ".json")  # every file an export folder holds

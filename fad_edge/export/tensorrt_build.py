@@ -13,15 +13,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from fad_edge.artifact import (
+    AUDIO_ENCODER,
+    ELNET_EPS,
+    ELNET_X0,
+    ENGINE_VARIANT,
+    VIDEO_ENCODER,
+    ExportManifest,
+    engine_record_path,
+)
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.errors import ExportError
 from fad_edge.runtime.tensorrt_support import current_gpu_target, require_cuda, require_tensorrt
-from fad_edge.artifact import (
-    AUDIO_ENCODER, ELNET_EPS, ELNET_X0, ENGINE_VARIANT, VIDEO_ENCODER, ExportManifest, engine_record_path,
-)
+
 
 @dataclass(frozen=True)
 class EngineProfile:

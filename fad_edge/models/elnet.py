@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fad_edge.sampling import cumulative_alphas, squared_cosine_betas
 from fad_edge.models.config import ModelConfig
+from fad_edge.sampling import cumulative_alphas, squared_cosine_betas
 
 
 class SinusoidalStepEmbedding(nn.Module):

@@ -12,7 +12,6 @@ module imports no torch: the edge runtime runs on NumPy and the backend's own li
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
 from pathlib import Path
 from types import TracebackType
 

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from fad_edge.backends import get_backend
-from fad_edge.devices import resolve_device
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data.inputs import SpeakerInputs
-from fad_edge.errors import BackendUnavailableError, FadEdgeError
+from fad_edge.devices import resolve_device
+from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.cuda_graphs import Capture, CudaGraphCapture, GraphBuckets, Operand

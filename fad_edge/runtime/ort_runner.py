@@ -22,7 +22,13 @@ import numpy as np
 import onnxruntime as ort
 
 from fad_edge.artifact import (
-    AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, SIGNATURES, VIDEO_ENCODER, ExportManifest,
+    AUDIO_ENCODER,
+    ELNET_EPS,
+    ELNET_X0,
+    META_PREFIX,
+    SIGNATURES,
+    VIDEO_ENCODER,
+    ExportManifest,
 )
 from fad_edge.backends import get_backend
 from fad_edge.errors import BackendUnavailableError, EngineMismatchError, ExportError

@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from fad_edge.artifact import (
-    AUDIO_ENCODER, ELNET_EPS, ELNET_X0, ENGINE_VARIANT, VIDEO_ENCODER, ExportManifest, check_engine_checkpoint,
+    AUDIO_ENCODER,
+    ELNET_EPS,
+    ELNET_X0,
+    ENGINE_VARIANT,
+    VIDEO_ENCODER,
+    ExportManifest,
+    check_engine_checkpoint,
     check_engine_target,
 )
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
