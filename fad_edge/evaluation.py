@@ -1,4 +1,4 @@
-"""`fad-edge evaluate`: the paper's tables (baselines, FAD, ground truth) on a dataset split.
+"""`fad-edge evaluate`: the paper's tables (baselines, FAD, ground truth) on a dataset split, and the REACT table.
 
 Every metric runs on de-normalized coefficients for the expression (50) and rotation (jaw + head,
 6) groups; see metrics.py for the definitions. SI's k-means is fitted on the evaluated split's

@@ -23,7 +23,7 @@ from fad_edge import metrics, react_metrics
 from fad_edge.appropriate import ReactSession, ReactWindows, build_windows
 from fad_edge.data import layout
 from fad_edge.model_draws import EncodedInputs, sample_encoded
-from fad_edge.runtime.torch_runner import TorchRunner
+from fad_edge.runtime.base import ClipRunner
 from fad_edge.samples import LabelledInputs
 
 REACT_METRICS = ("FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn")
@@ -99,7 +99,7 @@ def ratios(rows: dict[str, dict[str, dict[str, float]]], label: str) -> dict[str
 
 
 def evaluate_react(test: list[LabelledInputs], data: Path, baseline_draws: dict[str, list[list[np.ndarray]]],
-                   models: list[tuple[str, TorchRunner, list[EncodedInputs]]], options: ReactOptions) -> ReactTable | None:
+                   models: list[tuple[str, ClipRunner, list[EncodedInputs]]], options: ReactOptions) -> ReactTable | None:
     """The REACT table on the evaluated split; None when no session is a window long.
 
     `baseline_draws`: per baseline, each test session's draws (`Baselines.draws`).
@@ -145,5 +145,6 @@ def _notes(windows: ReactWindows, options: ReactOptions, labels: list[str]) -> l
          f"{options.start_noise:g} (the mean start would give one answer for every seed)."),
         ("Random, NN motion and NN audio: m draws (NN: the k-th nearest training window); "
          "Mirror and Median: one answer, so no FRDiv."),
-        f"{ALTERNATIVES} and {HELD_OUT}: real reactions, each scored against the appropriate set without itself.",
+        (f"{ALTERNATIVES} and {HELD_OUT}: real reactions, each scored against the appropriate set without itself "
+         "(one reaction fewer to match than the generated ones have)."),
     ]
