@@ -1,4 +1,4 @@
-"""`fad-edge evaluate`: the paper's tables (baselines, FAD, ground truth) on a dataset split.
+"""`fad-edge evaluate`: the paper's tables (baselines, FAD, ground truth) on a dataset split, and the REACT table.
 
 Every metric runs on de-normalized coefficients for the expression (50) and rotation (jaw + head,
 6) groups; see metrics.py for the definitions. SI's k-means is fitted on the evaluated split's
@@ -128,12 +128,14 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
 
     baselines = Baselines([_baseline_sequence(s) for s in train])
     sequences = [_baseline_sequence(s) for s in test]
+    baseline_draws = {}  # the REACT table's m draws; the first is the paper table's prediction
     for name in BASELINE_NAMES:
         if not all(name in baselines.available(seq) for seq in sequences):
             table.notes.append(f"{name}: skipped, the dataset has no speaker coefficients")
             continue
-        predictions = [baselines.predict(name, seq, index) for index, seq in enumerate(sequences)]
-        table.rows[name] = group_metrics(predictions, truths, speakers, si)
+        count = react.samples if react is not None else 1
+        baseline_draws[name] = [baselines.draws(name, seq, index, count) for index, seq in enumerate(sequences)]
+        table.rows[name] = group_metrics([draws[0] for draws in baseline_draws[name]], truths, speakers, si)
 
     encoded_models = []
     for label, loaded in models:
@@ -153,7 +155,7 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     gt = group_metrics(truths, truths, speakers, si)
     table.rows["GT"] = gt
     if react is not None:
-        table.react = evaluate_react(test, data, baselines, sequences, encoded_models, react)
+        table.react = evaluate_react(test, data, baseline_draws, encoded_models, react)
         if table.react is None:
             table.notes.append(f"REACT metrics: skipped, no {split} session has {react.window} frames")
     return table

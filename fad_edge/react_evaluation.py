@@ -21,11 +21,9 @@ import numpy as np
 
 from fad_edge import metrics, react_metrics
 from fad_edge.appropriate import ReactSession, ReactWindows, build_windows
-from fad_edge.baselines import NAMES as BASELINE_NAMES
-from fad_edge.baselines import Baselines, BaselineSequence
 from fad_edge.data import layout
 from fad_edge.model_draws import EncodedInputs, sample_encoded
-from fad_edge.runtime.torch_runner import TorchRunner
+from fad_edge.runtime.base import ClipRunner
 from fad_edge.samples import LabelledInputs
 
 REACT_METRICS = ("FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn")
@@ -100,10 +98,11 @@ def ratios(rows: dict[str, dict[str, dict[str, float]]], label: str) -> dict[str
     return result
 
 
-def evaluate_react(test: list[LabelledInputs], data: Path, baselines: Baselines, sequences: list[BaselineSequence],
-                   models: list[tuple[str, TorchRunner, list[EncodedInputs]]], options: ReactOptions) -> ReactTable | None:
+def evaluate_react(test: list[LabelledInputs], data: Path, baseline_draws: dict[str, list[list[np.ndarray]]],
+                   models: list[tuple[str, ClipRunner, list[EncodedInputs]]], options: ReactOptions) -> ReactTable | None:
     """The REACT table on the evaluated split; None when no session is a window long.
 
+    `baseline_draws`: per baseline, each test session's draws (`Baselines.draws`).
     `models`: (label, runner, each test session's encoded inputs); the runner is sampled at
     `options.start_noise` and only as far into each session as its last window reaches.
     """
@@ -112,10 +111,8 @@ def evaluate_react(test: list[LabelledInputs], data: Path, baselines: Baselines,
     if windows is None:
         return None
     table = ReactTable(options.window, len(windows.names), options.samples, windows.source)
-    for name in BASELINE_NAMES:
-        if all(name in baselines.available(seq) for seq in sequences):
-            draws = [baselines.draws(name, seq, index, options.samples) for index, seq in enumerate(sequences)]
-            table.rows[name] = score(windows, windows.cut_draws(draws))
+    for name, draws in baseline_draws.items():
+        table.rows[name] = score(windows, windows.cut_draws(draws))
     reach = [0] * len(test)
     for session, start in windows.starts:
         reach[session] = max(reach[session], start + windows.window)
@@ -148,5 +145,6 @@ def _notes(windows: ReactWindows, options: ReactOptions, labels: list[str]) -> l
          f"{options.start_noise:g} (the mean start would give one answer for every seed)."),
         ("Random, NN motion and NN audio: m draws (NN: the k-th nearest training window); "
          "Mirror and Median: one answer, so no FRDiv."),
-        f"{ALTERNATIVES} and {HELD_OUT}: real reactions, each scored against the appropriate set without itself.",
+        (f"{ALTERNATIVES} and {HELD_OUT}: real reactions, each scored against the appropriate set without itself "
+         "(one reaction fewer to match than the generated ones have)."),
     ]
