@@ -22,6 +22,7 @@ HOG detector (dlib-bin). Only PyPI packages; nothing is downloaded at run time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -238,17 +239,16 @@ def measure(detector: Detector, frames: list[Scene]) -> dict:
 def machine() -> dict:
     cpu = platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        with open("/proc/cpuinfo") as cpuinfo:
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
         cpu = names[0] if names else cpu
     except OSError:
         pass
 
     versions = {}
     for package in ("mediapipe", "dlib"):
-        try:
+        with contextlib.suppress(ImportError):
             versions[package] = __import__(package).__version__
-        except ImportError:
-            pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__,
             "load_average_at_start": os.getloadavg()[0], **versions}
 

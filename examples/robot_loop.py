@@ -64,7 +64,8 @@ def main() -> None:
         capture.release()
         stream.close()
     stats = stream.stats()
-    print(f"{stats.clips} clips; per-clip latency p50 {stats.latency_p50_ms:.1f} ms, p99 {stats.latency_p99_ms:.1f} ms; "
+    print(f"{stats.clips} clips; per-clip latency p50 {stats.latency_p50_ms:.1f} ms, "
+          f"p99 {stats.latency_p99_ms:.1f} ms; "
           f"frames repeated {stats.frames_repeated}, skipped {stats.frames_skipped}")
 
 

@@ -52,7 +52,8 @@ class _WindowIndex:
         if not keys:
             raise DataError(f"no training session has {window} frames for the nearest-neighbour baselines")
         stacked = np.stack(keys)
-        self.mean, self.std = stacked.reshape(-1, stacked.shape[-1]).mean(0), stacked.reshape(-1, stacked.shape[-1]).std(0) + 1e-6
+        every_frame = stacked.reshape(-1, stacked.shape[-1])
+        self.mean, self.std = every_frame.mean(0), every_frame.std(0) + 1e-6
         self.keys = ((stacked - self.mean) / self.std).astype(np.float32)
         self.values = np.stack(values)
 
@@ -71,7 +72,8 @@ class _WindowIndex:
 class Baselines:
     """Fit once on the training sequences, then `predict(name, sequence)` for any test sequence."""
 
-    def __init__(self, train: list[BaselineSequence], window: int = WINDOW_FRAMES, stride: int = 8, seed: int = 0) -> None:
+    def __init__(self, train: list[BaselineSequence], window: int = WINDOW_FRAMES, stride: int = 8,
+                 seed: int = 0) -> None:
         if not train:
             raise DataError("the baselines need at least one training sequence")
         self.window, self.seed = window, seed

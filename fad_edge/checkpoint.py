@@ -109,7 +109,8 @@ def read_checkpoint_info(folder: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path}: not readable JSON ({error})") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a fad-edge checkpoint (format {info.get('format') if isinstance(info, dict) else None!r})")
+        found = info.get("format") if isinstance(info, dict) else None
+        raise CheckpointError(f"{path}: not a fad-edge checkpoint (format {found!r})")
     return info
 
 
@@ -150,7 +151,9 @@ def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | Non
         tensors = load_file(str(folder / STATE_WEIGHTS))
         state = json.loads((folder / STATE_JSON).read_text())
     except (OSError, SafetensorError, ValueError) as error:
-        raise CheckpointError(f"{folder}: training state is unreadable ({error}); resume from another checkpoint") from None
+        raise CheckpointError(
+            f"{folder}: training state is unreadable ({error}); resume from another checkpoint"
+        ) from None
     return tensors, state
 
 

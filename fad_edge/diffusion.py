@@ -16,6 +16,9 @@ from fad_edge.sampling import cumulative_alphas, squared_cosine_betas
 class FacialActionDiffusion(nn.Module):
     """The noise schedule and the training loss over normalized listener motion."""
 
+    betas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+
     def __init__(self, train_steps: int = 100) -> None:
         super().__init__()
         betas = squared_cosine_betas(train_steps)

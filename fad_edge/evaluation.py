@@ -171,7 +171,8 @@ def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: li
     for steps in steps_list:
         predictions = fad_predictions(TorchRunner(loaded.model, steps=steps, device=device), test)
         curve[steps] = {
-            group: {"L2": metrics.l2(np.concatenate([p[:, c] for p in predictions]), np.concatenate([t[:, c] for t in truths])),
+            group: {"L2": metrics.l2(np.concatenate([p[:, c] for p in predictions]),
+                                     np.concatenate([t[:, c] for t in truths])),
                     "FD": metrics.fd_per_sequence([p[:, c] for p in predictions], [t[:, c] for t in truths])}
             for group, c in metrics.GROUPS.items()
         }

@@ -17,9 +17,12 @@ COLUMNS = [("L2", "L2"), ("FD", "FD"), ("P-FD", "P-FD"), ("SI", "SI"), ("TLCC la
 DEFINITIONS = [
     "L2: mean per-frame Euclidean norm of the difference (Learning to Listen); MSE is in the JSON.",
     "FD: Frechet distance per sequence against its ground truth, averaged; pooled FD is in the JSON.",
-    "P-FD: FD of [speaker, listener] concatenated per frame (Learning to Listen's paired FD), as FD; pooled in the JSON.",
-    "SI: entropy (bits) of k-means cluster use, k-means fitted on the split's ground truth (k=40 expression, 20 rotation).",
-    "TLCC: speaker vs listener, lags -59..+59 frames; TLCC lag = mean absolute peak lag (frames), TLCC r = mean peak Pearson r.",
+    "P-FD: FD of [speaker, listener] concatenated per frame (Learning to Listen's paired FD), as FD; "
+    "pooled in the JSON.",
+    "SI: entropy (bits) of k-means cluster use, k-means fitted on the split's ground truth "
+    "(k=40 expression, 20 rotation).",
+    "TLCC: speaker vs listener, lags -59..+59 frames; TLCC lag = mean absolute peak lag (frames), "
+    "TLCC r = mean peak Pearson r.",
 ]
 
 
@@ -131,8 +134,9 @@ def react_markdown(react: ReactTable) -> list[str]:
              (f"{react.windows} speaker windows of {react.window} frames, m = {react.samples}; "
               f"appropriate sets from {react.source}; computed in {react.seconds:.0f} s."), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join([name, *[_react_format(row[g][m]) for g in GROUP_TITLES for m in REACT_METRICS]]) + " |"
-              for name, row in react.rows.items()]
+    for name, row in react.rows.items():
+        cells = [_react_format(row[g][m]) for g in GROUP_TITLES for m in REACT_METRICS]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
     lines += ["", *[f"- {line}" for line in react_lines(react)], *[f"- {d}" for d in REACT_DEFINITIONS],
               *[f"- {note}" for note in react.notes], ""]
     return lines
@@ -142,7 +146,8 @@ def write_reports(table: EvaluationTable, out: Path, title: str) -> tuple[Path, 
     out = Path(out)
     json_path = atomic_write_bytes(out.with_suffix(".json"), json.dumps(
         {**table.to_dict(), "title": title, "definitions": DEFINITIONS,
-         "react_definitions": REACT_DEFINITIONS if table.react is not None else []}, indent=2, allow_nan=True).encode())
+         "react_definitions": REACT_DEFINITIONS if table.react is not None else []},
+        indent=2, allow_nan=True).encode())
     md_path = atomic_write_bytes(out.with_suffix(".md"), markdown(table, title).encode())
     return json_path, md_path
 

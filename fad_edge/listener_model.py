@@ -22,6 +22,10 @@ class ListenerModel(nn.Module):
     coefficients.
     """
 
+    motion_mean: torch.Tensor
+    motion_std: torch.Tensor
+    modality_mask: torch.Tensor
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -113,7 +117,7 @@ class ListenerModel(nn.Module):
         parts = (features[..., :split], features[..., split:])
         errors = [((head(part) - speaker) ** 2).mean(-1) for head, part in zip(self.speaker_heads, parts)]
         weight = known / known.sum().clamp(min=1.0)
-        return sum((error * weight).sum() for error in errors)  # type: ignore[return-value]
+        return sum((error * weight).sum() for error in errors)
 
     def clip_motion(self, motion: torch.Tensor) -> torch.Tensor:
         """Motion of windows (B, K L, 56) -> one row per clip (B * K, L, 56), the order of `batch_condition`."""
@@ -179,7 +183,8 @@ class ListenerModel(nn.Module):
 
     @torch.no_grad()
     def sample_clips(self, condition: torch.Tensor, settings: SamplerSettings,
-                     generator: np.random.Generator | None = None, initial: torch.Tensor | None = None) -> torch.Tensor:
+                     generator: np.random.Generator | None = None,
+                     initial: torch.Tensor | None = None) -> torch.Tensor:
         """Normalized motion (B, L, 56) for a batch of clip conditions: this model's own sampling loop.
 
         Noise comes from a NumPy generator, in the order every runner draws it, so all backends give
@@ -195,7 +200,8 @@ class ListenerModel(nn.Module):
         for t, t_prev in sampler.pairs():
             epsilon = self.elnet(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), condition)
             noise = sampler.noise(tuple(x.shape), generator, t_prev)
-            x = sampler.step(epsilon.float(), t, x, t_prev, None if noise is None else torch.from_numpy(noise).to(device))
+            noise_tensor = None if noise is None else torch.from_numpy(noise).to(device)
+            x = sampler.step(epsilon.float(), t, x, t_prev, noise_tensor)
         return x
 
     @torch.no_grad()

@@ -4,7 +4,8 @@ Published listener papers disagree on names and definitions, so each function st
 L2 follows Learning to Listen's test code (mean per-frame Euclidean norm, not the MSE others call
 "L2"; MSE is given too), FD follows the FID formula of Heusel et al. as implemented in
 pytorch-fid (full covariance, scipy's sqrtm, a small ridge when the product is singular),
-P-FD is Learning to Listen's paired FD (FD of speaker and listener concatenated per frame), SI follows Learning to Listen's diversity measure (Shannon index of k-means cluster usage), and
+P-FD is Learning to Listen's paired FD (FD of speaker and listener concatenated per frame), SI
+follows Learning to Listen's diversity measure (Shannon index of k-means cluster usage), and
 TLCC follows Boker et al.'s windowless time-lagged cross-correlation as used by ViCo/ReactFace.
 """
 
@@ -73,10 +74,12 @@ def fd_pooled(predictions: list[np.ndarray], truths: list[np.ndarray]) -> float:
 
 
 def _paired(speakers: list[np.ndarray], listeners: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.concatenate([s, l], axis=1) for s, l in zip(speakers, listeners)]
+    return [np.concatenate([speaker, listener], axis=1) for speaker, listener in zip(speakers, listeners)]
 
 
-def paired_fd_per_sequence(speakers: list[np.ndarray], predictions: list[np.ndarray], truths: list[np.ndarray]) -> float:
+def paired_fd_per_sequence(
+    speakers: list[np.ndarray], predictions: list[np.ndarray], truths: list[np.ndarray]
+) -> float:
     """P-FD (Ng et al., Learning to Listen, CVPR 2022): FD over frames of [speaker, listener] concatenated,
     generated pairs against real ones, per sequence and averaged. Unlike FD, it asks whether the
     listener goes with its speaker, not only whether it looks like some listener."""
@@ -176,7 +179,8 @@ def tlcc(speaker: np.ndarray, listener: np.ndarray, max_lag: int = MAX_LAG) -> t
 
 def tlcc_summary(speakers: list[np.ndarray], listeners: list[np.ndarray], max_lag: int = MAX_LAG) -> dict[str, float]:
     """Mean |peak lag| (frames) and mean peak r over sequences: every sequence counts once."""
-    results = [tlcc(s, l, max_lag) for s, l in zip(speakers, listeners) if len(s) > max_lag + 1]
+    results = [tlcc(speaker, listener, max_lag) for speaker, listener in zip(speakers, listeners)
+               if len(speaker) > max_lag + 1]
     results = [(lag, r) for lag, r in results if not math.isnan(r)]  # a constant listener has no correlation
     if not results:
         return {"lag": math.nan, "r": math.nan}

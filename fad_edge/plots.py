@@ -25,7 +25,9 @@ def save_figure(figure, path: Path) -> Path:
     return Path(path)
 
 
-def plot_motion(motion: np.ndarray, path: Path, title: str = "listener motion", reference: np.ndarray | None = None) -> Path:
+def plot_motion(
+    motion: np.ndarray, path: Path, title: str = "listener motion", reference: np.ndarray | None = None
+) -> Path:
     """The main curves of (T, 56) motion: jaw, head rotation and the first expression components."""
     time = np.arange(len(motion)) / FPS
     figure, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)

@@ -63,6 +63,7 @@ def render_preview(speaker_frames: np.ndarray, motion: np.ndarray, mean: np.ndar
         right = draw_listener(coefficients, mean, std)
         both = np.concatenate([left, right], axis=1)
         cv2.putText(both, "speaker", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.putText(both, "listener (fad-edge)", (SIDE + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (40, 40, 40), 1, cv2.LINE_AA)
+        cv2.putText(both, "listener (fad-edge)", (SIDE + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (40, 40, 40), 1,
+                    cv2.LINE_AA)
         frames.append(both)
     return write_video(path, np.stack(frames), fps)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def react_sessions(test: list[LabelledInputs], data: Path) -> list[ReactSession]
                          layout.load_listener_alternatives(Path(data) / s.name, len(s.listener))) for s in test]
 
 
-def score(windows: ReactWindows, draws: np.ndarray, allowed: list[np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+def score(
+    windows: ReactWindows, draws: np.ndarray, allowed: list[np.ndarray] | None = None
+) -> dict[str, dict[str, float]]:
     """Every REACT metric per group for draws (N, m, W, 56)."""
     result = {}
     for group, columns in metrics.GROUPS.items():
@@ -87,7 +90,8 @@ def _ratio(a: float, b: float) -> float:
 
 
 def ratios(rows: dict[str, dict[str, dict[str, float]]], label: str) -> dict[str, dict[str, float]]:
-    """The figures tracked for a model: its FRDiv over the alternatives', its FRCorr over a held-out real listener's."""
+    """The figures tracked for a model: its FRDiv over the alternatives', its FRCorr over a held-out real
+    listener's."""
     result = {}
     for group in metrics.GROUPS:
         values = {}
@@ -99,7 +103,8 @@ def ratios(rows: dict[str, dict[str, dict[str, float]]], label: str) -> dict[str
 
 
 def evaluate_react(test: list[LabelledInputs], data: Path, baseline_draws: dict[str, list[list[np.ndarray]]],
-                   models: list[tuple[str, ClipRunner, list[EncodedInputs]]], options: ReactOptions) -> ReactTable | None:
+                   models: Sequence[tuple[str, ClipRunner, list[EncodedInputs]]],
+                   options: ReactOptions) -> ReactTable | None:
     """The REACT table on the evaluated split; None when no session is a window long.
 
     `baseline_draws`: per baseline, each test session's draws (`Baselines.draws`).

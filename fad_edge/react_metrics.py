@@ -53,7 +53,8 @@ def _concordance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     mean_a, mean_b = a.mean(1), b.mean(1)  # (P, D), (K, D)
     centred_a, centred_b = a - mean_a[:, None], b - mean_b[:, None]
     covariance = np.einsum("ptd,ktd->pkd", centred_a, centred_b) / a.shape[1]
-    denominator = (centred_a**2).mean(1)[:, None] + (centred_b**2).mean(1)[None] + (mean_a[:, None] - mean_b[None]) ** 2
+    denominator = ((centred_a**2).mean(1)[:, None] + (centred_b**2).mean(1)[None]
+                   + (mean_a[:, None] - mean_b[None]) ** 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         ccc = np.where(denominator > 0, 2 * covariance / np.where(denominator > 0, denominator, 1), 1.0)
     return ccc.mean(-1)
@@ -103,7 +104,9 @@ def _best(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Seque
     return float(np.mean(per_window)) if per_window else math.nan
 
 
-def fr_corr(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Sequence[np.ndarray] | None = None) -> float:
+def fr_corr(
+    samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Sequence[np.ndarray] | None = None
+) -> float:
     """FRCorr (appropriateness, higher is better): for each generated reaction, the highest CCC
     (per dim, averaged over dims) with any appropriate real reaction; averaged over the m samples
     and the speaker windows.
@@ -115,7 +118,9 @@ def fr_corr(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Seq
     return _best(samples, appropriate, allowed, lambda a, b, _: _concordance_matrix(a, b), np.max)
 
 
-def fr_dist(samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Sequence[np.ndarray] | None = None) -> float:
+def fr_dist(
+    samples: np.ndarray, appropriate: Sequence[np.ndarray], allowed: Sequence[np.ndarray] | None = None
+) -> float:
     """FRDist (appropriateness, lower is better): for each generated reaction, the smallest DTW
     distance to any appropriate real reaction; averaged over the m samples and the windows.
 

@@ -33,7 +33,9 @@ class LabelledInputs:
     mel: np.ndarray | None = None  # (T * 4, n_mels) raw log-mel, for the audio baselines
 
 
-def synthetic_samples(config: ModelConfig, count: int, seconds: float, seed: int = HELD_OUT_SEED) -> list[LabelledInputs]:
+def synthetic_samples(
+    config: ModelConfig, count: int, seconds: float, seed: int = HELD_OUT_SEED
+) -> list[LabelledInputs]:
     """`count` fresh synthetic sessions, drawn at twice the model's image size and resized like real video."""
     samples = []
     for index in range(count):
@@ -52,7 +54,8 @@ def split_samples(config: ModelConfig, data: Path, split: str) -> list[LabelledI
         mel = frame_windows(session.mel[: frames * 4], config.audio_window_frames)
         inputs = SpeakerInputs(images_from_frames(session.frames[:frames]), mel, frames)
         speaker = None if session.speaker is None else session.speaker[:frames]
-        samples.append(LabelledInputs(session.name, inputs, session.listener[:frames], speaker, session.mel[: frames * 4]))
+        samples.append(LabelledInputs(session.name, inputs, session.listener[:frames], speaker,
+                                      session.mel[: frames * 4]))
     return samples
 
 

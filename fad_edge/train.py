@@ -205,14 +205,16 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     model.set_normalization(torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std))
     model.to(device)
     if world == 1:  # (under DDP, channels-last weights would not match its gradient buckets' strides)
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted; not in torch's stubs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     precision = MixedPrecision(device, dtype)
     noise = torch.Generator().manual_seed(config.seed * 1000 + rank)  # on the CPU whatever the device
     batches = StepBatches(train_set, config.batch_size, config.seed, rank, world, config.augment)
     steps_per_epoch = batches.steps_per_epoch
     if steps_per_epoch == 0:
-        raise FadEdgeError(f"the training split has {len(train_set)} clips, fewer than one batch of {config.batch_size}")
+        raise FadEdgeError(
+            f"the training split has {len(train_set)} clips, fewer than one batch of {config.batch_size}"
+        )
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)

@@ -64,7 +64,9 @@ def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer
     """
     loaded = load_checkpoint(folder)
     if loaded.config != model_config:
-        raise CheckpointError(f"{resolve_checkpoint(folder)}: saved with another model config; use a new --out to start afresh")
+        raise CheckpointError(
+            f"{resolve_checkpoint(folder)}: saved with another model config; use a new --out to start afresh"
+        )
     model.load_state_dict(loaded.model.state_dict())
     saved = load_train_state(folder)
     if saved is None:

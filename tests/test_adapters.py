@@ -27,7 +27,8 @@ def _l2l(root, channel: str, segments: int = 3, frames: int = 64, seed: int = 0)
             array[..., 53:56] = 20 + person  # jaw marker
             np.save(folder / f"p{person}_{role}_faces_clean_deca.npy", array)
             arrays[(person, role)] = array
-        np.save(folder / f"p{person}_speak_audio_clean_deca.npy", rng.standard_normal((segments, 4 * frames, 128)).astype(np.float32))
+        np.save(folder / f"p{person}_speak_audio_clean_deca.npy",
+                rng.standard_normal((segments, 4 * frames, 128)).astype(np.float32))
     (root / channel / "test").symlink_to(folder)
     return arrays, k
 
@@ -72,8 +73,10 @@ def _vico(root, clips: int = 2, frames: int = 24, bfm: bool = False):
         for name in ("speaker", "audio", "listener_flame", "speaker_flame"):
             (root / split / name).mkdir(parents=True)
         for i in range(clips):
-            write_video(root / split / "speaker" / f"{i}.mp4", rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8), 30)
-            write_wav(root / split / "audio" / f"{i}.wav", 0.1 * rng.standard_normal(frames * 1600).astype(np.float32), 48000)
+            write_video(root / split / "speaker" / f"{i}.mp4",
+                        rng.integers(0, 255, (frames, 32, 32, 3), dtype=np.uint8), 30)
+            write_wav(root / split / "audio" / f"{i}.wav",
+                      0.1 * rng.standard_normal(frames * 1600).astype(np.float32), 48000)
             width = 70 if bfm else 56
             flame = rng.standard_normal((frames, width)).astype(np.float32)
             np.save(root / split / "listener_flame" / f"{i}.npy", flame)

@@ -9,7 +9,8 @@ from fad_edge.data.augment import AugmentConfig, augment_batch, augment_images, 
 def _batch(windows: int = 4, frames: int = 6) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(windows, 1, 3, 16, 16, generator=generator).expand(windows, frames, 3, 16, 16).clone()
-    mel = (torch.rand(windows, 1, 1, 8, 20, generator=generator) * 1.2 + SILENCE).expand(windows, frames, 1, 8, 20).clone()
+    mel = torch.rand(windows, 1, 1, 8, 20, generator=generator) * 1.2 + SILENCE
+    mel = mel.expand(windows, frames, 1, 8, 20).clone()
     mel[..., :2, :] = SILENCE
     return {"images": image, "mel": mel, "motion": torch.randn(windows, frames, 56, generator=generator)}
 

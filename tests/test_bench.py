@@ -35,7 +35,8 @@ def test_bench_cli_writes_table_json_and_chart(tmp_path, monkeypatch, capsys):
                            "--runs", "2", "--backends", "torch,ort", "--no-stream", "--threads", "1", "--out", out)
     assert code == 0, output
     result = json.loads(out.with_suffix(".json").read_text())
-    assert {(r["backend"], r["frames"]) for r in result["rows"]} == {("torch", 8), ("ort", 8), ("torch", 16), ("ort", 16)}
+    expected = {("torch", 8), ("ort", 8), ("torch", 16), ("ort", 16)}
+    assert {(r["backend"], r["frames"]) for r in result["rows"]} == expected
     assert all(r["flops"] > 0 and r["latency"]["median"] > 0 for r in result["rows"])
     # FLOPs grow with frames
     flops = {r["frames"]: r["flops"] for r in result["rows"] if r["backend"] == "torch"}

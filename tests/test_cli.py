@@ -48,8 +48,8 @@ def test_generate_writes_outputs(monkeypatch, capsys, checkpoint, media, tmp_pat
 
 
 def test_missing_video(monkeypatch, capsys, checkpoint, media, tmp_path):
-    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", tmp_path / "nope.mp4",
-                           "--audio", media[1], "--out", tmp_path / "o")
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint,
+                           "--video", tmp_path / "nope.mp4", "--audio", media[1], "--out", tmp_path / "o")
     _assert_one_line_error(code, output, "video file not found")
 
 
@@ -90,5 +90,6 @@ def test_training_data_with_wrong_shape_arrays(monkeypatch, capsys, media, tmp_p
     session = media[0].parent
     np.save(session / layout.LISTENER, np.zeros((20, 3), np.float32))
     layout.write_splits(tmp_path, {"train": ["s"], "val": ["s"], "test": ["s"]})
-    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run", "--preset", "tiny")
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run",
+                           "--preset", "tiny")
     _assert_one_line_error(code, output, "expected shape (T, 56), got (20, 3)")

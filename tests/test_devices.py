@@ -56,7 +56,8 @@ def test_with_gpus_auto_and_cuda_take_the_first_and_an_index_is_checked(two_gpus
     assert resolve_device("cuda") == torch.device("cuda", 0)
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(BackendUnavailableError, match=r"no cuda:2, this machine has 2 CUDA device\(s\) \(cuda:0 to cuda:1\)"):
+    expected = r"no cuda:2, this machine has 2 CUDA device\(s\) \(cuda:0 to cuda:1\)"
+    with pytest.raises(BackendUnavailableError, match=expected):
         resolve_device("cuda:2")
 
 

@@ -22,7 +22,8 @@ def test_add_noise_matches_diffusers():
     x0, noise = torch.randn(4, 8, 56), torch.randn(4, 8, 56)
     steps = torch.tensor([0, 10, 50, 99])
     torch.testing.assert_close(
-        FacialActionDiffusion(100).add_noise(x0, noise, steps), reference.add_noise(x0, noise, steps), rtol=1e-4, atol=1e-5
+        FacialActionDiffusion(100).add_noise(x0, noise, steps), reference.add_noise(x0, noise, steps),
+        rtol=1e-4, atol=1e-5,
     )
 
 
@@ -97,7 +98,8 @@ def test_initial_state_scales_noise_and_pulls_towards_a_guess():
     np.testing.assert_allclose(state, np.sqrt(sampler.alpha_bar(70)) * guess, rtol=1e-6)
     noisy = DiffusionSampler(SamplerSettings(steps=1, start_step=70, start_noise=1.0))
     drawn = noisy.initial_state(2, np.random.default_rng(0), 8, 56)
-    expected = np.sqrt(1 - noisy.alpha_bar(70)) * np.random.default_rng(0).standard_normal((2, 8, 56), dtype=np.float32)
+    standard = np.random.default_rng(0).standard_normal((2, 8, 56), dtype=np.float32)
+    expected = np.sqrt(1 - noisy.alpha_bar(70)) * standard
     np.testing.assert_allclose(drawn, expected, rtol=1e-6)
 
 
@@ -132,7 +134,8 @@ def test_training_loss_is_zero_for_the_exact_denoiser_and_positive_otherwise():
     x0 = torch.randn(5, 8, 56)
     exact = diffusion.training_loss(Oracle(diffusion, x0), x0, torch.zeros(5, 8, 4), torch.Generator().manual_seed(1))
     assert float(exact) < 1e-6
-    zero = diffusion.training_loss(lambda x, t, c: torch.zeros_like(x), x0, torch.zeros(5, 8, 4), torch.Generator().manual_seed(1))
+    zero = diffusion.training_loss(lambda x, t, c: torch.zeros_like(x), x0, torch.zeros(5, 8, 4),
+                                   torch.Generator().manual_seed(1))
     assert 0.5 < float(zero) < 1.5  # E[eps^2] = 1
 
 

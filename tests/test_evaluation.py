@@ -32,7 +32,8 @@ def test_baselines_follow_their_definitions():
     train = [_sequence(0), _sequence(1)]
     baselines = Baselines(train, window=64, stride=8)
     test = train[1]
-    np.testing.assert_allclose(baselines.predict("Median", test)[5], np.median(np.concatenate([s.listener for s in train]), 0))
+    np.testing.assert_allclose(baselines.predict("Median", test)[5],
+                               np.median(np.concatenate([s.listener for s in train]), 0))
     np.testing.assert_array_equal(baselines.predict("Mirror", test), test.speaker)
     # a test sequence that is a training sequence finds itself window by window
     np.testing.assert_allclose(baselines.predict("NN motion", test)[:128], test.listener[:128])
@@ -80,7 +81,8 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
     for group in ("expression", "rotation"):
         assert report["rows"]["FAD"][group]["L2"] > 0 and report["rows"]["GT"][group]["L2"] == 0
         assert report["rows"]["FAD"][group]["diversity"] > 0  # two noisy draws differ
-        assert report["rows"]["FAD"][group]["P-FD"] > 0 and report["rows"]["GT"][group]["P-FD"] == pytest.approx(0, abs=1e-6)
+        assert report["rows"]["FAD"][group]["P-FD"] > 0
+        assert report["rows"]["GT"][group]["P-FD"] == pytest.approx(0, abs=1e-6)
     # the test session is 144 frames: shorter than one REACT window of 256, so that table is left out, and said so
     assert report["react"] is None and any("REACT metrics: skipped" in note for note in report["notes"])
     # per frame, the 56-dim norm lies between the larger group's norm and the sum of both

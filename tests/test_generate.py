@@ -46,8 +46,9 @@ def _video_with_audio(path: Path, frames: np.ndarray, audio: np.ndarray, rate: i
 
 def test_preview_mp4_has_one_frame_per_motion_frame(session_folder, tmp_path, monkeypatch, capsys):
     checkpoint = tiny_checkpoint(tmp_path / "ck")
-    code, output = run_cli(monkeypatch, capsys, "generate", "--model", checkpoint, "--video", session_folder / "speaker.mp4",
-                           "--audio", session_folder / "speaker.wav", "--out", tmp_path / "out", "--preview")
+    code, output = run_cli(monkeypatch, capsys, "generate", "--model", checkpoint,
+                           "--video", session_folder / "speaker.mp4", "--audio", session_folder / "speaker.wav",
+                           "--out", tmp_path / "out", "--preview")
     assert code == 0, output
     capture = cv2.VideoCapture(str(tmp_path / "out" / "preview.mp4"))
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -64,8 +65,8 @@ def test_audio_from_the_video_track_when_no_audio_file(tmp_path, monkeypatch, ca
     samples, rate = read_audio_track(video)
     assert rate == 16000 and abs(len(samples) - len(session.audio)) < 2000
     assert np.corrcoef(samples[:8000], session.audio[:8000])[0, 1] > 0.99
-    code, output = run_cli(monkeypatch, capsys, "generate", "--model", tiny_checkpoint(tmp_path / "ck"), "--video", video,
-                           "--out", tmp_path / "out")
+    code, output = run_cli(monkeypatch, capsys, "generate", "--model", tiny_checkpoint(tmp_path / "ck"),
+                           "--video", video, "--out", tmp_path / "out")
     assert code == 0, output
     assert np.load(tmp_path / "out" / "listener_coeffs.npy").shape == (40, 56)
 

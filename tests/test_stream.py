@@ -30,7 +30,8 @@ def _feed(stream: ListenerStream, frames, audio, rate: int, seed: int, jitter: f
             next_frame += 1
         else:
             size = int(rng.integers(1, 3000))
-            stream.push_audio(audio[position : position + size], rate, 100.0 + position / rate + rng.uniform(-jitter, jitter))
+            stamp = 100.0 + position / rate + rng.uniform(-jitter, jitter)
+            stream.push_audio(audio[position : position + size], rate, stamp)
             position += size
 
 
@@ -123,7 +124,7 @@ def test_a_long_stream_keeps_memory_flat_and_loses_no_clip(tiny_export, session)
 
 def test_audio_without_video_is_capped(tiny_export):
     with ListenerStream(OrtRunner(tiny_export, threads=1), max_audio_seconds=2.0) as stream:
-        for second in range(5):
+        for _ in range(5):
             stream.push_audio(np.zeros(16000, np.float32), 16000)
         assert stream.aligner.buffered_audio() <= 2 * 16000
     assert stream.stats().audio_samples_dropped == 3 * 16000

@@ -26,7 +26,8 @@ def test_shapes_dtypes_and_alignment(session):
 
 def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     def digest(root):
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.npy"))}
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*.npy"))}
 
     write_synthetic_dataset(tmp_path / "a", sessions=3, seconds=3, seed=5, image_size=32)
     write_synthetic_dataset(tmp_path / "b", sessions=3, seconds=3, seed=5, image_size=32)
@@ -102,7 +103,8 @@ def test_alternative_listeners_react_to_the_same_speaker_as_other_people():
 
 def test_the_dataset_writes_alternatives_without_changing_the_other_files(tmp_path):
     def digest(root):
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.npy"))}
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*.npy"))}
 
     write_synthetic_dataset(tmp_path / "with", sessions=3, seconds=3, seed=5, image_size=32, alternatives=2)
     write_synthetic_dataset(tmp_path / "without", sessions=3, seconds=3, seed=5, image_size=32, alternatives=0)

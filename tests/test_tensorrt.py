@@ -93,7 +93,8 @@ def test_mypy_checks_our_tensorrt_code_against_the_stubs(tmp_path):
     stubs = _patched_stubs(tmp_path / "stubs")
     env_path = f"{stubs}"
     command = [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
-               "--no-error-summary", "--show-error-codes", "--cache-dir", str(tmp_path / "cache"), *map(str, TRT_MODULES)]
+               "--no-error-summary", "--show-error-codes", "--cache-dir", str(tmp_path / "cache"),
+               *map(str, TRT_MODULES)]
     result = subprocess.run(command, capture_output=True, text=True, env={"MYPYPATH": env_path, "PATH": ""})
     ours = [line for line in result.stdout.splitlines()
             if any(str(m) in line or m.name in line for m in TRT_MODULES)
@@ -118,7 +119,9 @@ def test_mypy_would_catch_a_removed_api(tmp_path):
 def test_an_engine_for_another_gpu_or_version_must_be_rebuilt(tmp_path):
     engine = tmp_path / "elnet_x0.engine"
     engine.write_bytes(b"engine")
-    engine.with_suffix(".json").write_text(json.dumps({"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"}))
+    engine.with_suffix(".json").write_text(
+        json.dumps({"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"})
+    )
     here = GpuTarget("11.0.0", "NVIDIA H100 80GB HBM3", "9.0")
     with pytest.raises(EngineMismatchError, match="rebuild"):
         check_engine_target(engine, here)

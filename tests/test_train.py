@@ -1,4 +1,5 @@
-"""Training: loss goes down, checkpoints resume exactly (on a CPU or a GPU), DDP keeps ranks identical, bad runs stop."""
+"""Training: loss goes down, checkpoints resume exactly (on a CPU or a GPU), DDP keeps ranks identical, bad
+runs stop."""
 
 import json
 import math
@@ -165,7 +166,8 @@ def test_a_loader_with_workers_yields_the_same_batches_from_any_start():
     with_workers = list(step_loader(batches, 5, 15, workers=2, pin_memory=False))
     assert len(in_process) == len(with_workers) == 10
     for step, (a, b) in enumerate(zip(in_process, with_workers), start=5):
-        assert torch.equal(a["motion"], b["motion"]) and torch.equal(a["motion"][:, 0], torch.from_numpy(batches.indices(step)))
+        assert torch.equal(a["motion"], b["motion"])
+        assert torch.equal(a["motion"][:, 0], torch.from_numpy(batches.indices(step)))
 
 
 def test_workers_do_not_change_the_trained_weights(dataset, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import cast
 
 import typer
 from rich.console import Console
@@ -60,7 +61,8 @@ def demo(
     console.print(f"[2/6] training the {escape(preset)} preset for {epochs} epochs")
     config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=epochs, seed=seed, stride=stride)
     result = train(config, RichTrainReporter(console), resume=True)
-    outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)), ("checkpoint (best val)", str(result.best))]
+    outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)),
+                ("checkpoint (best val)", str(result.best))]
 
     with console.status("[3/6] evaluating FAD and the baselines on the test split"):
         table = evaluate([("FAD", load_checkpoint(result.best))], data, "test")
@@ -71,8 +73,9 @@ def demo(
 
     with console.status("[4/6] exporting to ONNX (FP32 + INT8) and checking parity"):
         manifest = export_model(ExportOptions(checkpoint=result.best, out=out / "model", int8=True, data=data))
-    parity = max(row["max_rel"] for row in manifest.reports["parity"])
-    int8 = manifest.reports["int8"]
+    # The reports are the manifest's JSON: a list of rows for parity, a dict of figures for INT8.
+    parity = max(row["max_rel"] for row in cast(list[dict[str, float]], manifest.reports["parity"]))
+    int8 = cast(dict[str, float], manifest.reports["int8"])
     console.print(f"[4/6] exported: ORT FP32 vs PyTorch max rel error {parity:.1e}; "
                   f"INT8 L2 {int8['l2_int8']:.4f} vs FP32 {int8['l2_fp32']:.4f}")
     outputs.append(("ONNX export + manifest", str(out / "model")))
@@ -82,7 +85,8 @@ def demo(
     generated = generate_files(runner, session / "speaker.mp4", session / "speaker.wav", out / "generate",
                                settings={"model": str(out / "model"), "backend": runner.name}, preview=True)
     console.print(f"[5/6] generated listener motion for held-out {session.name} with {runner.name}")
-    outputs += [("listener motion (.npy)", str(generated.motion_path)), ("settings + timestamps", str(generated.json_path)),
+    outputs += [("listener motion (.npy)", str(generated.motion_path)),
+                ("settings + timestamps", str(generated.json_path)),
                 ("plot", str(generated.plot_path)), ("preview video", str(generated.preview_path))]
 
     with console.status("[6/6] timing the backends on 64 frames"):

@@ -19,21 +19,26 @@ def _steps_list(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise typer.BadParameter("a comma-separated list of integers, e.g. 1,2,5,10", param_hint="--steps-curve") from None
+        raise typer.BadParameter("a comma-separated list of integers, e.g. 1,2,5,10",
+                                 param_hint="--steps-curve") from None
     if not values or any(not 1 <= v <= 100 for v in values):
         raise typer.BadParameter("steps must be in 1..100", param_hint="--steps-curve")
     return values
 
 
 def evaluate(
-    checkpoint: list[Path] = typer.Option(..., help="Checkpoint folder; repeat it to compare models (e.g. the modality ablation)."),
+    checkpoint: list[Path] = typer.Option(..., help="Checkpoint folder; repeat it to compare models "
+                                          "(e.g. the modality ablation)."),
     data: Path = typer.Option(..., help="Dataset folder (our layout)."),
     split: str = typer.Option("test", help="Split to evaluate."),
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
     samples: int = typer.Option(1, min=1, max=20, help="Diffusion samples per input; >1 adds a diversity column."),
-    start_noise: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Start-noise scale (default: the model's)."),
-    steps_curve: Optional[str] = typer.Option(None, help="Also draw L2/FD against these step counts, e.g. 1,2,5,10,20,50,100."),
-    out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md (and OUT_steps.png/.json)."),
+    start_noise: Optional[float] = typer.Option(None, min=0.0, max=1.0,
+                                                help="Start-noise scale (default: the model's)."),
+    steps_curve: Optional[str] = typer.Option(None, help="Also draw L2/FD against these step counts, "
+                                              "e.g. 1,2,5,10,20,50,100."),
+    out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md "
+                             "(and OUT_steps.png/.json)."),
     device: str = typer.Option("auto", help="Where the models run: cpu, cuda, cuda:N, or auto "
                                "(CUDA when there is a GPU)."),
     react: bool = typer.Option(True, help="Also the REACT table (FRCorr, FRDist, FRDiv, FRDvs, FRVar, FRSyn); "
@@ -58,8 +63,12 @@ def evaluate(
 
     react_options = None
     if react:
-        chosen = {"samples": react_samples, "window": react_window, "start_noise": start_noise}
-        react_options = ReactOptions(**{key: value for key, value in chosen.items() if value is not None})
+        defaults = ReactOptions()
+        react_options = ReactOptions(
+            samples=defaults.samples if react_samples is None else react_samples,
+            window=defaults.window if react_window is None else react_window,
+            start_noise=defaults.start_noise if start_noise is None else start_noise,
+        )
     curve_steps = _steps_list(steps_curve) if steps_curve else None
     check_output_stem(out, (".json", ".md"))
     run_on = str(resolve_device(device))
@@ -89,7 +98,8 @@ def evaluate(
         curve_json = atomic_write_bytes(out.with_name(out.name + "_steps.json"),
                                         json.dumps({str(k): v for k, v in curve.items()}, indent=2).encode())
         for count in curve_steps:
-            console.print(f"steps {count:3d}: L2 exp {curve[count]['expression']['L2']:.4f} rot {curve[count]['rotation']['L2']:.4f}")
+            l2 = {group: curve[count][group]["L2"] for group in ("expression", "rotation")}
+            console.print(f"steps {count:3d}: L2 exp {l2['expression']:.4f} rot {l2['rotation']:.4f}")
         console.print(f"wrote {png} and {curve_json}", markup=False)
 
 

@@ -41,12 +41,15 @@ def train(
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     weight_decay: float = typer.Option(1e-4, min=0.0),
     seed: int = typer.Option(0, min=0, max=MAX_SEED),
-    context_clips: Optional[int] = typer.Option(None, min=0, max=MAX_CONTEXT_CLIPS, help="Preceding clips of speaker features each clip sees (default: the preset's)."),
+    context_clips: Optional[int] = typer.Option(None, min=0, max=MAX_CONTEXT_CLIPS,
+                                                help="Preceding clips of speaker features each clip sees "
+                                                "(default: the preset's)."),
     modalities: str = typer.Option("both", help="Speaker inputs the model may use: both, audio or video."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
-    augment: bool = typer.Option(True, help="Augment speaker images and audio per window (photometric, shift, gain, mel mask)."),
+    augment: bool = typer.Option(True, help="Augment speaker images and audio per window "
+                                 "(photometric, shift, gain, mel mask)."),
     autocast: str = typer.Option("auto", help="Mixed-precision training: off, bf16, fp16 (CUDA only), or auto: "
                                  "bf16 where the GPU or CPU computes it natively, else fp16 on a GPU, off on a CPU."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when there is a GPU). Under torchrun "
@@ -84,14 +87,19 @@ def train(
 
 
 def generate(
-    model: Path = typer.Option(..., "--model", "--checkpoint", help="Checkpoint folder (RUN/best) or export folder (engines/NAME)."),
-    backend: str = typer.Option("auto", help=f"{', '.join(backend_names())} (auto: torch for a checkpoint, ort for an export)."),
-    precision: Optional[str] = typer.Option(None, help=f"Graph precision, one the backend runs: {', '.join(all_precisions())} (default: the backend's first)."),
+    model: Path = typer.Option(..., "--model", "--checkpoint",
+                               help="Checkpoint folder (RUN/best) or export folder (engines/NAME)."),
+    backend: str = typer.Option("auto", help=f"{', '.join(backend_names())} "
+                                "(auto: torch for a checkpoint, ort for an export)."),
+    precision: Optional[str] = typer.Option(None, help="Graph precision, one the backend runs: "
+                                            f"{', '.join(all_precisions())} (default: the backend's first)."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
     video: Path = typer.Option(..., help="Speaker video (30 fps, any size OpenCV reads)."),
-    audio: Optional[Path] = typer.Option(None, help="Speaker audio (.wav/.flac, any rate); default: the video's own audio track."),
+    audio: Optional[Path] = typer.Option(None, help="Speaker audio (.wav/.flac, any rate); "
+                                         "default: the video's own audio track."),
     out: Path = typer.Option(..., help="Output folder."),
-    preview: bool = typer.Option(False, "--preview", help="Also write preview.mp4: the speaker beside a drawn listener."),
+    preview: bool = typer.Option(False, "--preview",
+                                 help="Also write preview.mp4: the speaker beside a drawn listener."),
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED),
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
@@ -166,7 +174,8 @@ def explain(
     video: Path = typer.Option(..., help="Speaker video."),
     audio: Optional[Path] = typer.Option(None, help="Speaker audio (default: silence)."),
     frame: int = typer.Option(0, min=0, help="Frame to explain."),
-    target: str = typer.Option("motion", help="motion: what drives the predicted reaction; features: the video features."),
+    target: str = typer.Option("motion", help="motion: what drives the predicted reaction; "
+                               "features: the video features."),
     out: Path = typer.Option(Path("saliency.png"), help="PNG to write."),
     device: str = typer.Option("auto", help="Where the gradients are computed: cpu, cuda, cuda:N, or auto "
                                "(CUDA when there is a GPU)."),
@@ -191,7 +200,10 @@ def explain(
     frames, _ = read_video(video)
     if frame >= len(frames):
         raise typer.BadParameter(f"{frame} is past the video's last frame ({len(frames) - 1})", param_hint="--frame")
-    samples, rate = read_audio(audio) if audio else (np.zeros(len(frames) * SAMPLE_RATE // 30 + 1, np.float32), SAMPLE_RATE)
+    if audio:
+        samples, rate = read_audio(audio)
+    else:
+        samples, rate = np.zeros(len(frames) * SAMPLE_RATE // 30 + 1, np.float32), SAMPLE_RATE
     start, index = clip_of_frame(frame, len(frames))
     inputs = prepare_inputs(frames, samples, rate, config.image_size, config.audio_window_frames, config.n_mels)
     images = torch.from_numpy(inputs.images[start : start + config.clip_len])

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 def make_progress(console: Console) -> Progress:
@@ -25,7 +33,7 @@ class RichTrainReporter:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = make_progress(console)
-        self.task = None
+        self.task: TaskID | None = None
         self.smoothed: float | None = None
 
     def start(self, total_steps: int, done: int) -> None:
@@ -34,6 +42,7 @@ class RichTrainReporter:
 
     def step(self, step: int, loss: float) -> None:
         self.smoothed = loss if self.smoothed is None else 0.95 * self.smoothed + 0.05 * loss
+        assert self.task is not None, "start() comes before step()"
         self.progress.update(self.task, completed=step, status=f"loss {self.smoothed:.4f}")
 
     def epoch(self, epoch: int, record: dict) -> None:

@@ -98,7 +98,8 @@ def read_flame(path: Path, frames: int | None = None) -> np.ndarray:
         raise DataError(f"{path}: {array.shape[1]} values per frame look like BFM coefficients (64 expression + "
                         "3 angles + 3 translation), not FLAME; re-extract FLAME parameters (e.g. with DECA) first")
     if array.shape[1] != N_COEFFS:
-        raise DataError(f"{path}: {array.shape[1]} values per frame; a FLAME re-extraction has 56 (expression 50 + pose 6)")
+        raise DataError(f"{path}: {array.shape[1]} values per frame; "
+                        "a FLAME re-extraction has 56 (expression 50 + pose 6)")
     if frames is not None and len(array) != frames:
         raise DataError(f"{path}: {len(array)} frames of parameters but the video has {frames}")
     return _pose_first_to_ours(array.astype(np.float32), head_first=True)
@@ -124,7 +125,8 @@ def convert_vico(root: Path, out: Path, splits: tuple[str, ...] = ("train", "val
             speaker_path = folder / "speaker_flame" / f"{clip_id}.npy"
             speaker = read_flame(speaker_path, len(frames)) if speaker_path.exists() else None
             name = f"{split}_{clip_id}"
-            layout.write_session(out / name, frames, samples, rate, listener, speaker, source="ViCo (FLAME re-extraction)")
+            layout.write_session(out / name, frames, samples, rate, listener, speaker,
+                                 source="ViCo (FLAME re-extraction)")
             names.append(name)
         found[split] = names
     if not any(found.values()):

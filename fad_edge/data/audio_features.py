@@ -17,6 +17,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import numpy.typing as npt
 import soxr
 
 from fad_edge.constants import (
@@ -46,14 +47,14 @@ _SLANEY_LOG_START_MEL = _SLANEY_LOG_START_HZ / _SLANEY_HZ_PER_MEL
 _SLANEY_LOG_STEP = np.log(6.4) / 27.0
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def hz_to_mel(hz: npt.ArrayLike) -> np.ndarray:
     hz = np.asarray(hz, np.float64)
     linear = hz / _SLANEY_HZ_PER_MEL
     log = _SLANEY_LOG_START_MEL + np.log(np.maximum(hz, 1e-10) / _SLANEY_LOG_START_HZ) / _SLANEY_LOG_STEP
     return np.where(hz >= _SLANEY_LOG_START_HZ, log, linear)
 
 
-def mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def mel_to_hz(mel: npt.ArrayLike) -> np.ndarray:
     mel = np.asarray(mel, np.float64)
     linear = mel * _SLANEY_HZ_PER_MEL
     log = _SLANEY_LOG_START_HZ * np.exp(_SLANEY_LOG_STEP * (mel - _SLANEY_LOG_START_MEL))

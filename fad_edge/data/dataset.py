@@ -110,8 +110,10 @@ class ClipDataset(torch.utils.data.Dataset):
         # The speaker's own normalized coefficients per frame, for the encoders' auxiliary target
         # (zeros, and `speaker_valid` 0, where a dataset does not have them).
         speaker_norm = speaker_normalization or Normalization.identity()
-        self.speaker = [None if s.speaker is None else ((s.speaker - speaker_norm.mean) / speaker_norm.std).astype(np.float32)
-                        for s in sessions]
+        self.speaker = [
+            None if s.speaker is None else ((s.speaker - speaker_norm.mean) / speaker_norm.std).astype(np.float32)
+            for s in sessions
+        ]
         self.clip_len, self.context = clip_len, context_clips
         self.span = clips_per_item * clip_len
         self.windows = [frame_windows(s.mel, audio_window_frames) for s in sessions]  # (T, 1, W, M) each
@@ -141,7 +143,9 @@ class ClipDataset(torch.utils.data.Dataset):
             "images": images,
             "mel": torch.from_numpy(np.ascontiguousarray(self.windows[session][safe])),
             "valid": torch.from_numpy(valid.astype(np.float32)),
-            "speaker": torch.from_numpy(speaker[safe] if speaker is not None else np.zeros((len(safe), N_COEFFS), np.float32)),
+            "speaker": torch.from_numpy(
+                speaker[safe] if speaker is not None else np.zeros((len(safe), N_COEFFS), np.float32)
+            ),
             "speaker_valid": torch.from_numpy(known.astype(np.float32)),
             "motion": torch.from_numpy(self.motion[session][start : start + self.span].astype(np.float32)),
         }

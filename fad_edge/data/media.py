@@ -76,11 +76,13 @@ def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
     """Write uint8 RGB frames (T, H, W, 3) as an mp4 (mp4v), atomically."""
     frames_rgb = np.asarray(frames_rgb)
     if frames_rgb.dtype != np.uint8 or frames_rgb.ndim != 4 or frames_rgb.shape[-1] != 3 or len(frames_rgb) == 0:
-        raise DataError(f"video frames must be non-empty uint8 (T, H, W, 3), got {frames_rgb.dtype} {frames_rgb.shape}")
+        raise DataError(
+            f"video frames must be non-empty uint8 (T, H, W, 3), got {frames_rgb.dtype} {frames_rgb.shape}"
+        )
     path = Path(path)
     height, width = frames_rgb.shape[1:3]
     with atomic_output(path) as temporary:
-        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height))
         try:
             if not writer.isOpened():
                 raise DataError(f"{path}: OpenCV cannot write mp4 here")
@@ -143,5 +145,6 @@ def read_audio_track(path: Path) -> tuple[np.ndarray, int]:
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
     """16-bit PCM wav, atomically."""
     buffer = io.BytesIO()
-    soundfile.write(buffer, np.clip(np.asarray(samples, np.float32), -1, 1), sample_rate, subtype="PCM_16", format="WAV")
+    clipped = np.clip(np.asarray(samples, np.float32), -1, 1)
+    soundfile.write(buffer, clipped, sample_rate, subtype="PCM_16", format="WAV")
     return atomic_write_bytes(Path(path), buffer.getvalue())

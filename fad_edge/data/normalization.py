@@ -41,10 +41,10 @@ class Normalization:
         if not sessions:
             raise DataError("cannot compute normalization: the training split has no sessions")
         parts = [s.speaker if speaker else s.listener for s in sessions]
-        parts = [p for p in parts if p is not None]
-        if not parts:
+        known = [p for p in parts if p is not None]
+        if not known:
             return cls.identity()
-        motion = np.concatenate(parts).astype(np.float64)
+        motion = np.concatenate(known).astype(np.float64)
         std = np.maximum(motion.std(axis=0), 1e-3)  # constant dims must not divide by zero
         return cls(motion.mean(axis=0).astype(np.float32), std.astype(np.float32))
 

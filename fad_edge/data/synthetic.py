@@ -174,7 +174,10 @@ def _audio(rng: np.random.Generator, speech: _Speech) -> np.ndarray:
     frame_times = (np.arange(len(speech.pitch)) + 0.5) / FPS
     filled = np.where(speech.pitch > 0, speech.pitch, np.nan)
     valid = ~np.isnan(filled)
-    filled = np.interp(frame_times, frame_times[valid], filled[valid]) if valid.any() else np.full_like(frame_times, 150.0)
+    if valid.any():
+        filled = np.interp(frame_times, frame_times[valid], filled[valid])
+    else:
+        filled = np.full_like(frame_times, 150.0)
     f0 = np.interp(np.arange(samples) / SAMPLE_RATE, frame_times, filled)
     phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
     voice = sum(np.sin(k * phase) / k for k in range(1, 11))
@@ -281,7 +284,9 @@ def _speaker(rng: np.random.Generator, n: int, config: SyntheticConfig) -> _Spea
     return _SpeakerState(speech, envelope, smile, brow, blink, head, speaker)
 
 
-def _listener(rng: np.random.Generator, state: _SpeakerState, config: SyntheticConfig) -> tuple[np.ndarray, dict[str, int]]:
+def _listener(
+    rng: np.random.Generator, state: _SpeakerState, config: SyntheticConfig
+) -> tuple[np.ndarray, dict[str, int]]:
     """One listener reacting to `state` by the five rules; `rng` decides who the listener is (lags, gains, idle)."""
     n = len(state.head)
     jitter = lambda: int(rng.integers(-config.lag_jitter, config.lag_jitter + 1))  # noqa: E731
@@ -317,11 +322,14 @@ def _alternatives(seed: int, state: _SpeakerState, config: SyntheticConfig, coun
     The session's own stream is left untouched, so adding alternatives changes no other output.
     """
     empty = np.zeros((0, len(state.head), N_COEFFS), np.float32)
-    listeners = [_listener(np.random.default_rng([seed, _ALTERNATIVE_STREAM, k]), state, config)[0] for k in range(count)]
+    listeners = [_listener(np.random.default_rng([seed, _ALTERNATIVE_STREAM, k]), state, config)[0]
+                 for k in range(count)]
     return np.stack(listeners) if listeners else empty
 
 
-def generate_session(seed: int, config: SyntheticConfig = SyntheticConfig(), alternatives: int = 0) -> SyntheticSession:
+def generate_session(
+    seed: int, config: SyntheticConfig = SyntheticConfig(), alternatives: int = 0
+) -> SyntheticSession:
     """One synthetic dyadic session, deterministic by seed; `alternatives` other listeners of the same speaker."""
     rng = np.random.default_rng(seed)
     n = int(round(config.seconds * FPS))

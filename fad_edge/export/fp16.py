@@ -53,7 +53,9 @@ def _float_tensors(model: onnx.ModelProto) -> list[str]:
             if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and v.name not in graph_outputs]
 
 
-def audit_activations(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], margin: float = 16.0) -> ActivationAudit:
+def audit_activations(
+    model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], margin: float = 16.0
+) -> ActivationAudit:
     """Run the FP32 graph with every float tensor exposed and find the nodes that come near FP16's range."""
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
@@ -97,6 +99,7 @@ def fp16_node_share(model: onnx.ModelProto) -> float:
     compute = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     if not compute:
         return 0.0
-    in_fp16 = sum(1 for n in compute if len(n.input) > 1 and (n.input[1] in fp16_inits or casts.get(n.input[1]) in fp16_inits))
+    in_fp16 = sum(1 for n in compute
+                  if len(n.input) > 1 and (n.input[1] in fp16_inits or casts.get(n.input[1]) in fp16_inits))
     return in_fp16 / len(compute)
 

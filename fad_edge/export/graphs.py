@@ -20,6 +20,8 @@ from fad_edge.listener_model import ListenerModel
 class MaskedVideoEncoder(nn.Module):
     """Images (N, 3, S, S) in [0, 1] -> video features (N, Dv), zero when the model ignores video."""
 
+    mask: torch.Tensor
+
     def __init__(self, model: ListenerModel) -> None:
         super().__init__()
         self.encoder = model.video_encoder
@@ -31,6 +33,8 @@ class MaskedVideoEncoder(nn.Module):
 
 class MaskedAudioEncoder(nn.Module):
     """Mel windows (N, 1, W, M) -> audio features (N, Da), zero when the model ignores audio."""
+
+    mask: torch.Tensor
 
     def __init__(self, model: ListenerModel) -> None:
         super().__init__()
@@ -54,6 +58,11 @@ class ELNetEpsilon(nn.Module):
 
 class ELNetX0(nn.Module):
     """(x_start (B, L, 56), condition (B, F, D)) -> de-normalized motion (B, L, 56) in one step."""
+
+    noise_scale: torch.Tensor
+    signal_scale: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, model: ListenerModel) -> None:
         super().__init__()

@@ -72,7 +72,8 @@ def trace_to_onnx(spec: GraphSpec, opset: int = DEFAULT_OPSET) -> onnx.ModelProt
                 dynamic_shapes=dynamic_shapes, verbose=False,
             )
     except Exception as error:  # the exporter raises many types; any of them means no graph
-        raise ExportError(f"could not trace {spec.name} to ONNX: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+        first_line = str(error).splitlines()[0]
+        raise ExportError(f"could not trace {spec.name} to ONNX: {type(error).__name__}: {first_line}") from error
     if program is None:
         raise ExportError(f"the ONNX exporter returned nothing for {spec.name}")
     model = program.model_proto
@@ -102,7 +103,8 @@ def simplify(model: onnx.ModelProto, name: str) -> tuple[onnx.ModelProto, str]:
 
         return onnxslim.slim(model), f"onnxslim {onnxslim.__version__}"
     except Exception:
-        warnings.warn(f"{name}: neither onnxsim nor onnxslim could simplify the graph; keeping it as traced")
+        warnings.warn(f"{name}: neither onnxsim nor onnxslim could simplify the graph; keeping it as traced",
+                      stacklevel=1)
         return model, "none"
 
 

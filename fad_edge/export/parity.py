@@ -41,7 +41,9 @@ def errors(ours: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return max_abs, max_abs / max(scale, 1e-12)
 
 
-def real_inputs(spec: GraphSpec, model: ListenerModel, sample: LabelledInputs, clips: int = 8) -> tuple[torch.Tensor, ...]:
+def real_inputs(
+    spec: GraphSpec, model: ListenerModel, sample: LabelledInputs, clips: int = 8
+) -> tuple[torch.Tensor, ...]:
     """Inputs for `spec` taken from a real (synthetic) session rather than random numbers."""
     config = model.config
     frames = min(len(sample.inputs.images), clips * config.clip_len)
@@ -76,7 +78,9 @@ def random_inputs(spec: GraphSpec, batch: int = 5) -> tuple[torch.Tensor, ...]:
     return tuple(made)
 
 
-def graph_parity(spec: GraphSpec, session: ort.InferenceSession, inputs: tuple[torch.Tensor, ...], kind: str) -> ParityRow:
+def graph_parity(
+    spec: GraphSpec, session: ort.InferenceSession, inputs: tuple[torch.Tensor, ...], kind: str
+) -> ParityRow:
     with torch.no_grad():
         reference = spec.module(*inputs).numpy()
     feeds = {name: tensor.numpy() for name, tensor in zip(spec.input_names, inputs)}

@@ -190,7 +190,9 @@ def _parity(specs: list[GraphSpec], model: ListenerModel, out: Path, checks: lis
     return rows
 
 
-def _motion_row(runner: OrtRunner, reference: TorchRunner | OrtRunner, checks: list[LabelledInputs], label: str) -> ParityRow:
+def _motion_row(
+    runner: OrtRunner, reference: TorchRunner | OrtRunner, checks: list[LabelledInputs], label: str
+) -> ParityRow:
     worst = (0.0, 0.0)
     for sample in checks:
         found = errors(runner.run_inputs(sample.inputs), reference.run_inputs(sample.inputs))
@@ -226,7 +228,8 @@ def _calibration_feeds(model: ListenerModel, specs: list[GraphSpec],
         VIDEO_ENCODER: batched_feeds("images", images, 64),
         AUDIO_ENCODER: batched_feeds("mel", mel, 64),
     }
-    feeds[ELNET_X0] = [{"x_start": start[i : i + 32], "condition": conditions[i : i + 32]} for i in range(0, len(conditions), 32)]
+    feeds[ELNET_X0] = [{"x_start": start[i : i + 32], "condition": conditions[i : i + 32]}
+                       for i in range(0, len(conditions), 32)]
     feeds[ELNET_EPS] = [{"x_t": x_t[i : i + 32], "step": step[i : i + 32], "condition": conditions[i : i + 32]}
                         for i in range(0, len(conditions), 32)]
     return feeds

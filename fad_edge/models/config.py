@@ -128,7 +128,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise CheckpointError(f"model config has unknown fields {sorted(unknown)}: not a fad-edge config of this version")
+            raise CheckpointError(
+                f"model config has unknown fields {sorted(unknown)}: not a fad-edge config of this version"
+            )
         return cls(**data)
 
 

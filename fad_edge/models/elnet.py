@@ -12,6 +12,7 @@ can hold what the speaker did some frames before (a listener reacts with a lag).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,8 @@ from fad_edge.sampling import cumulative_alphas, squared_cosine_betas
 
 class SinusoidalStepEmbedding(nn.Module):
     """Transformer-style sinusoidal embedding of the diffusion step (B,) -> (B, dim)."""
+
+    frequencies: torch.Tensor
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -100,7 +103,8 @@ class DilatedConditionBlock(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilation: int, groups: int) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size // 2),
+                              dilation=dilation)
         self.norm = nn.GroupNorm(groups, channels)
         self.act = nn.Mish()
 
@@ -114,6 +118,9 @@ class ELNet(nn.Module):
     forward(x_t (B, L, 56), steps (B,), condition (B, (context_clips + 1) * L, D)) -> (B, L, 56),
     where L = clip_len and the last L condition frames are the clip's own, aligned frame by frame.
     """
+
+    signal_scale: torch.Tensor
+    noise_scale: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -185,14 +192,16 @@ class ELNet(nn.Module):
             conds.append(F.avg_pool1d(conds[-1], 2))
 
         skips = []
-        for level, (first, second, down) in enumerate(self.downs):
+        for level, stage in enumerate(self.downs):
+            first, second, down = cast(nn.ModuleList, stage)  # each level is built as [block, block, resample]
             x = first(x, embedding, conds[level])
             x = second(x, embedding, conds[level])
             skips.append(x)
             x = down(x)
         for module in self.mid:
             x = module(x, embedding, conds[-1])
-        for level, (first, second, up) in zip(reversed(range(len(self.ups))), self.ups):
+        for level, stage in zip(reversed(range(len(self.ups))), self.ups):
+            first, second, up = cast(nn.ModuleList, stage)
             x = torch.cat([x, skips.pop()], dim=1)
             x = first(x, embedding, conds[level])
             x = second(x, embedding, conds[level])

@@ -42,6 +42,9 @@ class FeatureStandardizer(nn.BatchNorm1d):
 class VideoEncoder(nn.Module):
     """ResNet-18 with spatial-softmax pooling: face images (N, 3, S, S) in [0, 1] -> (N, video_features)."""
 
+    pixel_mean: torch.Tensor
+    pixel_std: torch.Tensor
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.trunk = ResNetTrunk(3, config.video_widths, config.blocks_per_stage, config.stem_pool)

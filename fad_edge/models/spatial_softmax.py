@@ -14,6 +14,8 @@ from torch import nn
 class SpatialSoftmax(nn.Module):
     """(N, C, H, W) feature map -> (N, 2K) expected keypoint coordinates in [-1, 1]."""
 
+    grid: torch.Tensor
+
     def __init__(self, in_channels: int, height: int, width: int, keypoints: int) -> None:
         super().__init__()
         self.keypoint_conv = nn.Conv2d(in_channels, keypoints, 1)

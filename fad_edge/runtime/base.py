@@ -91,7 +91,7 @@ class ClipRunner(ABC):
                                 config.n_mels, pad_audio)
         return self.run_inputs(inputs)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op default: runners holding nothing need not override it)
         """Release the backend's sessions and buffers; the runner is unusable afterwards. Idempotent."""
 
     def __enter__(self) -> ClipRunner:

@@ -64,7 +64,7 @@ class CudaPythonDriver:
         try:
             from cuda.bindings import runtime
         except ImportError:
-            from cuda import cudart as runtime  # type: ignore[no-redef]
+            from cuda import cudart as runtime  # type: ignore[no-redef, unused-ignore]  # used only where cuda-python is
         self.cudart: Any = runtime
         try:
             count = self._call(runtime.cudaGetDeviceCount())

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import cv2
+import cv2.data
 import numpy as np
 
 from fad_edge.errors import DataError, FadEdgeError

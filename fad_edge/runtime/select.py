@@ -1,4 +1,5 @@
-"""Open the right runner for a path: a checkpoint folder runs in PyTorch, an export folder in ONNX Runtime or TensorRT."""
+"""Open the right runner for a path: a checkpoint folder runs in PyTorch, an export folder in ONNX Runtime
+or TensorRT."""
 
 from __future__ import annotations
 

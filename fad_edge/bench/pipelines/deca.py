@@ -51,7 +51,8 @@ class L2Norm(nn.Module):
         return F.normalize(x, dim=1, eps=1e-10) * self.weight.view(1, -1, 1, 1)
 
 
-def _conv_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> nn.Sequential:
+def _conv_relu(cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
+               dilation: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, padding, dilation), nn.ReLU(inplace=True))
 
 
