@@ -21,7 +21,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/fad-edge demo --out demo_out
 
+# Lint and type-check first (ruff and mypy come with the dev extra), then the tests.
 test: $(STAMP)
+	$(BIN)/ruff check fad_edge tests examples bench
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 clean:
