@@ -237,14 +237,9 @@ def measure(detector: Detector, frames: list[Scene]) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    from fad_edge.bench.timing import cpu_name
 
+    cpu = cpu_name()
     versions = {}
     for package in ("mediapipe", "dlib"):
         with contextlib.suppress(ImportError):

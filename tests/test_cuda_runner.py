@@ -95,17 +95,11 @@ def test_fp16_keeps_norms_softmax_and_the_schedule_in_fp32(model):
 
 def test_the_runner_serves_listener_stream_from_its_worker_thread(model):
     from fad_edge.data.synthetic import SyntheticConfig, generate_session
-    from fad_edge.runtime.stream import ListenerStream
 
     session = generate_session(3, SyntheticConfig(seconds=1.5, image_size=2 * model.config.image_size))
     runner = CudaRunner(model, seed=4, device="cpu", capture=EagerCapture(), graphs=True)
     offline = runner.run(session.frames, session.audio, 16000)
-    with ListenerStream(runner) as stream:
-        for k, frame in enumerate(session.frames):
-            stream.push_audio(session.audio[k * 533 : (k + 1) * 533], 16000)
-            stream.push_video(frame, k / 30)
-        stream.push_audio(session.audio[len(session.frames) * 533 :], 16000)
-    motion = np.concatenate([clip.motion for clip in stream.clips(timeout=0)])
+    motion, _ = _streamed(runner, session)
     assert motion.shape == offline.shape
     assert relative_error(motion, offline) < 1e-4
     assert runner.captured["encode"] == [8] and runner.captured["x0"] == [1]  # the stream's clip-by-clip buckets
@@ -195,17 +189,11 @@ def test_threads_share_one_runner_and_each_bucket_is_captured_once(paper_model):
 @on_gpu
 def test_listener_stream_runs_on_the_gpu(paper_model):
     from fad_edge.data.synthetic import SyntheticConfig, generate_session
-    from fad_edge.runtime.stream import ListenerStream
 
     session = generate_session(3, SyntheticConfig(seconds=2.0, image_size=192))
     with CudaRunner(paper_model, seed=4) as runner:
         offline = runner.run(session.frames, session.audio, 16000)
-        with ListenerStream(runner) as stream:
-            for k, frame in enumerate(session.frames):
-                stream.push_audio(session.audio[k * 533 : (k + 1) * 533], 16000)
-                stream.push_video(frame, k / 30)
-            stream.push_audio(session.audio[len(session.frames) * 533 :], 16000)
-        motion = np.concatenate([clip.motion for clip in stream.clips(timeout=0)])
+        motion, stream = _streamed(runner, session)
     assert relative_error(motion, offline) < 1e-3
     assert stream.stats().clips == len(offline) // 8 + (len(offline) % 8 > 0)
 
@@ -229,3 +217,15 @@ def test_onnx_runtime_gpu_providers_match_the_cpu(tiny_export, backend, precisio
     reference = OrtRunner(tiny_export, "fp32", threads=1, seed=1).run_inputs(inputs)
     with open_runner(tiny_export, backend, precision, seed=1) as runner:
         assert relative_error(runner.run_inputs(inputs), reference) < limit
+
+
+def _streamed(runner, session):
+    """The session pushed through a ListenerStream frame by frame: its motion and the closed stream."""
+    from fad_edge.runtime.stream import ListenerStream
+
+    with ListenerStream(runner) as stream:
+        for k, frame in enumerate(session.frames):
+            stream.push_audio(session.audio[k * 533 : (k + 1) * 533], 16000)
+            stream.push_video(frame, k / 30)
+        stream.push_audio(session.audio[len(session.frames) * 533 :], 16000)
+    return np.concatenate([clip.motion for clip in stream.clips(timeout=0)]), stream
