@@ -18,6 +18,7 @@ def test_a_short_soak_feeds_every_fault_and_accounts_for_every_clip():
     counters, feeder = result["stream_counters"], result["feeder_counters"]
     assert counters["clips"] >= 12 * 30 // 8 - 10 and result["passed"]["no_unexplained_lost_clips"]
     assert counters["clock_jumps_video"] >= 2 and counters["clock_jumps_audio"] >= 1 and counters["audio_dead"] >= 1
-    assert counters["timestamps_refused"] + 0 >= 1 and feeder["refused"] >= 2 and feeder["frames_garbage"] >= 1
+    assert counters["timestamps_refused"] >= 1 and feeder["refused"] >= 2 and feeder["frames_garbage"] >= 1
     assert counters["frames_skipped"] >= feeder["frames_late"] > 0 and counters["frames_repeated"] > 0
+    assert counters["frames_padded"] > 0  # jumps land inside clips, which are sealed as partial clips
     assert result["latency_ms"]["p50"] > 0 and result["memory_mb"]["per_minute"]

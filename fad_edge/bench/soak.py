@@ -193,7 +193,8 @@ def run_soak(runner: ClipRunner, config: SoakConfig, say: Callable[[str], None] 
             if wait > 0:
                 time.sleep(wait)
             behind = max(behind, -wait * config.speed)
-            if int(t // (config.jump_every * 60)) > jumps_done:  # both clocks see the step together
+            # Both clocks step together, 0.1 s past each mark so that the jump lands inside a clip.
+            if int((t - 0.1) // (config.jump_every * 60)) > jumps_done:
                 jumps_done += 1
                 step = JUMPS[(jumps_done - 1) % len(JUMPS)]
                 video_offset, audio_offset = video_offset + step[0], audio_offset + step[1]
