@@ -20,6 +20,12 @@ def session():
     return generate_session(8, SyntheticConfig(seconds=3.0, image_size=48))  # 90 frames: 11 clips and 2 frames
 
 
+# The feeds below let the video run up to 4 clips ahead of the audio. With the default timing the
+# stream would then give a waiting clip silence, at a moment set by how fast the worker thread runs:
+# these tests wait for all audio, so their result cannot depend on the machine's load.
+WAIT_FOR_AUDIO = {"audio_timeout": None, "max_pending_clips": 16}
+
+
 def _feed(stream: ListenerStream, frames, audio, rate: int, seed: int, jitter: float = 0.004) -> None:
     """Frames on a jittered 30 fps clock and audio in random chunk sizes, interleaved at random."""
     rng = np.random.default_rng(seed)
@@ -38,7 +44,8 @@ def _feed(stream: ListenerStream, frames, audio, rate: int, seed: int, jitter: f
 def test_chunked_stream_matches_the_offline_runner(tiny_export, session):
     reference = OrtRunner(tiny_export, threads=1, seed=7).run(session.frames, session.audio, 16000)
     received = []
-    with ListenerStream(OrtRunner(tiny_export, threads=1, seed=7), on_clip=received.append) as stream:
+    with ListenerStream(OrtRunner(tiny_export, threads=1, seed=7), on_clip=received.append,
+                        **WAIT_FOR_AUDIO) as stream:
         _feed(stream, session.frames, session.audio, 16000, seed=1)
     motion = np.concatenate([clip.motion for clip in received])
     assert [clip.index for clip in received] == list(range(12))
@@ -55,9 +62,10 @@ def test_audio_at_another_rate_is_resampled_as_it_streams(tiny_export, session):
 
     audio = librosa.resample(session.audio, orig_sr=16000, target_sr=44100)
     reference = OrtRunner(tiny_export, threads=1).run(session.frames, audio, 44100)
-    with ListenerStream(OrtRunner(tiny_export, threads=1)) as stream:
+    with ListenerStream(OrtRunner(tiny_export, threads=1), **WAIT_FOR_AUDIO) as stream:
         _feed(stream, session.frames, audio, 44100, seed=2)
     motion = np.concatenate([clip.motion for clip in stream.clips(timeout=0)])
+    assert stream.stats().audio_dead == 0
     assert motion.shape == reference.shape
     # streaming and one-shot resamplers differ by a few samples' worth at chunk edges
     assert np.abs(motion - reference).max() <= 0.05 * np.abs(reference).max()
