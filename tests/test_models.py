@@ -175,3 +175,24 @@ def test_group_variance_weights_make_the_loss_each_groups_error_in_its_own_units
     assert float(loss) == pytest.approx(float((noise**2 * weights).mean()), rel=1e-5)
     with pytest.raises(ValueError, match="loss_dim_weighting"):
         preset("tiny", loss_dim_weighting="per_frame")
+
+
+def test_frame_local_audio_hears_exactly_the_frames_ending_with_each_frame():
+    config = preset("tiny", context_clips=1, audio_window_frames=1, audio_context_frames=8)
+    elnet = ELNet(config).eval()
+    condition = torch.randn(1, config.condition_dim, config.condition_frames)
+    base = elnet.hear(condition)
+    split, frame = config.video_features, 12
+    for source, heard in [(frame, True), (frame - 7, True), (frame - 8, False), (frame + 1, False)]:
+        changed = condition.clone()
+        changed[0, split:, source] += 1.0
+        moved = (elnet.hear(changed) - base)[0, split:, frame].abs().max().item()
+        assert (moved > 1e-6) == heard, (source, moved)
+    assert torch.equal(elnet.hear(condition)[:, :split], condition[:, :split])  # video passes untouched
+    assert config.audio_encoder == "frame" and config.audio_span_frames == 8
+
+
+def test_frame_local_audio_needs_context_to_cover_its_span():
+    with pytest.raises(ValueError, match="context_clips >= 1"):
+        preset("tiny", audio_window_frames=1, audio_context_frames=8)
+    assert preset("tiny").audio_encoder == "window" and ELNet(preset("tiny")).audio_temporal is None

@@ -29,6 +29,11 @@ class ModelConfig:
     audio_features: int = 256
     # Each frame's audio input: the mel frames of this many video frames, ending with its own.
     audio_window_frames: int = 8
+    # 0: the per-window audio encoder (each frame's window above is its whole audio context).
+    # N > 1: the frame-local audio encoder: each frame's own mel (audio_window_frames = 1) is encoded
+    # once, and a causal temporal layer at ELNet's input combines the features of the N frames ending
+    # with each frame, so a frame still hears the same span while no stretch of audio is encoded twice.
+    audio_context_frames: int = 0
     n_mels: int = N_MELS
     modalities: str = "both"
     # ELNet (temporal U-Net) sizes.
@@ -89,6 +94,12 @@ class ModelConfig:
                 raise ValueError(f"{name} must be positive integers, got {values!r}")
         if not _is_int(self.context_clips) or not 0 <= self.context_clips <= MAX_CONTEXT_CLIPS:
             raise ValueError(f"context_clips must be in 0..{MAX_CONTEXT_CLIPS}, got {self.context_clips!r}")
+        if not _is_int(self.audio_context_frames) or self.audio_context_frames < 0:
+            raise ValueError(f"audio_context_frames must be a non-negative integer, got {self.audio_context_frames!r}")
+        if self.audio_context_frames > 1 and self.context_clips * self.clip_len < self.audio_context_frames - 1:
+            raise ValueError(f"audio_context_frames={self.audio_context_frames} needs context_clips >= "
+                             f"{-(-(self.audio_context_frames - 1) // self.clip_len)}: a clip's first frame "
+                             "hears the frames before it only through the context clips")
         if self.inference_steps > self.train_steps:
             raise ValueError(f"inference_steps must be in 1..train_steps ({self.train_steps}), "
                              f"got {self.inference_steps}")
@@ -109,6 +120,16 @@ class ModelConfig:
     def audio_window(self) -> int:
         """Mel frames in one frame's audio input."""
         return self.audio_window_frames * MELS_PER_FRAME
+
+    @property
+    def audio_encoder(self) -> str:
+        """Which audio encoder: "frame" (frame-local + causal temporal layer) or "window" (per-frame windows)."""
+        return "frame" if self.audio_context_frames > 1 else "window"
+
+    @property
+    def audio_span_frames(self) -> int:
+        """Video frames of audio each frame's feature hears, its own included."""
+        return max(self.audio_window_frames, self.audio_window_frames + self.audio_context_frames - 1)
 
     @property
     def condition_dim(self) -> int:
@@ -151,7 +172,9 @@ def preset(name: str, **overrides) -> ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    "paper": ModelConfig(preset="paper"),
+    # The paper's sizes, with the frame-local audio encoder (README, "Design notes"): its temporal
+    # layer needs one context clip so that a clip's first frames hear the 7 frames before them.
+    "paper": ModelConfig(preset="paper", audio_window_frames=1, audio_context_frames=8, context_clips=1),
     # Trains on 2 CPU cores in minutes: narrow ResNets on 64x64 faces.
     "small": ModelConfig(
         preset="small",
@@ -162,6 +185,8 @@ PRESETS: dict[str, ModelConfig] = {
         keypoints=16,
         video_features=64,
         audio_features=64,
+        audio_window_frames=1,
+        audio_context_frames=8,
         unet_dim=64,
         cond_dim=64,
         step_embed_dim=32,

@@ -133,6 +133,12 @@ class ELNet(nn.Module):
             nn.Mish(),
             nn.Linear(embed_dim * 4, embed_dim),
         )
+        # The frame-local audio encoder's temporal layer (see ModelConfig.audio_context_frames): a causal
+        # convolution over the audio features of the frames ending with each frame. It sits here,
+        # where the clip's context frames are, so the encoders stay per-frame functions.
+        self.audio_temporal: nn.Conv1d | None = None
+        if config.audio_context_frames > 1:
+            self.audio_temporal = nn.Conv1d(config.audio_features, config.audio_features, config.audio_context_frames)
         self.cond_projection = nn.Sequential(nn.Conv1d(config.condition_dim, config.cond_dim, 1), nn.Mish())
         # Dilated convolutions over all condition frames (context included) before the clip's own
         # frames are cut out: every frame then sees the speaker up to 29 frames earlier, at its own
@@ -178,11 +184,19 @@ class ELNet(nn.Module):
         self.register_buffer("signal_scale", alpha_bar.sqrt(), persistent=False)
         self.register_buffer("noise_scale", (1 - alpha_bar).sqrt(), persistent=False)
 
+    def hear(self, condition: torch.Tensor) -> torch.Tensor:
+        """Condition (B, D, frames) with each frame's audio features combined over the frames ending with it."""
+        if self.audio_temporal is None:
+            return condition
+        split = self.config.video_features
+        audio = F.pad(condition[:, split:], (self.audio_temporal.kernel_size[0] - 1, 0))  # causal: the past only
+        return torch.cat([condition[:, :split], self.audio_temporal(audio)], dim=1)
+
     def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         clip_len = self.config.clip_len
         x_t, x = x, x.transpose(1, 2)  # (B, 56, L)
         shortcut = self.input_shortcut(x)
-        cond = self.cond_projection(condition.transpose(1, 2))  # (B, cond_dim, frames)
+        cond = self.cond_projection(self.hear(condition.transpose(1, 2)))  # (B, cond_dim, frames)
         embedding = self.step_embedding(steps)  # (B, E)
         cond = self.cond_temporal(cond)[:, :, -clip_len:]  # (B, cond_dim, L): the clip's own frames
 

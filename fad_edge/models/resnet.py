@@ -45,7 +45,8 @@ class ResNetTrunk(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, widths: tuple[int, ...], blocks_per_stage: tuple[int, ...], stem_pool: bool = True
+        self, in_channels: int, widths: tuple[int, ...], blocks_per_stage: tuple[int, ...], stem_pool: bool = True,
+        pool_stride: tuple[int, int] = (2, 2),
     ) -> None:
         super().__init__()
         stem: list[nn.Module] = [
@@ -54,7 +55,7 @@ class ResNetTrunk(nn.Module):
             nn.ReLU(inplace=True),
         ]
         if stem_pool:
-            stem.append(nn.MaxPool2d(3, 2, 1))
+            stem.append(nn.MaxPool2d(3, pool_stride, 1))
         self.stem = nn.Sequential(*stem)
         stages = []
         previous = widths[0]
