@@ -51,8 +51,11 @@ def tune_sampler(
     out: Path = typer.Option(Path("sampler_grid"), help="Report path stem: writes OUT.json and OUT.md."),
     device: str = typer.Option("auto", help="Where the model runs: cpu, cuda, cuda:N, or auto."),
 ) -> None:
-    """L2 and FD (expression, rotation) of a grid of sampler settings against the mean sampler; the choice can
-    be written into a checkpoint copy, so `--sampler diverse` uses it everywhere the model goes."""
+    """Calibrate the diverse sampler: L2 and FD of a grid of settings against the mean sampler.
+
+    The choice can be written into a copy of the checkpoint (--write-to), so that `--sampler diverse`
+    uses it everywhere the model goes, its exports included.
+    """
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.devices import resolve_device
     from fad_edge.sampler_tuning import (
