@@ -20,6 +20,7 @@ import numpy as np
 from fad_edge.backends import BACKENDS
 from fad_edge.data.media import read_audio
 from fad_edge.runtime.stream import ClipMotion, ListenerStream
+from fad_edge.sampling import SAMPLERS
 
 
 def print_clip(clip: ClipMotion) -> None:
@@ -36,6 +37,8 @@ def main() -> None:
     parser.add_argument("--audio", type=Path, required=True, help="speaker audio (.wav/.flac)")
     parser.add_argument("--precision", default="int8", choices=BACKENDS["ort"].precisions)
     parser.add_argument("--face", default="detect", choices=["detect", "none"])
+    parser.add_argument("--sampler", default="mean", choices=SAMPLERS,
+                        help="mean: the same motion for the same speaker; diverse: a draw from the learned reactions")
     parser.add_argument("--seconds", type=float, default=30.0, help="stop after this long")
     args = parser.parse_args()
 
@@ -45,7 +48,7 @@ def main() -> None:
     samples, rate = read_audio(args.audio)
     chunk = rate // 50  # 20 ms of audio per push, as a sound card callback would deliver
     stream = ListenerStream.from_export(args.model, precision=args.precision, color="bgr", face=args.face,
-                                        on_clip=print_clip)
+                                        sampler=args.sampler, on_clip=print_clip)
     start = time.perf_counter()
     audio_at, frame_at = 0, 0
     try:

@@ -20,10 +20,13 @@ from fad_edge.baselines import NAMES as BASELINE_NAMES
 from fad_edge.baselines import Baselines, BaselineSequence
 from fad_edge.checkpoint import LoadedCheckpoint
 from fad_edge.errors import DataError
-from fad_edge.model_draws import encode_inputs, sample_encoded
+from fad_edge.model_draws import EncodedInputs, encode_inputs, sample_encoded
+from fad_edge.models.config import ModelConfig
 from fad_edge.react_evaluation import ReactOptions, ReactTable, evaluate_react
+from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.torch_runner import TorchRunner
 from fad_edge.samples import LabelledInputs, split_samples
+from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 METRIC_NAMES = ("L2", "MSE", "FD", "FD pooled", "P-FD", "P-FD pooled", "SI", "TLCC lag", "TLCC r")
 
@@ -38,6 +41,8 @@ class EvaluationTable:
     rows: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     react: ReactTable | None = None  # the REACT metrics, where asked for
+    # Per model: {"sampler": name, "settings": SamplerSettings' fields, "samples": draws per clip}.
+    samplers: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,9 +105,34 @@ def group_metrics(predictions: list[np.ndarray], truths: list[np.ndarray], speak
     return result
 
 
-def fad_predictions(runner: TorchRunner, samples: list[LabelledInputs], seed: int = 0) -> list[np.ndarray]:
-    runner.seed = seed
-    return [runner.run_inputs(sample.inputs) for sample in samples]
+def sampler_settings(config: ModelConfig, sampler: str = DEFAULT_SAMPLER, steps: int | None = None,
+                     start_noise: float | None = None) -> SamplerSettings:
+    """The named sampler's settings, with the steps and the start noise optionally overridden."""
+    settings = SamplerSettings.named(sampler, config, steps)
+    return settings if start_noise is None else dataclasses.replace(settings, start_noise=start_noise)
+
+
+def l2_and_fd(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """L2 over all frames and FD per sequence, per group: what the steps curve and the sampler grid report."""
+    return {group: {"L2": metrics.l2(np.concatenate([p[:, c] for p in predictions]),
+                                     np.concatenate([t[:, c] for t in truths])),
+                    "FD": metrics.fd_per_sequence([p[:, c] for p in predictions], [t[:, c] for t in truths])}
+            for group, c in metrics.GROUPS.items()}
+
+
+def score_settings(runner: ClipRunner, encoded: list[EncodedInputs], truths: list[np.ndarray],
+                   settings: SamplerSettings, samples: int = 1) -> dict[str, dict[str, float]]:
+    """L2 and FD per group of `samples` draws (seeds 0..samples-1) under `settings`, averaged over the draws;
+    with more than one draw, also their diversity. The inputs are encoded once for any number of settings."""
+    runner.settings = settings
+    draws = [[sample_encoded(runner, session, seed) for session in encoded] for seed in range(samples)]
+    scored = [l2_and_fd(draw, truths) for draw in draws]
+    result = {group: {key: float(np.mean([s[group][key] for s in scored])) for key in ("L2", "FD")}
+              for group in metrics.GROUPS}
+    if samples > 1:
+        for group, cols in metrics.GROUPS.items():
+            result[group]["diversity"] = diversity([[d[:, cols] for d in draw] for draw in draws])
+    return result
 
 
 def diversity(draws: list[list[np.ndarray]]) -> float:
@@ -113,9 +143,10 @@ def diversity(draws: list[list[np.ndarray]]) -> float:
 
 def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str = "test", steps: int | None = None,
              samples: int = 1, start_noise: float | None = None, device: str = "cpu",
-             react: ReactOptions | None = None) -> EvaluationTable:
-    """Baselines (fitted on train), each model (run on `device`, a torch device name), and GT on `split`;
-    with `react`, the REACT table too."""
+             react: ReactOptions | None = None, sampler: str = DEFAULT_SAMPLER) -> EvaluationTable:
+    """Baselines (fitted on train), each model (run on `device`, a torch device name, with the named
+    `sampler`, `steps` and `start_noise` overriding its settings), and GT on `split`; with `react`, the
+    REACT table too."""
     if not models:
         raise ValueError("evaluate needs at least one checkpoint")
     config = models[0][1].config
@@ -140,11 +171,11 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     encoded_models = []
     for label, loaded in models:
         check_compatible(loaded, test)
-        runner = TorchRunner(loaded.model, steps=steps, device=device)
-        if start_noise is not None:
-            runner.settings = dataclasses.replace(runner.settings, start_noise=start_noise)
+        settings = sampler_settings(loaded.config, sampler, steps, start_noise)
+        runner = TorchRunner(loaded.model, settings=settings, device=device)
+        table.samplers[label] = {"sampler": sampler, "settings": dataclasses.asdict(settings), "samples": samples}
         encoded = [encode_inputs(runner, sample.inputs) for sample in test]  # shared with the REACT table
-        encoded_models.append((label, TorchRunner(loaded.model, steps=steps, device=device), encoded))
+        encoded_models.append((label, TorchRunner(loaded.model, settings=settings, device=device), encoded))
         draws = [[sample_encoded(runner, session, seed) for session in encoded] for seed in range(samples)]
         row = group_metrics(draws[0], truths, speakers, si)
         if samples > 1:
@@ -161,22 +192,22 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     return table
 
 
-def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: list[int],
-                device: str = "cpu") -> dict[int, dict]:
-    """L2 and FD (both groups) of FAD at each number of denoising steps (the paper's Figure 4)."""
+def encoded_split(loaded: LoadedCheckpoint, data: Path, split: str,
+                  device: str = "cpu") -> tuple[TorchRunner, list[EncodedInputs], list[np.ndarray]]:
+    """A runner for the checkpoint, the split's sessions encoded once, and their listener motion."""
     test = split_samples(loaded.config, data, split)
     check_compatible(loaded, test)
-    truths = [s.listener for s in test]
-    curve = {}
-    for steps in steps_list:
-        predictions = fad_predictions(TorchRunner(loaded.model, steps=steps, device=device), test)
-        curve[steps] = {
-            group: {"L2": metrics.l2(np.concatenate([p[:, c] for p in predictions]),
-                                     np.concatenate([t[:, c] for t in truths])),
-                    "FD": metrics.fd_per_sequence([p[:, c] for p in predictions], [t[:, c] for t in truths])}
-            for group, c in metrics.GROUPS.items()
-        }
-    return curve
+    runner = TorchRunner(loaded.model, device=device)
+    return runner, [encode_inputs(runner, s.inputs) for s in test], [s.listener for s in test]
+
+
+def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: list[int], device: str = "cpu",
+                sampler: str = DEFAULT_SAMPLER, start_noise: float | None = None) -> dict[int, dict]:
+    """L2 and FD (both groups) of FAD at each number of denoising steps (the paper's Figure 4), seed 0."""
+    runner, encoded, truths = encoded_split(loaded, data, split, device)
+    config = loaded.config
+    return {n: score_settings(runner, encoded, truths, sampler_settings(config, sampler, n, start_noise))
+            for n in steps_list}
 
 
 def evaluate_baselines(train: list[BaselineSequence], test: list[BaselineSequence], split: str,

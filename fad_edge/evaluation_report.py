@@ -12,6 +12,7 @@ from fad_edge.atomic import atomic_write_bytes
 from fad_edge.evaluation import EvaluationTable
 from fad_edge.plots import plt, save_figure
 from fad_edge.react_evaluation import REACT_METRICS, ReactTable
+from fad_edge.sampling import SamplerSettings
 
 COLUMNS = [("L2", "L2"), ("FD", "FD"), ("P-FD", "P-FD"), ("SI", "SI"), ("TLCC lag", "TLCC lag"), ("TLCC r", "TLCC r")]
 DEFINITIONS = [
@@ -55,6 +56,17 @@ def _cells(table: EvaluationTable, name: str, group: str) -> list[str]:
 GROUP_TITLES = {"expression": "expression (50)", "rotation": "rotation (jaw + head, 6)"}
 
 
+def sampler_lines(table: EvaluationTable) -> list[str]:
+    """One line per model: which sampler drew its motion, with what settings, how many times."""
+    lines = []
+    for label, entry in table.samplers.items():
+        count = entry["samples"]
+        seeds = "seed 0" if count == 1 else f"seeds 0..{count - 1}"
+        lines.append(f"{label}: sampler {entry['sampler']} ({SamplerSettings(**entry['settings']).describe()}); "
+                     f"{count} sample{'s' if count > 1 else ''} per clip, {seeds}.")
+    return lines
+
+
 def rich_tables(table: EvaluationTable, title: str) -> list[Table]:
     """One table per group, narrow enough for a terminal."""
     tables = []
@@ -80,6 +92,7 @@ def markdown(table: EvaluationTable, title: str) -> str:
     labels = _labels(table)
     header = ["method", *[f"exp {label}" for label in labels], *[f"rot {label}" for label in labels], "all-56 L2"]
     lines = [f"## {title}", "", f"Split `{table.split}`: {len(table.sessions)} sessions, {table.frames} frames.", "",
+             *[f"- {line}" for line in sampler_lines(table)], *([""] if table.samplers else []),
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join([name, *_cells(table, name, "expression"), *_cells(table, name, "rotation"),
                                  "-" if name == "GT" else _format(table.rows[name]["all"]["L2"])]) + " |"

@@ -2,11 +2,11 @@
 diversity and synchrony (react_metrics.py) against each window's appropriate set (appropriate.py).
 
 Rows: the baselines (Random, NN motion and NN audio give m different draws; Mirror and Median one),
-each model (m samples with seeds 0..m-1 at start noise `start_noise`: the small preset's default
-mean start gives the same motion for every seed, which would leave nothing to measure diversity
-by), and two real references, each scored against the appropriate set without itself: the
-generator's alternative listeners (where the dataset has them) and the window's own listener
-("GT held out").
+each model (m samples with seeds 0..m-1 under its runner's sampler, at start noise `start_noise`
+where that is set: the small preset's mean start gives the same motion for every seed, which would
+leave nothing to measure diversity by), and two real references, each scored against the
+appropriate set without itself: the generator's alternative listeners (where the dataset has them)
+and the window's own listener ("GT held out").
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from fad_edge.data import layout
 from fad_edge.model_draws import EncodedInputs, sample_encoded
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.samples import LabelledInputs
+from fad_edge.sampling import SamplerSettings
 
 REACT_METRICS = ("FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn")
 ALTERNATIVES, HELD_OUT = "Alternatives", "GT held out"
@@ -38,7 +39,7 @@ class ReactOptions:
     samples: int = 10
     window: int = 256  # 8.5 s at 30 fps; REACT's clips are 750 frames at 25 fps (30 s)
     neighbours: int = 5  # appropriate listeners besides the window's own, where a dataset has no alternatives
-    start_noise: float = 1.0
+    start_noise: float | None = 1.0  # None: the runner's sampler as it is (e.g. the calibrated "diverse" one)
 
 
 @dataclass
@@ -108,8 +109,9 @@ def evaluate_react(test: list[LabelledInputs], data: Path, baseline_draws: dict[
     """The REACT table on the evaluated split; None when no session is a window long.
 
     `baseline_draws`: per baseline, each test session's draws (`Baselines.draws`).
-    `models`: (label, runner, each test session's encoded inputs); the runner is sampled at
-    `options.start_noise` and only as far into each session as its last window reaches.
+    `models`: (label, runner, each test session's encoded inputs); the runner is sampled with its
+    settings (at `options.start_noise` where set) and only as far into each session as its last window
+    reaches.
     """
     started = time.perf_counter()
     windows = build_windows(react_sessions(test, data), options.window, options.neighbours)
@@ -122,7 +124,8 @@ def evaluate_react(test: list[LabelledInputs], data: Path, baseline_draws: dict[
     for session, start in windows.starts:
         reach[session] = max(reach[session], start + windows.window)
     for label, runner, encoded in models:
-        runner.settings = dataclasses.replace(runner.settings, start_noise=options.start_noise)
+        if options.start_noise is not None:
+            runner.settings = dataclasses.replace(runner.settings, start_noise=options.start_noise)
         draws = [[sample_encoded(runner, session, seed, frames) for seed in range(options.samples)] if frames else []
                  for session, frames in zip(encoded, reach)]
         table.rows[label] = score(windows, windows.cut_draws(draws))
@@ -130,24 +133,27 @@ def evaluate_react(test: list[LabelledInputs], data: Path, baseline_draws: dict[
     labels = [label for label, _, _ in models]
     for label in labels:
         table.ratios[label] = ratios(table.rows, label)
-    table.notes += _notes(windows, options, labels)
+    table.notes += _notes(windows, options, labels, [runner.settings for _, runner, _ in models])
     table.seconds = time.perf_counter() - started
     return table
 
 
-def _notes(windows: ReactWindows, options: ReactOptions, labels: list[str]) -> list[str]:
+def _notes(windows: ReactWindows, options: ReactOptions, labels: list[str],
+           settings: list[SamplerSettings]) -> list[str]:
     sizes = sorted({len(a) for a in windows.appropriate})
     size = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
     if windows.source == "alternatives":  # every window has the same K alternatives
         appropriate = f"its own listener and the dataset's {sizes[0] - 1} alternative listeners"
     else:
         appropriate = f"the listeners of the window and its {options.neighbours} nearest speaker windows"
+    described = sorted({s.describe() for s in settings}) or ["their samplers"]
+    forced = "" if options.start_noise is None else " (start noise set for this table: a mean start gives one answer)"
     models = ", ".join(labels) if labels else "the models"
     return [
         (f"REACT: {len(windows.names)} windows of {windows.window} frames, {options.samples} samples each; "
          f"appropriate set ({size} reactions): {appropriate}."),
-        (f"{models}: {options.samples} samples per window, seeds 0..{options.samples - 1}, start noise "
-         f"{options.start_noise:g} (the mean start would give one answer for every seed)."),
+        (f"{models}: {options.samples} samples per window, seeds 0..{options.samples - 1}, "
+         f"{'; '.join(described)}{forced}."),
         ("Random, NN motion and NN audio: m draws (NN: the k-th nearest training window); "
          "Mirror and Median: one answer, so no FRDiv."),
         (f"{ALTERNATIVES} and {HELD_OUT}: real reactions, each scored against the appropriate set without itself "

@@ -19,6 +19,16 @@ error in eps is multiplied by ~2000 (a_98: 64x, a_70: 2.3x). Sampling therefore 
 `start_step` (a model config value, measured on validation data) from the forward process applied
 to the mean motion (zero after normalization): x_start = sqrt(1 - a_start) z. Later steps follow the
 DDPM posterior over evenly spaced timesteps down to 0.
+
+Two named samplers read their settings from the model config, so they travel with the checkpoint and
+the export (`SamplerSettings.named`):
+
+- "mean": the model's own setting (`inference_steps`, `sample_start_step`, `sample_start_noise`). With
+  a mean start and one step it is the deterministic estimate of E[x0 | speaker]: the same motion for
+  every seed, the least L2, but less variance than real motion.
+- "diverse": a draw from the reaction distribution (`diverse_steps` from `diverse_start_step`, start
+  noise `diverse_start_noise`, per-step noise scaled by `diverse_temperature`), calibrated on
+  validation data for Frechet distance.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from fad_edge.errors import FadEdgeError
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,6 +48,16 @@ if TYPE_CHECKING:
 
 # step() takes NumPy arrays or torch tensors (it only needs * + - / and .clip) and returns the same kind.
 Array = TypeVar("Array", np.ndarray, "torch.Tensor")
+
+SAMPLERS = ("mean", "diverse")  # the named samplers; the first is the default everywhere
+DEFAULT_SAMPLER = SAMPLERS[0]
+
+
+def check_sampler(name: str) -> str:
+    """`name` if it is a known sampler, else a one-line error that lists them."""
+    if name not in SAMPLERS:
+        raise FadEdgeError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return name
 
 
 def squared_cosine_betas(steps: int, max_beta: float = 0.999) -> np.ndarray:
@@ -63,12 +85,29 @@ class SamplerSettings:
     # Scale of the noise in x_start (1: a draw of the forward process; 0: start from the mean motion,
     # which makes 1-step sampling the deterministic estimate of E[x0 | speaker]).
     start_noise: float = 1.0
+    # Scale of the posterior noise added at each step but the last (1: DDPM; 0: its mean, no noise).
+    temperature: float = 1.0
 
     @classmethod
     def from_config(cls, config: ModelConfig, steps: int | None = None) -> SamplerSettings:
-        """The model's own sampling settings, with the number of steps optionally overridden."""
+        """The model's own sampling settings (the "mean" sampler), with the number of steps optionally overridden."""
         return cls(steps=steps or config.inference_steps, start_step=config.sample_start_step,
                    clip_sample=config.clip_sample, start_noise=config.sample_start_noise)
+
+    @classmethod
+    def named(cls, name: str, config: ModelConfig, steps: int | None = None) -> SamplerSettings:
+        """The settings of sampler `name` (one of SAMPLERS) as the model config holds them; `steps` overrides."""
+        if check_sampler(name) == "mean":
+            return cls.from_config(config, steps)
+        return cls(steps=steps or config.diverse_steps, start_step=config.diverse_start_step,
+                   clip_sample=config.clip_sample, start_noise=config.diverse_start_noise,
+                   temperature=config.diverse_temperature)
+
+    def describe(self) -> str:
+        """One short line: "4 steps from t = 90, start noise 1, temperature 1"."""
+        steps = f"{self.steps} step{'s' if self.steps > 1 else ''}"
+        return (f"{steps} from t = {self.start_step}, start noise {self.start_noise:g}, "
+                f"temperature {self.temperature:g}")
 
 
 class DiffusionSampler:
@@ -79,6 +118,8 @@ class DiffusionSampler:
             raise ValueError(f"denoising steps must be in 1..{train_steps}, got {settings.steps}")
         if not 0 <= settings.start_step < train_steps:
             raise ValueError(f"start step must be in 0..{train_steps - 1}, got {settings.start_step}")
+        if not (math.isfinite(settings.temperature) and settings.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {settings.temperature}")
         self.settings = settings
         self.alphas_cumprod = cumulative_alphas(squared_cosine_betas(train_steps))
         self.timesteps = self._timesteps(settings)
@@ -130,7 +171,8 @@ class DiffusionSampler:
 
         1. the predicted x0 from the network's noise estimate (DDPM eq. 15), clamped;
         2. the mean of the posterior q(x_prev | x_t, x0) for a possibly strided pair of steps (eq. 7);
-        3. plus its standard deviation times `noise` (the "fixed small" variance, floored at 1e-20).
+        3. plus its standard deviation times `noise` (the "fixed small" variance, floored at 1e-20), times
+           the temperature (1: DDPM).
         """
         x0 = self.predict_x0(epsilon, t, x)
         if t_prev is None:
@@ -142,5 +184,5 @@ class DiffusionSampler:
         beta = 1 - alpha
         x0_weight = math.sqrt(alpha_bar_prev) * beta / (1 - alpha_bar)
         x_weight = math.sqrt(alpha) * (1 - alpha_bar_prev) / (1 - alpha_bar)
-        deviation = math.sqrt(max((1 - alpha_bar_prev) / (1 - alpha_bar) * beta, 1e-20))
+        deviation = self.settings.temperature * math.sqrt(max((1 - alpha_bar_prev) / (1 - alpha_bar) * beta, 1e-20))
         return x0_weight * x0 + x_weight * x + deviation * noise

@@ -46,6 +46,17 @@ def test_bench_cli_writes_table_json_and_chart(tmp_path, monkeypatch, capsys):
     assert "GFLOPs" in output
 
 
+def test_bench_times_the_sampler_it_is_given(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "diverse"
+    code, output = run_cli(monkeypatch, capsys, "bench", "--frames", "8", "--pipelines", "fad", "--preset", "tiny",
+                           "--runs", "1", "--backends", "torch", "--no-stream", "--threads", "1", "--out", out,
+                           "--sampler", "diverse")
+    assert code == 0, output
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert result["config"]["sampler"] == "diverse"
+    assert [row["label"] for row in result["rows"]] == ["FAD (tiny preset, 1 step, diverse sampler)"]
+
+
 def test_bench_rejects_unknown_backends(monkeypatch, capsys):
     code, output = run_cli(monkeypatch, capsys, "bench", "--backends", "nosuch")
     assert code != 0 and "Traceback" not in output

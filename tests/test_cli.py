@@ -93,3 +93,20 @@ def test_training_data_with_wrong_shape_arrays(monkeypatch, capsys, media, tmp_p
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run",
                            "--preset", "tiny")
     _assert_one_line_error(code, output, "expected shape (T, 56), got (20, 3)")
+
+
+def test_generate_records_the_sampler_it_drew_with(monkeypatch, capsys, checkpoint, media, tmp_path):
+    import json
+
+    video, audio = media
+    for sampler in ("mean", "diverse"):
+        code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", video,
+                               "--audio", audio, "--out", tmp_path / sampler, "--sampler", sampler, "--steps", "2",
+                               "--face", "none")
+        assert code == 0, output
+        settings = json.loads((tmp_path / sampler / "listener.json").read_text())["settings"]
+        assert settings["sampler"] == sampler and settings["steps"] == 2 and settings["temperature"] == 1.0
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", video,
+                           "--audio", audio, "--out", tmp_path / "o", "--sampler", "best")
+    _assert_one_line_error(code, output, "unknown sampler 'best'; choose one of mean, diverse")
+    assert not (tmp_path / "o").exists()

@@ -57,11 +57,11 @@ def test_graph_buckets_give_the_torch_motion_on_the_cpu(model, frames, steps, ma
                         max_frames=max_frames)
     np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
     if steps > 1:
-        assert runner.captured == {"encode": [32], "epsilon": [4]}  # 24 frames, 3 clips
+        assert runner.captured == {"encode": [32], "x0": [], "whole": [], "epsilon": [4]}  # 24 frames, 3 clips
     elif frames <= max_frames:
-        assert runner.captured == {"encode": [], "x0": [], "whole": [8]}  # 5 clips in the bucket of 8
-    else:
-        assert runner.captured == {"encode": [8, 16], "x0": [1, 2], "whole": []}  # chunks of 16 frames, 2 clips
+        assert runner.captured == {"encode": [], "x0": [], "whole": [8], "epsilon": []}  # 5 clips in the bucket of 8
+    else:  # chunks of 16 frames, 2 clips
+        assert runner.captured == {"encode": [8, 16], "x0": [1, 2], "whole": [], "epsilon": []}
     assert next(runner.model.parameters()).device.type == "cpu"
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
 
@@ -229,3 +229,25 @@ def _streamed(runner, session):
             stream.push_video(frame, k / 30)
         stream.push_audio(session.audio[len(session.frames) * 533 :], 16000)
     return np.concatenate([clip.motion for clip in stream.clips(timeout=0)]), stream
+
+
+def test_graph_buckets_serve_the_diverse_sampler_and_recapture_for_replaced_settings(model):
+    """The one-step graphs bake in the start step when captured: new settings capture them again."""
+    from fad_edge.sampling import SamplerSettings
+
+    config = model.config
+    inputs = speaker_inputs(config, 24)
+    capture = EagerCapture()
+    runner = CudaRunner(model, seed=3, device="cpu", capture=capture, graphs=True, sampler="diverse")
+    assert runner.settings == SamplerSettings.named("diverse", config)
+    reference = TorchRunner(model, seed=3, sampler="diverse").run_inputs(inputs)
+    np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    runner.run_inputs(inputs)
+    assert capture.captured == 1  # the 'whole' bucket of 4 clips, replayed
+    for settings in (SamplerSettings(steps=1, start_step=40, clip_sample=config.clip_sample),
+                     SamplerSettings(steps=3, start_step=60, clip_sample=config.clip_sample, temperature=0.5)):
+        runner.settings = settings
+        reference = TorchRunner(model, seed=3, settings=settings).run_inputs(inputs)
+        np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    # start step 40 captured 'whole' again; three steps captured the encoder and the noise predictor
+    assert capture.captured == 4 and runner.captured["epsilon"] == [4]

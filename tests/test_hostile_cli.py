@@ -45,6 +45,7 @@ GENERATE = ["generate", "--checkpoint", "{place}/ckpt", "--video", "{place}/sess
 EVALUATE = ["evaluate", "--checkpoint", "{place}/ckpt", "--data", "{place}"]
 TRAIN = ["train", "--data", "{place}", "--preset", "tiny"]
 SYNTH = ["synth", "--sessions", "3", "--seconds", "2", "--image-size", "32"]
+TUNE = ["tune-sampler", "--checkpoint", "{place}/ckpt", "--data", "{place}"]
 
 CASES = {
     # output paths: an existing file where a folder goes, a file in the way of a folder, a folder where a file goes
@@ -114,6 +115,17 @@ CASES = {
                                    "past the video's last frame"),
     "explain target typo": (["explain", "--checkpoint", "{place}/ckpt", "--video", "{place}/session/speaker.mp4",
                              "--target", "eyes"], "--target"),
+    # sampler names and the sampler grid
+    "generate sampler typo": (GENERATE + ["--out", "{place}/o", "--sampler", "noisy"], "unknown sampler 'noisy'"),
+    "evaluate sampler typo": (EVALUATE + ["--sampler", "Diverse"], "unknown sampler 'Diverse'"),
+    "bench sampler typo": (["bench", "--sampler", "random"], "unknown sampler 'random'"),
+    "tune-sampler steps text": (TUNE + ["--steps", "many"], "--steps"),
+    "tune-sampler start step 100": (TUNE + ["--start-steps", "50,100"], "start step 100 is outside 0..99"),
+    "tune-sampler temperature 3": (TUNE + ["--temperature", "1,3"], "temperature 3 is outside"),
+    "tune-sampler start noise nan": (TUNE + ["--start-noise", "nan"], "start noise nan is outside"),
+    "tune-sampler pick past the grid": (TUNE + ["--pick", "99"], "--pick"),
+    "tune-sampler writes over its checkpoint": (TUNE + ["--write-to", "{place}/ckpt"], "--overwrite"),
+    "tune-sampler out is a folder": (TUNE + ["--out", "{place}/report"], "is a folder"),
     # the command line itself
     "unknown option": (["synth", "--secnds", "3", "--out", "{place}/d"], "No such option"),
     "unknown command": (["sinth"], "No such command"),

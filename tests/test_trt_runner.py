@@ -218,3 +218,27 @@ def test_an_engine_for_another_gpu_is_refused_before_any_work(engine_folder, mon
     with pytest.raises(EngineMismatchError, match="rebuild"):
         TrtRunner(engine_folder, driver=driver, loader=fake_loader(engine_folder, driver, {}))
     assert not driver.memory
+
+
+def test_the_diverse_sampler_gives_the_ort_motion_and_replaced_settings_load_their_engine(engine_folder):
+    from fad_edge.artifact import ELNET_EPS, ELNET_X0
+    from fad_edge.bench.run import speaker_inputs
+    from fad_edge.sampling import SamplerSettings
+
+    manifest = ExportManifest.load(engine_folder)
+    manifest.config = {**manifest.config, "diverse_start_step": 50, "diverse_steps": 3, "diverse_temperature": 0.5}
+    manifest.save(engine_folder)
+    driver, engines = FakeDriver(), {}
+    runner = TrtRunner(engine_folder, seed=6, driver=driver, loader=fake_loader(engine_folder, driver, engines),
+                       sampler="diverse")
+    assert runner.graphs[-1] == ELNET_EPS
+    inputs = speaker_inputs(runner.config, 24)
+    reference = OrtRunner(engine_folder, "fp32", threads=1, seed=6, sampler="diverse").run_inputs(inputs)
+    np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
+    assert ELNET_X0 not in engines
+    runner.settings = SamplerSettings.named("mean", runner.config)  # one step from the folded start: elnet_x0
+    mean = OrtRunner(engine_folder, "fp32", threads=1, seed=6).run_inputs(inputs)
+    np.testing.assert_allclose(runner.run_inputs(inputs), mean, rtol=0, atol=1e-5 * np.abs(mean).max())
+    assert ELNET_X0 in engines and ELNET_X0 in runner.graphs
+    runner.close()
+    assert not driver.memory

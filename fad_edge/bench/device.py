@@ -38,6 +38,7 @@ from fad_edge.bench.run import (
     deca_flops,
     export_for_bench,
     fad_flops,
+    fad_label,
     ratios,
     reactface_flops,
     speaker_inputs,
@@ -102,15 +103,17 @@ def device_runners(config: BenchConfig, model: ListenerModel, device: torch.devi
             # On the CPU the graph buckets still run, through the eager fake capture: the plumbing is checked.
             capture = None if device.type == "cuda" or variant.eager else EagerCapture()
             runners[label] = CudaRunner(model, backend.check_precision(variant.precision), device=device,
-                                        graphs=not variant.eager, channels_last=variant.channels_last, capture=capture)
+                                        graphs=not variant.eager, channels_last=variant.channels_last, capture=capture,
+                                        sampler=config.sampler)
         elif backend.reads == CHECKPOINT:
-            runners[label] = TorchRunner(model)
+            runners[label] = TorchRunner(model, sampler=config.sampler)
         else:
             try:
                 if exported is None:
                     engines = any(parse_label(other).backend == "trt" for other in wanted)
                     exported = export_for_bench(model, folder, say, int8=False, trt=engines)
-                runners[label] = open_runner(exported, variant.backend, variant.precision, threads=config.threads)
+                runners[label] = open_runner(exported, variant.backend, variant.precision, threads=config.threads,
+                                             sampler=config.sampler)
             except (FadEdgeError, ModuleNotFoundError) as error:
                 skip(label, f"backend {backend.name}: {str(error).splitlines()[0] if str(error) else error!r}")
     return runners, skipped
@@ -211,14 +214,14 @@ def run_device_bench(config: BenchConfig, say: Say = silent) -> dict:
     with tempfile.TemporaryDirectory(prefix="fad-bench-") as scratch:
         runners, skipped = ({}, {}) if "fad" not in config.pipelines else device_runners(
             config, model, device, Path(scratch), say)
-        flops = {frames: fad_flops(model, frames) for frames in config.frames} if runners else {}
+        flops = {frames: fad_flops(model, frames, config.sampler) for frames in config.frames} if runners else {}
         streamed = "cuda" if "cuda" in runners else next(iter(runners), None)
         for label, runner in runners.items():  # one runner at a time on the GPU, then its memory is returned
             for frames in config.frames:
                 say(f"timing FAD ({label}), {frames} frames")
                 inputs = speaker_inputs(model.config, frames)
                 latency = summarize(time_calls(lambda: runner.run_inputs(inputs), config.runs, warmup=3))
-                rows.append(Row("fad", f"FAD ({config.preset} preset, 1 step)", label, frames, flops[frames],
+                rows.append(Row("fad", fad_label(config, runner), label, frames, flops[frames],
                                 count_params(model), latency, runner.name))
             rates.extend(throughput(runner, label, config, say))
             if config.stream and label == streamed:

@@ -29,6 +29,7 @@ from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner
+from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 FRAME_BY_FRAME_MAX = 256  # longest sequence whose frame-by-frame ReactFace FLOPs are counted
 PAPER_CLAIMS = {"deca": {"flops": 40.0, "time": 600.0}, "deca-encoder-only": {"flops": 40.0, "time": 600.0},
@@ -53,6 +54,7 @@ class BenchConfig:
     throughput_frames: list[int] = field(default_factory=lambda: [1024, 2048, 4096])  # device bench only
     deca_batch: int = 32  # device bench: frames per batch in the batched DECA variant
     skip_unavailable: bool = False  # device bench: leave out (and list) backends that cannot run here, not fail
+    sampler: str = DEFAULT_SAMPLER  # the model's named sampler FAD is timed with (its steps set ELNet's share)
 
 
 @dataclass
@@ -78,15 +80,23 @@ def speaker_inputs(config, frames: int, seed: int = 0) -> SpeakerInputs:
     return SpeakerInputs(images, mel, frames)
 
 
-def fad_flops(model: ListenerModel, frames: int) -> float:
+def fad_flops(model: ListenerModel, frames: int, sampler: str = DEFAULT_SAMPLER) -> float:
     config = model.config
     images = torch.zeros(frames, 3, config.image_size, config.image_size)
     mel = torch.zeros(frames, 1, config.audio_window, config.n_mels)
+    settings = SamplerSettings.named(sampler, config)
 
-    def one_step() -> None:
-        model.generate(images, mel, model.default_sampler(1), np.random.default_rng(0))
+    def generate() -> None:
+        model.generate(images, mel, settings, np.random.default_rng(0))
 
-    return float(count_flops(one_step))
+    return float(count_flops(generate))
+
+
+def fad_label(config: BenchConfig, runner: ClipRunner) -> str:
+    """The FAD row's name: preset and denoising steps, and the sampler where it is not the default."""
+    steps = runner.settings.steps
+    sampler = "" if config.sampler == DEFAULT_SAMPLER else f", {config.sampler} sampler"
+    return f"FAD ({config.preset} preset, {steps} step{'s' if steps > 1 else ''}{sampler})"
 
 
 def export_for_bench(model: ListenerModel, folder: Path, say: Say, int8: bool = True, trt: bool = False) -> Path:
@@ -119,11 +129,12 @@ def fad_runners(config: BenchConfig, model: ListenerModel, folder: Path, say: Sa
         backend.check_precision(variant.precision)
         backend.check_installed()
         if backend.reads == CHECKPOINT:
-            runners[label] = TorchRunner(model)
+            runners[label] = TorchRunner(model, sampler=config.sampler)
             continue
         if exported is None:
             exported = export_for_bench(model, folder, say)
-        runners[label] = open_runner(exported, variant.backend, variant.precision, threads=config.threads)
+        runners[label] = open_runner(exported, variant.backend, variant.precision, threads=config.threads,
+                                     sampler=config.sampler)
     return runners
 
 
@@ -260,12 +271,12 @@ def run_bench(config: BenchConfig, say: Say = silent) -> dict:
         runners = fad_runners(config, model, Path(scratch), say) if "fad" in config.pipelines else {}
         for frames in config.frames:
             if "fad" in config.pipelines:
-                flops = fad_flops(model, frames)
+                flops = fad_flops(model, frames, config.sampler)
                 inputs = speaker_inputs(model.config, frames)
                 for backend, runner in runners.items():
                     say(f"timing FAD ({backend}), {frames} frames")
                     latency = summarize(time_calls(lambda: runner.run_inputs(inputs), config.runs, warmup=3))
-                    rows.append(Row("fad", f"FAD ({config.preset} preset, 1 step)", backend, frames, flops,
+                    rows.append(Row("fad", fad_label(config, runner), backend, frames, flops,
                                     count_params(model), latency))
             for name in ("deca", "reactface"):
                 if name in config.pipelines:

@@ -9,8 +9,17 @@ import typer
 from rich.console import Console
 
 from fad_edge.bench.labels import GPU_BACKENDS, bench_labels
-from fad_edge.cli.validate import check_finite, check_frames_fit, check_output_stem, check_preset, check_threads
+from fad_edge.cli.validate import (
+    SAMPLER_HELP,
+    check_finite,
+    check_frames_fit,
+    check_output_stem,
+    check_preset,
+    check_sampler_name,
+    check_threads,
+)
 from fad_edge.models.config import ModelConfig
+from fad_edge.sampling import DEFAULT_SAMPLER
 
 console = Console()
 MAX_RUNS = 10_000  # timed runs per measurement; more add nothing to a median
@@ -44,6 +53,7 @@ def bench(
     threads: int = typer.Option(2, min=1, help="CPU threads for torch and ONNX Runtime."),
     preset: str = typer.Option("paper", help="FAD model preset to measure (random weights: cost only)."),
     model: Optional[Path] = typer.Option(None, help="An export folder to time instead of a random-weight export."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help=f"The sampler FAD is timed with. {SAMPLER_HELP}"),
     replica_budget: float = typer.Option(60.0, min=1.0, help="Seconds of timed runs per replica, at most."),
     replica_max_frames: int = typer.Option(64, min=1, help="Longest input ReactFace is timed on (its online mode is "
                                            "quadratic in length); FLOPs are counted at every length."),
@@ -76,6 +86,7 @@ def bench(
     check_frames_fit(max(frame_counts), _model_config(model, preset), "--frames", "time fewer frames")
     check_finite(replica_budget, "--replica-budget", 1.0)
     check_threads(threads)
+    check_sampler_name(sampler)
     on_device = device is not None
     out = out or Path("bench/results/gpu_bench" if on_device else "bench/results/bench")
     check_output_stem(out, (".json", ".png"))
@@ -86,7 +97,7 @@ def bench(
         preset=preset, model=model, replica_budget=replica_budget, replica_max_frames=replica_max_frames,
         strict_reactface=strict_reactface, stream=stream, device=device,
         throughput_frames=_ints(throughput_frames, "--throughput-frames"), deca_batch=deca_batch,
-        skip_unavailable=on_device and backends is None,
+        skip_unavailable=on_device and backends is None, sampler=sampler,
     )
     progress = make_progress(console)
     with progress:

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fad_edge.cli.validate import check_output_stem
+from fad_edge.cli.validate import SAMPLER_HELP, check_output_stem, check_sampler_name
+from fad_edge.sampling import DEFAULT_SAMPLER
 
 console = Console()
 
@@ -31,12 +32,14 @@ def evaluate(
                                           "(e.g. the modality ablation)."),
     data: Path = typer.Option(..., help="Dataset folder (our layout)."),
     split: str = typer.Option("test", help="Split to evaluate."),
-    steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
-    samples: int = typer.Option(1, min=1, max=20, help="Diffusion samples per input; >1 adds a diversity column."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
+    steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the sampler's)."),
+    samples: int = typer.Option(1, min=1, max=20, help="Diffusion samples per clip (seeds 0..N-1); >1 adds a "
+                                "diversity column."),
     start_noise: Optional[float] = typer.Option(None, min=0.0, max=1.0,
-                                                help="Start-noise scale (default: the model's)."),
+                                                help="Start-noise scale (default: the sampler's)."),
     steps_curve: Optional[str] = typer.Option(None, help="Also draw L2/FD against these step counts, "
-                                              "e.g. 1,2,5,10,20,50,100."),
+                                              "e.g. 1,2,5,10,20,50,100 (the sampler's other settings kept)."),
     out: Path = typer.Option(Path("evaluation"), help="Report path stem: writes OUT.json, OUT.md "
                              "(and OUT_steps.png/.json)."),
     device: str = typer.Option("auto", help="Where the models run: cpu, cuda, cuda:N, or auto "
@@ -50,24 +53,35 @@ def evaluate(
 ) -> None:
     """Baselines, FAD and ground truth on a split: L2, FD, P-FD, SI and TLCC for expression and rotation.
 
-    With the REACT table (the default), FAD is also sampled m times per speaker window at start noise 1
-    (or --start-noise) and scored against each window's appropriate real reactions.
+    With the REACT table (the default), FAD is also sampled m times per speaker window with the sampler,
+    at start noise 1 for the mean sampler (or --start-noise), and scored against each window's
+    appropriate real reactions.
     """
     from fad_edge.atomic import atomic_write_bytes
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.devices import resolve_device
     from fad_edge.evaluation import evaluate as run_evaluation
     from fad_edge.evaluation import steps_curve as run_steps_curve
-    from fad_edge.evaluation_report import plot_steps_curve, react_lines, react_rich_tables, rich_tables, write_reports
+    from fad_edge.evaluation_report import (
+        plot_steps_curve,
+        react_lines,
+        react_rich_tables,
+        rich_tables,
+        sampler_lines,
+        write_reports,
+    )
     from fad_edge.react_evaluation import ReactOptions
 
+    check_sampler_name(sampler)
     react_options = None
     if react:
         defaults = ReactOptions()
+        # The mean sampler is given start noise so that its m samples differ; "diverse" draws as calibrated.
+        react_noise = defaults.start_noise if sampler == "mean" else None
         react_options = ReactOptions(
             samples=defaults.samples if react_samples is None else react_samples,
             window=defaults.window if react_window is None else react_window,
-            start_noise=defaults.start_noise if start_noise is None else start_noise,
+            start_noise=react_noise if start_noise is None else start_noise,
         )
     curve_steps = _steps_list(steps_curve) if steps_curve else None
     check_output_stem(out, (".json", ".md"))
@@ -78,8 +92,10 @@ def evaluate(
     labels = [_label(model, len(loaded)) for model in loaded]
     with console.status(f"evaluating on the {escape(split)} split"):
         table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise, device=run_on,
-                               react=react_options)
+                               react=react_options, sampler=sampler)
     title = f"Listener motion on {data.name}/{split}"
+    for line in sampler_lines(table):
+        console.print(line, markup=False, highlight=False)
     for rendered in rich_tables(table, escape(title)):
         console.print(rendered)
     for note in table.notes:
@@ -93,7 +109,7 @@ def evaluate(
     console.print(f"wrote {json_path} and {md_path}", markup=False)
     if curve_steps:
         with console.status("denoising-steps curve"):
-            curve = run_steps_curve(loaded[0], data, split, curve_steps, run_on)
+            curve = run_steps_curve(loaded[0], data, split, curve_steps, run_on, sampler, start_noise)
         png = plot_steps_curve(curve, out.with_name(out.name + "_steps.png"))
         curve_json = atomic_write_bytes(out.with_name(out.name + "_steps.json"),
                                         json.dumps({str(k): v for k, v in curve.items()}, indent=2).encode())

@@ -12,15 +12,18 @@ from rich.console import Console
 from fad_edge.backends import BACKENDS, all_precisions, backend_names, get_backend
 from fad_edge.cli.validate import (
     MAX_SEED,
+    SAMPLER_HELP,
     check_finite,
     check_output_dir,
     check_output_file,
     check_preset,
+    check_sampler_name,
     check_threads,
     check_training_step,
 )
 from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import MAX_CONTEXT_CLIPS
+from fad_edge.sampling import DEFAULT_SAMPLER
 
 if TYPE_CHECKING:
     from fad_edge.runtime.base import ClipRunner
@@ -100,7 +103,8 @@ def generate(
     out: Path = typer.Option(..., help="Output folder."),
     preview: bool = typer.Option(False, "--preview",
                                  help="Also write preview.mp4: the speaker beside a drawn listener."),
-    steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's, 1)."),
+    sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
+    steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the sampler's)."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED),
     pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
     device: str = typer.Option("auto", help="Where the torch backend runs a checkpoint: cpu, cuda, cuda:N, or "
@@ -114,6 +118,7 @@ def generate(
     from fad_edge.runtime.face import FACE_MODES, FaceCropper, parse_box
 
     check_threads(threads)
+    check_sampler_name(sampler)
     check_output_dir(out)
     mode = face or ("box" if box is not None else "detect")
     if mode not in FACE_MODES:
@@ -122,9 +127,10 @@ def generate(
         raise FadEdgeError("--face box needs --box x,y,w,h" if mode == "box"
                            else f"--box is used only with --face box, not with --face {mode}")
     cropper = FaceCropper.for_files(mode, parse_box(box) if box is not None else None)
-    with _open_runner_on(model, backend, precision, steps, seed, threads, device) as runner:
-        settings = {"model": str(model), "backend": runner.name, "steps": runner.settings.steps, "seed": seed,
-                    "start_step": runner.settings.start_step, "start_noise": runner.settings.start_noise,
+    with _open_runner_on(model, backend, precision, steps, seed, threads, device, sampler) as runner:
+        settings = {"model": str(model), "backend": runner.name, "sampler": sampler, "steps": runner.settings.steps,
+                    "seed": seed, "start_step": runner.settings.start_step,
+                    "start_noise": runner.settings.start_noise, "temperature": runner.settings.temperature,
                     "face": mode}
         result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings,
                                 preview=preview, face=cropper)
@@ -139,7 +145,7 @@ def generate(
 
 
 def _open_runner_on(model: Path, backend: str, precision: Optional[str], steps: Optional[int], seed: int,
-                    threads: int, device: str) -> ClipRunner:
+                    threads: int, device: str, sampler: str = DEFAULT_SAMPLER) -> ClipRunner:
     """`open_runner`, with the torch backend's model moved to --device; other backends only check it.
 
     Only the torch backend takes a device: an export backend has one of its own (the table's), and
@@ -157,12 +163,12 @@ def _open_runner_on(model: Path, backend: str, precision: Optional[str], steps: 
             place = "the CPU" if chosen.device == "cpu" else "a CUDA GPU"
             raise FadEdgeError(f"--device {request}: backend {chosen.name} runs on {place} "
                                f"(--device moves only the torch backend); {hint}")
-        return open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
+        return open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads, sampler=sampler)
     from fad_edge.devices import resolve_device
     from fad_edge.runtime.torch_runner import TorchRunner
 
     run_on = resolve_device(device)  # before loading anything: a missing GPU is one line, at once
-    runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads)
+    runner = open_runner(model, backend, precision, steps=steps, seed=seed, threads=threads, sampler=sampler)
     assert isinstance(runner, TorchRunner)
     if run_on.type == "cpu":
         return runner

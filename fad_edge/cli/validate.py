@@ -20,6 +20,7 @@ import typer
 from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import PRESETS, ModelConfig
 from fad_edge.resources import check_fits
+from fad_edge.sampling import SAMPLERS
 
 MAX_SEED = 2**32 - 1  # what every generator we seed (NumPy, torch) accepts
 THREADS_PER_CORE = 4  # more threads than this per core only slows ONNX Runtime and torch down
@@ -89,6 +90,17 @@ def check_preset(name: str, option: str = "--preset") -> ModelConfig:
     if name not in PRESETS:
         _refuse(option, f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
+
+
+def check_sampler_name(name: str, option: str = "--sampler") -> str:
+    """A known sampler name (fad_edge.sampling.SAMPLERS); an unknown one is refused with the list."""
+    if name not in SAMPLERS:
+        _refuse(option, f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return name
+
+
+SAMPLER_HELP = ("mean: the model's deterministic estimate, the same motion for every seed; diverse: a draw "
+                "from the reactions it learned (settings calibrated by fad-edge tune-sampler).")
 
 
 def frame_input_bytes(config: ModelConfig) -> int:

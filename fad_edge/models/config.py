@@ -64,6 +64,12 @@ class ModelConfig:
     # (each dim by its training variance, within expression and within rotation; see ListenerModel.loss).
     loss_dim_weighting: str = "uniform"
     clip_sample: float = 6.0
+    # The "diverse" sampler (fad_edge.sampling): a draw from the reaction distribution, not the mean.
+    # `fad-edge tune-sampler` calibrates these on validation data and writes them into a copy of the checkpoint.
+    diverse_start_step: int = 70
+    diverse_start_noise: float = 1.0
+    diverse_steps: int = 1
+    diverse_temperature: float = 1.0  # scale of the per-step posterior noise (1: DDPM)
 
     def __post_init__(self) -> None:
         for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults"):
@@ -115,6 +121,18 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
         if self.clip_sample == 0:
             raise ValueError("clip_sample must be positive, got 0")
+        self._check_diverse_sampler()
+
+    def _check_diverse_sampler(self) -> None:
+        if not _is_int(self.diverse_start_step) or not 0 <= self.diverse_start_step < self.train_steps:
+            raise ValueError(f"diverse_start_step must be in 0..{self.train_steps - 1}, "
+                             f"got {self.diverse_start_step!r}")
+        if not _is_int(self.diverse_steps) or not 1 <= self.diverse_steps <= self.train_steps:
+            raise ValueError(f"diverse_steps must be in 1..{self.train_steps}, got {self.diverse_steps!r}")
+        for name, high in (("diverse_start_noise", 1.0), ("diverse_temperature", 2.0)):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or not 0.0 <= value <= high:
+                raise ValueError(f"{name} must be a finite number in [0, {high:g}], got {value!r}")
 
     @property
     def audio_window(self) -> int:
@@ -198,6 +216,7 @@ PRESETS: dict[str, ModelConfig] = {
         # reads the model, and the encoders also taught to see the speaker's own face motion.
         sample_start_step=90,
         sample_start_noise=0.0,
+        diverse_start_step=90,  # one noisy step from where training focuses (README, "Design notes")
         step_focus_share=0.5,
         loss_weighting="inverse_alpha_bar",
         loss_dim_weighting="group_variance",

@@ -19,7 +19,7 @@ import numpy as np
 
 from fad_edge.data.inputs import SpeakerInputs, prepare_inputs
 from fad_edge.models.config import ModelConfig
-from fad_edge.sampling import DiffusionSampler, SamplerSettings
+from fad_edge.sampling import DEFAULT_SAMPLER, DiffusionSampler, SamplerSettings
 
 
 def clip_condition_windows(features: np.ndarray, clip_len: int, context_clips: int) -> np.ndarray:
@@ -40,12 +40,32 @@ class ClipRunner(ABC):
     frame_batch: int = 64  # frames per encoder call: bounds memory for any input length
     mean: np.ndarray  # (56,) motion normalization, set by each backend
     std: np.ndarray
+    sampler: DiffusionSampler  # follows `settings`
 
     def __init__(self, config: ModelConfig, settings: SamplerSettings, seed: int = 0) -> None:
         self.config = config
-        self.settings = settings
+        self.settings = settings  # validates the settings before any work
         self.seed = seed
-        self.sampler = DiffusionSampler(settings, config.train_steps)  # validates the settings before any work
+
+    @property
+    def settings(self) -> SamplerSettings:
+        return self.sampler.settings
+
+    @settings.setter
+    def settings(self, settings: SamplerSettings) -> None:
+        """New settings (e.g. another start noise) re-derive the sampler: its start state and timesteps follow."""
+        self.sampler = DiffusionSampler(settings, self.config.train_steps)
+
+    @property
+    def folded_one_step(self) -> bool:
+        """Whether the export's folded one-step graph (`elnet_x0`) computes these settings.
+
+        It bakes in the model's `sample_start_step` and `clip_sample` and takes the start state as an
+        input, so it serves any start noise (the mean start or a noisy one) from that step, in one step.
+        """
+        settings, config = self.settings, self.config
+        return (settings.steps == 1 and settings.start_step == config.sample_start_step
+                and settings.clip_sample == config.clip_sample)
 
     def initial_state(self, clips: int, generator: np.random.Generator, guess: np.ndarray | None = None) -> np.ndarray:
         """x at the first sampling step (see `DiffusionSampler.initial_state`), (clips, L, 56) float32."""
@@ -53,8 +73,12 @@ class ClipRunner(ABC):
 
     @classmethod
     @abstractmethod
-    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> ClipRunner:
-        """The runner for a checkpoint or export folder (`open_runner` calls this after checking the backend table)."""
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int,
+             sampler: str = DEFAULT_SAMPLER) -> ClipRunner:
+        """The runner for a checkpoint or export folder (`open_runner` calls this after checking the backend table).
+
+        `sampler` names the model's sampler settings (`SamplerSettings.named`); `steps` overrides its steps.
+        """
 
     @abstractmethod
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:

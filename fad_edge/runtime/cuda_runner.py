@@ -41,7 +41,7 @@ from fad_edge.listener_model import ListenerModel
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.cuda_graphs import Capture, CudaGraphCapture, GraphBuckets, Operand
 from fad_edge.runtime.half_precision import to_reduced_precision
-from fad_edge.sampling import SamplerSettings
+from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 MAX_FRAMES = 1024  # the largest frame bucket (128 clips); longer inputs run in chunks of it
 
@@ -91,9 +91,9 @@ class CudaRunner(ClipRunner):
     def __init__(self, model: ListenerModel, precision: str = "fp32", steps: int | None = None, seed: int = 0,
                  device: str | torch.device = "cuda", graphs: bool | None = None, channels_last: bool = False,
                  max_frames: int = MAX_FRAMES, capture: Capture | None = None,
-                 settings: SamplerSettings | None = None) -> None:
+                 settings: SamplerSettings | None = None, sampler: str = DEFAULT_SAMPLER) -> None:
         precision = get_backend("cuda").check_precision(precision)
-        super().__init__(model.config, settings or SamplerSettings.from_config(model.config, steps), seed)
+        super().__init__(model.config, settings or SamplerSettings.named(sampler, model.config, steps), seed)
         self.device = resolve_device(str(device))
         on_gpu = self.device.type == "cuda"
         self.graphs = on_gpu if graphs is None else graphs
@@ -113,17 +113,21 @@ class CudaRunner(ClipRunner):
             "-cl" if channels_last else "")
         self._lock = threading.RLock()  # held around each call, and by the graph sets inside it
         self._sets: dict[str, GraphBuckets] = {}
+        self._one_step_key = self._baked()  # what the one-step graphs are captured with
         if self.graphs:
             self._sets = self._graph_sets(capture or CudaGraphCapture(self.device), max_frames)
 
     @classmethod
     def from_checkpoint(cls, path: Path, precision: str = "fp32", steps: int | None = None, seed: int = 0,
-                        device: str = "cuda", graphs: bool | None = None, channels_last: bool = False) -> CudaRunner:
-        return cls(load_checkpoint(path).model, precision, steps, seed, device, graphs, channels_last)
+                        device: str = "cuda", graphs: bool | None = None, channels_last: bool = False,
+                        sampler: str = DEFAULT_SAMPLER) -> CudaRunner:
+        return cls(load_checkpoint(path).model, precision, steps, seed, device, graphs, channels_last,
+                   sampler=sampler)
 
     @classmethod
-    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> CudaRunner:
-        return cls.from_checkpoint(path, precision, steps, seed)
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int,
+             sampler: str = DEFAULT_SAMPLER) -> CudaRunner:
+        return cls.from_checkpoint(path, precision, steps, seed, sampler=sampler)
 
     # -- the graphed functions: device tensors in, float32 device tensors out ------------------------
     def _graph_sets(self, capture: Capture, max_frames: int) -> dict[str, GraphBuckets]:
@@ -137,14 +141,16 @@ class CudaRunner(ClipRunner):
         def graphed(fn: Callable[..., torch.Tensor], operands: list[Operand], largest: int) -> GraphBuckets:
             return GraphBuckets(fn, operands, largest, capture, self.device, self._lock)
 
-        sets = {"encode": graphed(self._encode, [image, mel], max_frames)}
-        if self.settings.steps == 1:
-            sets["x0"] = graphed(self._x0, [condition, state], clips)
-            framed = [Operand(image.shape, clip_len), Operand(mel.shape, clip_len), state]
-            sets["whole"] = graphed(self._whole, framed, clips)
-        else:
-            sets["epsilon"] = graphed(self._epsilon, [state, Operand((), dtype=torch.long), condition], clips)
-        return sets
+        # Every set, whatever the settings: a bucket is captured only when first used, and settings may be replaced.
+        framed = [Operand(image.shape, clip_len), Operand(mel.shape, clip_len), state]
+        return {"encode": graphed(self._encode, [image, mel], max_frames),
+                "x0": graphed(self._x0, [condition, state], clips),
+                "whole": graphed(self._whole, framed, clips),
+                "epsilon": graphed(self._epsilon, [state, Operand((), dtype=torch.long), condition], clips)}
+
+    def _baked(self) -> tuple[int, float]:
+        """What the one-step graphs bake in when captured: the start step and the x0 clamp."""
+        return self.sampler.timesteps[0], self.settings.clip_sample
 
     def _model(self) -> ListenerModel:
         if self.model is None:
@@ -188,6 +194,10 @@ class CudaRunner(ClipRunner):
             if self.graphs:
                 if not self._sets:
                     raise FadEdgeError("this runner is closed")
+                if name in ("x0", "whole") and self._baked() != self._one_step_key:  # settings replaced since
+                    self._sets["x0"].release()
+                    self._sets["whole"].release()
+                    self._one_step_key = self._baked()
                 return self._sets[name](*arrays)
             with torch.no_grad():
                 tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]

@@ -33,7 +33,7 @@ from fad_edge.artifact import (
 from fad_edge.backends import get_backend
 from fad_edge.errors import BackendUnavailableError, EngineMismatchError, ExportError
 from fad_edge.runtime.base import ClipRunner
-from fad_edge.sampling import SamplerSettings
+from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 
 def session_options(threads: int = 2) -> ort.SessionOptions:
@@ -132,7 +132,8 @@ class OrtRunner(ClipRunner):
     backend = "ort"
 
     def __init__(self, folder: Path, precision: str = "fp32", threads: int = 2, steps: int | None = None,
-                 seed: int = 0, manifest: ExportManifest | None = None, device_id: int = 0) -> None:
+                 seed: int = 0, manifest: ExportManifest | None = None, device_id: int = 0,
+                 sampler: str = DEFAULT_SAMPLER) -> None:
         table = get_backend(self.backend)
         precision = table.check_precision(precision)
         if table.provider:
@@ -144,7 +145,7 @@ class OrtRunner(ClipRunner):
         self.folder = Path(folder)
         self.manifest = manifest or ExportManifest.load(self.folder)
         config = self.manifest.model_config
-        super().__init__(config, SamplerSettings.from_config(config, steps), seed)
+        super().__init__(config, SamplerSettings.named(sampler, config, steps), seed)
         self.name = f"{self.backend}-{precision}"
         self.precision = precision
 
@@ -153,15 +154,29 @@ class OrtRunner(ClipRunner):
             providers = execution_providers(self.backend, precision, path, graph, device_id)
             return open_session(path, self.manifest, graph, threads, providers)
 
+        self._session = session
         self.video, self.audio = session(VIDEO_ENCODER), session(AUDIO_ENCODER)
-        # One step runs the folded graph; more steps run the sampler's loop around the noise predictor.
-        self.elnet = session(ELNET_X0 if self.settings.steps == 1 else ELNET_EPS)
+        self._elnet: dict[str, ort.InferenceSession] = {}
+        self.elnet(self.elnet_graph)  # opened now: a missing or foreign graph is an error before the first clip
         normalization = self.manifest.motion_normalization
         self.mean, self.std = normalization.mean, normalization.std
 
     @classmethod
-    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> OrtRunner:
-        return cls(path, precision=precision, threads=threads, steps=steps, seed=seed)
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int,
+             sampler: str = DEFAULT_SAMPLER) -> OrtRunner:
+        return cls(path, precision=precision, threads=threads, steps=steps, seed=seed, sampler=sampler)
+
+    @property
+    def elnet_graph(self) -> str:
+        """The folded graph where it computes the settings (one step from the model's start step), else the
+        noise predictor inside the sampler's loop."""
+        return ELNET_X0 if self.folded_one_step else ELNET_EPS
+
+    def elnet(self, graph: str) -> ort.InferenceSession:
+        """The session of an ELNet graph, opened the first time it is needed (settings may be replaced)."""
+        if graph not in self._elnet:
+            self._elnet[graph] = self._session(graph)
+        return self._elnet[graph]
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
         video = self.video.run(None, {"images": images.astype(np.float32, copy=False)})[0]
@@ -170,19 +185,21 @@ class OrtRunner(ClipRunner):
 
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         conditions = conditions.astype(np.float32, copy=False)
-        if self.settings.steps == 1:
-            return self.elnet.run(None, {"x_start": state, "condition": conditions})[0]
+        graph = self.elnet_graph
+        if graph == ELNET_X0:
+            return self.elnet(graph).run(None, {"x_start": state, "condition": conditions})[0]
         x = state
         for t, t_prev in self.sampler.pairs():
             step = np.full(len(x), t, dtype=np.int64)
-            epsilon = self.elnet.run(None, {"x_t": x, "step": step, "condition": conditions})[0]
+            epsilon = self.elnet(graph).run(None, {"x_t": x, "step": step, "condition": conditions})[0]
             x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
         return x * self.std + self.mean
 
     def close(self) -> None:
         """ONNX Runtime frees a session's memory when the last reference goes; drop ours."""
-        for name in ("video", "audio", "elnet"):
+        for name in ("video", "audio"):
             self.__dict__.pop(name, None)
+        self._elnet.clear()
 
 
 class OrtCudaRunner(OrtRunner):

@@ -66,6 +66,7 @@ from fad_edge.runtime.clip_encoder import ClipEncoder
 from fad_edge.runtime.face import Box, FaceCropper
 from fad_edge.runtime.stream_inputs import check_frame, check_time
 from fad_edge.runtime.stream_stats import ClipMotion, StreamMeter, StreamStats
+from fad_edge.sampling import DEFAULT_SAMPLER
 
 if TYPE_CHECKING:
     from fad_edge.runtime.base import ClipRunner
@@ -112,11 +113,15 @@ class ListenerStream:
 
     @classmethod
     def from_export(cls, folder: Path, precision: str = "fp32", threads: int = 2, backend: str = "ort",
-                    seed: int = 0, **options: Any) -> ListenerStream:
-        """A stream over a runner it opens and owns: `close()` closes the runner as well."""
+                    seed: int = 0, sampler: str = DEFAULT_SAMPLER, **options: Any) -> ListenerStream:
+        """A stream over a runner it opens and owns: `close()` closes the runner as well.
+
+        `sampler`: "mean" (the same motion for the same speaker, every run) or "diverse" (a draw from the
+        reactions the model learned; see `fad_edge.sampling`).
+        """
         from fad_edge.runtime.select import open_runner
 
-        runner = open_runner(folder, backend, precision, seed=seed, threads=threads)
+        runner = open_runner(folder, backend, precision, seed=seed, threads=threads, sampler=sampler)
         try:
             stream = cls(runner, **options)
         except BaseException:

@@ -10,32 +10,35 @@ import torch
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.listener_model import ListenerModel
 from fad_edge.runtime.base import ClipRunner
-from fad_edge.sampling import SamplerSettings
+from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 
 class TorchRunner(ClipRunner):
     """Runs a checkpoint in eager PyTorch; the reference the other backends are checked against.
 
-    `device` moves the model there; inputs go to it and results come back as NumPy arrays.
+    `device` moves the model there; inputs go to it and results come back as NumPy arrays. The
+    sampler is `settings` where given, else the named `sampler` with `steps` overriding its steps.
     """
 
     name = "torch"
 
     def __init__(self, model: ListenerModel, steps: int | None = None, seed: int = 0,
-                 settings: SamplerSettings | None = None, device: torch.device | str = "cpu") -> None:
-        super().__init__(model.config, settings or SamplerSettings.from_config(model.config, steps), seed)
+                 settings: SamplerSettings | None = None, device: torch.device | str = "cpu",
+                 sampler: str = DEFAULT_SAMPLER) -> None:
+        super().__init__(model.config, settings or SamplerSettings.named(sampler, model.config, steps), seed)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.mean, self.std = model.motion_mean.cpu().numpy().copy(), model.motion_std.cpu().numpy().copy()
 
     @classmethod
     def from_checkpoint(cls, path: Path, steps: int | None = None, seed: int = 0,
-                        device: torch.device | str = "cpu") -> TorchRunner:
-        return cls(load_checkpoint(path).model, steps, seed, device=device)
+                        device: torch.device | str = "cpu", sampler: str = DEFAULT_SAMPLER) -> TorchRunner:
+        return cls(load_checkpoint(path).model, steps, seed, device=device, sampler=sampler)
 
     @classmethod
-    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> TorchRunner:
-        return cls.from_checkpoint(path, steps, seed)
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int,
+             sampler: str = DEFAULT_SAMPLER) -> TorchRunner:
+        return cls.from_checkpoint(path, steps, seed, sampler=sampler)
 
     @torch.no_grad()
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:

@@ -36,7 +36,7 @@ from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.cuda_driver import CudaDriver
 from fad_edge.runtime.tensorrt_support import current_gpu_target, require_cuda, require_tensorrt
-from fad_edge.sampling import SamplerSettings
+from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 
 @dataclass(frozen=True)
@@ -147,20 +147,20 @@ class TrtRunner(ClipRunner):
 
     def __init__(self, folder: Path, steps: int | None = None, seed: int = 0, device: int = 0,
                  driver: CudaDriver | None = None,
-                 loader: Callable[[Path], tuple[Any, EngineIO]] | None = None) -> None:
+                 loader: Callable[[Path], tuple[Any, EngineIO]] | None = None,
+                 sampler: str = DEFAULT_SAMPLER) -> None:
         require_tensorrt()
         self.driver = driver or require_cuda()
         self.loader = loader or load_engine
         self.folder = Path(folder)
         self.manifest = ExportManifest.load(self.folder)
         config = self.manifest.model_config
-        super().__init__(config, SamplerSettings.from_config(config, steps), seed)
+        super().__init__(config, SamplerSettings.named(sampler, config, steps), seed)
         self.device = device
-        self.graphs = [VIDEO_ENCODER, AUDIO_ENCODER, ELNET_X0 if self.settings.steps == 1 else ELNET_EPS]
-        current = current_gpu_target(self.driver, device)
+        self.graphs = [VIDEO_ENCODER, AUDIO_ENCODER, self.elnet_graph]
+        self._target = current_gpu_target(self.driver, device)
         for graph in self.graphs:  # fail now, not at the first clip, if an engine is for another GPU or model
-            engine = self.manifest.file(self.folder, graph, ENGINE_VARIANT)
-            check_engine_checkpoint(engine, check_engine_target(engine, current), self.manifest)
+            self._check_engine(graph)
         normalization = self.manifest.motion_normalization
         self.mean, self.std = normalization.mean, normalization.std
         self._lock = threading.Lock()
@@ -168,8 +168,19 @@ class TrtRunner(ClipRunner):
         self._engines: dict[str, _Engine] = {}
 
     @classmethod
-    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int) -> TrtRunner:
-        return cls(path, steps=steps, seed=seed)
+    def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int,
+             sampler: str = DEFAULT_SAMPLER) -> TrtRunner:
+        return cls(path, steps=steps, seed=seed, sampler=sampler)
+
+    @property
+    def elnet_graph(self) -> str:
+        """The folded engine where it computes the settings (one step from the model's start step), else the
+        noise predictor inside the sampler's loop."""
+        return ELNET_X0 if self.folded_one_step else ELNET_EPS
+
+    def _check_engine(self, graph: str) -> None:
+        engine = self.manifest.file(self.folder, graph, ENGINE_VARIANT)
+        check_engine_checkpoint(engine, check_engine_target(engine, self._target), self.manifest)
 
     def _start(self) -> None:
         """Under the lock: the context, stream, engines and buffers the first time; the device made current."""
@@ -209,6 +220,11 @@ class TrtRunner(ClipRunner):
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         with self._lock:
             self._start()
+            if graph not in self._engines:  # settings replaced since: the other ELNet engine, loaded once
+                self._check_engine(graph)
+                self.graphs.append(graph)
+                engine, io = self.loader(self.manifest.file(self.folder, graph, ENGINE_VARIANT))
+                self._engines[graph] = _Engine(engine, io, self.driver)
             return self._engines[graph](feeds)
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
@@ -217,11 +233,12 @@ class TrtRunner(ClipRunner):
         return np.concatenate([video, audio], axis=1).astype(np.float32)
 
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
-        if self.settings.steps == 1:
-            return self._run(ELNET_X0, {"x_start": state, "condition": conditions}).astype(np.float32)
+        graph = self.elnet_graph
+        if graph == ELNET_X0:
+            return self._run(graph, {"x_start": state, "condition": conditions}).astype(np.float32)
         x = state
         for t, t_prev in self.sampler.pairs():
             feeds = {"x_t": x, "step": np.full(len(x), t, dtype=np.int64), "condition": conditions}
-            epsilon = self._run(ELNET_EPS, feeds).astype(np.float32)
+            epsilon = self._run(graph, feeds).astype(np.float32)
             x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
         return (x * self.std + self.mean).astype(np.float32)

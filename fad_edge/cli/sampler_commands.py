@@ -1,0 +1,128 @@
+"""`fad-edge tune-sampler`: calibrate the "diverse" sampler on validation data and write it into a checkpoint copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from fad_edge.cli.validate import check_output_dir, check_output_stem
+from fad_edge.errors import FadEdgeError
+
+if TYPE_CHECKING:
+    from fad_edge.sampler_tuning import GridReport
+
+console = Console()
+
+
+def _values(text: str, option: str, kind: type[int] | type[float]) -> tuple:
+    try:
+        values = tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"a comma-separated list of {kind.__name__}s, e.g. 1,2,4",
+                                 param_hint=f"'{option}'") from None
+    if not values:
+        raise typer.BadParameter("give at least one value", param_hint=f"'{option}'")
+    return values
+
+
+def tune_sampler(
+    checkpoint: Path = typer.Option(..., help="Checkpoint folder (RUN/best)."),
+    data: Path = typer.Option(..., help="Dataset folder (our layout)."),
+    split: str = typer.Option("val", help="Split to calibrate on (keep the test split for the final table)."),
+    start_steps: Optional[str] = typer.Option(None, help="Start steps to try, e.g. 70,80,90 (default: the model's "
+                                              "start step, and 10 and 20 below it)."),
+    steps: str = typer.Option("1,2,4", help="Denoising steps to try."),
+    start_noise: str = typer.Option("1", help="Start-noise scales to try, in [0, 1]."),
+    temperature: str = typer.Option("1", help="Per-step noise scales to try, in [0, 2] (1: DDPM; only with more "
+                                    "than one step)."),
+    samples: int = typer.Option(2, min=1, max=20, help="Samples per clip (seeds 0..N-1); metrics are averaged."),
+    max_l2_ratio: Optional[float] = typer.Option(None, min=1.0, max=10.0, help="The choice keeps L2 within this "
+                                                 "factor of the mean sampler's, in each group (default 1.25)."),
+    pick: Optional[int] = typer.Option(None, min=1, help="Write this row (#N) instead of the rule's choice."),
+    write_to: Optional[Path] = typer.Option(None, help="Write a copy of the checkpoint whose diverse sampler is "
+                                            "the choice."),
+    overwrite: bool = typer.Option(False, help="Let --write-to replace an existing folder (the input checkpoint "
+                                   "included)."),
+    out: Path = typer.Option(Path("sampler_grid"), help="Report path stem: writes OUT.json and OUT.md."),
+    device: str = typer.Option("auto", help="Where the model runs: cpu, cuda, cuda:N, or auto."),
+) -> None:
+    """Calibrate the diverse sampler: L2 and FD of a grid of settings against the mean sampler.
+
+    The choice can be written into a copy of the checkpoint (--write-to), so that `--sampler diverse`
+    uses it everywhere the model goes, its exports included.
+    """
+    from fad_edge.checkpoint import load_checkpoint
+    from fad_edge.devices import resolve_device
+    from fad_edge.sampler_tuning import (
+        MAX_L2_RATIO,
+        SamplerGrid,
+        run_grid,
+        worse_than_mean,
+        write_calibrated_copy,
+        write_report,
+    )
+
+    check_output_stem(out, (".json", ".md"))
+    if write_to is not None:
+        check_output_dir(write_to, "--write-to")
+        if write_to.exists() and not overwrite:  # refused now, not after minutes of sampling
+            raise typer.BadParameter(f"{write_to} exists; give another folder, or --overwrite to replace it",
+                                     param_hint="'--write-to'")
+    run_on = str(resolve_device(device))
+    loaded = load_checkpoint(checkpoint)
+    default = SamplerGrid.around(loaded.config)
+    grid = SamplerGrid(_values(start_steps, "--start-steps", int) if start_steps else default.start_steps,
+                       _values(steps, "--steps", int), _values(start_noise, "--start-noise", float),
+                       _values(temperature, "--temperature", float))
+    count = len(grid.candidates(loaded.config))  # bad values are one line before any work
+    if pick is not None and pick > count:
+        raise typer.BadParameter(f"the grid has rows #1..#{count}", param_hint="'--pick'")
+    ratio = MAX_L2_RATIO if max_l2_ratio is None else max_l2_ratio
+    with console.status("sampler grid") as status:
+        report = run_grid(loaded, data, split, grid, samples, run_on, ratio,
+                          say=lambda message: status.update(escape(message)))
+    console.print(_table(report))
+    chosen = report.chosen if pick is None else pick
+    if report.chosen is None:
+        console.print(f"no setting kept L2 within {ratio:g}x the mean sampler's; raise --max-l2-ratio or --pick a "
+                      "row", style="yellow", markup=False, highlight=False)
+    else:
+        console.print(f"the rule's choice: {report.rows[report.chosen].name} (the least FD with L2 within {ratio:g}x "
+                      "the mean sampler's)", markup=False, highlight=False)
+    if chosen is not None and (worse := worse_than_mean(report, chosen)):
+        console.print(f"note: {report.rows[chosen].name} has no lower FD than the mean sampler in "
+                      f"{' and '.join(worse)}", style="yellow", markup=False, highlight=False)
+    json_path, md_path = write_report(report, out)
+    console.print(f"wrote {json_path} and {md_path}", markup=False, highlight=False)
+    if write_to is not None and chosen is not None:
+        settings = report.rows[chosen].settings
+        copy = write_calibrated_copy(checkpoint, write_to, settings, overwrite)
+        console.print(f"wrote {copy}: diverse sampler {report.rows[chosen].name}, {settings.describe()}",
+                      markup=False, highlight=False)
+    elif write_to is not None:
+        raise FadEdgeError(f"nothing written to {write_to}: no setting was chosen; --pick a row")
+
+
+def _table(report: GridReport) -> Table:
+    """The grid, narrow enough for an 80-column terminal (diversity is in the report files)."""
+    from fad_edge.sampler_tuning import plural
+
+    table = Table(title=escape(f"Sampler grid on {report.split}: {plural(report.sessions, 'session')}, "
+                               f"{plural(report.samples, 'sample')} per clip"))
+    for column in ("row", "from", "steps", "noise", "temp", "exp L2", "exp FD", "rot L2", "rot FD"):
+        table.add_column(column, justify="left" if column == "row" else "right")
+    for index, row in enumerate(report.rows):
+        s = row.settings
+        scores = [f"{row.scores[g][k]:.3g}" for g in ("expression", "rotation") for k in ("L2", "FD")]
+        name = f"{row.name} *" if index == report.chosen else row.name
+        table.add_row(name, str(s.start_step), str(s.steps), f"{s.start_noise:g}", f"{s.temperature:g}", *scores)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune-sampler")(tune_sampler)

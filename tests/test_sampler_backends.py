@@ -1,0 +1,111 @@
+"""The named samplers on every backend that runs here: ONNX Runtime gives the PyTorch motion for the same
+seed with the "diverse" sampler (folded one-step graph or the noise predictor's loop), and "mean" is the
+default, bit for bit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fad_edge.artifact import ELNET_EPS, ELNET_X0, ExportManifest
+from fad_edge.checkpoint import load_checkpoint
+from fad_edge.data.synthetic import SyntheticConfig, generate_session
+from fad_edge.errors import FadEdgeError
+from fad_edge.runtime.ort_runner import OrtRunner
+from fad_edge.runtime.select import open_runner
+from fad_edge.runtime.stream import ListenerStream
+from fad_edge.runtime.torch_runner import TorchRunner
+from fad_edge.sampling import SamplerSettings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def session():
+    return generate_session(6, SyntheticConfig(seconds=24 / 30 + 0.5, image_size=48))
+
+
+def _args(session, frames: int = 24):
+    return session.frames[:frames], session.audio[: frames * 16000 // 30 + 533], 16000
+
+
+def calibrated_export(tiny_export: Path, folder: Path, **fields) -> Path:
+    """A copy of the tiny export whose model config holds other sampler values (as tune-sampler writes them)."""
+    shutil.copytree(tiny_export, folder)
+    manifest = ExportManifest.load(folder)
+    manifest.config = {**manifest.config, **fields}
+    manifest.save(folder)
+    return folder
+
+
+def _close(ours: np.ndarray, reference: np.ndarray) -> None:
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+
+
+def test_one_noisy_step_from_the_models_start_step_runs_the_folded_graph(tiny_export, tmp_path, session):
+    """elnet_x0 takes the start state as an input: a noisy one serves the diverse sampler in one step."""
+    folder = calibrated_export(tiny_export, tmp_path / "model", sample_start_noise=0.0)  # mean start for "mean"
+    config = ExportManifest.load(folder).model_config
+    model = load_checkpoint(tiny_export.parent / "checkpoint").model
+    runner = OrtRunner(folder, "fp32", threads=1, seed=3, sampler="diverse")
+    assert runner.settings == SamplerSettings.named("diverse", config) and runner.settings.start_noise == 1.0
+    assert runner.elnet_graph == ELNET_X0 and set(runner._elnet) == {ELNET_X0}
+    ours = runner.run(*_args(session))
+    _close(ours, TorchRunner(model, settings=SamplerSettings.named("diverse", config), seed=3).run(*_args(session)))
+    mean = OrtRunner(folder, "fp32", threads=1, seed=3).run(*_args(session))
+    np.testing.assert_array_equal(mean, OrtRunner(folder, "fp32", threads=1, seed=4).run(*_args(session)))
+    assert np.abs(ours - mean).max() > 1e-3  # the noisy start is really used
+    assert np.abs(OrtRunner(folder, "fp32", threads=1, seed=4, sampler="diverse").run(*_args(session)) - ours).max() \
+        > 1e-3  # and drawn from the seed
+
+
+@pytest.mark.parametrize("fields", [
+    dict(diverse_start_step=50),  # one step, but not the step elnet_x0 folds: the noise predictor
+    dict(diverse_steps=3),
+    dict(diverse_start_step=60, diverse_steps=4, diverse_start_noise=0.7, diverse_temperature=0.5),
+])
+def test_ort_gives_the_torch_motion_for_the_diverse_sampler(tiny_export, tmp_path, session, fields):
+    folder = calibrated_export(tiny_export, tmp_path / "model", **fields)
+    config = ExportManifest.load(folder).model_config
+    model = load_checkpoint(tiny_export.parent / "checkpoint").model
+    with open_runner(folder, "ort", "fp32", seed=1, threads=1, sampler="diverse") as runner:
+        assert isinstance(runner, OrtRunner) and runner.elnet_graph == ELNET_EPS
+        ours = runner.run(*_args(session))
+    reference = TorchRunner(model, settings=SamplerSettings.named("diverse", config), seed=1).run(*_args(session))
+    _close(ours, reference)
+    again = OrtRunner(folder, "fp32", threads=1, seed=2, sampler="diverse").run(*_args(session))
+    assert np.abs(again - ours).max() > 1e-3  # another seed, other noise: the match above is not trivial
+
+
+def test_mean_is_the_default_bit_for_bit(tiny_export, session):
+    model = load_checkpoint(tiny_export.parent / "checkpoint").model
+    for steps in (None, 3):
+        default = OrtRunner(tiny_export, "fp32", threads=1, seed=2, steps=steps).run(*_args(session))
+        named = OrtRunner(tiny_export, "fp32", threads=1, seed=2, steps=steps, sampler="mean").run(*_args(session))
+        np.testing.assert_array_equal(default, named)
+        np.testing.assert_array_equal(TorchRunner(model, steps, seed=2).run(*_args(session)),
+                                      TorchRunner(model, steps, seed=2, sampler="mean").run(*_args(session)))
+
+
+def test_settings_replaced_after_opening_open_the_graph_they_need(tiny_export, tmp_path, session):
+    folder = calibrated_export(tiny_export, tmp_path / "model", diverse_start_step=40, diverse_steps=2)
+    config = ExportManifest.load(folder).model_config
+    model = load_checkpoint(tiny_export.parent / "checkpoint").model
+    runner = OrtRunner(folder, "fp32", threads=1, seed=5)
+    assert set(runner._elnet) == {ELNET_X0}
+    runner.settings = SamplerSettings.named("diverse", config)
+    ours = runner.run(*_args(session))
+    assert set(runner._elnet) == {ELNET_X0, ELNET_EPS}
+    _close(ours, TorchRunner(model, settings=SamplerSettings.named("diverse", config), seed=5).run(*_args(session)))
+
+
+def test_the_stream_and_open_runner_take_a_sampler_by_name(tiny_export, tmp_path):
+    with pytest.raises(FadEdgeError, match="unknown sampler 'random'"):
+        open_runner(tmp_path / "nowhere", sampler="random")  # refused before anything is read
+    folder = calibrated_export(tiny_export, tmp_path / "model", diverse_steps=2)
+    with ListenerStream.from_export(folder, threads=1, sampler="diverse") as stream:
+        assert stream.runner.settings == SamplerSettings.named("diverse", stream.config)
+        assert stream.runner.settings.steps == 2

@@ -1,0 +1,122 @@
+"""`fad-edge evaluate --sampler` and the diverse sampler's calibration (`fad-edge tune-sampler`) on tiny data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import run_cli, tiny_checkpoint
+
+from fad_edge.checkpoint import MODEL_JSON, MODEL_WEIGHTS, load_checkpoint
+from fad_edge.data.synthetic import write_synthetic_dataset
+from fad_edge.errors import FadEdgeError
+from fad_edge.evaluation import encoded_split, score_settings
+from fad_edge.sampler_tuning import GridRow, SamplerGrid, choose, run_grid, write_calibrated_copy
+from fad_edge.sampling import SamplerSettings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    write_synthetic_dataset(root / "data", sessions=4, seconds=5.0, seed=11, image_size=48)
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny model whose "mean" sampler starts from the mean motion, as the small preset's does."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "ck", sample_start_noise=0.0)
+
+
+def test_evaluate_names_the_sampler_it_drew_with(dataset, checkpoint, tmp_path, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", checkpoint, "--data", dataset,
+                           "--out", tmp_path / "diverse", "--sampler", "diverse", "--samples", "2",
+                           "--steps-curve", "1,2", "--react-window", "64", "--react-samples", "2")
+    assert code == 0, output
+    report = json.loads((tmp_path / "diverse.json").read_text())
+    entry = report["samplers"]["FAD"]
+    assert entry["sampler"] == "diverse" and entry["samples"] == 2
+    assert entry["settings"] == {"steps": 1, "start_step": 70, "clip_sample": 6.0, "start_noise": 1.0,
+                                 "temperature": 1.0}
+    said = " ".join(output.split())  # rich wraps long lines at 80 columns
+    assert "FAD: sampler diverse (1 step from t = 70, start noise 1, temperature 1); 2 samples per clip" in said
+    assert "- FAD: sampler diverse" in (tmp_path / "diverse.md").read_text()
+    assert all(report["rows"]["FAD"][g]["diversity"] > 0 for g in ("expression", "rotation"))
+    assert report["react"]["rows"]["FAD"]["expression"]["FRDiv"] > 0  # drawn as calibrated, no start noise forced
+    code, output = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", checkpoint, "--data", dataset,
+                           "--out", tmp_path / "mean", "--samples", "2", "--react-window", "64",
+                           "--react-samples", "2")
+    assert code == 0, output
+    report = json.loads((tmp_path / "mean.json").read_text())
+    assert report["samplers"]["FAD"]["sampler"] == "mean" and report["samplers"]["FAD"]["settings"]["start_noise"] == 0
+    assert report["rows"]["FAD"]["expression"]["diversity"] == 0  # the mean start: one answer for every seed
+    # The REACT table gives the mean sampler start noise 1, and its samples really differ.
+    assert report["react"]["rows"]["FAD"]["expression"]["FRDiv"] > 0 and "start noise set" in " ".join(output.split())
+
+
+def test_the_rule_takes_the_least_relative_fd_within_the_l2_bound():
+    def row(l2: float, fd_exp: float, fd_rot: float) -> GridRow:
+        return GridRow("r", SamplerSettings(), {"expression": {"L2": l2, "FD": fd_exp},
+                                                "rotation": {"L2": l2 / 10, "FD": fd_rot}})
+
+    rows = [row(1.0, 1.0, 0.01), row(1.1, 0.8, 0.009), row(1.4, 0.1, 0.001), row(1.2, 0.4, 0.012)]
+    assert choose(rows, 1.25) == 3  # 0.4 + 1.2 beats 0.8 + 0.9; row 2 drifts too far from the speaker
+    assert choose(rows, 1.5) == 2
+    assert choose(rows, 1.05) is None
+
+
+def test_the_grid_scores_the_mean_sampler_first_and_each_distinct_setting_once(dataset, checkpoint):
+    loaded = load_checkpoint(checkpoint)
+    grid = SamplerGrid(start_steps=(50, 70), steps=(1, 2), temperatures=(1.0, 0.5))
+    candidates = grid.candidates(loaded.config)
+    assert len(candidates) == 6  # the temperature is tried only where there is more than one step
+    report = run_grid(loaded, dataset, "val", grid, samples=2)
+    assert [r.name for r in report.rows] == ["mean", "#1", "#2", "#3", "#4", "#5", "#6"]
+    assert report.rows[0].settings == SamplerSettings.named("mean", loaded.config)
+    assert [r.settings for r in report.rows[1:]] == candidates
+    runner, encoded, truths = encoded_split(loaded, dataset, "val")
+    again = score_settings(runner, encoded, truths, candidates[2], samples=2)
+    assert report.rows[3].scores == again  # seeds 0..1, from the same encoding: repeatable
+    assert report.rows[0].scores["expression"]["diversity"] == 0 < report.rows[1].scores["expression"]["diversity"]
+    assert report.chosen == choose(report.rows, report.max_l2_ratio)
+    with pytest.raises(FadEdgeError, match="start step 100"):
+        SamplerGrid(start_steps=(100,)).candidates(loaded.config)
+
+
+def test_tune_sampler_writes_a_calibrated_copy_and_leaves_the_input_alone(dataset, checkpoint, tmp_path,
+                                                                          monkeypatch, capsys):
+    before = (checkpoint / MODEL_JSON).read_bytes()
+    copy = tmp_path / "calibrated"
+    code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
+                           "--start-steps", "60,70", "--steps", "1,3", "--temperature", "0.5", "--samples", "1",
+                           "--out", tmp_path / "grid", "--write-to", copy, "--pick", "2")
+    assert code == 0, output
+    assert (checkpoint / MODEL_JSON).read_bytes() == before
+    report = json.loads((tmp_path / "grid.json").read_text())
+    assert [row["name"] for row in report["rows"]] == ["mean", "#1", "#2", "#3", "#4"]
+    assert "| setting |" in (tmp_path / "grid.md").read_text() and "rot FD" in output
+    assert all(len(line) <= 80 for line in output.splitlines())
+    loaded = load_checkpoint(copy)
+    assert SamplerSettings.named("diverse", loaded.config) == SamplerSettings(3, 60, 6.0, 1.0, 0.5)  # row #2
+    assert (copy / MODEL_WEIGHTS).read_bytes() == (checkpoint / MODEL_WEIGHTS).read_bytes()
+    assert loaded.config.sample_start_noise == 0.0  # everything else as it was
+    code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
+                           "--write-to", copy)
+    assert code == 2 and "--overwrite" in output and "Traceback" not in output
+
+
+def test_a_calibrated_copy_is_written_whole_and_replaces_a_folder_only_when_asked(checkpoint, tmp_path):
+    target = tmp_path / "in_place"
+    write_calibrated_copy(checkpoint, target, SamplerSettings(2, 40, 6.0, 0.8, 1.0))
+    with pytest.raises(FadEdgeError, match="is the input checkpoint"):
+        write_calibrated_copy(target, target, SamplerSettings(4, 40, 6.0, 0.8, 1.0))
+    with pytest.raises(FadEdgeError, match="inside the checkpoint"):
+        write_calibrated_copy(target, target / "sub", SamplerSettings(4, 40, 6.0, 0.8, 1.0))
+    write_calibrated_copy(target, target, SamplerSettings(4, 40, 6.0, 0.8, 1.0), overwrite=True)
+    assert load_checkpoint(target).config.diverse_steps == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in_place"]  # no staging or .old folder left behind
+    assert np.array_equal(np.frombuffer((target / MODEL_WEIGHTS).read_bytes(), np.uint8),
+                          np.frombuffer((checkpoint / MODEL_WEIGHTS).read_bytes(), np.uint8))
