@@ -52,9 +52,11 @@ def _register() -> None:
         evaluate_commands,
         export_commands,
         model_commands,
+        rules_command,
     )
 
-    for module in (data_commands, model_commands, evaluate_commands, export_commands, bench_commands, demo_command):
+    for module in (data_commands, model_commands, evaluate_commands, rules_command, export_commands, bench_commands,
+                   demo_command):
         module.register(app)
 
 
