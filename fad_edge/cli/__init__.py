@@ -52,10 +52,12 @@ def _register() -> None:
         evaluate_commands,
         export_commands,
         model_commands,
+        rules_command,
         sampler_commands,
     )
 
-    for module in (data_commands, model_commands, evaluate_commands, sampler_commands, export_commands, bench_commands,
+    for module in (data_commands, model_commands, evaluate_commands, rules_command, sampler_commands, export_commands,
+                   bench_commands,
                    demo_command):
         module.register(app)
 
