@@ -11,8 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import run_cli
 from torch import nn
 
+import fad_edge.train as training
 from fad_edge.artifact import AUDIO_ENCODER, VIDEO_ENCODER, ExportManifest
 from fad_edge.checkpoint import load_checkpoint, save_checkpoint
 from fad_edge.data.normalization import Normalization
@@ -23,6 +25,10 @@ from fad_edge.samples import synthetic_samples
 
 NORM_OPS = {"BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization"}
 ENCODERS = {VIDEO_ENCODER: "images", AUDIO_ENCODER: "mel"}
+
+
+class _Stop(Exception):
+    """Raised where training would start."""
 
 
 def _randomize_batch_norms(module: nn.Module, seed: int) -> None:
@@ -73,6 +79,22 @@ def test_encoder_norm_is_checked_and_group_by_default():
     assert ModelConfig.from_dict(older).encoder_norm == "group"
     with pytest.raises(ValueError, match="encoder_norm"):
         preset("tiny", encoder_norm="layer")
+
+
+def test_train_cli_passes_the_encoder_norm_and_refuses_others(monkeypatch, capsys, tmp_path):
+    seen = []
+
+    def stop_before_training(config, *args, **kwargs):
+        seen.append(config)
+        raise _Stop
+
+    monkeypatch.setattr(training, "train", stop_before_training)
+    with pytest.raises(_Stop):
+        run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run", "--encoder-norm", "batch")
+    assert seen[0].overrides == {"encoder_norm": "batch"}
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "other",
+                           "--encoder-norm", "layer")
+    assert code == 2 and "--encoder-norm" in output and "group, batch" in output
 
 
 def test_batch_norm_replaces_group_norm_in_the_encoder_trunks_only():
