@@ -22,7 +22,7 @@ from fad_edge.cli.validate import (
     check_training_step,
 )
 from fad_edge.errors import FadEdgeError
-from fad_edge.models.config import MAX_CONTEXT_CLIPS
+from fad_edge.models.config import ENCODER_NORMS, MAX_CONTEXT_CLIPS
 from fad_edge.sampling import DEFAULT_SAMPLER
 
 if TYPE_CHECKING:
@@ -48,6 +48,9 @@ def train(
                                                 help="Preceding clips of speaker features each clip sees "
                                                 "(default: the preset's)."),
     modalities: str = typer.Option("both", help="Speaker inputs the model may use: both, audio or video."),
+    encoder_norm: Optional[str] = typer.Option(None, help="The encoders' norm after each convolution: group or "
+                                               "batch (folded into the convolutions at export, so INT8 runs "
+                                               "int8 throughout; default: the preset's)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
@@ -70,6 +73,8 @@ def train(
 
     if modalities not in ("both", "audio", "video"):
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
+    if encoder_norm is not None and encoder_norm not in ENCODER_NORMS:
+        raise typer.BadParameter(f"must be one of {', '.join(ENCODER_NORMS)}", param_hint="--encoder-norm")
     if autocast not in AUTOCAST_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
     check_training_step(check_preset(preset), batch_size, clips_per_item, context_clips)
@@ -83,6 +88,7 @@ def train(
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
         autocast=autocast, augment=augment, device=device, workers=workers,
+        overrides={} if encoder_norm is None else {"encoder_norm": encoder_norm},
     )
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; "

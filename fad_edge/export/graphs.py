@@ -3,11 +3,14 @@
 Every graph has a dynamic batch axis: frames for the encoders, clips for ELNet. The encoders apply
 the modality mask themselves, so a runner only concatenates their outputs. `ELNetX0` folds the
 1-step closed form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), the clamp and the de-normalization
-into the graph, so the engine outputs FLAME coefficients directly.
+into the graph, so the engine outputs FLAME coefficients directly. The encoders' BatchNorms (with
+`encoder_norm="batch"`) are folded into their convolutions, so the INT8 graphs stay int8 from
+convolution to convolution.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +18,17 @@ from torch import nn
 
 from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, SIGNATURES, VIDEO_ENCODER
 from fad_edge.listener_model import ListenerModel
+from fad_edge.models.encoders import AudioEncoder, VideoEncoder
+from fad_edge.models.resnet import fold_batch_norms
+
+
+def folded_encoder(encoder: VideoEncoder | AudioEncoder) -> VideoEncoder | AudioEncoder:
+    """The encoder itself if its trunk has no BatchNorm, else a copy with them folded into the convolutions."""
+    if not any(isinstance(module, nn.BatchNorm2d) for module in encoder.trunk.modules()):
+        return encoder
+    folded = copy.deepcopy(encoder).eval()
+    fold_batch_norms(folded.trunk)
+    return folded
 
 
 class MaskedVideoEncoder(nn.Module):
@@ -24,7 +38,7 @@ class MaskedVideoEncoder(nn.Module):
 
     def __init__(self, model: ListenerModel) -> None:
         super().__init__()
-        self.encoder = model.video_encoder
+        self.encoder = folded_encoder(model.video_encoder)
         self.register_buffer("mask", model.modality_mask[: model.config.video_features].clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -38,7 +52,7 @@ class MaskedAudioEncoder(nn.Module):
 
     def __init__(self, model: ListenerModel) -> None:
         super().__init__()
-        self.encoder = model.audio_encoder
+        self.encoder = folded_encoder(model.audio_encoder)
         self.register_buffer("mask", model.modality_mask[model.config.video_features :].clone())
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from fad_edge.export.onnx_export import (
     trace_to_onnx,
 )
 from fad_edge.export.parity import ParityRow, errors, graph_parity, random_inputs, real_inputs
-from fad_edge.export.quantize import batched_feeds, check_runs, quantize_graph
+from fad_edge.export.quantize import QUANTIZED_OPS, batched_feeds, check_runs, quantize_graph
 from fad_edge.listener_model import ListenerModel
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import clip_condition_windows
@@ -247,7 +247,7 @@ def _export_int8(out: Path, manifest: ExportManifest, feeds: dict, checks: list[
         runner = OrtRunner(out, "int8", threads, manifest=manifest)
         return float(np.mean([mean_l2(runner.run_inputs(s.inputs), s.listener) for s in checks]))
 
-    report = {"quantized_ops": ["Conv", "Gemm", "MatMul"], "l2_fp32": reference_l2, "elnet": "int8"}
+    report = {"quantized_ops": QUANTIZED_OPS, "l2_fp32": reference_l2, "elnet": "int8"}
     l2 = l2_now()
     if l2 > INT8_L2_BUDGET * reference_l2:
         # The folded x0 divides by sqrt(alpha_bar), which amplifies ELNet's quantization error;

@@ -10,6 +10,7 @@ from fad_edge.constants import CLIP_LEN, IMAGE_SIZE, MELS_PER_FRAME, N_COEFFS, N
 from fad_edge.errors import CheckpointError, FadEdgeError
 
 MODALITIES = ("both", "audio", "video")
+ENCODER_NORMS = ("group", "batch")
 MAX_CONTEXT_CLIPS = 64  # 17 s of speaker features before each clip; more only costs memory
 
 
@@ -24,6 +25,9 @@ class ModelConfig:
     audio_widths: tuple[int, ...] = (64, 128, 256, 512)
     blocks_per_stage: tuple[int, ...] = (2, 2, 2, 2)
     stem_pool: bool = True  # ResNet's stem max-pool; off for small images so the last map stays >= 4x4
+    # The encoders' norm after each convolution: "group" (GroupNorm), or "batch" (BatchNorm, which the
+    # export folds into the convolutions, so INT8 graphs stay int8 from convolution to convolution).
+    encoder_norm: str = "group"
     keypoints: int = 32  # spatial-softmax keypoints: 2 * keypoints pooled features
     video_features: int = 256
     audio_features: int = 256
@@ -76,6 +80,8 @@ class ModelConfig:
             setattr(self, name, tuple(getattr(self, name)))
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
+        if self.encoder_norm not in ENCODER_NORMS:
+            raise ValueError(f"encoder_norm must be one of {ENCODER_NORMS}, got {self.encoder_norm!r}")
         if self.loss_weighting not in ("uniform", "inverse_alpha_bar"):
             raise ValueError(f"loss_weighting must be uniform or inverse_alpha_bar, got {self.loss_weighting!r}")
         if self.loss_dim_weighting not in ("uniform", "group_variance"):

@@ -31,8 +31,9 @@ class FeatureStandardizer(nn.BatchNorm1d):
     vary across frames by a few percent of their size; ELNet then learns to ignore them and the
     encoders stop learning (seen here: a trained model whose output did not change when the
     speaker inputs were shuffled). Standardizing across samples makes those differences the whole
-    signal. This is the encoders' only batch statistic; ELNet itself uses GroupNorm only, and at
-    inference (and in ONNX) this is a fixed affine map from the running statistics.
+    signal. With the default GroupNorm trunks this is the encoders' only batch statistic; ELNet
+    itself uses GroupNorm only, and at inference (and in ONNX) this is a fixed affine map from the
+    running statistics.
     """
 
     def __init__(self, features: int) -> None:
@@ -47,7 +48,8 @@ class VideoEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.trunk = ResNetTrunk(3, config.video_widths, config.blocks_per_stage, config.stem_pool)
+        self.trunk = ResNetTrunk(3, config.video_widths, config.blocks_per_stage, config.stem_pool,
+                                 norm=config.encoder_norm)
         side = _trunk_output_size(config.image_size, config.stem_pool, len(config.video_widths))
         self.pool = SpatialSoftmax(self.trunk.out_channels, side, side, config.keypoints)
         self.project = nn.Linear(2 * config.keypoints, config.video_features)
@@ -71,7 +73,7 @@ class AudioEncoder(nn.Module):
         # which halves its FLOPs (paper preset, 64 frames: 11.0 -> 6.0 G).
         frame_local = config.audio_encoder == "frame"
         self.trunk = ResNetTrunk(1, config.audio_widths, config.blocks_per_stage, stem_pool=frame_local,
-                                 pool_stride=(1, 2))
+                                 pool_stride=(1, 2), norm=config.encoder_norm)
         stages = len(config.audio_widths)
         time = _trunk_output_size(config.audio_window, False, stages)
         frequency = _trunk_output_size(config.n_mels, frame_local, stages)
