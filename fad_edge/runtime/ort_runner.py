@@ -15,6 +15,7 @@ explicit batch range, and caches them (and its timing cache) in the export folde
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,45 @@ from fad_edge.runtime.base import ClipRunner
 from fad_edge.sampling import SamplerSettings
 
 
-def session_options(threads: int = 2) -> ort.SessionOptions:
+@dataclass(frozen=True)
+class SessionTuning:
+    """How ONNX Runtime schedules threads and memory on the CPU. The defaults are the measured choice.
+
+    `python -m fad_edge.bench.ort_options EXPORT` times the alternatives side by side on a machine.
+    """
+
+    spinning: bool = False  # idle threads of a session's pool busy-wait for work instead of sleeping
+    stop_spinning: bool = False  # with spinning: the pool stops spinning when its run returns
+    shared_pool: bool = False  # one process-wide pool for every session (see `share_thread_pool`)
+    memory_arena: bool = True  # ORT's CPU arena keeps freed blocks for the next run
+    memory_pattern: bool = True  # ORT plans each shape's activation buffers once and reuses the plan
+
+
+DEFAULT_TUNING = SessionTuning()
+_shared_pool_threads: int | None = None  # the size of this process's shared pool, once made
+
+
+def share_thread_pool(threads: int) -> None:
+    """Make ONNX Runtime's process-wide thread pool (`threads` intra-op, 1 inter-op), once per process.
+
+    ONNX Runtime sizes it once, and from then on refuses to open any session of the process with
+    a pool of its own: the choice binds every other user of onnxruntime in the process.
+    """
+    global _shared_pool_threads
+    if _shared_pool_threads is None:
+        # Not re-exported by onnxruntime's top-level module: the Python API's one way to size the global pools.
+        from onnxruntime.capi._pybind_state import set_global_thread_pool_sizes
+
+        set_global_thread_pool_sizes(threads, 1)
+        _shared_pool_threads = threads
+    elif _shared_pool_threads != threads:
+        raise BackendUnavailableError(f"this process's shared ONNX Runtime thread pool has {_shared_pool_threads} "
+                                      f"threads; {threads} needs another process")
+
+
+def session_options(threads: int = 2, tuning: SessionTuning = DEFAULT_TUNING,
+                    profile_prefix: str | None = None) -> ort.SessionOptions:
+    """Options for one session; `profile_prefix` turns ONNX Runtime's profiler on (trace: PREFIX_<time>.json)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -45,7 +84,18 @@ def session_options(threads: int = 2) -> ort.SessionOptions:
     options.log_severity_level = 3  # errors only: ORT's warnings are about its own fusions
     # A runner alternates between three sessions, each with its own thread pool; spinning threads
     # of the idle pools then steal the cores from the busy one (measured: 2.5x slower on 2 cores).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if tuning.spinning else "0")
+    if tuning.stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    if tuning.shared_pool:
+        share_thread_pool(threads)
+        options.use_per_session_threads = False
+        options.intra_op_num_threads = options.inter_op_num_threads = 0  # the shared pool's sizes rule
+    options.enable_cpu_mem_arena = tuning.memory_arena
+    options.enable_mem_pattern = tuning.memory_pattern
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return options
 
 
@@ -99,13 +149,15 @@ def _provider_name(provider: Any) -> str:
 
 
 def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int = 2,
-                 providers: list[Any] | None = None) -> ort.InferenceSession:
+                 providers: list[Any] | None = None, tuning: SessionTuning = DEFAULT_TUNING,
+                 profile_prefix: str | None = None) -> ort.InferenceSession:
     """An ORT session for one graph file, checked to belong to the manifest's checkpoint and to run on `providers`."""
     if not path.is_file():
         raise ExportError(f"{path}: file not found; re-run fad-edge export")
     providers = providers or list(CPU_PROVIDERS)
+    options = session_options(threads, tuning, profile_prefix)
     try:
-        session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # ORT raises its own Fail/InvalidProtobuf/... types
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ExportError(f"{path}: ONNX Runtime cannot load it ({first[:160]}); "
@@ -127,12 +179,18 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
 
 
 class OrtRunner(ClipRunner):
-    """Runs an export folder with ONNX Runtime: on the CPU, or on the providers of `backend` (see the table)."""
+    """Runs an export folder with ONNX Runtime: on the CPU, or on the providers of `backend` (see the table).
+
+    `tuning` sets how ONNX Runtime schedules and allocates (the defaults are measured: see
+    `SessionTuning`). With `profile_dir`, ONNX Runtime's profiler records every session's runs into a trace file in
+    that folder, one per graph; `end_profiling` closes them (`fad-edge profile` reads them).
+    """
 
     backend = "ort"
 
     def __init__(self, folder: Path, precision: str = "fp32", threads: int = 2, steps: int | None = None,
-                 seed: int = 0, manifest: ExportManifest | None = None, device_id: int = 0) -> None:
+                 seed: int = 0, manifest: ExportManifest | None = None, device_id: int = 0,
+                 tuning: SessionTuning = DEFAULT_TUNING, profile_dir: Path | None = None) -> None:
         table = get_backend(self.backend)
         precision = table.check_precision(precision)
         if table.provider:
@@ -151,11 +209,13 @@ class OrtRunner(ClipRunner):
         def session(graph: str) -> ort.InferenceSession:
             path = self.manifest.file(self.folder, graph, table.variant(precision))
             providers = execution_providers(self.backend, precision, path, graph, device_id)
-            return open_session(path, self.manifest, graph, threads, providers)
+            prefix = None if profile_dir is None else str(Path(profile_dir) / graph)
+            return open_session(path, self.manifest, graph, threads, providers, tuning, prefix)
 
         self.video, self.audio = session(VIDEO_ENCODER), session(AUDIO_ENCODER)
         # One step runs the folded graph; more steps run the sampler's loop around the noise predictor.
-        self.elnet = session(ELNET_X0 if self.settings.steps == 1 else ELNET_EPS)
+        self.elnet_graph = ELNET_X0 if self.settings.steps == 1 else ELNET_EPS
+        self.elnet = session(self.elnet_graph)
         normalization = self.manifest.motion_normalization
         self.mean, self.std = normalization.mean, normalization.std
 
@@ -178,6 +238,11 @@ class OrtRunner(ClipRunner):
             epsilon = self.elnet.run(None, {"x_t": x, "step": step, "condition": conditions})[0]
             x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
         return x * self.std + self.mean
+
+    def end_profiling(self) -> dict[str, Path]:
+        """Stop the profiler of each session (opened with `profile_dir`); the trace file of each graph, by name."""
+        sessions = {VIDEO_ENCODER: self.video, AUDIO_ENCODER: self.audio, self.elnet_graph: self.elnet}
+        return {graph: Path(session.end_profiling()) for graph, session in sessions.items()}
 
     def close(self) -> None:
         """ONNX Runtime frees a session's memory when the last reference goes; drop ours."""
