@@ -1,7 +1,7 @@
 """`fad-edge profile`'s tables and JSON: time per graph, then per op type within each graph.
 
-Op types that take under `MINOR_SHARE` of the whole run are summed into one "other" row per graph
-(the JSON keeps every one). Shares are of the profiled time of all graphs together.
+Within each graph, op types that take under `MINOR_SHARE` of the graph's time are summed into one
+"other" row (the JSON keeps every one): of the graph, so that a small graph keeps its breakdown.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from rich.table import Table
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.bench.tables import figure_table, number, number_column, text_column
 
-MINOR_SHARE = 0.005  # op types under 0.5% of the run are summed into one row per graph
+MINOR_SHARE = 0.02  # op types under 2% of their graph's time are summed into one row per graph
 BETWEEN_OPS = "(between ops)"
 
 
@@ -61,7 +61,7 @@ def op_table(summary: dict) -> Table:
         number_column(table, column)
     for graph in summary["graphs"]:
         table.add_row(graph["graph"], "", _ms(graph["ms"]), "100.0%", _percent(graph["ms"], total), style="bold")
-        minor = [op for op in graph["ops"] if op["ms"] < MINOR_SHARE * total]
+        minor = [op for op in graph["ops"] if op["ms"] < MINOR_SHARE * graph["ms"]]
         for op in graph["ops"]:
             if op not in minor:
                 table.add_row(f"  {op['op_type']}", f"{op['nodes']:g}", _ms(op["ms"]), _percent(op["ms"], graph["ms"]),
