@@ -3,7 +3,8 @@ with onnxruntime-gpu, on its CUDA or TensorRT execution provider.
 
 Session options suit small CPUs: `threads` intra-op threads (default 2, one per core of the
 target boards), one inter-op thread and sequential execution, since the graphs are chains of
-convolutions with nothing to run side by side; no thread spinning; all graph optimizations on.
+convolutions with nothing to run side by side; a thread pool per session that does not spin; all
+graph optimizations on. `session_options` says what each choice was measured against.
 
 GPU providers (`ort-cuda`, `ort-trt`) are the same runner with other providers. ONNX Runtime falls
 back to the CPU, with only a warning, when a provider's libraries do not load (CUDA 12, cuDNN 9,
@@ -39,9 +40,8 @@ from fad_edge.sampling import SamplerSettings
 
 @dataclass(frozen=True)
 class SessionTuning:
-    """How ONNX Runtime schedules threads and memory on the CPU. The defaults are the measured choice.
-
-    `python -m fad_edge.bench.ort_options EXPORT` times the alternatives side by side on a machine.
+    """How ONNX Runtime schedules threads and memory on the CPU. The defaults are the measured choice (see
+    `session_options`); `python -m fad_edge.bench.ort_options EXPORT` times the alternatives on a machine.
     """
 
     spinning: bool = False  # idle threads of a session's pool busy-wait for work instead of sleeping
@@ -75,22 +75,45 @@ def share_thread_pool(threads: int) -> None:
 
 def session_options(threads: int = 2, tuning: SessionTuning = DEFAULT_TUNING,
                     profile_prefix: str | None = None) -> ort.SessionOptions:
-    """Options for one session; `profile_prefix` turns ONNX Runtime's profiler on (trace: PREFIX_<time>.json)."""
+    """Options for one session; `profile_prefix` turns ONNX Runtime's profiler on (trace: PREFIX_<time>.json).
+
+    The defaults were chosen by `python -m fad_edge.bench.ort_options` on the small and paper
+    presets, FP32 and INT8, for a 64-frame window (one call per graph, 8 clips) and for one 8-frame
+    clip (a stream's call), on a 2-core AMD EPYC that other jobs kept busy (load 2-7): the robot's
+    case too, whose cores also run the camera, the face detector and the robot. Ratios below are to
+    the defaults, over two runs of every combination; the comments give each choice's reason.
+    """
     options = ort.SessionOptions()
+    # One thread per core. On the busy machine one thread was as fast for a 64-frame window
+    # (0.8-1.0x), but a clip, the latency a stream's user sees, was no faster (1.0-1.2x).
     options.intra_op_num_threads = threads
+    # The graphs are chains of convolutions: nothing to run side by side, so no inter-op threads.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings are about its own fusions
-    # A runner alternates between three sessions, each with its own thread pool; spinning threads
-    # of the idle pools then steal the cores from the busy one (measured: 2.5x slower on 2 cores).
+    # No spinning. A runner alternates three sessions, each with its own pool; spinning threads of
+    # the idle pools take the cores from the busy one: 2.1-2.8x slower for a clip, and 120-140 ms of
+    # CPU burnt in the 300 ms after each call. Spinning only while a run lasts
+    # (session.force_spinning_stop) was still 1.6-1.8x slower.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if tuning.spinning else "0")
     if tuning.stop_spinning:
         options.add_session_config_entry("session.force_spinning_stop", "1")
+    # A pool per session, not ONNX Runtime's shared one (use_per_session_threads = False): that pool
+    # always spins (Python cannot turn it off; session.intra_op.allow_spinning does not reach it, the
+    # idle CPU was the same with 0 and 1), was 1.5-2.0x slower and burnt 40-50 ms of CPU after each
+    # call; and once made, it makes ONNX Runtime refuse every later session of the process that has
+    # a pool of its own, which would bind the application that embeds the runner.
     if tuning.shared_pool:
         share_thread_pool(threads)
         options.use_per_session_threads = False
         options.intra_op_num_threads = options.inter_op_num_threads = 0  # the shared pool's sizes rule
+    elif _shared_pool_threads is not None:
+        raise BackendUnavailableError("this process uses ONNX Runtime's shared thread pool, after which ONNX Runtime "
+                                      "opens no session with a pool of its own; open this runner shared too")
+    # ORT's memory arena and memory patterns stay on (its defaults): every call of a runner repeats
+    # the same shapes, which is what both are for. Off, neither was faster (no arena 0.96-1.24x,
+    # no patterns 0.93-1.25x: the machine's noise).
     options.enable_cpu_mem_arena = tuning.memory_arena
     options.enable_mem_pattern = tuning.memory_pattern
     if profile_prefix is not None:
@@ -224,6 +247,9 @@ class OrtRunner(ClipRunner):
         return cls(path, precision=precision, threads=threads, steps=steps, seed=seed)
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
+        # session.run, not IO binding into pre-allocated outputs: an output is at most 64 KB, whose copy
+        # (under 25 us) is lost in a call of 3-450 ms; measured, IO binding was no faster (within the
+        # noise both ways, -15% to +5%: `python -m fad_edge.bench.ort_options EXPORT --io-binding`).
         video = self.video.run(None, {"images": images.astype(np.float32, copy=False)})[0]
         audio = self.audio.run(None, {"mel": mel.astype(np.float32, copy=False)})[0]
         return np.concatenate([video, audio], axis=1)
