@@ -110,7 +110,9 @@ def random_inputs(config: ModelConfig, frames: int, seed: int = 0) -> SpeakerInp
 
 
 def run_profile(config: ProfileConfig, say: Say = silent) -> dict:
-    """Profile the ORT runner on random inputs; the summary (see `profile_table`) as a JSON-ready dict."""
+    """Profile the ORT runner on random inputs; the summary (`fad_edge.bench.profile_report` prints it) as a dict."""
+    import onnxruntime
+
     from fad_edge.bench.timing import cpu_name
     from fad_edge.runtime.ort_runner import OrtRunner
 
@@ -135,8 +137,6 @@ def run_profile(config: ProfileConfig, say: Say = silent) -> dict:
             for graph, path in traces.items():
                 atomic_write_bytes(config.trace_dir / f"{graph}.json", path.read_bytes())
     graphs.sort(key=lambda g: GRAPH_ORDER.index(g.graph))
-    import onnxruntime
-
     return {
         "export": str(config.folder), "precision": config.precision, "frames": config.frames,
         "clips": inputs.n_clips, "runs": config.runs, "warmup": config.warmup, "threads": config.threads,
