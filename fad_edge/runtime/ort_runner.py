@@ -79,13 +79,13 @@ def session_options(threads: int = 2, tuning: SessionTuning = DEFAULT_TUNING,
 
     The defaults were chosen by `python -m fad_edge.bench.ort_options` on the small and paper
     presets, FP32 and INT8, for a 64-frame window (one call per graph, 8 clips) and for one 8-frame
-    clip (a stream's call), on a 2-core AMD EPYC that other jobs kept busy (load 2-7): the robot's
+    clip (a stream's call), on a 2-core AMD EPYC that other jobs kept busy (load 1.4-7): the robot's
     case too, whose cores also run the camera, the face detector and the robot. Ratios below are to
-    the defaults, over two runs of every combination; the comments give each choice's reason.
+    the defaults, the range over three runs of every combination; each comment gives its reason.
     """
     options = ort.SessionOptions()
-    # One thread per core. On the busy machine one thread was as fast for a 64-frame window
-    # (0.8-1.0x), but a clip, the latency a stream's user sees, was no faster (1.0-1.2x).
+    # One thread per core. A single thread was no consistent win on the busy machine (0.8-1.3x for
+    # a window, 0.8-1.6x for a clip); in the least loaded run the paper INT8 clip took 1.6x as long.
     options.intra_op_num_threads = threads
     # The graphs are chains of convolutions: nothing to run side by side, so no inter-op threads.
     options.inter_op_num_threads = 1
@@ -93,17 +93,18 @@ def session_options(threads: int = 2, tuning: SessionTuning = DEFAULT_TUNING,
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings are about its own fusions
     # No spinning. A runner alternates three sessions, each with its own pool; spinning threads of
-    # the idle pools take the cores from the busy one: 2.1-2.8x slower for a clip, and 120-140 ms of
-    # CPU burnt in the 300 ms after each call. Spinning only while a run lasts
-    # (session.force_spinning_stop) was still 1.6-1.8x slower.
+    # the idle pools take the cores from the busy one: 1.2-2.5x slower for a window, 1.4-3.8x for a
+    # clip, and 84-142 ms of CPU burnt in the 300 ms after each call. Spinning only while a run lasts
+    # (session.force_spinning_stop) was still slower: 1.1-2.0x for a window, 1.0-2.7x for a clip.
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if tuning.spinning else "0")
     if tuning.stop_spinning:
         options.add_session_config_entry("session.force_spinning_stop", "1")
     # A pool per session, not ONNX Runtime's shared one (use_per_session_threads = False): that pool
     # always spins (Python cannot turn it off; session.intra_op.allow_spinning does not reach it, the
-    # idle CPU was the same with 0 and 1), was 1.5-2.0x slower and burnt 40-50 ms of CPU after each
-    # call; and once made, it makes ONNX Runtime refuse every later session of the process that has
-    # a pool of its own, which would bind the application that embeds the runner.
+    # idle CPU was the same with 0 and 1), was never faster (1.0-1.8x for a window, 1.0-2.5x for a
+    # clip) and burnt 37-62 ms of CPU after each call; and once made, it makes ONNX Runtime refuse
+    # every later session of the process with a pool of its own, which would bind the application
+    # that embeds the runner.
     if tuning.shared_pool:
         share_thread_pool(threads)
         options.use_per_session_threads = False
@@ -112,8 +113,8 @@ def session_options(threads: int = 2, tuning: SessionTuning = DEFAULT_TUNING,
         raise BackendUnavailableError("this process uses ONNX Runtime's shared thread pool, after which ONNX Runtime "
                                       "opens no session with a pool of its own; open this runner shared too")
     # ORT's memory arena and memory patterns stay on (its defaults): every call of a runner repeats
-    # the same shapes, which is what both are for. Off, neither was faster (no arena 0.96-1.24x,
-    # no patterns 0.93-1.25x: the machine's noise).
+    # the same shapes, which is what both are for. Off, neither was consistently faster (no arena
+    # 0.76-1.27x, no patterns 0.85-1.25x: within the machine's noise, both ways).
     options.enable_cpu_mem_arena = tuning.memory_arena
     options.enable_mem_pattern = tuning.memory_pattern
     if profile_prefix is not None:
