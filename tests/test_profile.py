@@ -130,9 +130,13 @@ def test_profile_keeps_the_traces_where_asked(tiny_export, tmp_path, monkeypatch
     (["{missing}"], "no manifest.json"),
     (["{export}", "--precision", "int4"], "not 'int4'"),
     (["{export}", "--out", "{tmp}"], "is a folder"),
+    (["{export}", "--trace", "{tmp}/afile"], "is not a folder"),
+    (["{export}", "--frames", "0"], "--frames"),
+    (["{export}", "--frames", "1000000000"], "memory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tiny_export, tmp_path, monkeypatch, capsys):
     values = {"missing": tmp_path / "nowhere", "export": tiny_export, "tmp": tmp_path}
+    (tmp_path / "afile").write_text("not a folder")
     code, output = run_cli(monkeypatch, capsys, "profile", *[arg.format(**values) for arg in args])
     assert code == 2, output
     assert "Traceback" not in output
