@@ -69,6 +69,23 @@ def test_ort_runner_and_stream_run_where_torch_cannot_be_imported(tiny_export):
     assert "ran without torch" in completed.stdout
 
 
+@pytest.mark.slow
+def test_the_profiler_runs_where_torch_cannot_be_imported(tiny_export, tmp_path):
+    """`fad-edge profile` belongs to the edge install: it runs the ONNX Runtime runner only."""
+    completed = _run_without_training_packages(f"""
+        import sys
+        from fad_edge.cli import main
+        sys.argv = ["fad-edge", "profile", {str(tiny_export)!r}, "--frames", "8", "--runs", "1", "--warmup", "0",
+                    "--threads", "1", "--out", {str(tmp_path / "profile.json")!r}]
+        try:
+            main()
+        finally:
+            assert "torch" not in sys.modules
+    """)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (tmp_path / "profile.json").is_file()
+
+
 def test_cli_help_and_a_training_command_without_torch_say_what_to_install():
     completed = _run_without_training_packages("""
         import sys

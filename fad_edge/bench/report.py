@@ -1,9 +1,7 @@
 """The benchmark as rich tables, JSON and a PNG chart.
 
-The tables fit an 80-column terminal (and a file, which rich renders 80 wide) without cutting a
-number short: no vertical rules, one space between columns, no decimals from 1,000 up, numbers
-never wrapped, and the text columns (pipeline and backend stacked in one) the ones that fold when a
-terminal is narrower still.
+The tables follow `fad_edge.bench.tables` (80 columns, no number cut short); the pipeline and
+backend are stacked in one text column, the one that folds when a terminal is narrower still.
 """
 
 from __future__ import annotations
@@ -11,10 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich import box
 from rich.table import Table
 
 from fad_edge.atomic import atomic_write_bytes
+from fad_edge.bench.tables import figure_table, number, number_column, text_column
 from fad_edge.plots import plt, save_figure
 
 
@@ -26,40 +24,22 @@ def where(result: dict) -> str:
     return f"{record['cpu']} ({record['cores']} cores)"
 
 
-def _number(value: float, decimals: int = 1) -> str:
-    """Thousands separated; no decimals from 1000 up (they carry nothing there and cost width)."""
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.{decimals}f}"
-
-
 def _ms(value: float | None) -> str:
-    return "-" if value is None else _number(value * 1000)
-
-
-def _table(title: str) -> Table:
-    # The box's blank vertical rule is the only space between columns: one character.
-    return Table(title=title, box=box.SIMPLE_HEAD, padding=0, show_edge=False, title_justify="left")
-
-
-def _text_column(table: Table, header: str) -> None:
-    table.add_column(header, justify="left", overflow="fold", min_width=9)
-
-
-def _number_column(table: Table, header: str) -> None:
-    table.add_column(header, justify="right", no_wrap=True)
+    return "-" if value is None else number(value * 1000)
 
 
 def rich_table(result: dict) -> Table:
-    table = _table(f"fad-edge bench on {where(result)}; fp32 GEMM {result['gemm_gflops']:,.0f} GFLOP/s")
-    _text_column(table, "pipeline\nbackend")
+    table = figure_table(f"fad-edge bench on {where(result)}; fp32 GEMM {result['gemm_gflops']:,.0f} GFLOP/s")
+    text_column(table, "pipeline\nbackend")
     for column in ("frames", "GFLOPs", "params\n(M)", "median\nms", "p99\nms", "GFLOP/s", "% of\nGEMM"):
-        _number_column(table, column)
+        number_column(table, column)
     for row in result["rows"]:
         latency = row["latency"]
         achieved = row["flops"] / latency["median"] / 1e9 if latency else None
         table.add_row(f"{row['pipeline']}\n[dim]{row['backend']}[/dim]", str(row["frames"]),
-                      _number(row["flops"] / 1e9, 2), f"{row['params'] / 1e6:.2f}",
+                      number(row["flops"] / 1e9, 2), f"{row['params'] / 1e6:.2f}",
                       _ms(latency and latency["median"]), _ms(latency and latency["p99"]),
-                      "-" if achieved is None else _number(achieved),
+                      "-" if achieved is None else number(achieved),
                       "-" if achieved is None else f"{100 * achieved / result['gemm_gflops']:.0f}")
     return table
 
@@ -74,15 +54,15 @@ def legend(result: dict) -> list[str]:
 
 
 def ratio_table(result: dict) -> Table:
-    table = _table("ratios to FAD (fastest backend); the paper's claims beside them")
+    table = figure_table("ratios to FAD (fastest backend); the paper's claims beside them")
     for column in ("pipeline", "frames", "vs", "FLOPs x", "time x", "paper\nFLOPs x", "paper\ntime x"):
         if column in ("pipeline", "vs"):
-            _text_column(table, column)
+            text_column(table, column)
         else:
-            _number_column(table, column)
+            number_column(table, column)
     for ratio in result["ratios"]:
         paper = ratio["paper"] or {}
-        table.add_row(ratio["pipeline"], str(ratio["frames"]), ratio["against"], _number(ratio["flops_ratio"]),
+        table.add_row(ratio["pipeline"], str(ratio["frames"]), ratio["against"], number(ratio["flops_ratio"]),
                       "-" if ratio["time_ratio"] is None else f"{ratio['time_ratio']:,.0f}",
                       f"{paper.get('flops', float('nan')):g}", f"{paper.get('time', float('nan')):g}")
     return table
@@ -92,13 +72,13 @@ def throughput_table(result: dict) -> Table | None:
     """Frames per second at large batches (device bench only)."""
     if not result.get("throughput"):
         return None
-    table = _table(f"batch throughput on {where(result)}: one call carries all frames")
-    _text_column(table, "backend")
+    table = figure_table(f"batch throughput on {where(result)}: one call carries all frames")
+    text_column(table, "backend")
     for column in ("frames", "seconds", "frames/s", "clips/s"):
-        _number_column(table, column)
+        number_column(table, column)
     for entry in result["throughput"]:
         table.add_row(entry["backend"], str(entry["frames"]), f"{entry['seconds']:.3f}",
-                      _number(entry["frames_per_second"], 0), _number(entry["clips_per_second"], 0))
+                      number(entry["frames_per_second"], 0), number(entry["clips_per_second"], 0))
     return table
 
 

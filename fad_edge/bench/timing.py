@@ -1,4 +1,8 @@
-"""Latency statistics and the machine's reference throughput, measured the same way for every pipeline."""
+"""Latency statistics and the machine's reference throughput, measured the same way for every pipeline.
+
+torch is imported where a function needs it, so that the torch-free edge install can time and
+describe its machine (`fad-edge profile`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -59,6 +66,8 @@ def gemm_gflops(size: int = 1024, seconds: float = 1.0, device: torch.device | N
     On a GPU the products are queued in groups and the clock stops after the GPU has finished them;
     torch's default matmul precision keeps them IEEE fp32 (no TF32).
     """
+    import torch
+
     device = device or torch.device("cpu")
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     wait = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -79,6 +88,8 @@ def gemm_gflops(size: int = 1024, seconds: float = 1.0, device: torch.device | N
 def gpu_record(device: torch.device) -> dict:
     """The GPU the figures were measured on: name, compute capability, memory, driver, CUDA and cuDNN versions."""
     import subprocess
+
+    import torch
 
     properties = torch.cuda.get_device_properties(device)
     driver = None
@@ -110,6 +121,7 @@ def cpu_name() -> str:
 def machine(device: torch.device | None = None) -> dict:
     """What the figures were measured on (with the GPU's record when `device` is one)."""
     import onnxruntime
+    import torch
 
     return {
         "cpu": cpu_name(),

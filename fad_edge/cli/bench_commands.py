@@ -1,4 +1,5 @@
-"""`fad-edge bench`: FLOPs, parameters and latency of FAD against the replica pipelines."""
+"""`fad-edge bench`: FLOPs, parameters and latency of FAD against the replica pipelines; `fad-edge profile`: where
+ONNX Runtime's time goes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from fad_edge.cli.validate import (
     SAMPLER_HELP,
     check_finite,
     check_frames_fit,
+    check_output_dir,
+    check_output_file,
     check_output_stem,
     check_preset,
     check_sampler_name,
@@ -131,5 +134,55 @@ def _model_config(model: Path | None, preset_name: str) -> ModelConfig:
     return ExportManifest.load(model).model_config
 
 
+def profile(
+    folder: Path = typer.Argument(..., help="An export folder (fad-edge export)."),
+    precision: str = typer.Option("fp32", help="The graphs to profile: fp32 or int8 (fp16: TensorRT's graph, run "
+                                  "on the CPU)."),
+    frames: int = typer.Option(64, min=1, help="Frames per run: 64 is one encoder call and 8 clips; 8 is one clip, "
+                               "as a stream runs it."),
+    runs: int = typer.Option(10, min=1, max=MAX_RUNS, help="Profiled runs, after the warm-up."),
+    warmup: int = typer.Option(2, min=0, max=100, help="Runs first, left out of the figures."),
+    threads: int = typer.Option(2, min=1, help="ONNX Runtime's intra-op threads per session."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the model's)."),
+    out: Optional[Path] = typer.Option(None, help="Also write the summary (every op type of every graph) as JSON."),
+    trace: Optional[Path] = typer.Option(None, help="Keep ONNX Runtime's raw traces in this folder, one GRAPH.json "
+                                         "per graph (for Perfetto or chrome://tracing); by default they are deleted."),
+) -> None:
+    """Where the ONNX Runtime runner's time goes: per graph and per op type, from ONNX Runtime's profiler."""
+    from fad_edge.artifact import ExportManifest
+    from fad_edge.backends import get_backend
+    from fad_edge.bench.profile import ProfileConfig, run_profile
+    from fad_edge.bench.profile_report import footer, graph_table, headline, op_table, write_summary
+    from fad_edge.cli.progress import make_progress
+
+    manifest = ExportManifest.load(folder)
+    get_backend("ort").check_precision(precision)
+    check_frames_fit(frames, manifest.model_config, "--frames", "profile fewer frames")
+    check_threads(threads)
+    if out is not None:
+        check_output_file(out)
+    if trace is not None:
+        check_output_dir(trace, "--trace")
+    config = ProfileConfig(folder=folder, precision=precision, frames=frames, runs=runs, warmup=warmup,
+                           threads=threads, steps=steps, trace_dir=trace)
+    progress = make_progress(console)
+    with progress:
+        task = progress.add_task("profile", total=None, status="")
+        summary = run_profile(config, say=lambda message: progress.update(task, status=message))
+    for line in headline(summary):
+        console.print(line, highlight=False, markup=False)
+    console.print("\ntime per run, by graph", highlight=False, markup=False)
+    console.print(graph_table(summary))
+    console.print("\ntime per run, by op type within each graph", highlight=False, markup=False)
+    console.print(op_table(summary))
+    for line in footer(summary):
+        console.print(line, highlight=False, markup=False)
+    if out is not None:
+        console.print(f"wrote {write_summary(summary, out)}", highlight=False, markup=False)
+    if trace is not None:
+        console.print(f"kept ONNX Runtime's traces in {trace}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(bench)
+    app.command()(profile)

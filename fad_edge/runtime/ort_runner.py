@@ -3,7 +3,8 @@ with onnxruntime-gpu, on its CUDA or TensorRT execution provider.
 
 Session options suit small CPUs: `threads` intra-op threads (default 2, one per core of the
 target boards), one inter-op thread and sequential execution, since the graphs are chains of
-convolutions with nothing to run side by side; no thread spinning; all graph optimizations on.
+convolutions with nothing to run side by side; a thread pool per session that does not spin; all
+graph optimizations on. `session_options` says what each choice was measured against.
 
 GPU providers (`ort-cuda`, `ort-trt`) are the same runner with other providers. ONNX Runtime falls
 back to the CPU, with only a warning, when a provider's libraries do not load (CUDA 12, cuDNN 9,
@@ -15,6 +16,7 @@ explicit batch range, and caches them (and its timing cache) in the export folde
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +38,88 @@ from fad_edge.runtime.base import ClipRunner
 from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 
-def session_options(threads: int = 2) -> ort.SessionOptions:
+@dataclass(frozen=True)
+class SessionTuning:
+    """How ONNX Runtime schedules threads and memory on the CPU. The defaults are the measured choice (see
+    `session_options`); `python -m fad_edge.bench.ort_options EXPORT` times the alternatives on a machine.
+    """
+
+    spinning: bool = False  # idle threads of a session's pool busy-wait for work instead of sleeping
+    stop_spinning: bool = False  # with spinning: the pool stops spinning when its run returns
+    shared_pool: bool = False  # one process-wide pool for every session (see `share_thread_pool`)
+    memory_arena: bool = True  # ORT's CPU arena keeps freed blocks for the next run
+    memory_pattern: bool = True  # ORT plans each shape's activation buffers once and reuses the plan
+
+
+DEFAULT_TUNING = SessionTuning()
+_shared_pool_threads: int | None = None  # the size of this process's shared pool, once made
+
+
+def share_thread_pool(threads: int) -> None:
+    """Make ONNX Runtime's process-wide thread pool (`threads` intra-op, 1 inter-op), once per process.
+
+    ONNX Runtime sizes it once, and from then on refuses to open any session of the process with
+    a pool of its own: the choice binds every other user of onnxruntime in the process.
+    """
+    global _shared_pool_threads
+    if _shared_pool_threads is None:
+        # Not re-exported by onnxruntime's top-level module: the Python API's one way to size the global pools.
+        from onnxruntime.capi._pybind_state import set_global_thread_pool_sizes
+
+        set_global_thread_pool_sizes(threads, 1)
+        _shared_pool_threads = threads
+    elif _shared_pool_threads != threads:
+        raise BackendUnavailableError(f"this process's shared ONNX Runtime thread pool has {_shared_pool_threads} "
+                                      f"threads; {threads} needs another process")
+
+
+def session_options(threads: int = 2, tuning: SessionTuning = DEFAULT_TUNING,
+                    profile_prefix: str | None = None) -> ort.SessionOptions:
+    """Options for one session; `profile_prefix` turns ONNX Runtime's profiler on (trace: PREFIX_<time>.json).
+
+    The defaults were chosen by `python -m fad_edge.bench.ort_options` on the small and paper
+    presets, FP32 and INT8, for a 64-frame window (one call per graph, 8 clips) and for one 8-frame
+    clip (a stream's call), on a 2-core AMD EPYC that other jobs kept busy (load 1.4-7): the robot's
+    case too, whose cores also run the camera, the face detector and the robot. Ratios below are to
+    the defaults, the range over three runs of every combination; each comment gives its reason.
+    """
     options = ort.SessionOptions()
+    # One thread per core. A single thread was no consistent win on the busy machine (0.8-1.3x for
+    # a window, 0.8-1.6x for a clip); in the least loaded run the paper INT8 clip took 1.6x as long.
     options.intra_op_num_threads = threads
+    # The graphs are chains of convolutions: nothing to run side by side, so no inter-op threads.
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: ORT's warnings are about its own fusions
-    # A runner alternates between three sessions, each with its own thread pool; spinning threads
-    # of the idle pools then steal the cores from the busy one (measured: 2.5x slower on 2 cores).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # No spinning. A runner alternates three sessions, each with its own pool; spinning threads of
+    # the idle pools take the cores from the busy one: 1.2-2.5x slower for a window, 1.4-3.8x for a
+    # clip, and 84-142 ms of CPU burnt in the 300 ms after each call. Spinning only while a run lasts
+    # (session.force_spinning_stop) was still slower: 1.1-2.0x for a window, 1.0-2.7x for a clip.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if tuning.spinning else "0")
+    if tuning.stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    # A pool per session, not ONNX Runtime's shared one (use_per_session_threads = False): that pool
+    # always spins (Python cannot turn it off; session.intra_op.allow_spinning does not reach it, the
+    # idle CPU was the same with 0 and 1), was never faster (1.0-1.8x for a window, 1.0-2.5x for a
+    # clip) and burnt 37-62 ms of CPU after each call; and once made, it makes ONNX Runtime refuse
+    # every later session of the process with a pool of its own, which would bind the application
+    # that embeds the runner.
+    if tuning.shared_pool:
+        share_thread_pool(threads)
+        options.use_per_session_threads = False
+        options.intra_op_num_threads = options.inter_op_num_threads = 0  # the shared pool's sizes rule
+    elif _shared_pool_threads is not None:
+        raise BackendUnavailableError("this process uses ONNX Runtime's shared thread pool, after which ONNX Runtime "
+                                      "opens no session with a pool of its own; open this runner shared too")
+    # ORT's memory arena and memory patterns stay on (its defaults): every call of a runner repeats
+    # the same shapes, which is what both are for. Off, neither was consistently faster (no arena
+    # 0.76-1.27x, no patterns 0.85-1.25x: within the machine's noise, both ways).
+    options.enable_cpu_mem_arena = tuning.memory_arena
+    options.enable_mem_pattern = tuning.memory_pattern
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return options
 
 
@@ -99,13 +173,15 @@ def _provider_name(provider: Any) -> str:
 
 
 def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int = 2,
-                 providers: list[Any] | None = None) -> ort.InferenceSession:
+                 providers: list[Any] | None = None, tuning: SessionTuning = DEFAULT_TUNING,
+                 profile_prefix: str | None = None) -> ort.InferenceSession:
     """An ORT session for one graph file, checked to belong to the manifest's checkpoint and to run on `providers`."""
     if not path.is_file():
         raise ExportError(f"{path}: file not found; re-run fad-edge export")
     providers = providers or list(CPU_PROVIDERS)
+    options = session_options(threads, tuning, profile_prefix)
     try:
-        session = ort.InferenceSession(str(path), session_options(threads), providers=providers)
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as error:  # ORT raises its own Fail/InvalidProtobuf/... types
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ExportError(f"{path}: ONNX Runtime cannot load it ({first[:160]}); "
@@ -127,13 +203,19 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
 
 
 class OrtRunner(ClipRunner):
-    """Runs an export folder with ONNX Runtime: on the CPU, or on the providers of `backend` (see the table)."""
+    """Runs an export folder with ONNX Runtime: on the CPU, or on the providers of `backend` (see the table).
+
+    `tuning` sets how ONNX Runtime schedules and allocates (the defaults are measured: see
+    `SessionTuning`). With `profile_dir`, ONNX Runtime's profiler records every session's runs into a trace file in
+    that folder, one per graph; `end_profiling` closes them (`fad-edge profile` reads them).
+    """
 
     backend = "ort"
 
     def __init__(self, folder: Path, precision: str = "fp32", threads: int = 2, steps: int | None = None,
                  seed: int = 0, manifest: ExportManifest | None = None, device_id: int = 0,
-                 sampler: str = DEFAULT_SAMPLER) -> None:
+                 sampler: str = DEFAULT_SAMPLER, tuning: SessionTuning = DEFAULT_TUNING,
+                 profile_dir: Path | None = None) -> None:
         table = get_backend(self.backend)
         precision = table.check_precision(precision)
         if table.provider:
@@ -152,7 +234,8 @@ class OrtRunner(ClipRunner):
         def session(graph: str) -> ort.InferenceSession:
             path = self.manifest.file(self.folder, graph, table.variant(precision))
             providers = execution_providers(self.backend, precision, path, graph, device_id)
-            return open_session(path, self.manifest, graph, threads, providers)
+            prefix = None if profile_dir is None else str(Path(profile_dir) / graph)
+            return open_session(path, self.manifest, graph, threads, providers, tuning, prefix)
 
         self._session = session
         self.video, self.audio = session(VIDEO_ENCODER), session(AUDIO_ENCODER)
@@ -179,6 +262,9 @@ class OrtRunner(ClipRunner):
         return self._elnet[graph]
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
+        # session.run, not IO binding into pre-allocated outputs: an output is at most 64 KB, whose copy
+        # (under 25 us) is lost in a call of 3-450 ms; measured, IO binding was no faster (within the
+        # noise both ways, -15% to +5%: `python -m fad_edge.bench.ort_options EXPORT --io-binding`).
         video = self.video.run(None, {"images": images.astype(np.float32, copy=False)})[0]
         audio = self.audio.run(None, {"mel": mel.astype(np.float32, copy=False)})[0]
         return np.concatenate([video, audio], axis=1)
@@ -194,6 +280,11 @@ class OrtRunner(ClipRunner):
             epsilon = self.elnet(graph).run(None, {"x_t": x, "step": step, "condition": conditions})[0]
             x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
         return x * self.std + self.mean
+
+    def end_profiling(self) -> dict[str, Path]:
+        """Stop the profiler of each session (opened with `profile_dir`); the trace file of each graph, by name."""
+        sessions = {VIDEO_ENCODER: self.video, AUDIO_ENCODER: self.audio, **self._elnet}
+        return {graph: Path(session.end_profiling()) for graph, session in sessions.items()}
 
     def close(self) -> None:
         """ONNX Runtime frees a session's memory when the last reference goes; drop ours."""

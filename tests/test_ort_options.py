@@ -1,0 +1,57 @@
+"""The ONNX Runtime runner's session options: what each SessionTuning field sets, and the shared pool's rules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from fad_edge.runtime.ort_runner import SessionTuning, session_options
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_defaults_are_a_pool_per_session_that_does_not_spin_with_arena_and_patterns():
+    options = session_options(2)
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.use_per_session_threads and options.enable_cpu_mem_arena and options.enable_mem_pattern
+    assert not options.enable_profiling
+
+
+def test_each_tuning_field_reaches_its_option(tmp_path):
+    tuning = SessionTuning(spinning=True, stop_spinning=True, memory_arena=False, memory_pattern=False)
+    options = session_options(1, tuning, profile_prefix=str(tmp_path / "video_encoder"))
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+    assert options.enable_profiling and options.profile_file_prefix == str(tmp_path / "video_encoder")
+
+
+@pytest.mark.slow
+def test_the_shared_pool_runs_and_then_refuses_a_runner_with_its_own_pool(tiny_export):
+    """In a process of its own: the shared pool is process-wide and cannot be undone."""
+    code = textwrap.dedent(f"""
+        import numpy as np
+        from fad_edge.errors import BackendUnavailableError
+        from fad_edge.runtime.ort_runner import OrtRunner, SessionTuning
+
+        own = OrtRunner({str(tiny_export)!r})  # opened before the shared pool: keeps working
+        shared = OrtRunner({str(tiny_export)!r}, tuning=SessionTuning(shared_pool=True))
+        frames = np.random.default_rng(0).integers(0, 255, (16, 40, 40, 3), dtype=np.uint8)
+        audio = np.zeros(16 * 533 + 800, np.float32)
+        np.testing.assert_allclose(shared.run(frames, audio, 16000), own.run(frames, audio, 16000), atol=1e-5)
+        for kwargs in ({{}}, {{"threads": 1, "tuning": SessionTuning(shared_pool=True)}}):
+            try:
+                OrtRunner({str(tiny_export)!r}, **kwargs)
+            except BackendUnavailableError as error:
+                print("refused:", error)
+    """)
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    refusals = completed.stdout.splitlines()
+    assert len(refusals) == 2
+    assert "open this runner shared too" in refusals[0] and "needs another process" in refusals[1]
