@@ -43,7 +43,7 @@ class TrainConfig:
     data: str
     out: str
     preset: str = "small"
-    epochs: int = 2  # the demo's data (96 x 20 s synthetic sessions): 1224 steps, 12 min on 2 cores
+    epochs: int = 2  # passes over the training windows (the demo instead sets a step budget, max_steps)
     batch_size: int = 8  # windows per step (per process)
     clips_per_item: int = 4  # K consecutive clips per window: batch_size * K clips a step
     noise_draws: int = 4  # (step, noise) draws per clip and step
