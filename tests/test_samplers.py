@@ -36,11 +36,11 @@ def test_mean_is_the_models_own_setting_and_diverse_reads_its_fields(name):
     assert SamplerSettings.named("diverse", config).start_noise == 1.0
 
 
-def test_the_small_preset_draws_its_diverse_sample_from_where_it_trains():
+def test_the_small_preset_draws_its_diverse_sample_as_calibrated():
     small = preset("small")
     mean, diverse = SamplerSettings.named("mean", small), SamplerSettings.named("diverse", small)
     assert (mean.start_step, mean.start_noise) == (90, 0.0)
-    assert (diverse.start_step, diverse.start_noise, diverse.steps) == (90, 1.0, 1)
+    assert (diverse.start_step, diverse.start_noise, diverse.steps) == (99, 1.0, 3)
 
 
 def test_configs_saved_before_the_diverse_fields_load_with_their_defaults():
@@ -117,7 +117,8 @@ def test_replacing_a_runners_settings_moves_its_sampler_too():
     assert runner.sampler.settings.start_noise == 1.0
     assert np.abs(runner.initial_state(2, np.random.default_rng(0))).min() > 0
     assert runner.folded_one_step  # one step from the model's start step: the export's folded graph serves it
-    runner.settings = SamplerSettings.named("diverse", dataclasses.replace(config, diverse_start_step=60))
+    runner.settings = SamplerSettings.named("diverse", dataclasses.replace(config, diverse_start_step=60,
+                                                                                diverse_steps=1))
     assert not runner.folded_one_step and runner.sampler.timesteps == [60]
     with pytest.raises(ValueError, match="start step"):
         runner.settings = SamplerSettings(start_step=100)

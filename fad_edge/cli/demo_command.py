@@ -109,7 +109,7 @@ def demo(
 
     where = Table(title=f"fad-edge demo ({time.time() - started:.0f} s)")
     where.add_column("output")
-    where.add_column("where")
+    where.add_column("where", overflow="fold")  # a path is never cut short
     for name, path in outputs:
         where.add_row(name, escape(path))
     console.print(where)
