@@ -28,7 +28,8 @@ import numpy as np
 
 from fad_edge.constants import EXPRESSION, HEAD, N_COEFFS
 from fad_edge.data.layout import list_sessions
-from fad_edge.data.synthetic import LISTENER_FACTORS, RULES, listener_basis, listener_rules, read_session_record
+from fad_edge.data.synthetic import LISTENER_FACTORS, RULES, listener_basis, listener_rules
+from fad_edge.data.synthetic_dataset import read_session_record
 from fad_edge.errors import DataError
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.samples import LabelledInputs, split_samples

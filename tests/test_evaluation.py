@@ -15,7 +15,7 @@ from helpers import run_cli, tiny_checkpoint
 from fad_edge.baselines import Baselines, BaselineSequence
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data import layout
-from fad_edge.data.synthetic import write_synthetic_dataset
+from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.evaluation import evaluate
 
 pytestmark = pytest.mark.slow

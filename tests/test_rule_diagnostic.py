@@ -7,16 +7,9 @@ import pytest
 from helpers import run_cli, tiny_checkpoint
 
 from fad_edge.constants import EXPRESSION, HEAD, JAW, N_COEFFS, N_EXPRESSION
-from fad_edge.data import layout, synthetic
-from fad_edge.data.synthetic import (
-    RULES,
-    SyntheticConfig,
-    generate_session,
-    listener_basis,
-    listener_rules,
-    read_session_record,
-    write_synthetic_dataset,
-)
+from fad_edge.data import layout, synthetic, synthetic_dataset
+from fad_edge.data.synthetic import RULES, SyntheticConfig, generate_session, listener_basis, listener_rules
+from fad_edge.data.synthetic_dataset import read_session_record, write_synthetic_dataset
 from fad_edge.errors import DataError
 from fad_edge.rule_diagnostic import score_rules
 
@@ -145,12 +138,12 @@ def test_each_written_session_records_its_seed_and_older_folders_are_read_from_m
     for index in range(3):
         folder = tmp_path / "d" / f"session_{index:03d}"
         seed, config = read_session_record(folder)
-        assert seed == synthetic.session_seed(4, index) and config == SyntheticConfig(seconds=2, image_size=32)
+        assert seed == synthetic_dataset.session_seed(4, index) and config == SyntheticConfig(seconds=2, image_size=32)
         np.testing.assert_array_equal(listener_rules(seed, config).motion,
                                       np.load(folder / layout.LISTENER))
-        (folder / synthetic.SESSION_RECORD).unlink()  # as written before the record existed
+        (folder / synthetic_dataset.SESSION_RECORD).unlink()  # as written before the record existed
         seed, config = read_session_record(folder)
-        assert seed == synthetic.session_seed(4, index)
+        assert seed == synthetic_dataset.session_seed(4, index)
         np.testing.assert_array_equal(listener_rules(seed, config).motion, np.load(folder / layout.LISTENER))
 
 
@@ -159,7 +152,7 @@ def test_a_session_that_is_not_synthetic_is_refused(tmp_path):
                                   16000, np.zeros((4, 56), np.float32), source="ViCo clip 12")
     with pytest.raises(DataError, match="not a fad-edge synthetic session"):
         read_session_record(folder)
-    (folder / synthetic.SESSION_RECORD).write_text('{"generator": "fad-edge synthetic", "seed": "x"}')
+    (folder / synthetic_dataset.SESSION_RECORD).write_text('{"generator": "fad-edge synthetic", "seed": "x"}')
     with pytest.raises(DataError, match="synthetic.json: not a fad-edge synthetic session record"):
         read_session_record(folder)
 
@@ -204,7 +197,7 @@ def test_the_command_refuses_data_that_is_not_synthetic_or_was_changed(monkeypat
     code, output = run_cli(monkeypatch, capsys, "rules", checkpoint, "--data", copy, "--device", "cpu")
     _assert_one_line_error(code, output, "does not reproduce this session's listener")
 
-    (test_session / synthetic.SESSION_RECORD).unlink()
+    (test_session / synthetic_dataset.SESSION_RECORD).unlink()
     meta = json.loads((test_session / layout.META).read_text())
     (test_session / layout.META).write_text(json.dumps({**meta, "source": "ViCo"}))
     code, output = run_cli(monkeypatch, capsys, "rules", checkpoint, "--data", copy, "--device", "cpu")

@@ -9,7 +9,7 @@ import pytest
 from helpers import run_cli, tiny_checkpoint
 
 from fad_edge.checkpoint import MODEL_JSON, MODEL_WEIGHTS, load_checkpoint
-from fad_edge.data.synthetic import write_synthetic_dataset
+from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.errors import FadEdgeError
 from fad_edge.evaluation import encoded_split, score_settings
 from fad_edge.sampler_tuning import GridRow, SamplerGrid, choose, run_grid, write_calibrated_copy

@@ -7,7 +7,8 @@ import pytest
 
 from fad_edge.constants import FPS, HEAD, SAMPLE_RATE
 from fad_edge.data import layout, synthetic
-from fad_edge.data.synthetic import SyntheticConfig, generate_session, write_synthetic_dataset
+from fad_edge.data.synthetic import SyntheticConfig, generate_session
+from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from helpers import run_cli
 import fad_edge.train as training
 from fad_edge import train_precision
 from fad_edge.checkpoint import load_checkpoint, load_train_state
-from fad_edge.data.synthetic import write_synthetic_dataset
+from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.errors import FadEdgeError
 from fad_edge.train import TrainConfig, train
 from fad_edge.train_batches import StepBatches, step_loader

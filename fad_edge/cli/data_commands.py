@@ -28,7 +28,7 @@ def synth(
         "(listener_alternatives.npy; default: the generator's, 5; 0 writes none)."),
 ) -> None:
     """Write a synthetic dyadic dataset (speaker video + audio, listener motion) in our layout."""
-    from fad_edge.data.synthetic import check_synthetic_size, write_synthetic_dataset
+    from fad_edge.data.synthetic_dataset import check_synthetic_size, write_synthetic_dataset
 
     check_finite(seconds, "--seconds", 2.0)
     check_synthetic_size(seconds, image_size)

@@ -39,7 +39,7 @@ def demo(
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.cli.progress import RichTrainReporter
     from fad_edge.data.layout import list_sessions
-    from fad_edge.data.synthetic import write_synthetic_dataset
+    from fad_edge.data.synthetic_dataset import write_synthetic_dataset
     from fad_edge.evaluation import evaluate
     from fad_edge.evaluation_report import rich_tables, write_reports
     from fad_edge.export.pipeline import ExportOptions, export_model

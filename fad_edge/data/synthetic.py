@@ -34,7 +34,8 @@ Rule components
     `listener_rules(seed, config)` recomputes, without drawing video, a session's listener and the true
     per-frame part each predictable rule adds to it (nod, brow, smile, head): what a model could learn,
     the idle drift, blinks and noise left out. `listener_basis()` maps expression vectors to factors.
-    Every session folder `write_synthetic_dataset` writes records its seed and config in synthetic.json.
+    Every session folder `synthetic_dataset.write_synthetic_dataset` writes records its seed and config
+    in synthetic.json.
 
 Alternative listeners
     The same speaker can be given K more listeners who follow the same rules, each with its own lags,
@@ -44,29 +45,18 @@ Alternative listeners
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from fad_edge.atomic import atomic_write_bytes
 from fad_edge.constants import EXPRESSION, FPS, HEAD, JAW, N_COEFFS, N_EXPRESSION, SAMPLE_RATE
-from fad_edge.data.layout import META, write_session, write_splits
-from fad_edge.errors import DataError
-from fad_edge.resources import check_fits
 
 # Constant seeds for the two "FLAME bases": the same for every session and dataset.
 _SPEAKER_BASIS_SEED = 20_231_001
 _LISTENER_BASIS_SEED = 20_231_002
 
 LAG_NOD, LAG_SMILE, LAG_BROW, LAG_HEAD = 8, 6, 4, 12
-# A session is generated whole in memory: its uint8 frames and about eight float64 copies of its audio.
-AUDIO_BYTES_PER_SAMPLE = 64
 _ALTERNATIVE_STREAM = 1  # alternative listener k of session `seed` draws from default_rng([seed, 1, k])
 DEFAULT_ALTERNATIVES = 5  # alternative listeners written per session (listener_alternatives.npy)
 # The listener's expression factors, in the columns of its basis, and their scales.
@@ -74,10 +64,6 @@ LISTENER_FACTORS = ("smile", "brow", "blink", "idle1", "idle2")
 _LISTENER_SCALES = np.array([1, 0.8, 0.4, 0.5, 0.5])
 # The predictable rules whose true components `listener_rule_components` gives.
 RULES = ("nod", "brow", "smile", "head")
-# Each session folder written by `write_synthetic_dataset` records its seed and config in this file.
-SESSION_RECORD = "synthetic.json"
-RECORD_GENERATOR = "fad-edge synthetic"
-_SOURCE = re.compile(r"fad-edge synthetic \(seed (\d+), index (\d+),")  # meta.json's source, before the record
 
 
 @dataclass(frozen=True)
@@ -411,95 +397,3 @@ def listener_rules(seed: int, config: SyntheticConfig = SyntheticConfig()) -> Li
 def listener_rule_components(seed: int, config: SyntheticConfig = SyntheticConfig()) -> dict[str, np.ndarray]:
     """`RULES` -> (T,) float64: the true part of session `seed`'s listener that each predictable rule makes."""
     return listener_rules(seed, config).components
-
-
-def split_names(names: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
-    """About 70/15/15, each split at least one session."""
-    order = [names[i] for i in rng.permutation(len(names))]
-    n_val = n_test = max(1, round(0.15 * len(names)))
-    return {"train": sorted(order[n_val + n_test :]), "val": sorted(order[:n_val]),
-            "test": sorted(order[n_val : n_val + n_test])}
-
-
-def check_synthetic_size(seconds: float, image_size: int) -> None:
-    """Refuse a session length or image size that is not finite and positive or cannot fit in memory."""
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise DataError(f"session length must be a finite number of seconds above 0, got {seconds}")
-    if image_size < 1:
-        raise DataError(f"image size must be positive, got {image_size}")
-    frames = round(seconds * FPS)
-    nbytes = frames * image_size**2 * 3 + seconds * SAMPLE_RATE * AUDIO_BYTES_PER_SAMPLE
-    check_fits(nbytes, f"a synthetic session of {seconds:g} s at {image_size} px", "use fewer seconds or pixels",
-               DataError)
-
-
-def session_seed(dataset_seed: int, index: int) -> int:
-    """The generator seed of session `index` of a dataset written with `dataset_seed`."""
-    return dataset_seed * 100_003 + index
-
-
-def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128,
-                            alternatives: int = DEFAULT_ALTERNATIVES) -> dict:
-    """Write `sessions` synthetic sessions and splits.json in our layout; returns the splits.
-
-    With `alternatives` > 0 each session also gets listener_alternatives.npy (K, T, 56); every other
-    file is the same, byte for byte, whatever `alternatives` is. Each session folder also gets
-    `SESSION_RECORD` (its seed and config), so that its listener's rules can be recomputed.
-    """
-    if sessions < 3:
-        raise DataError(f"need at least 3 sessions (train, val and test), got {sessions}")
-    if seed < 0:
-        raise DataError(f"the seed must be 0 or more, got {seed}")
-    check_synthetic_size(seconds, image_size)
-    out_dir = Path(out_dir)
-    config = SyntheticConfig(seconds=seconds, image_size=image_size)
-    names = []
-    for index in range(sessions):
-        session = generate_session(session_seed(seed, index), config, alternatives)
-        name = f"session_{index:03d}"
-        write_session(out_dir / name, session.frames, session.audio, SAMPLE_RATE, session.listener, session.speaker,
-                      source=f"fad-edge synthetic (seed {seed}, index {index}, lags {session.lags})",
-                      alternatives=session.alternatives)
-        write_session_record(out_dir / name, session_seed(seed, index), config)
-        names.append(name)
-    splits = split_names(names, np.random.default_rng(seed))
-    write_splits(out_dir, splits)
-    return splits
-
-
-def write_session_record(folder: Path, seed: int, config: SyntheticConfig) -> Path:
-    """`SESSION_RECORD` in a session folder: the generator's seed and config, from which its listener's rules
-    can be recomputed (`listener_rules`)."""
-    record = {"generator": RECORD_GENERATOR, "seed": int(seed), "config": dataclasses.asdict(config)}
-    return atomic_write_bytes(Path(folder) / SESSION_RECORD, json.dumps(record, indent=2).encode())
-
-
-def read_session_record(folder: Path) -> tuple[int, SyntheticConfig]:
-    """The seed and config that generated a synthetic session folder, or a DataError saying it is not one.
-
-    Folders written before `SESSION_RECORD` existed are read from meta.json's source line
-    ("fad-edge synthetic (seed S, index I, ...)": `session_seed(S, I)`, the default config at its
-    n_frames); `listener_rules` of what this returns must then reproduce the folder's listener.
-    """
-    folder = Path(folder)
-    path = folder / SESSION_RECORD
-    if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-            fields = {f.name for f in dataclasses.fields(SyntheticConfig)}
-            if record.get("generator") != RECORD_GENERATOR or not set(record["config"]) <= fields:
-                raise ValueError("not a record of this generator")
-            return int(record["seed"]), SyntheticConfig(**record["config"])
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as error:
-            raise DataError(f"{path}: not a fad-edge synthetic session record ({error})") from None
-    meta = folder / META
-    try:
-        found = json.loads(meta.read_text()) if meta.is_file() else {}
-        match = _SOURCE.match(str(found.get("source", ""))) if isinstance(found, dict) else None
-        frames = int(found["n_frames"]) if match else 0
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-        raise DataError(f"{meta}: unreadable ({error})") from None
-    if not match or frames < 1:
-        raise DataError(f"{folder}: not a fad-edge synthetic session (no {SESSION_RECORD}, and {META} names "
-                        "another source); the rule diagnostic needs data written by fad-edge synth")
-    return session_seed(int(match[1]), int(match[2])), SyntheticConfig(seconds=frames / FPS)
