@@ -20,7 +20,7 @@ import typer
 from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import PRESETS, ModelConfig
 from fad_edge.resources import check_fits
-from fad_edge.sampling import SAMPLERS
+from fad_edge.sampling import check_sampler
 
 MAX_SEED = 2**32 - 1  # what every generator we seed (NumPy, torch) accepts
 THREADS_PER_CORE = 4  # more threads than this per core only slows ONNX Runtime and torch down
@@ -94,9 +94,10 @@ def check_preset(name: str, option: str = "--preset") -> ModelConfig:
 
 def check_sampler_name(name: str, option: str = "--sampler") -> str:
     """A known sampler name (fad_edge.sampling.SAMPLERS); an unknown one is refused with the list."""
-    if name not in SAMPLERS:
-        _refuse(option, f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return name
+    try:
+        return check_sampler(name)
+    except FadEdgeError as error:
+        _refuse(option, str(error))
 
 
 SAMPLER_HELP = ("mean: the model's deterministic estimate, the same motion for every seed; diverse: a draw "
