@@ -1,4 +1,4 @@
-"""encoder_norm="batch": BatchNorm trunks that the export folds into the convolutions, so INT8 stays int8."""
+"""Encoder norms that fold into the convolutions, so INT8 stays int8: BatchNorm, or GroupNorm frozen."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ import fad_edge.train as training
 from fad_edge.artifact import AUDIO_ENCODER, VIDEO_ENCODER, ExportManifest
 from fad_edge.checkpoint import load_checkpoint, save_checkpoint
 from fad_edge.data.normalization import Normalization
+from fad_edge.errors import ExportError
+from fad_edge.export.frozen_norms import freeze_group_norms, frozen_group_norm
+from fad_edge.export.quantize import trunk_nodes
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig, preset
 from fad_edge.models.resnet import ResNetTrunk, fold_batch_norms
@@ -157,19 +160,16 @@ def test_fp32_encoder_graphs_have_no_norms_and_give_the_torch_features(batch_exp
 
 
 def test_int8_encoders_run_in_int8_from_input_to_output(batch_export, tiny_export, tmp_path):
-    """Group norm needs a dequantize per norm; folded BatchNorm leaves one at the encoder's output."""
-    grouped = ListenerModel(preset("tiny"))
-    norms = sum(isinstance(module, nn.GroupNorm) for module in grouped.video_encoder.trunk.modules())
-    assert norms == sum(isinstance(module, nn.GroupNorm) for module in grouped.audio_encoder.trunk.modules())
-    for export, folded in ((batch_export, True), (tiny_export, False)):
+    """Folded BatchNorm and frozen GroupNorm alike leave one dequantize, at the trunk's output; the heads run FP32."""
+    assert ExportManifest.load(tiny_export).reports["int8"]["encoder_norms"] == "frozen"
+    assert ExportManifest.load(batch_export).reports["int8"]["encoder_norms"] == "as trained"
+    for export in (batch_export, tiny_export):
         manifest = ExportManifest.load(export)
         for graph in ENCODERS:
             ops = _ops_ort_runs(export / manifest.graphs[graph]["int8"], tmp_path)
-            assert ops["QLinearConv"] > 0 and ops["Conv"] == 0, (graph, ops)
-            if folded:
-                assert ops["DequantizeLinear"] <= 2 and not NORM_OPS & set(ops), (graph, ops)
-            else:
-                assert ops["DequantizeLinear"] >= norms, (graph, ops)
+            head_convs = 1 if graph == VIDEO_ENCODER else 0  # the spatial softmax's keypoint convolution
+            assert ops["QLinearConv"] > 0 and ops["Conv"] == head_convs, (graph, ops)
+            assert ops["DequantizeLinear"] <= 2 and not NORM_OPS & set(ops), (graph, ops)
 
 
 def test_int8_encoder_features_stay_close_to_fp32(batch_export):
@@ -185,3 +185,94 @@ def test_int8_encoder_features_stay_close_to_fp32(batch_export):
             (outputs[precision],) = session.run(None, {input_name: inputs[input_name]})
         error = np.abs(outputs["int8"] - outputs["fp32"]).mean() / outputs["fp32"].std()
         assert error < 0.1, (graph, error)
+
+
+def test_a_frozen_group_norm_is_the_group_norm_for_an_image_with_those_statistics():
+    norm = nn.GroupNorm(2, 8)
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(0.5, 2.0, 8))
+        norm.bias.copy_(torch.linspace(-1.0, 1.0, 8))
+    image = 3.0 + 2.0 * torch.randn(1, 8, 5, 5, generator=torch.Generator().manual_seed(0))
+    grouped = image.reshape(1, 2, -1)
+    frozen = frozen_group_norm(norm, grouped.mean(-1)[0], grouped.var(-1, unbiased=False)[0])
+    torch.testing.assert_close(frozen(image), norm(image), atol=1e-5, rtol=1e-5)
+    other = image * 2.0  # other statistics: the frozen norm no longer renormalizes it
+    assert (frozen(other) - norm(other)).abs().max() > 0.5
+
+
+def test_freezing_replaces_every_trunk_group_norm_and_then_folds_away():
+    from fad_edge.export.graphs import folded_encoder
+    from fad_edge.models.encoders import VideoEncoder
+
+    torch.manual_seed(0)
+    encoder = VideoEncoder(preset("tiny")).eval()
+    norms = sum(isinstance(module, nn.GroupNorm) for module in encoder.trunk.modules())
+    generator = torch.Generator().manual_seed(1)
+    frames = (torch.rand(1, 3, 32, 32, generator=generator) + 0.05 * torch.rand(12, 3, 32, 32, generator=generator))
+    with torch.no_grad():
+        exact = encoder(frames)
+    frozen = copy.deepcopy(encoder)
+    assert freeze_group_norms(frozen, [frames[:6], frames[6:]]) == norms > 0
+    assert not any(isinstance(module, nn.GroupNorm) for module in frozen.trunk.modules())
+    folded = folded_encoder(frozen)
+    assert not any(isinstance(module, (nn.GroupNorm, nn.BatchNorm2d)) for module in folded.trunk.modules())
+    with torch.no_grad():
+        approximate, refolded = frozen(frames), folded(frames)
+    torch.testing.assert_close(refolded, approximate, atol=1e-4, rtol=1e-4)
+    # Frames alike (as face crops are) have alike statistics: the features stay close to the exact ones.
+    assert (approximate - exact).abs().mean() < 0.1 * exact.std()
+    with pytest.raises(ValueError, match="at least one calibration batch"):
+        freeze_group_norms(copy.deepcopy(encoder), [])
+
+
+def test_only_the_trunk_of_an_encoder_graph_is_quantized(tiny_export):
+    manifest = ExportManifest.load(tiny_export)
+    graph = onnx.load(str(tiny_export / manifest.graphs[VIDEO_ENCODER]["fp32"]))
+    chosen = set(trunk_nodes(tiny_export / manifest.graphs[VIDEO_ENCODER]["fp32"]))
+    convs = [node for node in graph.graph.node if node.op_type == "Conv"]
+    head = [node.name for node in convs if any("pool.keypoint_conv" in name for name in node.input)]
+    assert len(head) == 1 and head[0] not in chosen
+    assert {node.name for node in convs} - set(head) <= chosen
+    assert not any(node.op_type in ("Gemm", "MatMul") and node.name in chosen for node in graph.graph.node)
+    with pytest.raises(ExportError, match="encoder graph"):
+        trunk_nodes(tiny_export / manifest.graphs["elnet_x0"]["fp32"])
+
+
+@pytest.mark.parametrize("l2s, expected", [
+    # L2 by (ELNet in int8, encoders frozen); FP32 scores 1.0, the budget allows 1.01.
+    ({(True, True): 1.005}, ("int8", "frozen", 1.005)),
+    ({(True, True): 1.05, (False, True): 1.06, (True, False): 1.03}, ("int8", "group", 1.03)),
+    ({(True, True): 1.05, (False, True): 1.04, (False, False): 1.045}, ("fp32", "frozen", 1.04)),
+])
+def test_int8_fallbacks_are_tried_over_budget_and_kept_only_where_they_lower_l2(monkeypatch, l2s, expected):
+    from types import SimpleNamespace
+
+    from fad_edge.export import pipeline
+
+    sources: dict[str, Path] = {}
+    def record(source: Path, target: Path, feeds: list, nodes: list | None = None) -> None:
+        sources[target.name.split(".")[0]] = source
+
+    monkeypatch.setattr(pipeline, "quantize_graph", record)
+    monkeypatch.setattr(pipeline, "check_runs", lambda path: None)
+    monkeypatch.setattr(pipeline, "trunk_nodes", lambda path: [])
+    monkeypatch.setattr(pipeline, "mean_l2", lambda predicted, truth: predicted)
+
+    class ScoredRunner:
+        def __init__(self, out, precision, threads, manifest):
+            elnet_int8 = manifest.graphs["elnet_x0"]["int8"] == "elnet_x0.int8.onnx"
+            frozen = all(sources[graph].parent.name == "frozen" for graph in ENCODERS)
+            self.l2 = l2s[(elnet_int8, frozen)]
+
+        def run_inputs(self, inputs):
+            return self.l2
+
+    monkeypatch.setattr(pipeline, "OrtRunner", ScoredRunner)
+    manifest = ExportManifest("0", "sha", {}, {}, 18, {graph: {"fp32": f"{graph}.onnx"} for graph in
+                                                        (*ENCODERS, "elnet_x0", "elnet_eps")})
+    frozen = pipeline.FrozenGraphs({graph: Path("frozen") / f"{graph}.onnx" for graph in ENCODERS}, norms=4)
+    checks = [SimpleNamespace(inputs=None, listener=None)]
+    feeds = {graph: [] for graph in manifest.graphs}
+    report = pipeline._export_int8(Path("out"), manifest, feeds, checks, 1.0, 1, frozen)
+    assert (report["elnet"], report["encoder_norms"], report["l2_int8"]) == expected
+    assert report["l2_int8"] == ScoredRunner(None, "int8", 1, manifest).l2  # what the manifest now holds

@@ -55,7 +55,7 @@ def print_reports(reports: dict) -> None:
     if "int8" in reports:
         r = reports["int8"]
         console.print(f"INT8: L2 {r['l2_int8']:.4f} vs FP32 {r['l2_fp32']:.4f} ({100 * (r['ratio'] - 1):+.2f}%), "
-                      f"ELNet in {r['elnet']}")
+                      f"ELNet in {r['elnet']}, encoder norms {r.get('encoder_norms', 'as trained')}")
     if "fp16" in reports:
         r = reports["fp16"]
         console.print(f"FP16 graph vs FP32 on the motion: max rel {r['max_rel']:.2e}, normalization/softmax in FP32: "

@@ -9,6 +9,10 @@ nothing from INT8 anyway. Relu is listed so that the quantizer drops a Relu righ
 into the convolutions, ONNX Runtime then runs an encoder in int8 from its input to its output,
 where a kept Relu costs a dequantize-requantize pair after each such Conv. Other Relus stay as
 they were. Calibration uses MinMax over speaker frames of synthetic training clips.
+
+In the encoders only the ResNet trunk is quantized (`trunk_nodes`); their heads (spatial softmax
+keypoints, projection) stay FP32. On the demo's model, quantizing the heads too cost 3.3% of held-out L2,
+the trunk alone none (-0.4%), and the heads are a sliver of the compute.
 """
 
 from __future__ import annotations
@@ -36,8 +40,27 @@ class _FeedReader(CalibrationDataReader):
         return next(self._feeds, None)
 
 
-def quantize_graph(source: Path, target: Path, feeds: list[dict[str, np.ndarray]]) -> Path:
-    """Write an INT8 QDQ copy of `source` calibrated on `feeds`; metadata_props are carried over."""
+TRUNK_PREFIX = "encoder.trunk."  # the encoders' ResNet trunk parameters, as the graphs name them
+
+
+def trunk_nodes(source: Path) -> list[str]:
+    """Names of an encoder graph's nodes to quantize: the convolutions of its trunk, and its Relus."""
+    import onnx
+
+    model = onnx.load(str(source))
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    nodes = [node.name for node in model.graph.node
+             if node.op_type == "Relu"
+             or (node.op_type in QUANTIZED_OPS and any(name in initializers and name.startswith(TRUNK_PREFIX)
+                                                         for name in node.input))]
+    if not any(node.op_type == "Conv" and node.name in nodes for node in model.graph.node):
+        raise ExportError(f"{source.name}: no convolution with a {TRUNK_PREFIX}* weight; is it an encoder graph?")
+    return nodes
+
+
+def quantize_graph(source: Path, target: Path, feeds: list[dict[str, np.ndarray]],
+                   nodes: list[str] | None = None) -> Path:
+    """Write an INT8 QDQ copy of `source` calibrated on `feeds` (only `nodes` if given), with its metadata_props."""
     if not feeds:
         raise ExportError(f"{source.name}: INT8 calibration needs at least one batch of inputs")
     with atomic_output(target) as temporary:
@@ -46,7 +69,7 @@ def quantize_graph(source: Path, target: Path, feeds: list[dict[str, np.ndarray]
                 str(source), str(temporary), _FeedReader(feeds),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                op_types_to_quantize=QUANTIZED_OPS,
+                op_types_to_quantize=QUANTIZED_OPS, nodes_to_quantize=nodes,
             )
         except Exception as error:  # quantize_static raises plain Exceptions of many kinds
             raise ExportError(f"{source.name}: INT8 quantization failed ({type(error).__name__}: {error})") from error
