@@ -37,6 +37,29 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
+    import fad_edge.data.synthetic_dataset as synthetic_dataset
+
+    def digest(root):
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    started = []
+    real_pool = synthetic_dataset.ProcessPoolExecutor
+
+    def pool(*args, **kwargs):
+        started.append(args)
+        return real_pool(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic_dataset, "ProcessPoolExecutor", pool)
+    monkeypatch.setattr(synthetic_dataset, "PARALLEL_MIN_SECONDS", 0.0)
+    write_synthetic_dataset(tmp_path / "one", sessions=3, seconds=2, seed=5, image_size=32, workers=1)
+    assert not started
+    write_synthetic_dataset(tmp_path / "two", sessions=3, seconds=2, seed=5, image_size=32, workers=2)
+    assert started == [(2,)]
+    assert digest(tmp_path / "one") == digest(tmp_path / "two") and len(digest(tmp_path / "one")) > 10
+
+
 def _lagged_correlation(a, b, lag):
     return np.corrcoef(a[: len(a) - lag], b[lag:])[0, 1]
 

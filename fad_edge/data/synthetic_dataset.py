@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,8 @@ AUDIO_BYTES_PER_SAMPLE = 64
 # Each session folder written by `write_synthetic_dataset` records its seed and config in this file.
 SESSION_RECORD = "synthetic.json"
 RECORD_GENERATOR = "fad-edge synthetic"
+# Below this many seconds of sessions in all, writing in-process beats starting worker processes.
+PARALLEL_MIN_SECONDS = 120.0
 _SOURCE = re.compile(r"fad-edge synthetic \(seed (\d+), index (\d+),")  # meta.json's source, before the record
 
 
@@ -55,12 +60,14 @@ def session_seed(dataset_seed: int, index: int) -> int:
 
 
 def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128,
-                            alternatives: int = DEFAULT_ALTERNATIVES) -> dict:
+                            alternatives: int = DEFAULT_ALTERNATIVES, workers: int | None = None) -> dict:
     """Write `sessions` synthetic sessions and splits.json in our layout; returns the splits.
 
     With `alternatives` > 0 each session also gets listener_alternatives.npy (K, T, 56); every other
     file is the same, byte for byte, whatever `alternatives` is. Each session folder also gets
     `SESSION_RECORD` (its seed and config), so that its listener's rules can be recomputed.
+    Sessions are drawn and encoded by `workers` processes (None: one per core); each session comes
+    from its own seed, so the files are the same, byte for byte, whatever the number of workers.
     """
     if sessions < 3:
         raise DataError(f"need at least 3 sessions (train, val and test), got {sessions}")
@@ -69,18 +76,33 @@ def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: 
     check_synthetic_size(seconds, image_size)
     out_dir = Path(out_dir)
     config = SyntheticConfig(seconds=seconds, image_size=image_size)
-    names = []
-    for index in range(sessions):
-        session = generate_session(session_seed(seed, index), config, alternatives)
-        name = f"session_{index:03d}"
-        write_session(out_dir / name, session.frames, session.audio, SAMPLE_RATE, session.listener, session.speaker,
-                      source=f"fad-edge synthetic (seed {seed}, index {index}, lags {session.lags})",
-                      alternatives=session.alternatives)
-        write_session_record(out_dir / name, session_seed(seed, index), config)
-        names.append(name)
+    jobs = [(out_dir, seed, index, config, alternatives) for index in range(sessions)]
+    workers = min(sessions, workers or _cores())
+    if workers > 1 and sessions * seconds >= PARALLEL_MIN_SECONDS:
+        # spawn, not fork: the parent may hold OpenCV's or torch's threads, which a forked child inherits locked.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            names = list(pool.map(_write_one, jobs))
+    else:
+        names = [_write_one(job) for job in jobs]
     splits = split_names(names, np.random.default_rng(seed))
     write_splits(out_dir, splits)
     return splits
+
+
+def _write_one(job: tuple[Path, int, int, SyntheticConfig, int]) -> str:
+    """Draw and write session `index` of the dataset (a worker process's unit of work); its folder name."""
+    out_dir, seed, index, config, alternatives = job
+    session = generate_session(session_seed(seed, index), config, alternatives)
+    name = f"session_{index:03d}"
+    write_session(out_dir / name, session.frames, session.audio, SAMPLE_RATE, session.listener, session.speaker,
+                  source=f"fad-edge synthetic (seed {seed}, index {index}, lags {session.lags})",
+                  alternatives=session.alternatives)
+    write_session_record(out_dir / name, session_seed(seed, index), config)
+    return name
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def write_session_record(folder: Path, seed: int, config: SyntheticConfig) -> Path:
