@@ -196,3 +196,32 @@ def test_frame_local_audio_needs_context_to_cover_its_span():
     with pytest.raises(ValueError, match="context_clips >= 1"):
         preset("tiny", audio_window_frames=1, audio_context_frames=8)
     assert preset("tiny").audio_encoder == "window" and ELNet(preset("tiny")).audio_temporal is None
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_condition_convolutions_reach_as_far_as_the_config_says(causal):
+    config = preset("tiny", context_clips=8, condition_dilations=(1, 2, 4, 8), causal_condition=causal)
+    before, after = config.condition_reach
+    assert (before, after) == ((60, 0) if causal else (30, 30))
+    cond_temporal = ELNet(config).cond_temporal.eval()
+    for block in cond_temporal:  # GroupNorm shares statistics over the whole window, not frame content
+        block.norm = torch.nn.Identity()
+    frames = config.condition_frames
+    cond = torch.randn(1, config.cond_dim, frames)
+    base = cond_temporal(cond)
+    frame = frames - 1 if causal else frames // 2  # far enough from both ends to test the reach
+    for source, seen in [(frame - before, True), (frame - before - 1, False), (frame + after, True),
+                         (frame + after + 1, False)]:
+        if not 0 <= source < frames:
+            continue
+        changed = cond.clone()
+        changed[0, :, source] += 1.0
+        moved = (cond_temporal(changed) - base)[0, :, frame].abs().max().item()
+        assert (moved > 1e-6) == seen, (source, moved)
+
+
+def test_condition_settings_are_checked():
+    with pytest.raises(ValueError, match="condition_dilations"):
+        preset("tiny", condition_dilations=(1, 0))
+    with pytest.raises(ValueError, match="causal_condition"):
+        preset("tiny", causal_condition="yes")

@@ -51,12 +51,18 @@ def demo(
     check_finite(seconds, "--seconds", 4.0)
     check_output_dir(out)
     started = time.time()
+    stages: dict[str, float] = {}  # seconds per stage, in the summary: where the demo's time goes
+
+    def lap(stage: str) -> float:
+        stages[stage] = time.time() - started - sum(stages.values())
+        return stages[stage]
+
     outputs: list[tuple[str, str]] = []
     data = out / "data"
     if not (data / "splits.json").exists():
         with console.status(f"[1/6] writing {sessions} synthetic sessions of {seconds:g} s"):
             write_synthetic_dataset(data, sessions=sessions, seconds=seconds, seed=seed)
-    console.print(f"[1/6] synthetic dataset: {escape(str(data))}")
+    console.print(f"[1/6] synthetic dataset: {escape(str(data))} ({lap('data'):.0f} s)")
     outputs.append(("synthetic dataset", str(data)))
 
     console.print(f"[2/6] training the {escape(preset)} preset for {steps} steps")
@@ -64,6 +70,7 @@ def demo(
     config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=steps, max_steps=steps,
                          seed=seed, stride=stride)
     result = train(config, RichTrainReporter(console), resume=True)
+    lap("train")
     outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)),
                 ("checkpoint (best val)", str(result.best))]
 
@@ -73,6 +80,7 @@ def demo(
         console.print(rendered)
     json_path, md_path = write_reports(table, out / "evaluation", "fad-edge demo: held-out synthetic test sessions")
     outputs += [("evaluation table", str(md_path))]
+    console.print(f"[3/6] evaluated ({lap('evaluate'):.0f} s)")
 
     with console.status("[4/6] exporting to ONNX (FP32 + INT8) and checking parity"):
         manifest = export_model(ExportOptions(checkpoint=result.best, out=out / "model", int8=True, data=data))
@@ -80,14 +88,15 @@ def demo(
     parity = max(row["max_rel"] for row in cast(list[dict[str, float]], manifest.reports["parity"]))
     int8 = cast(dict[str, float], manifest.reports["int8"])
     console.print(f"[4/6] exported: ORT FP32 vs PyTorch max rel error {parity:.1e}; "
-                  f"INT8 L2 {int8['l2_int8']:.4f} vs FP32 {int8['l2_fp32']:.4f}")
+                  f"INT8 L2 {int8['l2_int8']:.4f} vs FP32 {int8['l2_fp32']:.4f} ({lap('export'):.0f} s)")
     outputs.append(("ONNX export + manifest", str(out / "model")))
 
     session = list_sessions(data, "test")[0]
-    runner = OrtRunner(out / "model", "int8")
-    generated = generate_files(runner, session / "speaker.mp4", session / "speaker.wav", out / "generate",
-                               settings={"model": str(out / "model"), "backend": runner.name}, preview=True)
-    console.print(f"[5/6] generated listener motion for held-out {session.name} with {runner.name}")
+    with OrtRunner(out / "model", "int8") as runner:
+        generated = generate_files(runner, session / "speaker.mp4", session / "speaker.wav", out / "generate",
+                                   settings={"model": str(out / "model"), "backend": runner.name}, preview=True)
+    console.print(f"[5/6] generated listener motion for held-out {session.name} with {runner.name} "
+                  f"({lap('generate'):.0f} s)")
     outputs += [("listener motion (.npy)", str(generated.motion_path)),
                 ("settings + timestamps", str(generated.json_path)),
                 ("plot", str(generated.plot_path)), ("preview video", str(generated.preview_path))]
@@ -96,14 +105,15 @@ def demo(
         bench = run_bench(BenchConfig(frames=[64], pipelines=["fad"], preset=preset, model=out / "model", runs=20))
     timings = {f"{row['backend']}": row["latency"]["median"] * 1000 for row in bench["rows"]}
     console.print("[6/6] FAD, 64 frames, median ms: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
-                  + (f"; stream p99 {bench['stream']['latency_p99_ms']:.1f} ms per clip" if bench["stream"] else ""))
+                  + (f"; stream p99 {bench['stream']['latency_p99_ms']:.1f} ms per clip" if bench["stream"] else "")
+                  + f" ({lap('bench'):.0f} s)")
 
     fad, median = table.rows["FAD"], table.rows["Median"]
     l2 = {g: fad[g]["L2"] for g in fad}
     ratio = {g: fad[g]["L2"] / median[g]["L2"] for g in fad}
     summary = {"l2_fad": l2, "l2_ratio_to_median": ratio, "train_seconds": result.seconds,
                "export_max_rel_error": parity, "int8": int8, "latency_ms_64_frames": timings,
-               "stream": bench["stream"], "total_seconds": time.time() - started}
+               "stream": bench["stream"], "stage_seconds": stages, "total_seconds": time.time() - started}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     outputs.append(("summary", str(out / "demo_summary.json")))
 

@@ -48,6 +48,11 @@ class ModelConfig:
     step_embed_dim: int = 64
     precondition: bool = True  # ELNet's output scaling, see ELNet (False: a plain noise-prediction U-Net)
     cond_dim: int = 128
+    # Dilations of ELNet's convolutions over the condition frames (kernel_size wide), and whether they
+    # look back only. Centered (1, 2, 4) with kernel 5 reach 14 frames back and 14 ahead; causal
+    # (1, 2, 4, 8) reach 60 frames (2 s) back, which a reaction that ends a second after its cue needs.
+    condition_dilations: tuple[int, ...] = (1, 2, 4)
+    causal_condition: bool = False
     clip_len: int = CLIP_LEN
     context_clips: int = 0
     n_coeffs: int = N_COEFFS
@@ -76,7 +81,7 @@ class ModelConfig:
     diverse_temperature: float = 1.0  # scale of the per-step posterior noise (1: DDPM)
 
     def __post_init__(self) -> None:
-        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults"):
+        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
@@ -100,10 +105,12 @@ class ModelConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults"):
+        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations"):
             values = getattr(self, name)
             if not values or not all(_is_int(v) and v >= 1 for v in values):
                 raise ValueError(f"{name} must be positive integers, got {values!r}")
+        if not isinstance(self.causal_condition, bool):
+            raise ValueError(f"causal_condition must be true or false, got {self.causal_condition!r}")
         if not _is_int(self.context_clips) or not 0 <= self.context_clips <= MAX_CONTEXT_CLIPS:
             raise ValueError(f"context_clips must be in 0..{MAX_CONTEXT_CLIPS}, got {self.context_clips!r}")
         if not _is_int(self.audio_context_frames) or self.audio_context_frames < 0:
@@ -159,6 +166,14 @@ class ModelConfig:
     def condition_dim(self) -> int:
         """Per-frame condition width: video and audio features concatenated."""
         return self.video_features + self.audio_features
+
+    @property
+    def condition_reach(self) -> tuple[int, int]:
+        """Condition frames ELNet's condition convolutions see (before, after) each frame; audio span aside."""
+        if self.causal_condition:
+            return (self.kernel_size - 1) * sum(self.condition_dilations), 0
+        radius = (self.kernel_size // 2) * sum(self.condition_dilations)
+        return radius, radius
 
     @property
     def condition_frames(self) -> int:

@@ -99,17 +99,23 @@ class Upsample1d(nn.Module):
 
 
 class DilatedConditionBlock(nn.Module):
-    """Residual dilated Conv1d + GroupNorm + Mish over the speaker condition frames."""
+    """Residual dilated Conv1d + GroupNorm + Mish over the speaker condition frames.
 
-    def __init__(self, channels: int, kernel_size: int, dilation: int, groups: int) -> None:
+    Causal: each frame sees (kernel_size - 1) * dilation frames back and none ahead, zeros before the
+    window; else centered, kernel_size // 2 * dilation frames each way.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int, groups: int, causal: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, kernel_size, padding=dilation * (kernel_size // 2),
-                              dilation=dilation)
+        self.causal_pad = (kernel_size - 1) * dilation if causal else 0
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
+                              padding=0 if causal else dilation * (kernel_size // 2))
         self.norm = nn.GroupNorm(groups, channels)
         self.act = nn.Mish()
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        return cond + self.act(self.norm(self.conv(cond)))
+        padded = F.pad(cond, (self.causal_pad, 0)) if self.causal_pad else cond
+        return cond + self.act(self.norm(self.conv(padded)))
 
 
 class ELNet(nn.Module):
@@ -141,11 +147,12 @@ class ELNet(nn.Module):
             self.audio_temporal = nn.Conv1d(config.audio_features, config.audio_features, config.audio_context_frames)
         self.cond_projection = nn.Sequential(nn.Conv1d(config.condition_dim, config.cond_dim, 1), nn.Mish())
         # Dilated convolutions over all condition frames (context included) before the clip's own
-        # frames are cut out: every frame then sees the speaker up to 29 frames earlier, at its own
-        # lag, which a pooled context vector could only blur.
-        self.cond_temporal = nn.Sequential(
-            *(DilatedConditionBlock(config.cond_dim, kernel, dilation, groups) for dilation in (1, 2, 4))
-        )
+        # frames are cut out: every frame then sees the speaker `config.condition_reach` frames around
+        # it, at its own lag, which a pooled context vector could only blur.
+        self.cond_temporal = nn.Sequential(*(
+            DilatedConditionBlock(config.cond_dim, kernel, dilation, groups, config.causal_condition)
+            for dilation in config.condition_dilations
+        ))
 
         widths = [config.n_coeffs] + [dim * m for m in config.unet_dim_mults]
         pairs = list(zip(widths[:-1], widths[1:]))
