@@ -63,13 +63,14 @@ def freeze_group_norms(encoder: VideoEncoder | AudioEncoder, batches: Iterable[t
     """
     if encoder.training:
         raise ValueError("freeze_group_norms needs an eval-mode encoder")
-    frozen = encoder
-    norms = {name: module for name, module in frozen.trunk.named_modules() if isinstance(module, nn.GroupNorm)}
+    norms = {name: module for name, module in encoder.trunk.named_modules() if isinstance(module, nn.GroupNorm)}
+    if not norms:  # BatchNorm trunks fold as they are: no pass over the frames
+        return 0
     statistics = {name: _GroupStatistics(norm) for name, norm in norms.items()}
     hooks = [norm.register_forward_hook(statistics[name]) for name, norm in norms.items()]
     try:
         for batch in batches:
-            frozen(batch)
+            encoder(batch)
     finally:
         for hook in hooks:
             hook.remove()
@@ -78,7 +79,7 @@ def freeze_group_norms(encoder: VideoEncoder | AudioEncoder, batches: Iterable[t
         if seen.images == 0:
             raise ValueError("freeze_group_norms needs at least one calibration batch")
         parent_name, _, child = name.rpartition(".")
-        parent = frozen.trunk.get_submodule(parent_name) if parent_name else frozen.trunk
+        parent = encoder.trunk.get_submodule(parent_name) if parent_name else encoder.trunk
         mean, var = (seen.mean / seen.images).float(), (seen.var / seen.images).float()
         setattr(parent, child, frozen_group_norm(norm, mean, var))
     return len(norms)

@@ -11,8 +11,8 @@ where a kept Relu costs a dequantize-requantize pair after each such Conv. Other
 they were. Calibration uses MinMax over speaker frames of synthetic training clips.
 
 In the encoders only the ResNet trunk is quantized (`trunk_nodes`); their heads (spatial softmax
-keypoints, projection) stay FP32. On the demo's model, quantizing the heads too cost 3.3% of held-out L2,
-the trunk alone none (-0.4%), and the heads are a sliver of the compute.
+keypoints, projection) stay FP32. On the demo's model, quantizing the heads too cost 2.4% of held-out L2,
+the trunks alone none (-0.4%), and the heads are a sliver of the compute.
 """
 
 from __future__ import annotations
