@@ -244,24 +244,26 @@ def test_only_the_trunk_of_an_encoder_graph_is_quantized(tiny_export):
     ({(True, True): 1.05, (False, True): 1.06, (True, False): 1.03}, ("int8", "group", 1.03)),
     ({(True, True): 1.05, (False, True): 1.04, (False, False): 1.045}, ("fp32", "frozen", 1.04)),
 ])
-def test_int8_fallbacks_are_tried_over_budget_and_kept_only_where_they_lower_l2(monkeypatch, l2s, expected):
+def test_int8_fallbacks_are_tried_over_budget_and_kept_only_where_they_lower_l2(monkeypatch, tmp_path, l2s,
+                                                                              expected):
     from types import SimpleNamespace
 
     from fad_edge.export import pipeline
 
-    sources: dict[str, Path] = {}
     def record(source: Path, target: Path, feeds: list, nodes: list | None = None) -> None:
-        sources[target.name.split(".")[0]] = source
+        target.write_text(source.parent.name)  # which graph it was quantized from: "frozen" or the export's own
 
     monkeypatch.setattr(pipeline, "quantize_graph", record)
     monkeypatch.setattr(pipeline, "check_runs", lambda path: None)
     monkeypatch.setattr(pipeline, "trunk_nodes", lambda path: [])
     monkeypatch.setattr(pipeline, "mean_l2", lambda predicted, truth: predicted)
+    out = tmp_path / "out"
+    out.mkdir()
 
     class ScoredRunner:
-        def __init__(self, out, precision, threads, manifest):
+        def __init__(self, folder, precision, threads, manifest):
             elnet_int8 = manifest.graphs["elnet_x0"]["int8"] == "elnet_x0.int8.onnx"
-            frozen = all(sources[graph].parent.name == "frozen" for graph in ENCODERS)
+            frozen = all((folder / manifest.graphs[graph]["int8"]).read_text() == "frozen" for graph in ENCODERS)
             self.l2 = l2s[(elnet_int8, frozen)]
 
         def run_inputs(self, inputs):
@@ -270,9 +272,11 @@ def test_int8_fallbacks_are_tried_over_budget_and_kept_only_where_they_lower_l2(
     monkeypatch.setattr(pipeline, "OrtRunner", ScoredRunner)
     manifest = ExportManifest("0", "sha", {}, {}, 18, {graph: {"fp32": f"{graph}.onnx"} for graph in
                                                         (*ENCODERS, "elnet_x0", "elnet_eps")})
-    frozen = pipeline.FrozenGraphs({graph: Path("frozen") / f"{graph}.onnx" for graph in ENCODERS}, norms=4)
+    frozen = pipeline.FrozenGraphs({graph: tmp_path / "frozen" / f"{graph}.onnx" for graph in ENCODERS}, norms=4)
     checks = [SimpleNamespace(inputs=None, listener=None)]
     feeds = {graph: [] for graph in manifest.graphs}
-    report = pipeline._export_int8(Path("out"), manifest, feeds, checks, 1.0, 1, frozen)
+    report = pipeline._export_int8(out, manifest, feeds, checks, 1.0, 1, frozen)
     assert (report["elnet"], report["encoder_norms"], report["l2_int8"]) == expected
-    assert report["l2_int8"] == ScoredRunner(None, "int8", 1, manifest).l2  # what the manifest now holds
+    assert all(manifest.graphs[graph]["int8"] == f"{graph}.int8.onnx" for graph in ENCODERS)
+    assert sorted(path.name for path in out.iterdir()) == sorted(f"{graph}.int8.onnx" for graph in manifest.graphs)
+    assert report["l2_int8"] == ScoredRunner(out, "int8", 1, manifest).l2  # what the manifest now holds

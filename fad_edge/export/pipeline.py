@@ -275,8 +275,8 @@ def _export_int8(out: Path, manifest: ExportManifest, feeds: dict, checks: list[
     error, and it holds little of the compute); then the encoders quantized from their exact GroupNorm
     graphs (slower: a float round trip at every norm). A fallback is kept only where it lowers L2.
     """
-    def quantize(graph: str, source: Path) -> None:
-        target = out / f"{graph}.int8.onnx"
+    def quantize(graph: str, source: Path, suffix: str = ".int8.onnx") -> None:
+        target = out / f"{graph}{suffix}"
         nodes = trunk_nodes(source) if graph in (VIDEO_ENCODER, AUDIO_ENCODER) else None
         quantize_graph(source, target, feeds[graph], nodes)
         check_runs(target)
@@ -291,6 +291,7 @@ def _export_int8(out: Path, manifest: ExportManifest, feeds: dict, checks: list[
     l2 = l2_now()
     report: dict = {"quantized_ops": QUANTIZED_OPS, "l2_fp32": reference_l2, "l2_all_int8": l2, "elnet": "int8",
                     "encoder_norms": "frozen" if frozen.norms else "as trained", "frozen_norms": frozen.norms}
+    kept = {graph: files["int8"] for graph, files in manifest.graphs.items()}  # restored where a fallback loses
     if l2 > INT8_L2_BUDGET * reference_l2:
         for graph in (ELNET_X0, ELNET_EPS):
             manifest.graphs[graph]["int8"] = manifest.graphs[graph]["fp32"]
@@ -299,17 +300,23 @@ def _export_int8(out: Path, manifest: ExportManifest, feeds: dict, checks: list[
             report["elnet"], l2 = "fp32", fallback
         else:
             for graph in (ELNET_X0, ELNET_EPS):
-                manifest.graphs[graph]["int8"] = f"{graph}.int8.onnx"
+                manifest.graphs[graph]["int8"] = kept[graph]
     if l2 > INT8_L2_BUDGET * reference_l2 and frozen.norms:
+        # Beside the frozen INT8 encoders, not over them, so that a losing fallback costs no re-quantization.
         for graph in frozen.files:
-            quantize(graph, out / manifest.graphs[graph]["fp32"])
+            quantize(graph, out / manifest.graphs[graph]["fp32"], ".int8.group.onnx")
         report["l2_group_norms"] = fallback = l2_now()
-        if fallback < l2:
+        keep_group = fallback < l2
+        if keep_group:
             report.update(encoder_norms="group", frozen_norms=0)
             l2 = fallback
-        else:
-            for graph, source in frozen.files.items():
-                quantize(graph, source)
+        for graph in frozen.files:
+            candidate = out / manifest.graphs[graph]["int8"]
+            if keep_group:
+                candidate.replace(out / kept[graph])
+            else:
+                candidate.unlink()
+            manifest.graphs[graph]["int8"] = kept[graph]
     report.update(l2_int8=l2, ratio=l2 / reference_l2)
     return report
 
