@@ -6,8 +6,9 @@ A linear probe (logistic regression, fit on the train split's phrase ends, score
 split's) at each pause of each synthetic session, on three inputs:
 - the log-mel of the last N frames before the pause (the contour relative to its own mean), for
   several N: how much audio the cue needs;
-- the model's per-frame audio features, and the same after ELNet's audio temporal layer
-  (`ELNet.hear`), at the last speech frame and a few frames around it: what the model hears.
+- the model's per-frame audio features, the same after ELNet's audio temporal layer (`ELNet.hear`),
+  and its prosody branch's output where it has one, at frames around the phrase end: what the model
+  hears.
 Where the mel separates the two and the model's features do not, the audio path is what keeps the
 model from learning the nod. Synthetic datasets only (the pauses come from each session's seed).
 """
@@ -30,7 +31,7 @@ from fad_edge.data.synthetic_dataset import read_session_record
 from fad_edge.samples import LabelledInputs, split_samples
 
 MEL_SPANS = (4, 8, 15, 24)  # video frames of mel before the pause
-FEATURE_OFFSETS = (-8, -4, 0, 4, 8)  # frames from the last speech frame
+FEATURE_OFFSETS = (-8, -4, 0, 4, 8, 12)  # frames from the last speech frame
 
 
 def phrase_ends(data: Path, sample: LabelledInputs) -> list[tuple[int, bool]]:
@@ -41,13 +42,19 @@ def phrase_ends(data: Path, sample: LabelledInputs) -> list[tuple[int, bool]]:
 
 
 def audio_features(loaded: LoadedCheckpoint, sample: LabelledInputs) -> dict[str, np.ndarray]:
-    """Per-frame audio features (T, Da): the encoder's own, and after ELNet's audio temporal layer."""
+    """Per-frame audio features (T, Da): the encoder's own, after ELNet's audio temporal layer, and the
+    prosody branch's output where the model has one (over the whole session at once: its norms then see
+    the session, not one clip's window)."""
     model, config = loaded.model.eval(), loaded.config
+    width = config.audio_features
     with torch.no_grad():
         own = model.audio_encoder(torch.from_numpy(sample.inputs.mel))
         condition = torch.cat([torch.zeros(len(own), config.video_features), own], dim=1).T[None]
         heard = model.elnet.hear(condition)[0, config.video_features :].T
-    return {"encoder": own.numpy(), "heard": heard.numpy()}
+    features = {"encoder": own[:, :width].numpy(), "heard": heard[:, :width].numpy()}
+    if config.prosody_channels:
+        features["prosody"] = heard[:, width:].numpy()
+    return features
 
 
 def probe(train: tuple[list, list], test: tuple[list, list]) -> dict[str, float]:
@@ -101,7 +108,7 @@ def main() -> None:
               f"  (n = {score['test_n']})")
     if args.out:
         record = {"model": str(args.model), "audio_context_frames": loaded.config.audio_context_frames,
-                  "scores": scores}
+                  "prosody_channels": loaded.config.prosody_channels, "scores": scores}
         atomic_write_bytes(args.out, json.dumps(record, indent=2).encode())
 
 

@@ -113,8 +113,8 @@ class ListenerModel(nn.Module):
         """MSE of each encoder's prediction of the speaker's normalized coefficients, over known frames."""
         if self.speaker_heads is None:
             raise ValueError("this model has no speaker heads (speaker_aux_weight is 0)")
-        split = self.config.video_features
-        parts = (features[..., :split], features[..., split:])
+        split, audio_end = self.config.video_features, self.config.video_features + self.config.audio_features
+        parts = (features[..., :split], features[..., split:audio_end])  # the spectrum is no learned feature
         errors = [((head(part) - speaker) ** 2).mean(-1) for head, part in zip(self.speaker_heads, parts)]
         weight = known / known.sum().clamp(min=1.0)
         return sum((error * weight).sum() for error in errors)
@@ -139,7 +139,7 @@ class ListenerModel(nn.Module):
             condition = condition.repeat(noise_draws, 1, 1)
             motion = motion.repeat(noise_draws, 1, 1)
         config = self.config
-        weights = self.dim_weights() if config.loss_dim_weighting == "group_variance" else None
+        weights = self.dim_weights() if config.loss_dim_weighting != "uniform" else None
         focus = (max(0, config.sample_start_step - config.step_focus_width),
                  min(config.train_steps - 1, config.sample_start_step + config.step_focus_width))
         return self.diffusion.training_loss(self.elnet, motion, condition, generator, focus, config.step_focus_share,
@@ -152,10 +152,13 @@ class ListenerModel(nn.Module):
         mostly noise, as much weight as its strongest, while L2 is measured in FLAME units where the
         strongest dominate. Weighting by variance within each group makes the loss that group's
         error in its own units; the groups keep weights in proportion to their dim counts.
+        "expression_variance" leaves the rotation dims at 1 each: in FLAME units a nod's head pitch
+        is outweighed twentyfold by the yaw, and the nod would not be learned.
         """
         variance = self.motion_std**2
-        weights = torch.empty_like(variance)
-        for group in (EXPRESSION, ROTATION):
+        weights = torch.ones_like(variance)
+        groups = (EXPRESSION,) if self.config.loss_dim_weighting == "expression_variance" else (EXPRESSION, ROTATION)
+        for group in groups:
             weights[group] = variance[group] / variance[group].mean()
         return weights
 

@@ -56,6 +56,22 @@ def test_ort_gives_the_torch_motion_for_whole_and_partial_windows(tiny_export, s
     assert np.abs(OrtRunner(tiny_export, "fp32", threads=1, seed=4).run(*args) - ours).max() > 1e-3
 
 
+def test_a_model_with_the_prosody_branch_exports_and_runs_as_in_torch(tmp_path, session):
+    """The spectrum rides through the audio graph and the 2D branch through ELNet's, within parity."""
+    from helpers import tiny_checkpoint
+
+    from fad_edge.export.pipeline import ExportOptions, export_model
+
+    checkpoint = tiny_checkpoint(tmp_path / "checkpoint", context_clips=2, audio_window_frames=1,
+                                 audio_context_frames=8, prosody_channels=8, prosody_dilations=(1, 2, 4))
+    export_model(ExportOptions(checkpoint=checkpoint, out=tmp_path / "model", check_sessions=1, check_seconds=3.0,
+                               threads=1))
+    args = (session.frames[:64], session.audio[: 64 * 16000 // 30 + 533], 16000)
+    reference = TorchRunner(load_checkpoint(checkpoint).model, seed=3).run(*args)
+    ours = OrtRunner(tmp_path / "model", "fp32", threads=1, seed=3).run(*args)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
+
+
 def test_multi_step_sampling_matches_torch(tiny_export, session):
     checkpoint = load_checkpoint(tiny_export.parent / "checkpoint")
     args = (session.frames[:16], session.audio[: 16 * 16000 // 30], 16000)

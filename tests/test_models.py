@@ -29,7 +29,7 @@ def test_encoders_give_one_feature_vector_per_frame(name):
     video = VideoEncoder(config)(torch.rand(3, 3, config.image_size, config.image_size))
     audio = AudioEncoder(config)(torch.randn(3, 1, config.audio_window, config.n_mels))
     assert video.shape == (3, config.video_features)
-    assert audio.shape == (3, config.audio_features)
+    assert audio.shape == (3, config.audio_output_dim)
 
 
 def test_video_encoder_keeps_where_things_are():
@@ -177,6 +177,18 @@ def test_group_variance_weights_make_the_loss_each_groups_error_in_its_own_units
         preset("tiny", loss_dim_weighting="per_frame")
 
 
+def test_expression_variance_weights_leave_every_rotation_dim_at_one():
+    from fad_edge.constants import EXPRESSION, ROTATION
+
+    model = ListenerModel(preset("tiny", loss_dim_weighting="expression_variance"))
+    std = torch.linspace(0.1, 2.0, 56)
+    model.set_normalization(torch.zeros(56), std)
+    weights = model.dim_weights()
+    assert torch.equal(weights[ROTATION], torch.ones(6))
+    assert weights[EXPRESSION].mean() == pytest.approx(1.0)
+    assert weights[EXPRESSION][-1] / weights[EXPRESSION][0] == pytest.approx(float((std[49] / std[0]) ** 2))
+
+
 def test_frame_local_audio_hears_exactly_the_frames_ending_with_each_frame():
     config = preset("tiny", context_clips=1, audio_window_frames=1, audio_context_frames=8)
     elnet = ELNet(config).eval()
@@ -225,3 +237,75 @@ def test_condition_settings_are_checked():
         preset("tiny", condition_dilations=(1, 0))
     with pytest.raises(ValueError, match="causal_condition"):
         preset("tiny", causal_condition="yes")
+
+
+def _prosody_config(**overrides) -> ModelConfig:
+    return preset("tiny", context_clips=4, prosody_channels=8, prosody_dilations=(1, 2, 4), **overrides)
+
+
+def test_the_audio_encoder_passes_each_frames_own_spectrum_on_for_the_prosody_branch():
+    config = _prosody_config()
+    assert config.audio_output_dim == config.audio_features + config.n_mels
+    assert config.condition_dim == config.video_features + config.audio_output_dim
+    mel = torch.randn(3, 1, config.audio_window, config.n_mels)
+    out = AudioEncoder(config).eval()(mel)
+    torch.testing.assert_close(out[:, config.audio_features:], mel[:, 0, -4:].mean(dim=1))  # 4 mel frames a frame
+    assert AudioEncoder(preset("tiny"))(mel).shape[1] == preset("tiny").audio_features  # off: features only
+
+
+def test_prosody_branch_hears_its_reach_back_and_nothing_ahead():
+    config = _prosody_config()
+    assert config.prosody_reach == 14
+    elnet = ELNet(config).eval()
+    assert elnet.prosody is not None
+    elnet.prosody.norms = torch.nn.ModuleList(torch.nn.Identity() for _ in elnet.prosody.norms)  # window-wide stats
+    condition = torch.randn(1, config.condition_dim, config.condition_frames)
+    base = elnet.hear(condition)
+    spectrum_start, frame = config.video_features + config.audio_features, 30
+    heard_start = config.video_features + config.audio_features
+    for source, heard in [(frame, True), (frame - 14, True), (frame - 15, False), (frame + 1, False)]:
+        changed = condition.clone()
+        changed[0, spectrum_start:, source] += 1.0
+        moved = (elnet.hear(changed) - base)[0, heard_start:, frame].abs().max().item()
+        assert (moved > 1e-6) == heard, (source, moved)
+    assert elnet.hear(condition).shape[1] == heard_start + 2 * config.prosody_channels
+
+
+def test_prosody_branch_tells_a_rising_from_a_falling_harmonic_after_training():
+    """A few steps of fitting must separate the two slopes, at any base pitch: what the cue needs."""
+    torch.manual_seed(0)
+    config = _prosody_config()
+    branch = ELNet(config).prosody
+    assert branch is not None
+    readout = torch.nn.Linear(2 * config.prosody_channels, 1)
+    optimizer = torch.optim.Adam([*branch.parameters(), *readout.parameters()], lr=3e-3)
+
+    def contours(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rising = torch.rand(count) < 0.5
+        start = torch.randint(20, 50, (count,))
+        frames = torch.arange(16)
+        slope = torch.where(rising, 1, -1)
+        bins = (start[:, None] + slope[:, None] * frames[None] // 2).clamp(0, config.n_mels - 1)  # (count, 16)
+        spectra = torch.zeros(count, config.n_mels, 16)
+        spectra.scatter_(1, bins[:, None, :], 1.0)
+        return spectra, rising.float()
+
+    for _ in range(150):
+        spectra, rising = contours(32)
+        logits = readout(branch(spectra)[..., -1]).squeeze(1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, rising)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    spectra, rising = contours(200)
+    with torch.no_grad():
+        accuracy = ((readout(branch(spectra)[..., -1]).squeeze(1) > 0).float() == rising).float().mean().item()
+    assert accuracy > 0.95
+
+
+def test_prosody_channels_are_checked():
+    with pytest.raises(ValueError, match="prosody_channels"):
+        preset("tiny", prosody_channels=12)  # not a multiple of groups (8)
+    with pytest.raises(ValueError, match="prosody_dilations"):
+        preset("tiny", prosody_channels=8, prosody_dilations=())
+    assert preset("tiny").prosody_reach == 0 and ELNet(preset("tiny")).prosody is None

@@ -11,6 +11,7 @@ from fad_edge.errors import CheckpointError, FadEdgeError
 
 MODALITIES = ("both", "audio", "video")
 ENCODER_NORMS = ("group", "batch")
+DIM_WEIGHTINGS = ("uniform", "group_variance", "expression_variance")
 MAX_CONTEXT_CLIPS = 64  # 17 s of speaker features before each clip; more only costs memory
 
 
@@ -38,6 +39,14 @@ class ModelConfig:
     # once, and a causal temporal layer at ELNet's input combines the features of the N frames ending
     # with each frame, so a frame still hears the same span while no stretch of audio is encoded twice.
     audio_context_frames: int = 0
+    # The prosody branch (0 channels: off). The audio encoder also passes on each frame's own log-mel
+    # spectrum, and ELNet reads the condition frames' spectra with causal 2D convolutions over
+    # frequency x frames (time kernel 3, these dilations), pooled over frequency. A pitch that rises
+    # or falls is a slope in that plane whatever the speaker's base pitch, and the branch hears it over
+    # `prosody_reach` frames back: a phrase's rising or falling end takes ~15 frames, which the
+    # per-frame encoder's features do not keep (README, "Design notes": the audio cue probe).
+    prosody_channels: int = 0
+    prosody_dilations: tuple[int, ...] = (1, 2, 4, 8)
     n_mels: int = N_MELS
     modalities: str = "both"
     # ELNet (temporal U-Net) sizes.
@@ -69,8 +78,10 @@ class ModelConfig:
     # Weight of the encoders' auxiliary loss: predict the speaker's own coefficients (training only).
     speaker_aux_weight: float = 0.0
     loss_weighting: str = "uniform"  # or "inverse_alpha_bar" (see FacialActionDiffusion.training_loss)
-    # Weights of the 56 dims in the loss: "uniform" (every normalized dim alike) or "group_variance"
-    # (each dim by its training variance, within expression and within rotation; see ListenerModel.loss).
+    # Weights of the 56 dims in the loss (see ListenerModel.dim_weights): "uniform" (every normalized dim
+    # alike), "group_variance" (each dim by its training variance, within expression and within
+    # rotation), or "expression_variance" (expression so, the 6 rotation dims alike: a head nod,
+    # a twentieth of the yaw's variance, then keeps the weight of a dim).
     loss_dim_weighting: str = "uniform"
     clip_sample: float = 6.0
     # The "diverse" sampler (fad_edge.sampling): a draw from the reaction distribution, not the mean.
@@ -81,7 +92,8 @@ class ModelConfig:
     diverse_temperature: float = 1.0  # scale of the per-step posterior noise (1: DDPM)
 
     def __post_init__(self) -> None:
-        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations"):
+        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
+                     "prosody_dilations"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
@@ -89,8 +101,8 @@ class ModelConfig:
             raise ValueError(f"encoder_norm must be one of {ENCODER_NORMS}, got {self.encoder_norm!r}")
         if self.loss_weighting not in ("uniform", "inverse_alpha_bar"):
             raise ValueError(f"loss_weighting must be uniform or inverse_alpha_bar, got {self.loss_weighting!r}")
-        if self.loss_dim_weighting not in ("uniform", "group_variance"):
-            raise ValueError(f"loss_dim_weighting must be uniform or group_variance, got {self.loss_dim_weighting!r}")
+        if self.loss_dim_weighting not in DIM_WEIGHTINGS:
+            raise ValueError(f"loss_dim_weighting must be one of {DIM_WEIGHTINGS}, got {self.loss_dim_weighting!r}")
         if self.loss_weighting == "inverse_alpha_bar" and not self.precondition:
             raise ValueError("inverse_alpha_bar weighting needs the preconditioned ELNet (its epsilon error "
                              "then carries a sqrt(alpha_bar) factor; without it the weights reach 4e6)")
@@ -105,7 +117,8 @@ class ModelConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations"):
+        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
+                     "prosody_dilations"):
             values = getattr(self, name)
             if not values or not all(_is_int(v) and v >= 1 for v in values):
                 raise ValueError(f"{name} must be positive integers, got {values!r}")
@@ -113,6 +126,9 @@ class ModelConfig:
             raise ValueError(f"causal_condition must be true or false, got {self.causal_condition!r}")
         if not _is_int(self.context_clips) or not 0 <= self.context_clips <= MAX_CONTEXT_CLIPS:
             raise ValueError(f"context_clips must be in 0..{MAX_CONTEXT_CLIPS}, got {self.context_clips!r}")
+        if not _is_int(self.prosody_channels) or self.prosody_channels < 0 or self.prosody_channels % self.groups:
+            raise ValueError(f"prosody_channels must be 0 or a positive multiple of groups ({self.groups}), "
+                             f"got {self.prosody_channels!r}")
         if not _is_int(self.audio_context_frames) or self.audio_context_frames < 0:
             raise ValueError(f"audio_context_frames must be a non-negative integer, got {self.audio_context_frames!r}")
         if self.audio_context_frames > 1 and self.context_clips * self.clip_len < self.audio_context_frames - 1:
@@ -163,9 +179,19 @@ class ModelConfig:
         return max(self.audio_window_frames, self.audio_window_frames + self.audio_context_frames - 1)
 
     @property
+    def audio_output_dim(self) -> int:
+        """Width of the audio encoder's output: its features, then the frame's spectrum if the prosody branch is on."""
+        return self.audio_features + (self.n_mels if self.prosody_channels else 0)
+
+    @property
+    def prosody_reach(self) -> int:
+        """Frames back the prosody branch hears, each frame's own aside (0: no branch)."""
+        return 2 * sum(self.prosody_dilations) if self.prosody_channels else 0
+
+    @property
     def condition_dim(self) -> int:
-        """Per-frame condition width: video and audio features concatenated."""
-        return self.video_features + self.audio_features
+        """Per-frame condition width: the video and the audio encoder's outputs concatenated."""
+        return self.video_features + self.audio_output_dim
 
     @property
     def condition_reach(self) -> tuple[int, int]:

@@ -118,6 +118,34 @@ class DilatedConditionBlock(nn.Module):
         return cond + self.act(self.norm(self.conv(padded)))
 
 
+class ProsodyBranch(nn.Module):
+    """Causal 2D convolutions over log-mel spectra (frequency x frames), pooled over frequency.
+
+    (B, n_mels, frames) -> (B, 2 * channels, frames): per frame the maximum and the mean over
+    frequency of each channel, so a pattern (a harmonic sliding up or down) counts wherever in the
+    spectrum it sits. Time kernel 3 with the given dilations, zeros before the window: each frame
+    hears 2 * sum(dilations) frames back and none ahead. The first two layers halve the frequency
+    axis (80 bands -> 20), after the first has seen the full resolution.
+    """
+
+    def __init__(self, channels: int, dilations: tuple[int, ...], groups: int) -> None:
+        super().__init__()
+        self.time_pads = [2 * dilation for dilation in dilations]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(1 if index == 0 else channels, channels, (5, 3), stride=(2 if index < 2 else 1, 1),
+                      padding=(2, 0), dilation=(1, dilation))
+            for index, dilation in enumerate(dilations)
+        )
+        self.norms = nn.ModuleList(nn.GroupNorm(groups, channels) for _ in dilations)
+        self.act = nn.Mish()
+
+    def forward(self, spectra: torch.Tensor) -> torch.Tensor:
+        x = spectra.unsqueeze(1)  # (B, 1, n_mels, frames)
+        for pad, conv, norm in zip(self.time_pads, self.convs, self.norms):
+            x = self.act(norm(conv(F.pad(x, (pad, 0)))))
+        return torch.cat([x.amax(dim=2), x.mean(dim=2)], dim=1)
+
+
 class ELNet(nn.Module):
     """Predicts the noise in a clip of listener motion from the step and the speaker's features.
 
@@ -145,7 +173,12 @@ class ELNet(nn.Module):
         self.audio_temporal: nn.Conv1d | None = None
         if config.audio_context_frames > 1:
             self.audio_temporal = nn.Conv1d(config.audio_features, config.audio_features, config.audio_context_frames)
-        self.cond_projection = nn.Sequential(nn.Conv1d(config.condition_dim, config.cond_dim, 1), nn.Mish())
+        heard_dim = config.video_features + config.audio_features
+        self.prosody: ProsodyBranch | None = None
+        if config.prosody_channels:
+            self.prosody = ProsodyBranch(config.prosody_channels, config.prosody_dilations, config.groups)
+            heard_dim += 2 * config.prosody_channels
+        self.cond_projection = nn.Sequential(nn.Conv1d(heard_dim, config.cond_dim, 1), nn.Mish())
         # Dilated convolutions over all condition frames (context included) before the clip's own
         # frames are cut out: every frame then sees the speaker `config.condition_reach` frames around
         # it, at its own lag, which a pooled context vector could only blur.
@@ -192,12 +225,20 @@ class ELNet(nn.Module):
         self.register_buffer("noise_scale", (1 - alpha_bar).sqrt(), persistent=False)
 
     def hear(self, condition: torch.Tensor) -> torch.Tensor:
-        """Condition (B, D, frames) with each frame's audio features combined over the frames ending with it."""
-        if self.audio_temporal is None:
-            return condition
+        """Condition (B, D, frames) -> what ELNet hears of it, frame by frame.
+
+        The video features as they are; the audio features combined over the frames ending with each
+        frame (frame-local encoder); the prosody branch's reading of the spectra, if on.
+        """
         split = self.config.video_features
-        audio = F.pad(condition[:, split:], (self.audio_temporal.kernel_size[0] - 1, 0))  # causal: the past only
-        return torch.cat([condition[:, :split], self.audio_temporal(audio)], dim=1)
+        audio_end = split + self.config.audio_features
+        audio = condition[:, split:audio_end]
+        if self.audio_temporal is not None:
+            audio = self.audio_temporal(F.pad(audio, (self.audio_temporal.kernel_size[0] - 1, 0)))  # the past only
+        parts = [condition[:, :split], audio]
+        if self.prosody is not None:
+            parts.append(self.prosody(condition[:, audio_end:]))
+        return torch.cat(parts, dim=1)
 
     def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         clip_len = self.config.clip_len

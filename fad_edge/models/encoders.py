@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fad_edge.constants import MELS_PER_FRAME
 from fad_edge.models.config import ModelConfig
 from fad_edge.models.resnet import ResNetTrunk
 from fad_edge.models.spatial_softmax import SpatialSoftmax
@@ -63,7 +64,11 @@ class VideoEncoder(nn.Module):
 
 
 class AudioEncoder(nn.Module):
-    """ResNet-18-style trunk on each frame's log-mel window: (N, 1, window, n_mels) -> (N, audio_features)."""
+    """ResNet-18-style trunk on each frame's log-mel window: (N, 1, window, n_mels) -> (N, audio_output_dim).
+
+    With the prosody branch on, the frame's own log-mel spectrum (its mel frames averaged) follows
+    the features unchanged: ELNet's prosody branch reads it over many frames.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -82,7 +87,11 @@ class AudioEncoder(nn.Module):
         # falls) is exactly what a listener reacts to.
         self.project = nn.Linear(self.trunk.out_channels * time * frequency, config.audio_features)
         self.standardize = FeatureStandardizer(config.audio_features)
+        self.pass_spectrum = config.prosody_channels > 0
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        features = self.trunk(mel)  # (N, C, h, w)
-        return self.standardize(self.project(features.flatten(1)))  # (N, audio_features)
+        features = self.standardize(self.project(self.trunk(mel).flatten(1)))  # (N, audio_features)
+        if not self.pass_spectrum:
+            return features
+        spectrum = mel[:, 0, -MELS_PER_FRAME:].mean(dim=1)  # (N, n_mels): the frame's own mel frames
+        return torch.cat([features, spectrum], dim=1)
