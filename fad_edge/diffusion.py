@@ -7,6 +7,8 @@ shared with the torch-free edge runtime), and each runner owns its own sampling 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -33,7 +35,7 @@ class FacialActionDiffusion(nn.Module):
 
     def training_loss(
         self,
-        denoiser: nn.Module,
+        denoiser: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
         x0: torch.Tensor,
         condition: torch.Tensor,
         generator: torch.Generator | None = None,

@@ -133,17 +133,21 @@ class ListenerModel(nn.Module):
         """Diffusion loss for clips: condition (B, (C+1)L, D), normalized motion (B, L, 56).
 
         `noise_draws` > 1 pairs every clip with several (step, noise) draws: ELNet costs little next
-        to the encoders, so this gives the denoiser more samples per encoded frame.
+        to the encoders, so this gives the denoiser more samples per encoded frame. ELNet reads each
+        clip's condition once (`ELNet.read_condition`), shared by its draws.
         """
+        cond = self.elnet.read_condition(condition)
         if noise_draws > 1:
-            condition = condition.repeat(noise_draws, 1, 1)
+            cond = cond.repeat(noise_draws, 1, 1)
             motion = motion.repeat(noise_draws, 1, 1)
         config = self.config
-        weights = self.dim_weights() if config.loss_dim_weighting != "uniform" else None
+        weights = None
+        if config.loss_dim_weighting != "uniform" or config.rotation_loss_weight != 1.0:
+            weights = self.dim_weights()
         focus = (max(0, config.sample_start_step - config.step_focus_width),
                  min(config.train_steps - 1, config.sample_start_step + config.step_focus_width))
-        return self.diffusion.training_loss(self.elnet, motion, condition, generator, focus, config.step_focus_share,
-                                            config.loss_weighting, weights)
+        return self.diffusion.training_loss(self.elnet.denoise, motion, cond, generator, focus,
+                                            config.step_focus_share, config.loss_weighting, weights)
 
     def dim_weights(self) -> torch.Tensor:
         """Loss weight per motion dim: its training variance relative to its group's (expression, rotation).
@@ -158,8 +162,10 @@ class ListenerModel(nn.Module):
         variance = self.motion_std**2
         weights = torch.ones_like(variance)
         groups = (EXPRESSION,) if self.config.loss_dim_weighting == "expression_variance" else (EXPRESSION, ROTATION)
-        for group in groups:
-            weights[group] = variance[group] / variance[group].mean()
+        if self.config.loss_dim_weighting != "uniform":
+            for group in groups:
+                weights[group] = variance[group] / variance[group].mean()
+        weights[ROTATION] *= self.config.rotation_loss_weight
         return weights
 
     def forward(

@@ -309,3 +309,19 @@ def test_prosody_channels_are_checked():
     with pytest.raises(ValueError, match="prosody_dilations"):
         preset("tiny", prosody_channels=8, prosody_dilations=())
     assert preset("tiny").prosody_reach == 0 and ELNet(preset("tiny")).prosody is None
+
+
+def test_the_loss_reads_each_clips_condition_once_for_all_its_noise_draws():
+    """Sharing the condition path between noise draws is an optimization: the loss is the repeated one's."""
+    torch.manual_seed(0)
+    model = ListenerModel(preset("tiny", context_clips=1, prosody_channels=8, prosody_dilations=(1, 2))).eval()
+    condition = torch.randn(3, model.config.condition_frames, model.config.condition_dim)
+    motion = torch.randn(3, model.config.clip_len, 56)
+    shared = model.loss(condition, motion, torch.Generator().manual_seed(5), noise_draws=4)
+    repeated = model.diffusion.training_loss(model.elnet, motion.repeat(4, 1, 1), condition.repeat(4, 1, 1),
+                                             torch.Generator().manual_seed(5))
+    torch.testing.assert_close(shared, repeated, rtol=1e-5, atol=0)
+    calls = []
+    model.elnet.cond_projection.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    model.loss(condition, motion, noise_draws=4)
+    assert calls == [3]  # once per clip, not per draw

@@ -83,6 +83,9 @@ class ModelConfig:
     # rotation), or "expression_variance" (expression so, the 6 rotation dims alike: a head nod,
     # a twentieth of the yaw's variance, then keeps the weight of a dim).
     loss_dim_weighting: str = "uniform"
+    # Multiplies the 6 rotation dims' loss weights after the weighting above: the groups' shares of the
+    # loss (50 expression dims to 6) decide what a short training run learns first.
+    rotation_loss_weight: float = 1.0
     clip_sample: float = 6.0
     # The "diverse" sampler (fad_edge.sampling): a draw from the reaction distribution, not the mean.
     # `fad-edge tune-sampler` calibrates these on validation data and writes them into a copy of the checkpoint.
@@ -143,7 +146,8 @@ class ModelConfig:
         if not _is_int(self.step_focus_width) or self.step_focus_width < 0:
             raise ValueError(f"step_focus_width must be a non-negative integer, got {self.step_focus_width!r}")
         ranges = {"sample_start_noise": (0.0, 1.0), "step_focus_share": (0.0, 1.0),
-                  "speaker_aux_weight": (0.0, math.inf), "clip_sample": (0.0, math.inf)}
+                  "speaker_aux_weight": (0.0, math.inf), "clip_sample": (0.0, math.inf),
+                  "rotation_loss_weight": (0.0, math.inf)}
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
             if not _is_number(value) or not low <= value <= high or not math.isfinite(value):

@@ -240,13 +240,23 @@ class ELNet(nn.Module):
             parts.append(self.prosody(condition[:, audio_end:]))
         return torch.cat(parts, dim=1)
 
+    def read_condition(self, condition: torch.Tensor) -> torch.Tensor:
+        """Condition (B, frames, D) -> (B, cond_dim, L) for the clip's own frames.
+
+        Depends on neither x_t nor the step, so training computes it once per clip and shares it
+        between the clip's noise draws (`denoise`).
+        """
+        cond = self.cond_projection(self.hear(condition.transpose(1, 2)))  # (B, cond_dim, frames)
+        return self.cond_temporal(cond)[:, :, -self.config.clip_len:]
+
     def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        clip_len = self.config.clip_len
+        return self.denoise(x, steps, self.read_condition(condition))
+
+    def denoise(self, x: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The noise in x_t (B, L, 56) at `steps`, given `read_condition`'s output (B, cond_dim, L)."""
         x_t, x = x, x.transpose(1, 2)  # (B, 56, L)
         shortcut = self.input_shortcut(x)
-        cond = self.cond_projection(self.hear(condition.transpose(1, 2)))  # (B, cond_dim, frames)
         embedding = self.step_embedding(steps)  # (B, E)
-        cond = self.cond_temporal(cond)[:, :, -clip_len:]  # (B, cond_dim, L): the clip's own frames
 
         # The condition at every U-Net resolution: L, L/2, L/4, ... (Downsample1d halves the length).
         conds = [cond]
