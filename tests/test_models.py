@@ -23,7 +23,7 @@ def test_spatial_softmax_finds_the_peak():
     torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0]), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "small", "small-prosody", "paper"])
 def test_encoders_give_one_feature_vector_per_frame(name):
     config = preset(name)
     video = VideoEncoder(config)(torch.rand(3, 3, config.image_size, config.image_size))
@@ -187,6 +187,12 @@ def test_expression_variance_weights_leave_every_rotation_dim_at_one():
     assert torch.equal(weights[ROTATION], torch.ones(6))
     assert weights[EXPRESSION].mean() == pytest.approx(1.0)
     assert weights[EXPRESSION][-1] / weights[EXPRESSION][0] == pytest.approx(float((std[49] / std[0]) ** 2))
+    heavier = ListenerModel(preset("tiny", loss_dim_weighting="expression_variance", rotation_loss_weight=8.0))
+    heavier.set_normalization(torch.zeros(56), std)
+    assert torch.equal(heavier.dim_weights()[ROTATION], torch.full((6,), 8.0))
+    assert torch.equal(heavier.dim_weights()[EXPRESSION], weights[EXPRESSION])
+    with pytest.raises(ValueError, match="rotation_loss_weight"):
+        preset("tiny", rotation_loss_weight=-1.0)
 
 
 def test_frame_local_audio_hears_exactly_the_frames_ending_with_each_frame():
