@@ -161,10 +161,9 @@ class ListenerModel(nn.Module):
         """
         variance = self.motion_std**2
         weights = torch.ones_like(variance)
-        groups = (EXPRESSION,) if self.config.loss_dim_weighting == "expression_variance" else (EXPRESSION, ROTATION)
-        if self.config.loss_dim_weighting != "uniform":
-            for group in groups:
-                weights[group] = variance[group] / variance[group].mean()
+        by_variance = {"uniform": (), "expression_variance": (EXPRESSION,), "group_variance": (EXPRESSION, ROTATION)}
+        for group in by_variance[self.config.loss_dim_weighting]:
+            weights[group] = variance[group] / variance[group].mean()
         weights[ROTATION] *= self.config.rotation_loss_weight
         return weights
 
@@ -206,8 +205,9 @@ class ListenerModel(nn.Module):
             start = sampler.initial_state(condition.shape[0], generator, self.config.clip_len, self.config.n_coeffs)
             initial = torch.from_numpy(start).to(device)
         x = initial
+        cond = self.elnet.read_condition(condition)  # the same for every step
         for t, t_prev in sampler.pairs():
-            epsilon = self.elnet(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), condition)
+            epsilon = self.elnet.denoise(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), cond)
             noise = sampler.noise(tuple(x.shape), generator, t_prev)
             noise_tensor = None if noise is None else torch.from_numpy(noise).to(device)
             x = sampler.step(epsilon.float(), t, x, t_prev, noise_tensor)

@@ -303,4 +303,3 @@ PRESETS: dict[str, ModelConfig] = {
         step_embed_dim=16,
     ),
 }
-
