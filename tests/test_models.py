@@ -267,14 +267,14 @@ def test_prosody_branch_hears_its_reach_back_and_nothing_ahead():
     elnet.prosody.norms = torch.nn.ModuleList(torch.nn.Identity() for _ in elnet.prosody.norms)  # window-wide stats
     condition = torch.randn(1, config.condition_dim, config.condition_frames)
     base = elnet.hear(condition)
-    spectrum_start, frame = config.video_features + config.audio_features, 30
-    heard_start = config.video_features + config.audio_features
+    # The spectra start where the audio features end, in the condition and in what ELNet hears alike.
+    start, frame = config.video_features + config.audio_features, 30
     for source, heard in [(frame, True), (frame - 14, True), (frame - 15, False), (frame + 1, False)]:
         changed = condition.clone()
-        changed[0, spectrum_start:, source] += 1.0
-        moved = (elnet.hear(changed) - base)[0, heard_start:, frame].abs().max().item()
+        changed[0, start:, source] += 1.0
+        moved = (elnet.hear(changed) - base)[0, start:, frame].abs().max().item()
         assert (moved > 1e-6) == heard, (source, moved)
-    assert elnet.hear(condition).shape[1] == heard_start + 2 * config.prosody_channels
+    assert elnet.hear(condition).shape[1] == start + 2 * config.prosody_channels
 
 
 def test_prosody_branch_tells_a_rising_from_a_falling_harmonic_after_training():
