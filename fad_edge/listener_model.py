@@ -67,6 +67,14 @@ class ListenerModel(nn.Module):
         features = torch.cat([self.video_encoder(images), self.audio_encoder(mel)], dim=-1)
         return features * self.modality_mask
 
+    def encode_video(self, images: torch.Tensor) -> torch.Tensor:
+        """The video part of `encode`: (N, 3, S, S) -> (N, video_features)."""
+        return self.video_encoder(images) * self.modality_mask[: self.config.video_features]
+
+    def encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """The audio part of `encode`: (N, 1, W, M) -> (N, audio_output_dim)."""
+        return self.audio_encoder(mel) * self.modality_mask[self.config.video_features :]
+
     def clip_conditions(self, features: torch.Tensor) -> torch.Tensor:
         """Frame features of whole sequences (B, T, D) -> each clip's condition (B * T/L, (C+1)*L, D).
 

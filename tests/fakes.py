@@ -14,10 +14,10 @@ from fad_edge.models.config import ModelConfig, preset
 class FakeRunner:
     """The ClipRunner contract, cheaply and deterministically.
 
-    A frame's features are [mean brightness of its image, mean of its own 4 mel rows, 0...]; a
-    clip's motion is mean + std * (state + [own brightness, own mel, mean brightness of the context
-    frames, 0...]) per frame. So motion[:, 0] tells which frame the model saw in each slot and
-    motion[:, 1] what audio, and tests can check alignment exactly.
+    A frame's video features are [mean brightness of its image, 0...] and its audio features [mean
+    of its own 4 mel rows, 0...]; a clip's motion is mean + std * (state + [own brightness, own mel,
+    mean brightness of the context frames, 0...]) per frame. So motion[:, 0] tells which frame the
+    model saw in each slot and motion[:, 1] what audio, and tests can check alignment exactly.
     """
 
     name = "fake"
@@ -31,14 +31,22 @@ class FakeRunner:
         self.calls: collections.Counter[str] = collections.Counter()
         self.threads: set[str] = set()
         self.closed = False
+        self.video_batches: list[int] = []  # frames per video encoder call, in order
         self.gate: threading.Event | None = None  # when set, clips_motion waits for it (a slow model)
 
-    def encode(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        self.calls["encode"] += 1
+    def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
+        self.calls["encode_video"] += 1
+        self.video_batches.append(len(images))
         self.threads.add(threading.current_thread().name)
-        features = np.zeros((len(images), self.config.condition_dim), np.float32)
+        features = np.zeros((len(images), self.config.video_features), np.float32)
         features[:, 0] = images.mean(axis=(1, 2, 3))
-        features[:, 1] = mel[:, 0, -MELS_PER_FRAME:, :].mean(axis=(1, 2))
+        return features
+
+    def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
+        self.calls["encode_audio"] += 1
+        self.threads.add(threading.current_thread().name)
+        features = np.zeros((len(mel), self.config.audio_output_dim), np.float32)
+        features[:, 0] = mel[:, 0, -MELS_PER_FRAME:, :].mean(axis=(1, 2))
         return features
 
     def initial_state(self, clips: int, generator: np.random.Generator, guess: np.ndarray | None = None) -> np.ndarray:
@@ -52,7 +60,7 @@ class FakeRunner:
             self.gate.wait()
         signal = np.zeros_like(state)
         signal[..., 0] = conditions[:, -CLIP_LEN:, 0]
-        signal[..., 1] = conditions[:, -CLIP_LEN:, 1]
+        signal[..., 1] = conditions[:, -CLIP_LEN:, self.config.video_features]
         if conditions.shape[1] > CLIP_LEN:
             signal[..., 2] = conditions[:, :-CLIP_LEN, 0].mean(axis=1, keepdims=True)
         return self.mean + self.std * (state + signal)

@@ -274,3 +274,15 @@ def test_any_timestamp_sequence_keeps_work_and_memory_bounded():
         assert len(aligner._slots) <= config.max_jump * 30 + 2 * CLIP_LEN
         assert aligner.buffered_audio() <= config.max_audio_seconds * SAMPLE_RATE
     assert taken > 100 and aligner.counts["clock_jumps_video"] > 0 and aligner.counts["clock_jumps_audio"] > 0
+
+
+def test_placed_frames_are_the_next_clips_own_from_where_asked():
+    aligner = ClipAligner()
+    for k in range(11):
+        aligner.push_frame(frame(k), k / 30, 0.0)
+    assert [int(f[0]) for f in aligner.placed_frames(0)] == list(range(8))  # the next clip's, not beyond
+    assert [int(f[0]) for f in aligner.placed_frames(5)] == [5, 6, 7]
+    assert aligner.placed_frames(8) == []
+    aligner.push_audio(np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE, 0.0, 0.0)
+    assert aligner.take_ready(0.0) is not None
+    assert [int(f[0]) for f in aligner.placed_frames(1)] == [9, 10]  # clip 1's frames placed so far

@@ -81,3 +81,18 @@ def test_deca_is_timed_per_frame_once_and_scaled_to_every_length(monkeypatch):
         assert b.latency.median == pytest.approx(1024 * 0.5 + 0.001)
         assert a.latency.median == pytest.approx(8 * 0.5 + 0.001)
         assert b.flops == pytest.approx(128 * a.flops, rel=1e-3)
+
+
+def test_stream_figures_time_the_stream_both_ways_and_print_in_80_columns():
+    from fakes import FakeRunner
+
+    from fad_edge.cli.bench_commands import stream_lines
+
+    figures = bench_run.stream_figures(FakeRunner(), seconds=1.0)
+    assert figures["clips"] == 4 and figures["backend"] == "fake"
+    for key in ("latency_p50_ms", "latency_p99_ms"):
+        assert 0 < figures[key] < 1000 and 0 < figures["clip_at_once"][key] < 1000
+    lines = stream_lines(figures)
+    assert len(lines) == 3 and "encoded at once" in lines[2]
+    assert max(map(len, lines)) <= 80
+    assert len(stream_lines({**figures, "clip_at_once": None})) == 2  # results saved before it was measured

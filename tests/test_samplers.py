@@ -100,7 +100,10 @@ def test_replacing_a_runners_settings_moves_its_sampler_too():
     from fad_edge.runtime.base import ClipRunner
 
     class Bare(ClipRunner):
-        def encode_batch(self, images, mel):  # pragma: no cover - not called
+        def encode_video_batch(self, images):  # pragma: no cover - not called
+            raise AssertionError
+
+        def encode_audio_batch(self, mel):  # pragma: no cover - not called
             raise AssertionError
 
         def clips_motion(self, conditions, state, generator):  # pragma: no cover - not called

@@ -22,7 +22,8 @@ def export(
     fp16: bool = typer.Option(False, "--fp16",
                               help="Also write the mixed-precision FP16 graphs (checked on the CPU)."),
     trt: bool = typer.Option(False, "--trt",
-                             help="Build TensorRT FP16 engines from the FP16 graphs (needs [trt] and a GPU)."),
+                             help="Build TensorRT FP16 engines from the FP16 graphs "
+                                  "(needs the 'fad-edge\\[trt]' extra and a GPU)."),
     opset: int = typer.Option(18, min=13, max=23, help="ONNX opset (18 suits TensorRT 10 on Jetson)."),
     data: Optional[Path] = typer.Option(None, help="Dataset for the accuracy checks "
                                         "(default: fresh synthetic sessions)."),

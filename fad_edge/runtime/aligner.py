@@ -169,6 +169,14 @@ class ClipAligner:
             k += 1
         return k
 
+    def placed_frames(self, start: int) -> list[np.ndarray]:
+        """Frames `start` onwards of the next clip to be taken that are already placed (at most 8 - start).
+
+        A placed frame never changes, whatever comes later (gaps and jumps only append), so a stream
+        may encode it while the clip's later frames and audio are still awaited.
+        """
+        return [frame for frame, _, _ in self._slots[start:CLIP_LEN]]
+
     def take_ready(self, now: float, closing: bool = False) -> ReadyClip | None:
         """The next clip if its frames and audio are there (or the audio is dead), else None.
 

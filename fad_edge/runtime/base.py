@@ -81,8 +81,20 @@ class ClipRunner(ABC):
         """
 
     @abstractmethod
+    def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 images -> (N, video_features) frame features, modality mask applied.
+
+        The two encoders are separate calls so that a stream can encode each frame's image as soon as
+        it arrives, ahead of the audio its clip still waits for (`fad_edge.runtime.clip_encoder`).
+        """
+
+    @abstractmethod
+    def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
+        """(N, 1, W, M) float32 mel windows -> (N, audio_output_dim) frame features, modality mask applied."""
+
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        """(N, 3, S, S) float32 images and (N, 1, W, M) mel -> (N, D) frame features."""
+        """(N, 3, S, S) float32 images and (N, 1, W, M) mel -> (N, D) frame features: video, then audio."""
+        return np.concatenate([self.encode_video_batch(images), self.encode_audio_batch(mel)], axis=1)
 
     @abstractmethod
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:

@@ -144,6 +144,8 @@ class CudaRunner(ClipRunner):
         # Every set, whatever the settings: a bucket is captured only when first used, and settings may be replaced.
         framed = [Operand(image.shape, clip_len), Operand(mel.shape, clip_len), state]
         return {"encode": graphed(self._encode, [image, mel], max_frames),
+                "video": graphed(self._encode_video, [image], max_frames),
+                "audio": graphed(self._encode_audio, [mel], max_frames),
                 "x0": graphed(self._x0, [condition, state], clips),
                 "whole": graphed(self._whole, framed, clips),
                 "epsilon": graphed(self._epsilon, [state, Operand((), dtype=torch.long), condition], clips)}
@@ -163,6 +165,12 @@ class CudaRunner(ClipRunner):
 
     def _encode(self, images: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         return self._model().encode(self._input(images), self._input(mel)).float()
+
+    def _encode_video(self, images: torch.Tensor) -> torch.Tensor:
+        return self._model().encode_video(self._input(images)).float()
+
+    def _encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        return self._model().encode_audio(self._input(mel)).float()
 
     def _epsilon(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self._model().elnet(x.to(self.dtype), steps, condition.to(self.dtype)).float()
@@ -204,8 +212,15 @@ class CudaRunner(ClipRunner):
                 return fn(*tensors).cpu().numpy()
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
+        """Both encoders in one replay (one launch instead of two)."""
         images, mel = images.astype(np.float32, copy=False), mel.astype(np.float32, copy=False)
         return self._call("encode", self._encode, images, mel)
+
+    def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
+        return self._call("video", self._encode_video, images.astype(np.float32, copy=False))
+
+    def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
+        return self._call("audio", self._encode_audio, mel.astype(np.float32, copy=False))
 
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         conditions = conditions.astype(np.float32, copy=False)

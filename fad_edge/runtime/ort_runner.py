@@ -261,13 +261,14 @@ class OrtRunner(ClipRunner):
             self._elnet[graph] = self._session(graph)
         return self._elnet[graph]
 
-    def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        # session.run, not IO binding into pre-allocated outputs: an output is at most 64 KB, whose copy
-        # (under 25 us) is lost in a call of 3-450 ms; measured, IO binding was no faster (within the
-        # noise both ways, -15% to +5%: `python -m fad_edge.bench.ort_options EXPORT --io-binding`).
-        video = self.video.run(None, {"images": images.astype(np.float32, copy=False)})[0]
-        audio = self.audio.run(None, {"mel": mel.astype(np.float32, copy=False)})[0]
-        return np.concatenate([video, audio], axis=1)
+    # session.run, not IO binding into pre-allocated outputs: an output is at most 64 KB, whose copy
+    # (under 25 us) is lost in a call of 3-450 ms; measured, IO binding was no faster (within the
+    # noise both ways, -15% to +5%: `python -m fad_edge.bench.ort_options EXPORT --io-binding`).
+    def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
+        return self.video.run(None, {"images": images.astype(np.float32, copy=False)})[0]
+
+    def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
+        return self.audio.run(None, {"mel": mel.astype(np.float32, copy=False)})[0]
 
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         conditions = conditions.astype(np.float32, copy=False)

@@ -30,7 +30,8 @@ wait. It then gets silence, as do later clips until audio returns (counted), so 
 ever waits when the model is slower than real time, and then for about one clip's compute.
 
 Output: a worker thread encodes each clip's 8 new frames (earlier frames' features are kept for
-`context_clips`), runs ELNet and emits a `ClipMotion` (8, 56) to `clips()` and to `on_clip`. `on_clip`
+`context_clips`), the video of each frame as soon as it is placed, then the clip's audio when it
+has arrived, runs ELNet and emits a `ClipMotion` (8, 56) to `clips()` and to `on_clip`. `on_clip`
 runs on its own thread from a queue of `callback_queue` clips: a slow callback never blocks the
 stream; when the queue is full the oldest waiting clip is dropped and counted. The runner is warmed
 up in the constructor, so the first clip's latency is an ordinary one.
@@ -42,7 +43,8 @@ latencies and unread clips (`keep_clips`, 0 for none when `on_clip` is all you u
 
 Latency is measured from the moment a clip's last input arrived (its 8th frame, or the audio its
 last mel window needs, 16 ms past its end) to its motion, any wait behind earlier clips included;
-`compute` is the model's time alone. `stats()` gives their p50/p99 over the last 1000 clips.
+`compute` is the model's time alone, the frames encoded ahead included. `stats()` gives their p50/p99
+over the last 1000 clips.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,20 +74,27 @@ from fad_edge.sampling import DEFAULT_SAMPLER
 if TYPE_CHECKING:
     from fad_edge.runtime.base import ClipRunner
 
+# A stream's calls are small (one clip, or a frame ahead), and between them the CPU idles: waking a
+# thread pool costs more than a second core gives. On the 2-core EPYC, with frames encoded ahead,
+# one thread answered clips sooner than two (p99: small 8.0 vs 10.3 ms, paper 20.4 vs 22.3 ms;
+# `fad-edge bench` measures the stream so) and leaves the other core to the camera and the robot.
+STREAM_THREADS = 1
 CALLBACK_DRAIN_SECONDS = 5.0  # close() waits this long for queued callbacks, then counts the rest as dropped
 
 
 class ListenerStream:
     """See the module docstring. Use as a context manager or call `close()` to flush the last clip.
 
-    `timing` takes AlignerConfig's fields: max_jump, audio_timeout, max_pending_clips, max_audio_seconds.
-    `clock` (monotonic seconds) times the dead-audio timeout; a simulation may pass its own.
+    `encode_ahead=False` encodes each clip's frames only once the clip is complete (the same motion,
+    later: for comparison). `timing` takes AlignerConfig's fields: max_jump, audio_timeout,
+    max_pending_clips, max_audio_seconds. `clock` (monotonic seconds) times the dead-audio timeout;
+    a simulation may pass its own.
     """
 
     def __init__(self, runner: ClipRunner, color: str = "rgb", face: str = "none", box: Box | None = None,
                  on_clip: Callable[[ClipMotion], None] | None = None, carry_motion: bool = False,
                  keep_clips: int = 256, callback_queue: int = 16, clock: Callable[[], float] = time.monotonic,
-                 **timing: Any) -> None:
+                 encode_ahead: bool = True, **timing: Any) -> None:
         if color not in ("rgb", "bgr"):
             raise StreamInputError(f"color must be rgb or bgr, got {color!r}")
         self.runner, self.config, self.color, self.clock = runner, runner.config, color, clock
@@ -92,6 +102,7 @@ class ListenerStream:
         self.aligner = ClipAligner(AlignerConfig(**timing))
         self.max_pending_clips = self.aligner.config.max_pending_clips
         self.encoder = ClipEncoder(runner, carry_motion)
+        self.encode_ahead = encode_ahead
         self.owns_runner = False  # from_export: close() closes the runner too
         self._lock = threading.Condition()
         self._crop_lock = threading.Lock()  # the face tracker keeps state between frames
@@ -112,7 +123,7 @@ class ListenerStream:
             raise RuntimeError(f"the listener stream's warm-up failed: {self._error}") from self._error
 
     @classmethod
-    def from_export(cls, folder: Path, precision: str = "fp32", threads: int = 2, backend: str = "ort",
+    def from_export(cls, folder: Path, precision: str = "fp32", threads: int = STREAM_THREADS, backend: str = "ort",
                     seed: int = 0, sampler: str = DEFAULT_SAMPLER, **options: Any) -> ListenerStream:
         """A stream over a runner it opens and owns: `close()` closes the runner as well.
 
@@ -227,15 +238,19 @@ class ListenerStream:
         finally:
             self._warm.set()
         try:
-            while self._error is None and (taken := self._next_clip()) is not None:
-                clip, ready = taken
+            while self._error is None and (task := self._next_task()) is not None:
+                if isinstance(task, _Ahead):
+                    self.encoder.encode_ahead(task.clip, task.frames)
+                    continue
+                clip, ready = task
                 started = time.perf_counter()
                 motion = self.encoder(clip)
-                self._emit(clip, motion, ready, started)
+                self._emit(clip, motion, ready, started - self.encoder.ahead_seconds)
         except BaseException as error:  # surfaced to the caller on its next push or close
             self._fail(error)
 
-    def _next_clip(self) -> tuple[ReadyClip, float] | None:
+    def _next_task(self) -> tuple[ReadyClip, float] | _Ahead | None:
+        """The next ready clip; else the next clip's placed frames not yet encoded; None once closed and drained."""
         with self._lock:
             while True:
                 clip = self.aligner.take_ready(self.clock(), closing=self._closing)
@@ -247,10 +262,16 @@ class ListenerStream:
                     self._closed = True
                     self._lock.notify_all()
                     return None
+                if self.encode_ahead:
+                    index = self.aligner.taken
+                    placed = self.aligner.placed_frames(self.encoder.encoded_ahead(index))
+                    if placed:
+                        return _Ahead(index, np.stack(placed))
                 # Wake to check the dead-audio timeout while clips wait; pushes wake it at once.
                 self._lock.wait(timeout=0.05 if self.aligner.backlog() else 0.5)
 
     def _emit(self, clip: ReadyClip, motion: np.ndarray, ready: float, started: float) -> None:
+        """`started`: when the clip's compute began, moved back by the time its frames took when encoded ahead."""
         done = time.perf_counter()
         out = ClipMotion(clip.index, motion, clip.times, done - ready, done - started)
         with self._lock:
@@ -267,6 +288,14 @@ class ListenerStream:
             self._error = error
             self._closed = True
             self._lock.notify_all()
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """Work for an idle worker: the next clip's placed frames whose video features it lacks."""
+
+    clip: int
+    frames: np.ndarray
 
 
 def _close_runner(runner: ClipRunner) -> None:

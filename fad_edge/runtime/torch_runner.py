@@ -41,9 +41,12 @@ class TorchRunner(ClipRunner):
         return cls.from_checkpoint(path, steps, seed, sampler=sampler)
 
     @torch.no_grad()
-    def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        features = self.model.encode(torch.from_numpy(images).to(self.device), torch.from_numpy(mel).to(self.device))
-        return features.cpu().numpy()
+    def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
+        return self.model.encode_video(torch.from_numpy(images).to(self.device)).cpu().numpy()
+
+    @torch.no_grad()
+    def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
+        return self.model.encode_audio(torch.from_numpy(mel).to(self.device)).cpu().numpy()
 
     @torch.no_grad()
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:

@@ -227,10 +227,11 @@ class TrtRunner(ClipRunner):
                 self._engines[graph] = _Engine(engine, io, self.driver)
             return self._engines[graph](feeds)
 
-    def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
-        video = self._run(VIDEO_ENCODER, {"images": images})
-        audio = self._run(AUDIO_ENCODER, {"mel": mel})
-        return np.concatenate([video, audio], axis=1).astype(np.float32)
+    def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
+        return self._run(VIDEO_ENCODER, {"images": images}).astype(np.float32)
+
+    def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
+        return self._run(AUDIO_ENCODER, {"mel": mel}).astype(np.float32)
 
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         graph = self.elnet_graph
