@@ -32,6 +32,7 @@ class FakeRunner:
         self.threads: set[str] = set()
         self.closed = False
         self.video_batches: list[int] = []  # frames per video encoder call, in order
+        self.audio_batches: list[int] = []  # frames per audio encoder call, in order
         self.gate: threading.Event | None = None  # when set, clips_motion waits for it (a slow model)
 
     def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
@@ -44,6 +45,7 @@ class FakeRunner:
 
     def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
         self.calls["encode_audio"] += 1
+        self.audio_batches.append(len(mel))
         self.threads.add(threading.current_thread().name)
         features = np.zeros((len(mel), self.config.audio_output_dim), np.float32)
         features[:, 0] = mel[:, 0, -MELS_PER_FRAME:, :].mean(axis=(1, 2))

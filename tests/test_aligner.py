@@ -286,3 +286,30 @@ def test_placed_frames_are_the_next_clips_own_from_where_asked():
     aligner.push_audio(np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE, 0.0, 0.0)
     assert aligner.take_ready(0.0) is not None
     assert [int(f[0]) for f in aligner.placed_frames(1)] == [9, 10]  # clip 1's frames placed so far
+
+
+def test_placed_audio_covers_frames_with_their_video_and_all_their_samples_but_never_the_last():
+    from fad_edge.data.audio_features import log_mel
+    from fad_edge.runtime.aligner import frame_audio_needed
+
+    rng = np.random.default_rng(0)
+    audio = rng.standard_normal(SAMPLE_RATE).astype(np.float32)
+    aligner = ClipAligner()
+    for k in range(5):
+        aligner.push_frame(frame(k), k / 30, 0.0)
+    assert aligner.placed_audio(0) is None  # no audio yet
+    aligner.push_audio(audio[: frame_audio_needed(2) + 1], SAMPLE_RATE, 0.0, 0.0)
+    placed = aligner.placed_audio(0)
+    assert placed is not None and (placed.start, placed.stop, placed.new_segment) == (0, 3, True)
+    aligner.push_audio(audio[frame_audio_needed(2) + 1 :], SAMPLE_RATE, None, 0.0)
+    placed = aligner.placed_audio(3)
+    assert placed is not None and (placed.start, placed.stop) == (3, 5)  # as far as the video is placed
+    for k in range(5, 8):
+        aligner.push_frame(frame(k), k / 30, 0.0)
+    placed = aligner.placed_audio(0)
+    assert placed is not None and placed.stop == CLIP_LEN - 1  # the last frame waits for the clip
+    clip = aligner.take_ready(0.0)
+    assert clip is not None
+    heard = log_mel(placed.audio, 7, 64, first_frame=0, offset=placed.audio_offset)
+    whole = log_mel(clip.audio, CLIP_LEN, 64, first_frame=0, offset=clip.audio_offset)
+    np.testing.assert_allclose(heard, whole[: len(heard)], rtol=0, atol=1e-6)  # the same mel as the clip's

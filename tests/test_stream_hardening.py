@@ -87,6 +87,30 @@ def test_frames_are_encoded_as_they_arrive_and_the_clip_waits_only_for_its_audio
     assert clip.compute >= 0 and clip.latency >= 0
 
 
+def test_audio_is_encoded_as_it_arrives_and_gives_the_motion_of_a_clip_encoded_at_once():
+    rng = np.random.default_rng(3)
+    chunks = [(0.002 * 3 ** (k % 6) * rng.standard_normal(CHUNK)).astype(np.float32) for k in range(17)]
+    motions = {}
+    for ahead in (True, False):
+        runner = FakeRunner()
+        with ListenerStream(runner, encode_ahead=ahead, audio_timeout=None) as stream:
+            warm_up = len(runner.audio_batches)
+            for k in range(16):
+                stream.push_audio(chunks[k], 16000)
+                stream.push_video(picture(k), k / 30)
+            if ahead:  # clip 0 is out; clip 1's frames 8..14 are heard ahead, its last waits for more audio
+                assert wait_for(lambda: sum(runner.audio_batches[warm_up:]) == 15)
+                assert stream.stats().clips == 1
+            stream.push_audio(chunks[16], 16000)
+            assert wait_for(lambda: stream.stats().clips == 2)
+            motions[ahead] = np.concatenate([clip.motion for clip in stream.clips(timeout=0)])
+            assert sum(runner.audio_batches[warm_up:]) == 16  # every frame's audio encoded once
+            if ahead:
+                assert runner.audio_batches[-1] == 1  # at the clip's end, only its last frame
+    np.testing.assert_allclose(motions[True], motions[False], rtol=0, atol=1e-6)
+    assert np.ptp(motions[True][:, 1]) > 0.1  # the audio feature is heard, not constant
+
+
 def test_a_clip_uses_the_features_encoded_ahead_for_it_and_no_others():
     from fad_edge.runtime.aligner import ReadyClip
     from fad_edge.runtime.clip_encoder import ClipEncoder

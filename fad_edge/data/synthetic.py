@@ -57,6 +57,10 @@ _SPEAKER_BASIS_SEED = 20_231_001
 _LISTENER_BASIS_SEED = 20_231_002
 
 LAG_NOD, LAG_SMILE, LAG_BROW, LAG_HEAD = 8, 6, 4, 12
+# The pulses a phrase end sets off (head pitch and the brow factor): 1.5 damped nods over 20 frames,
+# one raise over 24.
+NOD_SHAPE = 0.15 * np.sin(np.linspace(0, 3 * np.pi, 20)) * np.exp(-np.linspace(0, 2, 20))
+BROW_SHAPE = np.sin(np.linspace(0, np.pi, 24)) ** 2
 _ALTERNATIVE_STREAM = 1  # alternative listener k of session `seed` draws from default_rng([seed, 1, k])
 DEFAULT_ALTERNATIVES = 5  # alternative listeners written per session (listener_alternatives.npy)
 # The listener's expression factors, in the columns of its basis, and their scales.
@@ -310,12 +314,10 @@ def _listener_rules(rng: np.random.Generator, state: _SpeakerState, config: Synt
     lags = {"nod": LAG_NOD + jitter(), "smile": LAG_SMILE + jitter(), "brow": LAG_BROW + jitter(),
             "head": LAG_HEAD + jitter()}
     lags = {k: max(0, v) for k, v in lags.items()}
-    nod_shape = 0.15 * np.sin(np.linspace(0, 3 * np.pi, 20)) * np.exp(-np.linspace(0, 2, 20))
-    brow_shape = np.sin(np.linspace(0, np.pi, 24)) ** 2
     nods = [frame + lags["nod"] for frame, rising in state.speech.pauses if not rising]
     raises = [frame + lags["brow"] for frame, rising in state.speech.pauses if rising]
-    nod = _pulse(n, nods, nod_shape) * rng.uniform(0.85, 1.15)
-    listener_brow = np.clip(_pulse(n, raises, brow_shape), 0, 1.2) * rng.uniform(0.85, 1.15)
+    nod = _pulse(n, nods, NOD_SHAPE) * rng.uniform(0.85, 1.15)
+    listener_brow = np.clip(_pulse(n, raises, BROW_SHAPE), 0, 1.2) * rng.uniform(0.85, 1.15)
     listener_smile = 0.8 * _delay(_smooth(state.smile, 5), lags["smile"])
     listener_yaw = 0.5 * _delay(state.head[:, 1], lags["head"])
 

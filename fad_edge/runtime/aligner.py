@@ -59,9 +59,30 @@ def slot_sample(slot: int) -> int:
     return int(round(slot * SAMPLE_RATE / FPS))
 
 
+def frame_audio_needed(slot: int) -> int:
+    """Absolute 16 kHz sample index the last mel window of video slot `slot` reaches."""
+    return int(mel_centres(1, (slot + 1) * MELS_PER_FRAME - 1)[0]) + N_FFT // 2
+
+
+def frame_audio_start(slot: int) -> int:
+    """Absolute 16 kHz sample index where the first mel window of video slot `slot` starts."""
+    return int(mel_centres(1, slot * MELS_PER_FRAME)[0]) - N_FFT // 2
+
+
 def audio_needed(clip: int) -> int:
     """Absolute 16 kHz sample index the clip's last mel window reaches."""
-    return int(mel_centres(1, (clip + 1) * CLIP_LEN * MELS_PER_FRAME - 1)[0]) + N_FFT // 2
+    return frame_audio_needed((clip + 1) * CLIP_LEN - 1)
+
+
+@dataclass
+class PlacedAudio:
+    """Frames start..stop-1 of the next clip, whose video is placed and whose audio is all there."""
+
+    start: int
+    stop: int
+    audio: np.ndarray  # 16 kHz samples their mel windows read
+    audio_offset: int  # absolute sample index of audio[0]
+    new_segment: bool  # the clip starts a segment: its mel history starts from silence
 
 
 class ClipAligner:
@@ -177,6 +198,25 @@ class ClipAligner:
         """
         return [frame for frame, _, _ in self._slots[start:CLIP_LEN]]
 
+    def placed_audio(self, start: int) -> PlacedAudio | None:
+        """The audio of the next clip's frames from `start` on, for those whose video is placed and whose
+        samples have all arrived; None if there are none. Never the clip's last frame: its mel windows
+        reach past the clip's end, into audio that a clock jump may still replace. Samples up to the
+        clip's last frame are final once placed: later input only appends (or, when the audio runs
+        `max_audio_seconds` ahead of a stalled camera, drops the oldest, which these frames have heard).
+        """
+        first_slot = self._taken * CLIP_LEN
+        end = self._audio_offset + len(self._audio)
+        stop = start
+        while stop < min(len(self._slots), CLIP_LEN - 1) and frame_audio_needed(first_slot + stop) < end:
+            stop += 1
+        if stop <= start:
+            return None
+        begin = max(frame_audio_start(first_slot + start) - self._audio_offset, 0)
+        until = max(frame_audio_needed(first_slot + stop - 1) + 1 - self._audio_offset, 0)
+        return PlacedAudio(start, stop, self._audio[begin:until].copy(), self._audio_offset + begin,
+                           self._taken in self._segment_starts)
+
     def take_ready(self, now: float, closing: bool = False) -> ReadyClip | None:
         """The next clip if its frames and audio are there (or the audio is dead), else None.
 
@@ -199,7 +239,7 @@ class ClipAligner:
         self.counts["frames_padded"] += CLIP_LEN - len(taken)
         count = self._partial.pop(k, len(taken))
         frames = np.stack([frame for frame, _, _ in taken] + [taken[-1][0]] * (CLIP_LEN - len(taken)))
-        first = int(mel_centres(1, k * CLIP_LEN * MELS_PER_FRAME)[0]) - N_FFT // 2
+        first = frame_audio_start(k * CLIP_LEN)
         start, end = max(first - self._audio_offset, 0), max(audio_needed(k) + 1 - self._audio_offset, 0)
         clip = ReadyClip(k, frames, count, np.array([time for _, time, _ in taken[:count]]),
                          self._audio[start:end].copy(), self._audio_offset + start, k in self._segment_starts)

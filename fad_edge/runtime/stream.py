@@ -30,11 +30,12 @@ wait. It then gets silence, as do later clips until audio returns (counted), so 
 ever waits when the model is slower than real time, and then for about one clip's compute.
 
 Output: a worker thread encodes each clip's 8 new frames (earlier frames' features are kept for
-`context_clips`), the video of each frame as soon as it is placed, then the clip's audio when it
-has arrived, runs ELNet and emits a `ClipMotion` (8, 56) to `clips()` and to `on_clip`. `on_clip`
-runs on its own thread from a queue of `callback_queue` clips: a slow callback never blocks the
-stream; when the queue is full the oldest waiting clip is dropped and counted. The runner is warmed
-up in the constructor, so the first clip's latency is an ordinary one.
+`context_clips`), each frame's video as soon as the frame is placed and its audio as soon as that
+has arrived too (the clip's last frame when the clip is complete), runs ELNet and emits a
+`ClipMotion` (8, 56) to `clips()` and to `on_clip`. `on_clip` runs on its own thread from a queue
+of `callback_queue` clips: a slow callback never blocks the stream; when the queue is full the
+oldest waiting clip is dropped and counted. The runner is warmed up in the constructor, so the
+first clip's latency is an ordinary one.
 
 Memory is bounded for any run length: the frames of unfinished clips, the audio they still need (at
 most `max_audio_seconds` ahead; older audio is forgotten and counted) and fixed windows of
@@ -63,7 +64,7 @@ import numpy as np
 from fad_edge.constants import CLIP_LEN
 from fad_edge.data.inputs import resize_frames
 from fad_edge.errors import StreamInputError
-from fad_edge.runtime.aligner import AlignerConfig, ClipAligner, ReadyClip
+from fad_edge.runtime.aligner import AlignerConfig, ClipAligner, PlacedAudio, ReadyClip
 from fad_edge.runtime.callback_queue import CallbackQueue
 from fad_edge.runtime.clip_encoder import ClipEncoder
 from fad_edge.runtime.face import Box, FaceCropper
@@ -240,7 +241,10 @@ class ListenerStream:
         try:
             while self._error is None and (task := self._next_task()) is not None:
                 if isinstance(task, _Ahead):
-                    self.encoder.encode_ahead(task.clip, task.frames)
+                    if len(task.frames):
+                        self.encoder.encode_ahead(task.clip, task.frames)
+                    if task.audio is not None:
+                        self.encoder.encode_audio_ahead(task.clip, task.audio)
                     continue
                 clip, ready = task
                 started = time.perf_counter()
@@ -265,8 +269,9 @@ class ListenerStream:
                 if self.encode_ahead:
                     index = self.aligner.taken
                     placed = self.aligner.placed_frames(self.encoder.encoded_ahead(index))
-                    if placed:
-                        return _Ahead(index, np.stack(placed))
+                    audio = self.aligner.placed_audio(self.encoder.heard_ahead(index))
+                    if placed or audio is not None:
+                        return _Ahead(index, np.stack(placed) if placed else np.zeros((0,), np.uint8), audio)
                 # Wake to check the dead-audio timeout while clips wait; pushes wake it at once.
                 self._lock.wait(timeout=0.05 if self.aligner.backlog() else 0.5)
 
@@ -292,10 +297,11 @@ class ListenerStream:
 
 @dataclass(frozen=True)
 class _Ahead:
-    """Work for an idle worker: the next clip's placed frames whose video features it lacks."""
+    """Work for an idle worker: the next clip's placed frames whose video or audio features it lacks."""
 
     clip: int
-    frames: np.ndarray
+    frames: np.ndarray  # images not yet encoded (none: shape (0,))
+    audio: PlacedAudio | None  # frames whose audio has arrived and is not yet encoded
 
 
 def _close_runner(runner: ClipRunner) -> None:
