@@ -84,7 +84,7 @@ def test_frames_are_encoded_as_they_arrive_and_the_clip_waits_only_for_its_audio
     np.testing.assert_array_equal(np.round(clip.motion[:, 0] * 255) - 20, np.arange(8))
     assert sum(encoded_before_audio) == (8 if ahead else 0)
     assert sum(runner.video_batches[warm_up:]) == 8  # each frame's video encoded once either way
-    assert clip.compute >= 0 and clip.latency >= 0
+    assert clip.latency >= 0 and clip.compute >= clip.ahead and (clip.ahead > 0) == ahead
 
 
 def test_audio_is_encoded_as_it_arrives_and_gives_the_motion_of_a_clip_encoded_at_once():

@@ -89,7 +89,7 @@ class Record:
     """Per-clip and per-push figures in arrays sized up front, so that measuring does not grow the memory measured."""
 
     def __init__(self, seconds: float) -> None:
-        self.clips = np.zeros((int(seconds * FPS / CLIP_LEN * 1.2) + 64, 3))  # index, latency, compute
+        self.clips = np.zeros((int(seconds * FPS / CLIP_LEN * 1.2) + 64, 4))  # index, latency, compute, ahead
         self.pushes = np.zeros(int(seconds * FPS * 1.2) + 64)  # push_video's duration
         self.n_clips = self.n_pushes = self.overflow = 0
         self._lock = threading.Lock()  # clips arrive on the stream's callback thread
@@ -97,7 +97,7 @@ class Record:
     def clip(self, clip: ClipMotion) -> None:
         with self._lock:
             if self.n_clips < len(self.clips):
-                self.clips[self.n_clips] = (clip.index, clip.latency, clip.compute)
+                self.clips[self.n_clips] = (clip.index, clip.latency, clip.compute, clip.ahead)
                 self.n_clips += 1
             else:
                 self.overflow += 1
@@ -283,7 +283,9 @@ def _report(stream: ListenerStream, config: SoakConfig, feeder: dict[str, int], 
     stats = stream.stats()
     clips = record.clips[: record.n_clips]
     latency, compute = clips[:, 1] * 1000, clips[:, 2] * 1000
-    overhead = latency - compute  # what the stream adds to the model's time: waiting, hand-over
+    # What the stream adds to the model's time once a clip is complete (waiting, hand-over); the
+    # frames encoded ahead were computed before the latency started.
+    overhead = latency - (compute - clips[:, 3] * 1000)
     pushes = record.pushes[: record.n_pushes] * 1000
     warm = memory[1][1] if len(memory) > 2 else memory[0][1]
     steady = latency[1:] if len(latency) > 1 else latency

@@ -249,7 +249,7 @@ class ListenerStream:
                 clip, ready = task
                 started = time.perf_counter()
                 motion = self.encoder(clip)
-                self._emit(clip, motion, ready, started - self.encoder.ahead_seconds)
+                self._emit(clip, motion, ready, started, self.encoder.ahead_seconds)
         except BaseException as error:  # surfaced to the caller on its next push or close
             self._fail(error)
 
@@ -275,10 +275,10 @@ class ListenerStream:
                 # Wake to check the dead-audio timeout while clips wait; pushes wake it at once.
                 self._lock.wait(timeout=0.05 if self.aligner.backlog() else 0.5)
 
-    def _emit(self, clip: ReadyClip, motion: np.ndarray, ready: float, started: float) -> None:
-        """`started`: when the clip's compute began, moved back by the time its frames took when encoded ahead."""
+    def _emit(self, clip: ReadyClip, motion: np.ndarray, ready: float, started: float, ahead: float) -> None:
+        """`ahead`: the model's seconds on this clip's frames before it was taken (encoded ahead)."""
         done = time.perf_counter()
-        out = ClipMotion(clip.index, motion, clip.times, done - ready, done - started)
+        out = ClipMotion(clip.index, motion, clip.times, done - ready, done - started + ahead, ahead)
         with self._lock:
             self._meter.add(out, clip.new_segment)
             self._counts["clips"] += 1

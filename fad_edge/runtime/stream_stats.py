@@ -25,6 +25,7 @@ class ClipMotion:
     timestamps: np.ndarray  # time of each frame's slot on the input clock, seconds
     latency: float  # seconds from the clip's last input arriving to its motion
     compute: float = 0.0  # seconds the model took for this clip
+    ahead: float = 0.0  # the part of `compute` spent before the clip's last input came (frames encoded ahead)
 
 
 @dataclass
