@@ -57,8 +57,7 @@ _SPEAKER_BASIS_SEED = 20_231_001
 _LISTENER_BASIS_SEED = 20_231_002
 
 LAG_NOD, LAG_SMILE, LAG_BROW, LAG_HEAD = 8, 6, 4, 12
-# The pulses a phrase end sets off (head pitch and the brow factor): 1.5 damped nods over 20 frames,
-# one raise over 24.
+# The pulses a phrase end sets off: 1.5 damped nods of head pitch in 20 frames, one brow raise in 24.
 NOD_SHAPE = 0.15 * np.sin(np.linspace(0, 3 * np.pi, 20)) * np.exp(-np.linspace(0, 2, 20))
 BROW_SHAPE = np.sin(np.linspace(0, np.pi, 24)) ** 2
 _ALTERNATIVE_STREAM = 1  # alternative listener k of session `seed` draws from default_rng([seed, 1, k])

@@ -241,7 +241,7 @@ class ListenerStream:
         try:
             while self._error is None and (task := self._next_task()) is not None:
                 if isinstance(task, _Ahead):
-                    if len(task.frames):
+                    if task.frames is not None:
                         self.encoder.encode_ahead(task.clip, task.frames)
                     if task.audio is not None:
                         self.encoder.encode_audio_ahead(task.clip, task.audio)
@@ -254,7 +254,7 @@ class ListenerStream:
             self._fail(error)
 
     def _next_task(self) -> tuple[ReadyClip, float] | _Ahead | None:
-        """The next ready clip; else the next clip's placed frames not yet encoded; None once closed and drained."""
+        """The next ready clip; else the next clip's placed input not yet encoded; None once closed and drained."""
         with self._lock:
             while True:
                 clip = self.aligner.take_ready(self.clock(), closing=self._closing)
@@ -271,7 +271,7 @@ class ListenerStream:
                     placed = self.aligner.placed_frames(self.encoder.encoded_ahead(index))
                     audio = self.aligner.placed_audio(self.encoder.heard_ahead(index))
                     if placed or audio is not None:
-                        return _Ahead(index, np.stack(placed) if placed else np.zeros((0,), np.uint8), audio)
+                        return _Ahead(index, np.stack(placed) if placed else None, audio)
                 # Wake to check the dead-audio timeout while clips wait; pushes wake it at once.
                 self._lock.wait(timeout=0.05 if self.aligner.backlog() else 0.5)
 
@@ -300,7 +300,7 @@ class _Ahead:
     """Work for an idle worker: the next clip's placed frames whose video or audio features it lacks."""
 
     clip: int
-    frames: np.ndarray  # images not yet encoded (none: shape (0,))
+    frames: np.ndarray | None  # placed images not yet encoded
     audio: PlacedAudio | None  # frames whose audio has arrived and is not yet encoded
 
 
