@@ -110,3 +110,15 @@ def test_generate_records_the_sampler_it_drew_with(monkeypatch, capsys, checkpoi
                            "--audio", audio, "--out", tmp_path / "o", "--sampler", "best")
     _assert_one_line_error(code, output, "unknown sampler 'best'; choose one of mean, diverse")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["", "synth", "convert-vico", "baselines-l2l", "train", "generate", "explain",
+                                     "evaluate", "rules", "tune-sampler", "export", "bench", "profile", "demo"])
+def test_help_fits_80_columns_and_cuts_nothing_short(monkeypatch, capsys, command):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, output = run_cli(monkeypatch, capsys, *([command] if command else []), "--help")
+    assert code == 0, output
+    lines = output.splitlines()
+    assert len(lines) > 3 and max(map(len, lines)) <= 80
+    cut = [line for line in lines if "…" in line or (line.rstrip().endswith("...") and not line.startswith("Usage:"))]
+    assert not cut, output  # ("[ARGS]..." in the usage line is click's notation for more arguments)

@@ -25,6 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help (click's): Rich's option tables cut long option names and defaults short with an
+    # ellipsis in an 80-column terminal; click's layout wraps them instead.
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
 

@@ -196,5 +196,5 @@ def profile(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(bench)
-    app.command()(profile)
+    app.command(short_help="FLOPs and latency: FAD against DECA and ReactFace replicas")(bench)
+    app.command(short_help="where ONNX Runtime's time goes in an export")(profile)

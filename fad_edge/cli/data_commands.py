@@ -84,6 +84,7 @@ def baselines_l2l(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(synth)
-    app.command("convert-vico")(convert_vico)
-    app.command("baselines-l2l")(baselines_l2l)
+    app.command(short_help="write a synthetic dyadic dataset in our on-disk layout")(synth)
+    app.command("convert-vico", short_help="ViCo clips with FLAME re-extractions -> our layout")(convert_vico)
+    app.command("baselines-l2l", short_help="the coefficient baselines on Learning to Listen data")(
+        baselines_l2l)

@@ -128,4 +128,4 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(demo)
+    app.command(short_help="the main job end to end on synthetic data, on the CPU")(demo)

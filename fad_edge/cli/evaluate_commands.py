@@ -127,4 +127,4 @@ def _label(loaded, count: int) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(evaluate)
+    app.command(short_help="the paper's and REACT's tables; steps curve; ablations")(evaluate)

@@ -23,7 +23,7 @@ def export(
                               help="Also write the mixed-precision FP16 graphs (checked on the CPU)."),
     trt: bool = typer.Option(False, "--trt",
                              help="Build TensorRT FP16 engines from the FP16 graphs "
-                                  "(needs the 'fad-edge\\[trt]' extra and a GPU)."),
+                                  "(needs the 'fad-edge[trt]' extra and a GPU)."),
     opset: int = typer.Option(18, min=13, max=23, help="ONNX opset (18 suits TensorRT 10 on Jetson)."),
     data: Optional[Path] = typer.Option(None, help="Dataset for the accuracy checks "
                                         "(default: fresh synthetic sessions)."),
@@ -67,4 +67,4 @@ def print_reports(reports: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(export)
+    app.command(short_help="ONNX graphs (FP32, INT8, FP16) and TensorRT engines, checked")(export)

@@ -227,6 +227,6 @@ def explain(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(train)
-    app.command()(generate)
-    app.command()(explain)
+    app.command(short_help="train FAD/ELNet (resumable; DDP under torchrun)")(train)
+    app.command(short_help="listener motion for a video (+ audio): .npy, JSON, plot, MP4")(generate)
+    app.command(short_help="gradient saliency of the video encoder (paper's Figure 5)")(explain)

@@ -74,4 +74,4 @@ def rules(
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(rules)
+    app.command(short_help="how well a model learned each rule of the synthetic listener")(rules)

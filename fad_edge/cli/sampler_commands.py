@@ -125,4 +125,4 @@ def _table(report: GridReport) -> Table:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tune-sampler")(tune_sampler)
+    app.command("tune-sampler", short_help="calibrate the diverse sampler into a checkpoint copy")(tune_sampler)
