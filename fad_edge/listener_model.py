@@ -64,8 +64,7 @@ class ListenerModel(nn.Module):
 
     def encode(self, images: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
         """Per-frame condition: (N, 3, S, S) images in [0, 1] and (N, 1, W, M) mel -> (N, D)."""
-        features = torch.cat([self.video_encoder(images), self.audio_encoder(mel)], dim=-1)
-        return features * self.modality_mask
+        return torch.cat([self.encode_video(images), self.encode_audio(mel)], dim=-1)
 
     def encode_video(self, images: torch.Tensor) -> torch.Tensor:
         """The video part of `encode`: (N, 3, S, S) -> (N, video_features)."""

@@ -235,24 +235,23 @@ def replica_rows(name: str, frames: int, config: BenchConfig, say: Say,
 def stream_figures(runner: ClipRunner, seconds: float = 8.0) -> dict:
     """Per-clip latency of ListenerStream fed a synthetic session at real time, as a camera and microphone would.
 
-    Measured twice in a row on the same session: encoding each frame's video as it arrives (the default)
-    and encoding each clip at once when complete. Fed faster, clips would also wait behind each other,
-    and the latency would measure the backlog.
+    Measured twice in a row on the same session: encoding each frame's video and audio as they arrive
+    (the default) and encoding each clip at once when complete. Fed faster, clips would also wait
+    behind each other, and the latency would measure the backlog.
     """
     from fad_edge.data.synthetic import SyntheticConfig, generate_session
 
     session = generate_session(3, SyntheticConfig(seconds=seconds, image_size=2 * runner.config.image_size))
-    ahead, computes = _streamed_at_real_time(runner, session.frames, session.audio, encode_ahead=True)
-    at_once, at_once_computes = _streamed_at_real_time(runner, session.frames, session.audio, encode_ahead=False)
-    return {"backend": runner.name, "clips": ahead.clips, "latency_p50_ms": ahead.latency_p50_ms,
-            "latency_p99_ms": ahead.latency_p99_ms, "compute_p50_ms": ahead.compute_p50_ms,
-            "real_time_factor": sum(computes) / seconds,
-            "clip_at_once": {"latency_p50_ms": at_once.latency_p50_ms, "latency_p99_ms": at_once.latency_p99_ms,
-                             "compute_p50_ms": at_once.compute_p50_ms,
-                             "real_time_factor": sum(at_once_computes) / seconds},
+
+    def figures(encode_ahead: bool) -> dict:
+        stats, computes = _streamed_at_real_time(runner, session.frames, session.audio, encode_ahead)
+        return {"clips": stats.clips, "latency_p50_ms": stats.latency_p50_ms, "latency_p99_ms": stats.latency_p99_ms,
+                "compute_p50_ms": stats.compute_p50_ms, "real_time_factor": sum(computes) / seconds}
+
+    return {"backend": runner.name, **figures(encode_ahead=True), "clip_at_once": figures(encode_ahead=False),
             "note": "a synthetic session fed at real time; latency from a clip's last input to its motion, "
-                    "with each frame's video encoded as it arrives (clip_at_once: encoded when the clip is "
-                    "complete); RTF = the model's time over the input's duration"}
+                    "with each frame's video and audio encoded as they arrive (clip_at_once: encoded when "
+                    "the clip is complete); RTF = the model's time over the input's duration"}
 
 
 def _streamed_at_real_time(runner: ClipRunner, frames: np.ndarray, audio: np.ndarray,
