@@ -1,0 +1,136 @@
+"""The GPU check's figures against their targets, read off what `bench/gpu_check.sh` wrote.
+
+    PYTHONPATH=. python bench/gpu_summary.py RESULTS_FOLDER
+
+Reads RESULTS_FOLDER/gpu_bench.json, gpu_eval.json and the check's log gpu_check.txt (for the two
+trainings' progress lines) and writes RESULTS_FOLDER/gpu_summary.json: one record per target with
+the measured figure, the goal and whether it holds. A missing file leaves its figures out (None),
+so a check whose bench failed still reports its training. Prints the table it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from fad_edge.atomic import atomic_write_bytes
+
+DEMO_STEPS = 1224  # the small-preset training the GPU target was set for: 1224 steps of 8 windows
+EPOCH_LINE = re.compile(r"epoch (\d+): step (\d+) .*val L2 \(1 step\) ([0-9.]+)")
+TRAINED_LINE = re.compile(r"trained (\d+) steps in (\d+) s")
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def step_lines(log: str, name: str) -> list[str]:
+    """The lines a step of the check printed, between its '== NAME (limit' and '== NAME:' lines."""
+    lines, inside = [], False
+    for line in log.splitlines():
+        if line.startswith(f"== {name} (limit"):
+            inside = True
+        elif inside and line.startswith(f"== {name}:"):
+            break
+        elif inside:
+            lines.append(line)
+    return lines
+
+
+def training_figures(lines: list[str]) -> dict:
+    """Steps reached, the training's own seconds where it finished, and the last validation's 1-step L2."""
+    epochs = [EPOCH_LINE.search(line) for line in lines]
+    last = next((m for m in reversed(epochs) if m), None)
+    done = next((m for m in (TRAINED_LINE.search(line) for line in lines) if m), None)
+    return {"steps": int(done[1]) if done else (int(last[2]) if last else None),
+            "seconds": float(done[2]) if done else None,
+            "finished": done is not None,
+            "last_val_l2": float(last[3]) if last else None}
+
+
+def bench_figures(bench: dict) -> dict:
+    """The target figures of the bench: best 64-frame FAD, stream p99, 4096-frame rate, replica ratios."""
+    fad64 = [row for row in bench["rows"] if row["pipeline"] == "fad" and row["frames"] == 64 and row["latency"]]
+    best = min(fad64, key=lambda row: row["latency"]["median"], default=None)
+    rates = [r for r in bench["throughput"] if r["frames"] == max(r2["frames"] for r2 in bench["throughput"])]
+    fastest_rate = max(rates, key=lambda r: r["frames_per_second"], default=None)
+    ratios = {(r["pipeline"], r["frames"]): r for r in bench["ratios"]}
+    deca = ratios.get(("deca", 64))
+    react = ratios.get(("reactface", 256))
+    stream = bench.get("stream") or {}
+    return {
+        "gpu": bench["machine"].get("gpu"),
+        "fad_64_best_ms": best["latency"]["median"] * 1000 if best else None,
+        "fad_64_best_backend": best["backend"] if best else None,
+        "stream_p99_ms": stream.get("latency_p99_ms"),
+        "stream_backend": stream.get("backend"),
+        "throughput_frames": fastest_rate["frames"] if fastest_rate else None,
+        "throughput_frames_per_s": fastest_rate["frames_per_second"] if fastest_rate else None,
+        "throughput_backend": fastest_rate["backend"] if fastest_rate else None,
+        "deca_over_fad_64": deca["time_ratio"] if deca else None,
+        "deca_against": deca["against"] if deca else None,
+        "reactface_over_fad_256": react["time_ratio"] if react else None,
+        "reactface_against": react["against"] if react else None,
+    }
+
+
+def targets(figures: dict) -> list[dict]:
+    """(name, measured, goal, whether it holds) for each of the GPU targets."""
+
+    def row(name: str, value: float | None, goal: float, at_most: bool, unit: str) -> dict:
+        holds = None if value is None else (value <= goal if at_most else value >= goal)
+        return {"target": name, "measured": value, "goal": ("<= " if at_most else ">= ") + f"{goal:g} {unit}".strip(),
+                "holds": holds}
+
+    small = figures["small_training"]
+    per_demo = (small["seconds"] / small["steps"] * DEMO_STEPS
+                if small.get("seconds") and small.get("steps") else None)
+    return [
+        row("FAD paper preset, 64 frames, best CUDA backend", figures.get("fad_64_best_ms"), 2.0, True, "ms"),
+        row("ListenerStream on CUDA, per 8-frame clip, p99", figures.get("stream_p99_ms"), 3.0, True, "ms"),
+        row("FAD throughput at 4096 frames", figures.get("throughput_frames_per_s"), 100_000, False, "frames/s"),
+        row("DECA-based frame by frame / FAD, 64 frames", figures.get("deca_over_fad_64"), 600, False, "x"),
+        row("ReactFace-like online / FAD, 256 frames", figures.get("reactface_over_fad_256"), 101, False, "x"),
+        row(f"small-preset training, {DEMO_STEPS} steps x 8 windows", per_demo, 60, True, "s"),
+        row("paper preset trained on the GPU: held-out L2 / Median", figures.get("l2_over_median"), 0.7, True, ""),
+    ]
+
+
+def summarize(folder: Path) -> dict:
+    log_path = folder / "gpu_check.txt"
+    log = log_path.read_text() if log_path.exists() else ""
+    bench = read_json(folder / "gpu_bench.json")
+    evaluation = read_json(folder / "gpu_eval.json")
+    figures: dict = bench_figures(bench) if bench else {}
+    figures["paper_training"] = training_figures(step_lines(log, "paper-preset training"))
+    figures["small_training"] = training_figures(step_lines(log, "small-preset training"))
+    if evaluation:
+        rows = evaluation["rows"]
+        figures["l2_fad"], figures["l2_median"] = rows["FAD"]["all"]["L2"], rows["Median"]["all"]["L2"]
+        figures["l2_over_median"] = figures["l2_fad"] / figures["l2_median"]
+    return {"figures": figures, "targets": targets(figures)}
+
+
+def lines(summary: dict) -> list[str]:
+    """The targets as stacked lines (they fit 80 columns whatever the numbers)."""
+    out = [f"GPU: {summary['figures'].get('gpu') or 'unknown'}"]
+    for target in summary["targets"]:
+        value = "not measured" if target["measured"] is None else f"{target['measured']:.4g}"
+        verdict = {True: "met", False: "NOT met", None: "-"}[target["holds"]]
+        out += [target["target"], f"    measured {value}, goal {target['goal']}: {verdict}"]
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: python bench/gpu_summary.py RESULTS_FOLDER (where gpu_check.sh wrote its results)")
+    folder = Path(sys.argv[1])
+    summary = summarize(folder)
+    atomic_write_bytes(folder / "gpu_summary.json", json.dumps(summary, indent=2).encode())
+    print("\n".join(lines(summary)))
+
+
+if __name__ == "__main__":
+    main()
