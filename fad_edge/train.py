@@ -28,7 +28,7 @@ from fad_edge.devices import parse_device, resolve_device
 from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig, preset
-from fad_edge.train_batches import StepBatches, default_workers, stack_windows, step_loader
+from fad_edge.train_batches import StepBatches, augment_step, default_workers, stack_windows, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
 from fad_edge.train_setup import prepare_output, reproducible_kernels, start_distributed
 from fad_edge.train_state import Progress, restore, save_latest
@@ -209,7 +209,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     precision = MixedPrecision(device, dtype)
     noise = torch.Generator().manual_seed(config.seed * 1000 + rank)  # on the CPU whatever the device
-    batches = StepBatches(train_set, config.batch_size, config.seed, rank, world, config.augment)
+    batches = StepBatches(train_set, config.batch_size, config.seed, rank, world)
     steps_per_epoch = batches.steps_per_epoch
     if steps_per_epoch == 0:
         raise FadEdgeError(
@@ -238,6 +238,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
         batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+        if config.augment:
+            batch = augment_step(batch, config.seed, rank, step)
         with precision.autocast():
             loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise,
                              config.noise_draws, batch["speaker"], batch["speaker_valid"])

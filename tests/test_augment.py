@@ -1,9 +1,11 @@
 """Training augmentation: one draw per window, label-preserving, reproducible."""
 
+import pytest
 import torch
 
 from fad_edge.data.audio_features import SILENCE
 from fad_edge.data.augment import AugmentConfig, augment_batch, augment_images, augment_mel
+from fad_edge.train_batches import augment_step
 
 
 def _batch(windows: int = 4, frames: int = 6) -> dict[str, torch.Tensor]:
@@ -58,3 +60,22 @@ def test_mel_gain_keeps_silence_and_the_mask_is_one_band_of_silence():
         assert len(bins) <= 8
         if len(bins):
             assert int(bins[-1] - bins[0]) == len(bins) - 1  # contiguous
+
+
+def test_a_training_step_draws_its_own_augmentation_whatever_process_runs_it():
+    batch = _batch()
+    first, again = augment_step(batch, seed=3, rank=0, step=5), augment_step(batch, seed=3, rank=0, step=5)
+    assert torch.equal(first["images"], again["images"]) and torch.equal(first["mel"], again["mel"])
+    for other in (augment_step(batch, seed=3, rank=0, step=6), augment_step(batch, seed=3, rank=1, step=5)):
+        assert not torch.equal(first["images"], other["images"])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_batch_on_the_gpu_is_augmented_as_on_the_cpu():
+    batch = _batch()
+    on_cpu = augment_step(batch, seed=3, rank=0, step=5)
+    on_gpu = augment_step({key: value.cuda() for key, value in batch.items()}, seed=3, rank=0, step=5)
+    for key in ("images", "mel"):
+        assert on_gpu[key].is_cuda
+        torch.testing.assert_close(on_gpu[key].cpu(), on_cpu[key], rtol=1e-6, atol=1e-6)

@@ -149,7 +149,7 @@ class _FakeWindows:
 
 
 def test_each_step_takes_its_slice_of_the_epoch_permutation_on_every_rank():
-    ranks = [StepBatches(_FakeWindows(), batch_size=4, seed=7, rank=rank, world=2, augment=False) for rank in (0, 1)]
+    ranks = [StepBatches(_FakeWindows(), batch_size=4, seed=7, rank=rank, world=2) for rank in (0, 1)]
     assert ranks[0].steps_per_epoch == 6  # 50 // (4 * 2)
     for epoch in (0, 1):
         expected = np.random.default_rng([7, epoch]).permutation(50)[:48]
@@ -161,7 +161,7 @@ def test_each_step_takes_its_slice_of_the_epoch_permutation_on_every_rank():
 
 
 def test_a_loader_with_workers_yields_the_same_batches_from_any_start():
-    batches = StepBatches(_FakeWindows(), batch_size=4, seed=1, augment=False)
+    batches = StepBatches(_FakeWindows(), batch_size=4, seed=1)
     in_process = list(step_loader(batches, 5, 15, workers=0, pin_memory=False))
     with_workers = list(step_loader(batches, 5, 15, workers=2, pin_memory=False))
     assert len(in_process) == len(with_workers) == 10

@@ -7,6 +7,10 @@ the training speakers only (seen here: the smile-mirroring rule at r = 0.98 on t
 contrast), one shift of up to a few pixels, one audio gain and one masked band of mel bins
 (SpecAugment's frequency mask). None of these changes what the listener reacts to: no flips
 (a mirrored head would turn the other way) and no time warps (the rules have exact lags).
+
+The random draws come from a CPU generator whatever the batch's device, so a batch is augmented
+alike on the CPU and on a GPU; the arithmetic runs where the batch is (on a GPU, in the training
+process: a worker augmenting a large batch on one core would starve the GPU).
 """
 
 from __future__ import annotations
@@ -34,10 +38,10 @@ def _uniform(generator: torch.Generator, shape: tuple[int, ...], half_width: flo
 
 def augment_images(images: torch.Tensor, generator: torch.Generator, config: AugmentConfig) -> torch.Tensor:
     """(B, F, 3, S, S) in [0, 1] -> the same, each window's frames changed alike."""
-    batch = images.shape[0]
-    gain = 1 + _uniform(generator, (batch, 1, 3, 1, 1), config.channel_gain)
-    contrast = 1 + _uniform(generator, (batch, 1, 1, 1, 1), config.contrast)
-    brightness = _uniform(generator, (batch, 1, 1, 1, 1), config.brightness)
+    batch, device = images.shape[0], images.device
+    gain = 1 + _uniform(generator, (batch, 1, 3, 1, 1), config.channel_gain).to(device)
+    contrast = 1 + _uniform(generator, (batch, 1, 1, 1, 1), config.contrast).to(device)
+    brightness = _uniform(generator, (batch, 1, 1, 1, 1), config.brightness).to(device)
     mean = images.mean(dim=(1, 2, 3, 4), keepdim=True)
     out = ((images * gain - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
     if config.max_shift > 0:
@@ -49,8 +53,8 @@ def augment_images(images: torch.Tensor, generator: torch.Generator, config: Aug
 def _shift(frames: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Frames (F, 3, S, S) moved by (dy, dx) pixels, the edge rows/columns repeated into the gap."""
     side_y, side_x = frames.shape[-2:]
-    rows = (torch.arange(side_y) - dy).clamp(0, side_y - 1)
-    cols = (torch.arange(side_x) - dx).clamp(0, side_x - 1)
+    rows = (torch.arange(side_y, device=frames.device) - dy).clamp(0, side_y - 1)
+    cols = (torch.arange(side_x, device=frames.device) - dx).clamp(0, side_x - 1)
     return frames[..., rows[:, None], cols[None, :]]
 
 
@@ -58,13 +62,13 @@ def augment_mel(mel: torch.Tensor, generator: torch.Generator, config: AugmentCo
     """(B, F, 1, W, M) scaled log-mel -> the same with one gain and one masked band per window."""
     batch, n_mels = mel.shape[0], mel.shape[-1]
     # Scaled log-mel is (log10 power + 4) / 4: a gain of g dB adds g / 10 / 4, silence stays silence.
-    shift = _uniform(generator, (batch, 1, 1, 1, 1), config.audio_gain_db) / 40.0
+    shift = (_uniform(generator, (batch, 1, 1, 1, 1), config.audio_gain_db) / 40.0).to(mel.device)
     out = torch.where(mel > SILENCE, mel + shift, mel).clamp_(min=SILENCE)
     if config.mel_mask > 0:
         widths = torch.randint(0, config.mel_mask + 1, (batch,), generator=generator)
         starts = (torch.rand(batch, generator=generator) * (n_mels - widths)).long()
         bins = torch.arange(n_mels)
-        masked = (bins >= starts[:, None]) & (bins < (starts + widths)[:, None])  # (B, M)
+        masked = ((bins >= starts[:, None]) & (bins < (starts + widths)[:, None])).to(mel.device)  # (B, M)
         out = torch.where(masked[:, None, None, None, :], torch.full_like(out, SILENCE), out)
     return out
 
