@@ -18,8 +18,10 @@ from pathlib import Path
 from fad_edge.atomic import atomic_write_bytes
 
 DEMO_STEPS = 1224  # the small-preset training the GPU target was set for: 1224 steps of 8 windows
-EPOCH_LINE = re.compile(r"epoch (\d+): step (\d+) .*val L2 \(1 step\) ([0-9.]+)")
-TRAINED_LINE = re.compile(r"trained (\d+) steps in (\d+) s")
+EPOCH_LINE = re.compile(r"epoch (\d+): step (\d+) .*val L2 (?:\(1 step\) )?([0-9.]+)")
+TRAINED_LINE = re.compile(r"trained (\d+) steps in (\d+) s(?: \((\d+) s of it waiting for data\))?")
+STOPPED_LINE = re.compile(r"^== (.+?): (?:stopped by|ran for) its (\d+)s")
+GPU_LINE = re.compile(r"^GPU: (.+)$", re.MULTILINE)
 
 
 def read_json(path: Path) -> dict | None:
@@ -27,26 +29,30 @@ def read_json(path: Path) -> dict | None:
 
 
 def step_lines(log: str, name: str) -> list[str]:
-    """The lines a step of the check printed, between its '== NAME (limit' and '== NAME:' lines."""
+    """The lines a step of the check printed, from its '== NAME (limit' line to its '== NAME:' line."""
     lines, inside = [], False
     for line in log.splitlines():
         if line.startswith(f"== {name} (limit"):
             inside = True
-        elif inside and line.startswith(f"== {name}:"):
-            break
         elif inside:
             lines.append(line)
+            if line.startswith(f"== {name}:"):
+                break
     return lines
 
 
 def training_figures(lines: list[str]) -> dict:
-    """Steps reached, the training's own seconds where it finished, and the last validation's 1-step L2."""
+    """Steps reached, the training's own seconds where it finished (else the limit that stopped it, which
+    also holds the process's start and data loading), and the last validation's 1-step L2."""
     epochs = [EPOCH_LINE.search(line) for line in lines]
     last = next((m for m in reversed(epochs) if m), None)
     done = next((m for m in (TRAINED_LINE.search(line) for line in lines) if m), None)
+    stopped = next((m for m in (STOPPED_LINE.search(line) for line in lines) if m), None)
     return {"steps": int(done[1]) if done else (int(last[2]) if last else None),
             "seconds": float(done[2]) if done else None,
+            "data_wait_s": float(done[3]) if done and done[3] else None,
             "finished": done is not None,
+            "stopped_at_limit_s": float(stopped[2]) if stopped else None,
             "last_val_l2": float(last[3]) if last else None}
 
 
@@ -79,21 +85,24 @@ def bench_figures(bench: dict) -> dict:
 def targets(figures: dict) -> list[dict]:
     """(name, measured, goal, whether it holds) for each of the GPU targets."""
 
-    def row(name: str, value: float | None, goal: float, at_most: bool, unit: str) -> dict:
+    def row(name: str, value: float | None, goal: float, at_most: bool, unit: str, note: str = "") -> dict:
         holds = None if value is None else (value <= goal if at_most else value >= goal)
         return {"target": name, "measured": value, "goal": ("<= " if at_most else ">= ") + f"{goal:g} {unit}".strip(),
-                "holds": holds}
+                "holds": False if note else holds, "note": note}
 
     small = figures["small_training"]
     per_demo = (small["seconds"] / small["steps"] * DEMO_STEPS
                 if small.get("seconds") and small.get("steps") else None)
+    unfinished = ""
+    if not small.get("finished") and small.get("stopped_at_limit_s"):
+        unfinished = f"stopped by its {small['stopped_at_limit_s']:g} s limit after {small['steps']} steps"
     return [
         row("FAD paper preset, 64 frames, best CUDA backend", figures.get("fad_64_best_ms"), 2.0, True, "ms"),
         row("ListenerStream on CUDA, per 8-frame clip, p99", figures.get("stream_p99_ms"), 3.0, True, "ms"),
         row("FAD throughput at 4096 frames", figures.get("throughput_frames_per_s"), 100_000, False, "frames/s"),
         row("DECA-based frame by frame / FAD, 64 frames", figures.get("deca_over_fad_64"), 600, False, "x"),
         row("ReactFace-like online / FAD, 256 frames", figures.get("reactface_over_fad_256"), 101, False, "x"),
-        row(f"small-preset training, {DEMO_STEPS} steps x 8 windows", per_demo, 60, True, "s"),
+        row(f"small-preset training, {DEMO_STEPS} steps x 8 windows", per_demo, 60, True, "s", unfinished),
         row("paper preset trained on the GPU: held-out L2 / Median", figures.get("l2_over_median"), 0.7, True, ""),
     ]
 
@@ -104,6 +113,8 @@ def summarize(folder: Path) -> dict:
     bench = read_json(folder / "gpu_bench.json")
     evaluation = read_json(folder / "gpu_eval.json")
     figures: dict = bench_figures(bench) if bench else {}
+    named = GPU_LINE.search(log)
+    figures["gpu"] = figures.get("gpu") or (named[1].strip() if named else None)
     figures["paper_training"] = training_figures(step_lines(log, "paper-preset training"))
     figures["small_training"] = training_figures(step_lines(log, "small-preset training"))
     if evaluation:
@@ -120,6 +131,8 @@ def lines(summary: dict) -> list[str]:
         value = "not measured" if target["measured"] is None else f"{target['measured']:.4g}"
         verdict = {True: "met", False: "NOT met", None: "-"}[target["holds"]]
         out += [target["target"], f"    measured {value}, goal {target['goal']}: {verdict}"]
+        if target.get("note"):
+            out.append(f"    ({target['note']})")
     return out
 
 

@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -74,6 +75,7 @@ class TrainResult:
     history: list[dict]
     seconds: float
     weights_sha256_per_rank: list[str]
+    data_wait_seconds: float = 0.0  # of `seconds`, spent waiting for the loader: above a few percent, add --workers
 
 
 class TrainReporter(Protocol):
@@ -233,7 +235,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     started = time.time()
     reporter.start(total, progress.step)
     extra = {"train_config": asdict(config)}
-    for batch in loader:
+    waits: list[float] = []
+    for batch in _timed(loader, waits):
         step = progress.step
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
@@ -284,4 +287,16 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     if not best.exists() and rank == 0 and weights_finite(model):
         save_checkpoint(best, model, normalization, {**extra, "step": progress.step})
     return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
-                       hashes)
+                       hashes, sum(waits))
+
+
+def _timed(batches: Iterable[dict[str, torch.Tensor]], waits: list[float]) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches, appending to `waits` how long each took to arrive (the training loop blocked on the loader)."""
+    iterator = iter(batches)
+    while True:
+        asked = time.perf_counter()
+        batch = next(iterator, None)
+        waits.append(time.perf_counter() - asked)
+        if batch is None:
+            return
+        yield batch

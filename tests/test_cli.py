@@ -122,3 +122,21 @@ def test_help_fits_80_columns_and_cuts_nothing_short(monkeypatch, capsys, comman
     assert len(lines) > 3 and max(map(len, lines)) <= 80
     cut = [line for line in lines if "…" in line or (line.rstrip().endswith("...") and not line.startswith("Usage:"))]
     assert not cut, output  # ("[ARGS]..." in the usage line is click's notation for more arguments)
+
+
+def test_an_epoch_line_fits_80_columns_and_gives_the_epochs_step_rate(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from fad_edge.cli import progress
+
+    clock = iter([100.0, 104.0])  # start, then the epoch line 4 s later
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    reporter = progress.RichTrainReporter(Console(file=out, width=80))
+    reporter.start(1000, 10)
+    reporter.epoch(12, {"step": 210, "train_loss": 0.36191, "val_loss": 0.33851, "val_l2": 0.47301})
+    reporter.finish()
+    line = next(line for line in out.getvalue().splitlines() if line.startswith("epoch 12"))
+    assert len(line) <= 80 and line.endswith("val L2 0.4730  50 steps/s")  # (210 - 10) steps / 4 s

@@ -91,7 +91,8 @@ def train(
         overrides={} if encoder_norm is None else {"encoder_norm": encoder_norm},
     )
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
-    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s; latest: {result.checkpoint}; "
+    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.data_wait_seconds:.0f} s of it "
+                  f"waiting for data); latest: {result.checkpoint}; "
                   f"best: {result.best}", markup=False)
 
 

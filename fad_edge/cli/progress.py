@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,8 +37,10 @@ class RichTrainReporter:
         self.progress = make_progress(console)
         self.task: TaskID | None = None
         self.smoothed: float | None = None
+        self.mark: tuple[float, int] = (0.0, 0)  # (time, step) at the last epoch line: its rate covers the epoch
 
     def start(self, total_steps: int, done: int) -> None:
+        self.mark = (time.perf_counter(), done)
         self.progress.start()
         self.task = self.progress.add_task("training", total=total_steps, completed=done, status="")
 
@@ -46,9 +50,13 @@ class RichTrainReporter:
         self.progress.update(self.task, completed=step, status=f"loss {self.smoothed:.4f}")
 
     def epoch(self, epoch: int, record: dict) -> None:
+        """One line of at most 80 columns; val L2 is the 1-step sampler's, as evaluation's default."""
+        now, (then, done) = time.perf_counter(), self.mark
+        rate = (record["step"] - done) / (now - then) if now > then else 0.0
+        self.mark = (now, record["step"])
         self.progress.console.print(
-            f"epoch {epoch}: step {record['step']}  train loss {record['train_loss']:.4f}  "
-            f"val loss {record['val_loss']:.4f}  val L2 (1 step) {record['val_l2']:.4f}"
+            f"epoch {epoch}: step {record['step']}  loss {record['train_loss']:.4f}  "
+            f"val loss {record['val_loss']:.4f}  val L2 {record['val_l2']:.4f}  {rate:.3g} steps/s"
         )
 
     def finish(self) -> None:
