@@ -140,3 +140,25 @@ def test_an_epoch_line_fits_80_columns_and_gives_the_epochs_step_rate(monkeypatc
     reporter.finish()
     line = next(line for line in out.getvalue().splitlines() if line.startswith("epoch 12"))
     assert len(line) <= 80 and line.endswith("val L2 0.4730  50 steps/s")  # (210 - 10) steps / 4 s
+
+
+def test_progress_messages_become_timed_lines_in_a_log_but_not_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    from fad_edge.cli.progress import make_progress, status_reporter
+
+    for terminal in (False, True):
+        out = io.StringIO()
+        console = Console(file=out, width=80, force_terminal=terminal)
+        progress = make_progress(console)
+        say = status_reporter(console, progress, progress.add_task("bench", total=None, status=""))
+        say("timing FAD (cuda), 64 frames")
+        say("timing deca on cuda")
+        timed = [line for line in out.getvalue().splitlines() if line.startswith("[")]
+        if terminal:
+            assert timed == []
+        else:
+            assert timed[0] == "[   0.0 s] timing FAD (cuda), 64 frames"
+            assert timed[1].endswith("s] timing deca on cuda")

@@ -212,8 +212,10 @@ def run_device_bench(config: BenchConfig, say: Say = silent) -> dict:
     stream: dict | None = None
     per_frame: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="fad-bench-") as scratch:
+        say(f"preparing FAD's runners on {device}")
         runners, skipped = ({}, {}) if "fad" not in config.pipelines else device_runners(
             config, model, device, Path(scratch), say)
+        say("counting FAD's FLOPs (on the CPU)")
         flops = {frames: fad_flops(model, frames, config.sampler) for frames in config.frames} if runners else {}
         streamed = "cuda" if "cuda" in runners else next(iter(runners), None)
         for label, runner in runners.items():  # one runner at a time on the GPU, then its memory is returned

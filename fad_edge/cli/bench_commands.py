@@ -83,7 +83,7 @@ def bench(
         write_json,
     )
     from fad_edge.bench.run import BenchConfig, run_bench
-    from fad_edge.cli.progress import make_progress
+    from fad_edge.cli.progress import make_progress, status_reporter
 
     frame_counts = _ints(frames, "--frames")
     check_frames_fit(max(frame_counts), _model_config(model, preset), "--frames", "time fewer frames")
@@ -105,7 +105,7 @@ def bench(
     progress = make_progress(console)
     with progress:
         task = progress.add_task("bench", total=None, status="")
-        result = run_bench(config, say=lambda message: progress.update(task, status=message))
+        result = run_bench(config, say=status_reporter(console, progress, task))
     console.print(rich_table(result))
     for line in legend(result):
         console.print(f"  {line}", highlight=False, markup=False)
@@ -165,7 +165,7 @@ def profile(
     from fad_edge.backends import get_backend
     from fad_edge.bench.profile import ProfileConfig, run_profile
     from fad_edge.bench.profile_report import footer, graph_table, headline, op_table, write_summary
-    from fad_edge.cli.progress import make_progress
+    from fad_edge.cli.progress import make_progress, status_reporter
 
     manifest = ExportManifest.load(folder)
     get_backend("ort").check_precision(precision)
@@ -180,7 +180,7 @@ def profile(
     progress = make_progress(console)
     with progress:
         task = progress.add_task("profile", total=None, status="")
-        summary = run_profile(config, say=lambda message: progress.update(task, status=message))
+        summary = run_profile(config, say=status_reporter(console, progress, task))
     for line in headline(summary):
         console.print(line, highlight=False, markup=False)
     console.print("\ntime per run, by graph", highlight=False, markup=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from rich.console import Console
 from rich.progress import (
@@ -27,6 +28,21 @@ def make_progress(console: Console) -> Progress:
         console=console,
         transient=False,
     )
+
+
+def status_reporter(console: Console, progress: Progress, task: TaskID) -> Callable[[str], None]:
+    """A `say` that shows each message as the task's status, and where the console is no terminal (a log, a
+    pipe) also prints it as a line with the seconds since the first message, so a log says where time went."""
+    started: list[float] = []
+
+    def say(message: str) -> None:
+        progress.update(task, status=message)
+        if not console.is_terminal:
+            now = time.perf_counter()
+            started[:] = started or [now]
+            console.print(f"[{now - started[0]:6.1f} s] {message}", markup=False, highlight=False)
+
+    return say
 
 
 class RichTrainReporter:
