@@ -114,3 +114,19 @@ def test_the_cli_runs_the_device_bench_and_refuses_what_it_cannot_run(tmp_path, 
     if not torch.cuda.is_available():
         code, output = run_cli(monkeypatch, capsys, "bench", "--device", "cuda", "--out", tmp_path / "y")
         assert code == 2 and "use --device cpu" in output and "Traceback" not in output
+
+
+def test_the_stream_runs_on_the_cuda_graph_variant_fastest_at_one_clip():
+    from fad_edge.bench.device import stream_variant
+    from fad_edge.bench.run import Row
+    from fad_edge.bench.timing import Latency
+
+    def row(backend: str, frames: int, ms: float, pipeline: str = "fad") -> Row:
+        return Row(pipeline, "FAD", backend, frames, 1.0, 1, Latency(10, ms / 1000, ms / 1000, ms / 1000, 0.0))
+
+    rows = [row("cuda-eager", 8, 1.0),  # fastest, but eager: no graphs
+            row("cuda", 8, 5.3), row("cuda-fp16", 8, 3.0), row("cuda-fp16-cl", 8, 2.9),
+            row("cuda", 64, 7.4), row("cuda-fp16", 64, 4.2), row("cuda-fp16-cl", 64, 4.3),
+            row("deca", 8, 0.1, pipeline="deca")]
+    assert stream_variant(rows) == "cuda-fp16-cl"  # judged at 8 frames, where the stream's calls are
+    assert stream_variant([r for r in rows if r.backend in ("cuda-eager", "deca")]) is None

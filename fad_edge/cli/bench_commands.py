@@ -102,7 +102,7 @@ def bench(
         throughput_frames=_ints(throughput_frames, "--throughput-frames"), deca_batch=deca_batch,
         skip_unavailable=on_device and backends is None, sampler=sampler,
     )
-    progress = make_progress(console)
+    progress = make_progress(console, transient=not console.is_terminal)  # a log gets status_reporter's lines
     with progress:
         task = progress.add_task("bench", total=None, status="")
         result = run_bench(config, say=status_reporter(console, progress, task))
@@ -177,7 +177,7 @@ def profile(
         check_output_dir(trace, "--trace")
     config = ProfileConfig(folder=folder, precision=precision, frames=frames, runs=runs, warmup=warmup,
                            threads=threads, steps=steps, trace_dir=trace)
-    progress = make_progress(console)
+    progress = make_progress(console, transient=not console.is_terminal)  # a log gets status_reporter's lines
     with progress:
         task = progress.add_task("profile", total=None, status="")
         summary = run_profile(config, say=status_reporter(console, progress, task))

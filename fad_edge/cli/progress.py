@@ -17,7 +17,7 @@ from rich.progress import (
 )
 
 
-def make_progress(console: Console) -> Progress:
+def make_progress(console: Console, transient: bool = False) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -26,7 +26,7 @@ def make_progress(console: Console) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
+        transient=transient,
     )
 
 
