@@ -63,6 +63,10 @@ class TrainConfig:
     autocast: str = "auto"  # "off", "bf16", "fp16" (CUDA only) or "auto" (see train_precision.py)
     device: str = "auto"  # cpu, cuda, cuda:N, or auto: CUDA when torch sees a GPU
     workers: int | None = None  # DataLoader worker processes; None: 0 on a CPU, a few on a GPU
+    # On a GPU: cuDNN's deterministic algorithms, so a resumed run repeats an unbroken one; False lets cuDNN
+    # pick the fastest algorithm per shape (benchmark mode), and runs differ in the last bits.
+    deterministic: bool = True
+    channels_last: bool = True  # NHWC weights for the encoders' convolutions (a single process only)
     overrides: dict = field(default_factory=dict)  # any other ModelConfig field
 
 
@@ -171,7 +175,7 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     prepare_output(Path(config.out), resume, overwrite, int(os.environ.get("RANK", "0")))
     rank, started_group = start_distributed(world, device)
     try:
-        with reproducible_kernels(device):
+        with reproducible_kernels(device, config.deterministic):
             return _train(config, reporter if rank == 0 and reporter is not None else SilentReporter(),
                           resume, rank, world, device, dtype)
     finally:
@@ -206,7 +210,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     model = ListenerModel(model_config)
     model.set_normalization(torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std))
     model.to(device)
-    if world == 1:  # (under DDP, channels-last weights would not match its gradient buckets' strides)
+    if world == 1 and config.channels_last:  # (under DDP, channels-last weights would not match its gradient buckets)
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted; not in torch's stubs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     precision = MixedPrecision(device, dtype)

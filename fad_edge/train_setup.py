@@ -52,14 +52,15 @@ def start_distributed(world: int, device: torch.device) -> tuple[int, bool]:
 
 
 @contextlib.contextmanager
-def reproducible_kernels(device: torch.device) -> Iterator[None]:
-    """On a GPU, cuDNN's deterministic algorithms, so a resumed run repeats an unbroken one (restored after)."""
+def reproducible_kernels(device: torch.device, deterministic: bool = True) -> Iterator[None]:
+    """On a GPU, cuDNN's deterministic algorithms, so a resumed run repeats an unbroken one, or with
+    `deterministic=False` its benchmark mode (the fastest algorithm per shape); the caller's settings after."""
     if device.type != "cuda":
         yield
         return
     cudnn = torch.backends.cudnn
     saved = cudnn.deterministic, cudnn.benchmark
-    cudnn.deterministic, cudnn.benchmark = True, False
+    cudnn.deterministic, cudnn.benchmark = deterministic, not deterministic
     try:
         yield
     finally:

@@ -282,3 +282,16 @@ def test_ddp_on_two_gpus_with_nccl_keeps_identical_weights(dataset, tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     hashes = json.loads((out / "checkpoint" / "model.json").read_text())["rank_weight_hashes"]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_gpu_kernels_are_deterministic_or_benchmarked_as_asked_and_restored_after(deterministic):
+    from fad_edge.train_setup import reproducible_kernels
+
+    cudnn = torch.backends.cudnn
+    before = cudnn.deterministic, cudnn.benchmark
+    with reproducible_kernels(torch.device("cuda"), deterministic):  # sets flags only: no GPU needed
+        assert (cudnn.deterministic, cudnn.benchmark) == (deterministic, not deterministic)
+    assert (cudnn.deterministic, cudnn.benchmark) == before
+    with reproducible_kernels(torch.device("cpu"), deterministic):
+        assert (cudnn.deterministic, cudnn.benchmark) == before  # the CPU has no cuDNN to set

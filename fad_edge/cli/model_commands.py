@@ -62,6 +62,8 @@ def train(
                                "each process takes cuda:LOCAL_RANK."),
     workers: Optional[int] = typer.Option(None, min=0, help="Data loader worker processes (default: 0 on a CPU, "
                                           "where they would take cores from training; 4 on a GPU)."),
+    deterministic: bool = typer.Option(True, help="On a GPU: cuDNN's deterministic algorithms, so --resume repeats "
+                                       "an unbroken run; --no-deterministic lets cuDNN pick the fastest ones."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint if it exists."),
     overwrite: bool = typer.Option(False, help="Start afresh in a used OUT, replacing its checkpoint/ and best/."),
 ) -> None:
@@ -87,7 +89,7 @@ def train(
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
-        autocast=autocast, augment=augment, device=device, workers=workers,
+        autocast=autocast, augment=augment, device=device, workers=workers, deterministic=deterministic,
         overrides={} if encoder_norm is None else {"encoder_norm": encoder_norm},
     )
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
