@@ -2,10 +2,11 @@
 
     PYTHONPATH=. python bench/gpu_summary.py RESULTS_FOLDER
 
-Reads RESULTS_FOLDER/gpu_bench.json, gpu_eval.json and the check's log gpu_check.txt (for the two
-trainings' progress lines) and writes RESULTS_FOLDER/gpu_summary.json: one record per target with
-the measured figure, the goal and whether it holds. A missing file leaves its figures out (None),
-so a check whose bench failed still reports its training. Prints the table it writes.
+Reads RESULTS_FOLDER/gpu_bench.json, gpu_eval.json, gpu_train_profile.json (the training pace)
+and the check's log gpu_check.txt (the trainings' progress lines) and writes
+RESULTS_FOLDER/gpu_summary.json: one record per target with the measured figure, the goal and
+whether it holds. A missing file leaves its figures out (None), so a check whose bench failed still
+reports its training. Prints the table it writes.
 """
 
 from __future__ import annotations
@@ -91,10 +92,10 @@ def targets(figures: dict) -> list[dict]:
                 "holds": False if note else holds, "note": note}
 
     small = figures["small_training"]
-    per_demo = (small["seconds"] / small["steps"] * DEMO_STEPS
-                if small.get("seconds") and small.get("steps") else None)
+    per_demo = figures.get("demo_training_s_at_measured_pace") or (
+        small["seconds"] / small["steps"] * DEMO_STEPS if small.get("seconds") and small.get("steps") else None)
     unfinished = ""
-    if not small.get("finished") and small.get("stopped_at_limit_s"):
+    if per_demo is None and not small.get("finished") and small.get("stopped_at_limit_s"):
         unfinished = f"stopped by its {small['stopped_at_limit_s']:g} s limit after {small['steps']} steps"
     return [
         row("FAD paper preset, 64 frames, best CUDA backend", figures.get("fad_64_best_ms"), 2.0, True, "ms"),
@@ -117,6 +118,10 @@ def summarize(folder: Path) -> dict:
     figures["gpu"] = figures.get("gpu") or (named[1].strip() if named else None)
     figures["paper_training"] = training_figures(step_lines(log, "paper-preset training"))
     figures["small_training"] = training_figures(step_lines(log, "small-preset training"))
+    pace = read_json(folder / "gpu_train_profile.json")
+    if pace:
+        figures["training_pace"] = {v["variant"]: v["steps_per_s"] for v in pace["variants"]}
+        figures["demo_training_s_at_measured_pace"] = pace.get("demo_training_s_at_this_pace")
     if evaluation:
         rows = evaluation["rows"]
         figures["l2_fad"], figures["l2_median"] = rows["FAD"]["all"]["L2"], rows["Median"]["all"]["L2"]

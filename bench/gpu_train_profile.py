@@ -1,0 +1,109 @@
+"""The pace of GPU training steps under the settings that could slow them, side by side in one run.
+
+    PYTHONPATH=. python bench/gpu_train_profile.py --data DATA --out gpu_train_profile.json [--device cuda]
+
+A training step on a GPU can wait on the loader's workers, on cuDNN's deterministic algorithms
+(the default, for exact resumes), on format conversions around channels-last weights, or on
+Python launching thousands of small kernels. Each variant below trains `--steps` steps from
+scratch with `fad_edge.train.train` and records its pace after a warm-up (steps per second between
+the warm-up's last step and the last step, which excludes the start, cuDNN's first-call planning and
+the final validation) and the seconds it waited for the loader. The demo's small-preset training
+(1224 steps of 8 windows) at the default settings' pace is printed beside its 60 s target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from fad_edge.atomic import atomic_write_bytes
+from fad_edge.train import TrainConfig, train
+
+DEMO_STEPS = 1224
+WARMUP_STEPS = 10
+# (name, TrainConfig changes): the small preset at the demo's batch, then the paper preset at the GPU check's.
+VARIANTS: list[tuple[str, dict]] = [
+    ("small, defaults", {"preset": "small", "batch_size": 8}),
+    ("small, --no-deterministic", {"preset": "small", "batch_size": 8, "deterministic": False}),
+    ("small, NCHW weights", {"preset": "small", "batch_size": 8, "channels_last": False}),
+    ("small, no loader workers", {"preset": "small", "batch_size": 8, "workers": 0}),
+    ("paper x32, defaults", {"preset": "paper", "batch_size": 32}),
+    ("paper x32, --no-deterministic", {"preset": "paper", "batch_size": 32, "deterministic": False}),
+]
+
+
+class StepClock:
+    """A TrainReporter that keeps the time of each step (the loop syncs on the loss each step, so a step's time is
+    when its GPU work ended)."""
+
+    def __init__(self) -> None:
+        self.times: dict[int, float] = {}
+
+    def start(self, total_steps: int, done: int) -> None:
+        pass
+
+    def step(self, step: int, loss: float) -> None:
+        self.times[step] = time.perf_counter()
+
+    def epoch(self, epoch: int, record: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def pace(self) -> float:
+        """Steps per second after the warm-up."""
+        last = max(self.times)
+        return (last - WARMUP_STEPS) / (self.times[last] - self.times[WARMUP_STEPS])
+
+
+def measure(name: str, changes: dict, data: Path, device: str, steps: int, scratch: Path) -> dict:
+    config = dataclasses.replace(
+        TrainConfig(data=str(data), out=str(scratch / name.replace(" ", "_").replace(",", "")), device=device,
+                    epochs=1000, max_steps=steps, checkpoint_every=10**6),
+        **changes)
+    clock = StepClock()
+    started = time.perf_counter()
+    result = train(config, clock)
+    return {"variant": name, "changes": changes, "steps": result.steps, "steps_per_s": clock.pace(),
+            "windows_per_s": clock.pace() * config.batch_size, "data_wait_s": result.data_wait_seconds,
+            "train_s": result.seconds, "wall_s": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--variants", default=None, help="comma-separated indices into VARIANTS (default: all)")
+    parser.add_argument("--plumbing", action="store_true", help="every variant on the tiny preset, 4 windows a step "
+                        "(checks the script on a CPU; no figure to quote)")
+    args = parser.parse_args()
+    if args.steps <= WARMUP_STEPS + 1:
+        parser.error(f"--steps must exceed the {WARMUP_STEPS}-step warm-up")
+    chosen = VARIANTS if args.variants is None else [VARIANTS[int(i)] for i in args.variants.split(",")]
+    records = []
+    with tempfile.TemporaryDirectory(prefix="fad-train-profile-") as scratch:
+        for name, changes in chosen:
+            if args.plumbing:
+                changes = {**changes, "preset": "tiny", "batch_size": 4}
+            record = measure(name, changes, args.data, args.device, args.steps, Path(scratch))
+            records.append(record)
+            print(f"{name}: {record['steps_per_s']:.2f} steps/s ({record['windows_per_s']:.0f} windows/s), "
+                  f"waited {record['data_wait_s']:.1f} s for data", flush=True)
+    default = next((r for r in records if r["variant"] == "small, defaults"), None)
+    summary = {"device": args.device, "steps": args.steps, "warmup_steps": WARMUP_STEPS, "variants": records}
+    if default:
+        summary["demo_training_s_at_this_pace"] = DEMO_STEPS / default["steps_per_s"]
+        print(f"the demo's {DEMO_STEPS} small-preset steps at the default pace: "
+              f"{summary['demo_training_s_at_this_pace']:.0f} s (target 60 s)")
+    atomic_write_bytes(args.out, json.dumps(summary, indent=2).encode())
+
+
+if __name__ == "__main__":
+    main()
