@@ -6,20 +6,20 @@
 #   1. the CUDA tests (pytest -m "cuda or gpu": CUDA graphs against the CPU, FP16, threads, the stream,
 #      training and resuming on the GPU, evaluation);
 #   2. fad-edge bench --device cuda --frames 8,64,256,1024 (FAD's GPU backends, the replicas on the
-#      same GPU, batch throughput, ListenerStream on the fastest CUDA-graph variant); with
-#      FAD_GPU_CHECK_PROFILE=1 also a profile of one ReactFace-like online call against one FAD call
-#      at 256 frames (bench/gpu_profile.py);
+#      same GPU, batch throughput, ListenerStream on the fastest CUDA-graph variant), and a profile
+#      of FAD's FP16 calls at 8 and 64 frames (bench/gpu_profile.py; with FAD_GPU_CHECK_PROFILE=1
+#      also one ReactFace-like online call against one FAD call at 256 frames);
 #   3. the pace of training steps under the settings that could slow them (bench/gpu_train_profile.py:
 #      cuDNN deterministic or not, channels-last weights or not; the small preset at the demo's batch
 #      and the paper preset at 32 windows), which also gives the demo's 1224-step training time;
 #   4. a GPU training of the paper preset (96 px) on the demo's amount of synthetic data, stopped
-#      after 70 s, and its held-out L2 against the Median baseline;
+#      after 60 s, and its held-out L2 against the Median baseline;
 #   5. only where `import tensorrt` works: TensorRT engines of the trained model and the TensorRT test
 #      (a few minutes more).
 # A failing step is recorded and the next one runs; the script exits non-zero if any step failed.
 # Results go to bench/results/ (or $FAD_GPU_CHECK_OUT): gpu_check.txt (the log, naming the GPU),
-# gpu_bench.{json,png}, gpu_train_profile.json, gpu_eval.{json,md}, gpu_profile.json (when asked),
-# and gpu_summary.json (bench/gpu_summary.py: each GPU target with its measured figure).
+# gpu_bench.{json,png}, gpu_profile_small.json (gpu_profile.json with the ReactFace profile),
+# gpu_train_profile.json, gpu_eval.{json,md} and gpu_summary.json (bench/gpu_summary.py: each GPU target with its measured figure).
 #
 # Packages the machine lacks come from wheels in .whl/ at the repository root (git ignores it),
 # installed with pip --no-index into .whl/site (put first on PYTHONPATH; nothing else is changed).
@@ -116,20 +116,30 @@ if [ "$DEVICE" = cpu ]; then
   TRAIN=(--preset tiny --epochs 1 --max-steps 10 --batch-size 4)
   BENCH=(--preset tiny --frames 8 --runs 1 --throughput-frames 16 --deca-batch 2 --replica-budget 2
          --replica-max-frames 8)
-  PROFILE=(--frames 16)
+  PROFILE=(--frames 16 --small 8)
+  PROFILE_OUT=$OUT/gpu_profile.json
   LIMITS=(test=120 bench=420 profile=120 synth=60 pace=300 train=120 evaluate=120 trt=60)
 else
   # The demo's amount of data: 96 speakers of 20 s (the CPU demo's held-out figures come from it).
   SYNTH=(--sessions 96 --seconds 20 --image-size 96)
-  PACE=(--steps 30 --variants 0,1,2,4,5)
+  PACE=(--steps 22 --variants 0,1,2,4,5)
   # 32 windows a step: a GPU has room for them. Stopped by its limit (the check's time is fixed).
   TRAIN=(--preset paper --epochs 100 --batch-size 32 --workers 8 --checkpoint-every 100)
   # Measured on an H200: the bench at 8,64,256 frames took 228 s with 3 s replica budgets.
   BENCH=(--frames 8,64,256,1024 --runs 10 --threads 8 --replica-budget 2 --replica-max-frames 256
          --throughput-frames 1024,4096)
-  PROFILE=(--frames 256)
-  # 90 + 200 + 15 + 75 + 70 + 30 s = 8 minutes at most, the optional profile and TensorRT aside.
-  LIMITS=(test=90 bench=200 profile=40 synth=15 pace=75 train=70 evaluate=30 trt=240)
+  # FAD's FP16 graphs at a stream's sizes; FAD_GPU_CHECK_PROFILE=1 adds ReactFace against FAD at 256
+  # (measured once, on an H200: bench/results/gpu_profile.json).
+  PROFILE=(--no-reactface --small 8,64)
+  PROFILE_OUT=$OUT/gpu_profile_small.json  # beside the committed ReactFace profile, not over it
+  if [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ]; then
+    PROFILE=(--frames 256 --small 8,64)
+    PROFILE_OUT=$OUT/gpu_profile.json
+  fi
+  # 85 + 200 + 20 + 25 + 60 + 60 + 30 s = 8 minutes at most (25 s more with the ReactFace profile),
+  # TensorRT aside.
+  LIMITS=(test=85 bench=200 profile=$([ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ] && echo 45 || echo 20) synth=25
+          pace=60 train=60 evaluate=30 trt=240)
 fi
 limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ] && echo "${entry#*=}"; done; }
 
@@ -138,17 +148,14 @@ limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ]
 # test_generate reads MP4 through PyAV, which such a machine lacks: it holds no CUDA test.
 PARALLEL=()
 "$PY" -c "import xdist" > /dev/null 2>&1 && PARALLEL=(-n 4)
-step "CUDA tests" "$(limit test)" "$PY" -m pytest -q -p no:cacheprovider -m "cuda or gpu" -rs "${PARALLEL[@]}" \
-  tests/ --ignore=tests/test_generate.py
+step "CUDA tests" "$(limit test)" "$PY" -m pytest -q -p no:cacheprovider -m "cuda or gpu" -rs --durations=8 \
+  "${PARALLEL[@]}" tests/ --ignore=tests/test_generate.py
 
 # --- 2. the bench on the GPU ----------------------------------------------------------------------
 step "bench" "$(limit bench)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH[@]}" --out "$OUT/gpu_bench"
-# Why the ReactFace/FAD ratio is what it is: one profiled call of each at 256 frames (measured once,
-# on an H200, in bench/results/gpu_profile.json; FAD_GPU_CHECK_PROFILE=1 measures it again).
-if [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ] || [ "$DEVICE" = cpu ]; then
-  step "profile" "$(limit profile)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${PROFILE[@]}" \
-    --out "$OUT/gpu_profile.json"
-fi
+# Where a small call's time goes (and, when asked, why the ReactFace/FAD ratio is what it is).
+step "profile" "$(limit profile)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${PROFILE[@]}" \
+  --out "$PROFILE_OUT"
 
 # --- 3. the pace of training steps, and a GPU training of the paper preset ------------------------
 DATA=$SCRATCH/data

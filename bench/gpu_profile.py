@@ -1,15 +1,18 @@
-"""Where the GPU time of one ReactFace-like online call and one FAD call goes, at the same length.
+"""Where the GPU time of FAD's calls goes: against one ReactFace-like online call, and at a stream's sizes.
 
-    PYTHONPATH=. python bench/gpu_profile.py --frames 256 --out gpu_profile.json [--device cuda]
+    PYTHONPATH=. python bench/gpu_profile.py --out gpu_profile.json [--frames 256] [--small 8,64]
+        [--no-reactface] [--device cuda]
 
-The bench's ReactFace/FAD ratio says how much longer the replica takes; this says why. For each
-pipeline (random weights, paper sizes) it profiles one call after a warm-up with
-`torch.profiler` and records:
+The bench's ReactFace/FAD ratio says how much longer the replica takes, and its small-call
+latencies how far FAD is from its floor; this says why. Each call (random weights, paper sizes) is
+profiled once after a warm-up with `torch.profiler`, which records:
 - the call's wall time and the time the GPU spent in kernels (the sum of kernels' self device
-  time): a GPU busy fraction well below 1 means the call is bound by launching kernels, not by
-  arithmetic;
-- the kernel launches counted, and the ten operators with the most device time.
-FAD runs through the CUDA runner (CUDA graphs, FP32) as in the bench, so its call is one graph replay.
+  time): a GPU busy fraction well below 1 means the call waits on the host (launches, copies),
+  not on arithmetic;
+- the GPU operations run (kernels and copies; a CUDA graph's kernels count one by one), the kernel
+  launches from the host, and the ten operators with the most device time.
+The calls: the ReactFace-like replica online (windows of 8) and FAD through the CUDA runner (CUDA
+graphs, FP32) at `--frames`, unless `--no-reactface`; and FAD's FP16 graphs at each `--small` size.
 On the CPU (`--device cpu`, the plumbing only) the device times are zero.
 """
 
@@ -22,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
 from fad_edge.atomic import atomic_write_bytes
@@ -29,6 +33,7 @@ from fad_edge.bench.pipelines.reactface import ReactFacePipeline
 from fad_edge.bench.run import speaker_inputs
 from fad_edge.constants import FPS, SAMPLE_RATE
 from fad_edge.devices import resolve_device
+from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.runtime.cuda_graphs import EagerCapture
@@ -52,9 +57,10 @@ def profiled(call: Callable[[], object], device: torch.device, warmup: int = 2) 
     averages = prof.key_averages()
     kernel_us = sum(event.self_device_time_total for event in averages)
     launches = sum(event.count for event in averages if "LaunchKernel" in event.key or "GraphLaunch" in event.key)
+    gpu_ops = sum(event.count for event in averages if event.device_type == DeviceType.CUDA)  # kernels and copies
     top = sorted(averages, key=lambda event: event.device_time_total, reverse=True)[:TOP_OPS]
     return {"wall_s": wall, "kernel_s": kernel_us / 1e6, "gpu_busy": kernel_us / 1e6 / wall if wall else None,
-            "kernel_launches": launches,
+            "kernel_launches": launches, "gpu_ops": gpu_ops,
             "top_ops": [{"op": event.key, "device_s": event.device_time_total / 1e6, "calls": event.count}
                         for event in top]}
 
@@ -69,10 +75,10 @@ def profile_reactface(frames: int, device: torch.device) -> dict:
         return profiled(lambda: react.online(video, audio, 8), device, warmup=1)
 
 
-def profile_fad(frames: int, device: torch.device) -> dict:
+def profile_fad(frames: int, device: torch.device, precision: str = "fp32") -> dict:
     """FAD's paper preset through the CUDA runner (graphs on a GPU, an eager stand-in on the CPU)."""
     model = ListenerModel(preset("paper")).eval()
-    runner = CudaRunner(model, device=device, capture=None if device.type == "cuda" else EagerCapture())
+    runner = CudaRunner(model, precision, device=device, capture=None if device.type == "cuda" else EagerCapture())
     inputs = speaker_inputs(model.config, frames)
     try:
         return profiled(lambda: runner.run_inputs(inputs), device)
@@ -80,31 +86,45 @@ def profile_fad(frames: int, device: torch.device) -> dict:
         runner.close()
 
 
+def report(name: str, record: dict) -> None:
+    busy = f"{record['gpu_busy']:.2f}" if record["gpu_busy"] is not None else "-"
+    print(f"{name}: wall {record['wall_s'] * 1000:.1f} ms, kernels {record['kernel_s'] * 1000:.1f} ms "
+          f"(GPU busy {busy}), {record['gpu_ops']} GPU ops, {record['kernel_launches']} launches")
+    for op in record["top_ops"][:5]:
+        print(f"    {op['device_s'] * 1000:8.2f} ms  {op['calls']:5d}x  {op['op'][:50]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=256, help="ReactFace against FAD (FP32 graph) at this length")
+    parser.add_argument("--reactface", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--small", default="8,64", help="FAD FP16 graph calls also profiled (a stream's sizes)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    reactface = profile_reactface(args.frames, device)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    fad = profile_fad(args.frames, device)
-    result = {"frames": args.frames, "device": str(device),
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "reactface_online": reactface, "fad_cuda_graph": fad,
-              "wall_ratio": reactface["wall_s"] / fad["wall_s"]}
+    result: dict = {"frames": args.frames, "device": str(device),
+                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    if args.reactface:
+        result["reactface_online"] = profile_reactface(args.frames, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        result["fad_cuda_graph"] = profile_fad(args.frames, device)
+        result["wall_ratio"] = result["reactface_online"]["wall_s"] / result["fad_cuda_graph"]["wall_s"]
+        report(f"ReactFace-like online, {args.frames} frames", result["reactface_online"])
+        report(f"FAD, CUDA graph FP32, {args.frames} frames", result["fad_cuda_graph"])
+        print(f"wall ratio ReactFace / FAD: {result['wall_ratio']:.0f}x")
+    result["fad_fp16_small"] = {}
+    for frames in (int(part) for part in args.small.split(",") if part.strip()):
+        record = profile_fad(frames, device, "fp16")
+        result["fad_fp16_small"][str(frames)] = record
+        report(f"FAD, CUDA graph FP16, {frames} frames", record)
     atomic_write_bytes(args.out, json.dumps(result, indent=2).encode())
-    for name, record in (("ReactFace-like online", reactface), ("FAD, CUDA graph", fad)):
-        busy = f"{record['gpu_busy']:.2f}" if record["gpu_busy"] is not None else "-"
-        print(f"{name}, {args.frames} frames: wall {record['wall_s'] * 1000:.1f} ms, kernels "
-              f"{record['kernel_s'] * 1000:.1f} ms (GPU busy {busy}), {record['kernel_launches']} launches")
-        for op in record["top_ops"][:5]:
-            print(f"    {op['device_s'] * 1000:8.2f} ms  {op['calls']:5d}x  {op['op'][:50]}")
-    print(f"wall ratio ReactFace / FAD: {result['wall_ratio']:.0f}x")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FadEdgeError as error:  # no GPU, bad data: one line, as the CLI says it
+        raise SystemExit(f"error: {error}") from None

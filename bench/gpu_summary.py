@@ -118,6 +118,10 @@ def summarize(folder: Path) -> dict:
     figures["gpu"] = figures.get("gpu") or (named[1].strip() if named else None)
     figures["paper_training"] = training_figures(step_lines(log, "paper-preset training"))
     figures["small_training"] = training_figures(step_lines(log, "small-preset training"))
+    small_calls = read_json(folder / "gpu_profile_small.json") or read_json(folder / "gpu_profile.json") or {}
+    kept = ("wall_s", "kernel_s", "gpu_busy", "gpu_ops")
+    figures["fad_fp16_small_calls"] = {frames: {key: record[key] for key in kept}
+                                       for frames, record in small_calls.get("fad_fp16_small", {}).items()}
     pace = read_json(folder / "gpu_train_profile.json")
     if pace:
         figures["training_pace"] = {v["variant"]: v["steps_per_s"] for v in pace["variants"]}

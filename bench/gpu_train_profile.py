@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from fad_edge.atomic import atomic_write_bytes
+from fad_edge.errors import FadEdgeError
 from fad_edge.train import TrainConfig, train
 
 DEMO_STEPS = 1224
@@ -106,4 +107,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FadEdgeError as error:  # no GPU, bad data: one line, as the CLI says it
+        raise SystemExit(f"error: {error}") from None
