@@ -117,3 +117,15 @@ def test_reactface_online_cost_grows_faster_than_the_session():
         return count_flops(lambda: pipeline.online(frames, audio))
 
     assert flops(32) > 3 * flops(16)
+
+
+def test_reactface_flops_are_left_out_beyond_their_counting_limits(monkeypatch):
+    import fad_edge.bench.run as bench_run
+
+    monkeypatch.setitem(bench_run.REACTFACE_FLOPS_MAX, 8, 4)  # both windows over their limit at 8 frames
+    monkeypatch.setitem(bench_run.REACTFACE_FLOPS_MAX, 1, 4)
+    monkeypatch.setattr(bench_run, "reactface_flops", lambda *args: pytest.fail("counted past the limit"))
+    rows = bench_run.replica_rows("reactface", 8, bench_run.BenchConfig(replica_max_frames=8), lambda _: None)
+    assert [(row.pipeline, row.note) for row in rows] == [("reactface", "not counted beyond 4 frames"),
+                                                          ("reactface-frame", "not counted beyond 4 frames")]
+    assert all(row.latency is None and row.flops != row.flops for row in rows)  # NaN: no figure

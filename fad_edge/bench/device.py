@@ -29,9 +29,9 @@ from fad_edge.bench.pipelines.layers import count_params
 from fad_edge.bench.pipelines.reactface import ReactFacePipeline
 from fad_edge.bench.run import (
     DECA_LABELS,
-    FRAME_BY_FRAME_MAX,
     NOT_TIMED,
     PAPER_CLAIMS,
+    REACTFACE_FLOPS_MAX,
     REACTFACE_LABELS,
     BenchConfig,
     Row,
@@ -172,9 +172,9 @@ def device_replica_rows(name: str, frames: int, config: BenchConfig, say: Say, p
         audio_len = int(round(frames * SAMPLE_RATE / FPS))
         react = ReactFacePipeline().eval().to(device)
         for key, window in (("reactface", 8), ("reactface-frame", 1)):
-            if window == 1 and frames > FRAME_BY_FRAME_MAX:
+            if frames > REACTFACE_FLOPS_MAX[window]:
                 rows.append(Row(key, REACTFACE_LABELS[window], backend, frames, float("nan"), 0, None,
-                                f"not counted beyond {FRAME_BY_FRAME_MAX} frames"))
+                                f"not counted beyond {REACTFACE_FLOPS_MAX[window]} frames"))
                 continue
             latency = None
             if frames <= config.replica_max_frames and (window == 8 or config.strict_reactface):
