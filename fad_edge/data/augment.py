@@ -46,16 +46,19 @@ def augment_images(images: torch.Tensor, generator: torch.Generator, config: Aug
     out = ((images * gain - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
     if config.max_shift > 0:
         shifts = torch.randint(-config.max_shift, config.max_shift + 1, (batch, 2), generator=generator)
-        out = torch.stack([_shift(window, int(dy), int(dx)) for window, (dy, dx) in zip(out, shifts)])
+        out = _shift(out, shifts.to(device))
     return out
 
 
-def _shift(frames: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """Frames (F, 3, S, S) moved by (dy, dx) pixels, the edge rows/columns repeated into the gap."""
-    side_y, side_x = frames.shape[-2:]
-    rows = (torch.arange(side_y, device=frames.device) - dy).clamp(0, side_y - 1)
-    cols = (torch.arange(side_x, device=frames.device) - dx).clamp(0, side_x - 1)
-    return frames[..., rows[:, None], cols[None, :]]
+def _shift(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """(B, F, 3, S, S) with window b moved by shifts[b] = (dy, dx) pixels, the edge rows/columns repeated into the
+    gap: one gather for the whole batch (a loop over windows would launch a handful of GPU kernels per window)."""
+    side_y, side_x = images.shape[-2:]
+    rows = (torch.arange(side_y, device=images.device) - shifts[:, :1]).clamp(0, side_y - 1)  # (B, S)
+    cols = (torch.arange(side_x, device=images.device) - shifts[:, 1:]).clamp(0, side_x - 1)  # (B, S)
+    windows = torch.arange(len(images), device=images.device)[:, None, None]
+    moved = images.permute(0, 3, 4, 1, 2)[windows, rows[:, :, None], cols[:, None, :]]  # (B, S, S, F, 3)
+    return moved.permute(0, 3, 4, 1, 2).contiguous()
 
 
 def augment_mel(mel: torch.Tensor, generator: torch.Generator, config: AugmentConfig) -> torch.Tensor:
