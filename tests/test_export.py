@@ -56,16 +56,19 @@ def test_ort_gives_the_torch_motion_for_whole_and_partial_windows(tiny_export, s
     assert np.abs(OrtRunner(tiny_export, "fp32", threads=1, seed=4).run(*args) - ours).max() > 1e-3
 
 
-def test_a_model_with_the_prosody_branch_exports_and_runs_as_in_torch(tmp_path, session):
-    """The spectrum rides through the audio graph and the 2D branch through ELNet's, within parity."""
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_a_model_with_the_prosody_branch_exports_and_runs_as_in_torch(tmp_path, session, exporter):
+    """The spectrum rides through the audio graph and the 2D branch through ELNet's, within parity, by
+    either exporter (the default fixture export uses only the first)."""
     from helpers import tiny_checkpoint
 
     from fad_edge.export.pipeline import ExportOptions, export_model
 
     checkpoint = tiny_checkpoint(tmp_path / "checkpoint", context_clips=2, audio_window_frames=1,
                                  audio_context_frames=8, prosody_channels=8, prosody_dilations=(1, 2, 4))
-    export_model(ExportOptions(checkpoint=checkpoint, out=tmp_path / "model", check_sessions=1, check_seconds=3.0,
-                               threads=1))
+    manifest = export_model(ExportOptions(checkpoint=checkpoint, out=tmp_path / "model", check_sessions=1,
+                                          check_seconds=3.0, threads=1, exporter=exporter))
+    assert manifest.reports["exporter"] == exporter
     args = (session.frames[:64], session.audio[: 64 * 16000 // 30 + 533], 16000)
     reference = TorchRunner(load_checkpoint(checkpoint).model, seed=3).run(*args)
     ours = OrtRunner(tmp_path / "model", "fp32", threads=1, seed=3).run(*args)
@@ -145,6 +148,21 @@ def test_export_cli_prints_the_parity_table(tmp_path, monkeypatch, capsys):
     assert code == 0, output
     assert "elnet_x0" in output and "max rel" in output
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_an_unknown_exporter_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from helpers import tiny_checkpoint
+
+    from fad_edge.export.graphs import graph_specs
+    from fad_edge.export.onnx_export import trace_to_onnx
+
+    checkpoint = tiny_checkpoint(tmp_path / "ck")
+    code, output = run_cli(monkeypatch, capsys, "export", "--checkpoint", checkpoint, "--out", tmp_path / "out",
+                           "--exporter", "onnxscript")
+    assert code == 2 and "--exporter" in output and "dynamo" in output and "Traceback" not in output
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ExportError, match="unknown exporter"):
+        trace_to_onnx(graph_specs(load_checkpoint(checkpoint).model)[0], exporter="onnxscript")
 
 
 def test_export_fails_when_parity_exceeds_the_tolerance(tmp_path, monkeypatch, capsys):

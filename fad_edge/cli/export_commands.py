@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fad_edge.cli.validate import check_finite, check_output_dir, check_threads
+from fad_edge.cli.validate import check_choice, check_finite, check_output_dir, check_threads
 
 console = Console()
 
@@ -25,6 +25,7 @@ def export(
                              help="Build TensorRT FP16 engines from the FP16 graphs "
                                   "(needs the 'fad-edge[trt]' extra and a GPU)."),
     opset: int = typer.Option(18, min=13, max=23, help="ONNX opset (18 suits TensorRT 10 on Jetson)."),
+    exporter: str = typer.Option("torchscript", help="torchscript (fast; deprecated in torch) or dynamo."),
     data: Optional[Path] = typer.Option(None, help="Dataset for the accuracy checks "
                                         "(default: fresh synthetic sessions)."),
     split: str = typer.Option("test", help="Split of --data to check on."),
@@ -33,13 +34,16 @@ def export(
     trt_max_clips: int = typer.Option(128, min=1, help="Largest clip batch the TensorRT profile covers."),
 ) -> None:
     """Export a checkpoint for the edge; prints the parity table and fails if any graph exceeds the tolerance."""
+    from fad_edge.export.onnx_export import EXPORTERS
     from fad_edge.export.pipeline import ExportOptions, export_model
 
     check_output_dir(out)  # export_model then checks that OUT holds nothing but an export, before any work
     check_finite(tolerance, "--tolerance", 0.0)
     check_threads(threads)
-    options = ExportOptions(checkpoint=checkpoint, out=out, opset=opset, int8=int8, fp16=fp16, trt=trt,
-                            data=data, split=split, tolerance=tolerance, threads=threads, trt_max_clips=trt_max_clips)
+    check_choice(exporter, "--exporter", EXPORTERS)
+    options = ExportOptions(checkpoint=checkpoint, out=out, opset=opset, exporter=exporter, int8=int8, fp16=fp16,
+                            trt=trt, data=data, split=split, tolerance=tolerance, threads=threads,
+                            trt_max_clips=trt_max_clips)
     with console.status("exporting") as status:
         manifest = export_model(options, say=lambda message: status.update(message))
     print_reports(manifest.reports)

@@ -92,6 +92,14 @@ def check_preset(name: str, option: str = "--preset") -> ModelConfig:
     return PRESETS[name]
 
 
+def check_choice(value: str, option: str, choices: Iterable[str]) -> str:
+    """One of a fixed list of names; anything else is refused with the list."""
+    known = list(choices)
+    if value not in known:
+        _refuse(option, f"unknown value {value!r}; choose one of {', '.join(known)}")
+    return value
+
+
 def check_sampler_name(name: str, option: str = "--sampler") -> str:
     """A known sampler name (fad_edge.sampling.SAMPLERS); an unknown one is refused with the list."""
     try:

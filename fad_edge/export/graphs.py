@@ -5,7 +5,7 @@ the modality mask themselves, so a runner only concatenates their outputs. `ELNe
 1-step closed form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), the clamp and the de-normalization
 into the graph, so the engine outputs FLAME coefficients directly. The encoders' BatchNorms (with
 `encoder_norm="batch"`) are folded into their convolutions, so the INT8 graphs stay int8 from
-convolution to convolution.
+convolution to convolution, and their feature standardizers into their projections.
 """
 
 from __future__ import annotations
@@ -23,12 +23,34 @@ from fad_edge.models.resnet import fold_batch_norms
 
 
 def folded_encoder(encoder: VideoEncoder | AudioEncoder) -> VideoEncoder | AudioEncoder:
-    """The encoder itself if its trunk has no BatchNorm, else a copy with them folded into the convolutions."""
-    if not any(isinstance(module, nn.BatchNorm2d) for module in encoder.trunk.modules()):
-        return encoder
+    """An eval-mode copy whose graph holds no norm op whatever the exporter: the trunk's BatchNorms
+    folded into its convolutions, and the feature standardizer into the projection before it.
+
+    The copy gives the encoder's eval-mode outputs. (The dynamo exporter folds the standardizer
+    itself; the TorchScript exporter keeps a BatchNormalization node.)
+    """
     folded = copy.deepcopy(encoder).eval()
-    fold_batch_norms(folded.trunk)
+    if any(isinstance(module, nn.BatchNorm2d) for module in folded.trunk.modules()):
+        fold_batch_norms(folded.trunk)
+    folded.project = _with_standardizer(folded.project, folded.standardize)
+    folded.standardize = nn.Identity()  # type: ignore[assignment]  # folded into project
     return folded
+
+
+def _with_standardizer(project: nn.Linear, standardize: nn.BatchNorm1d) -> nn.Linear:
+    """project, then standardize (eval mode, no affine), as one Linear: (Wx + b - mean) / sqrt(var + eps)."""
+    assert standardize.running_mean is not None and standardize.running_var is not None
+    scale = torch.rsqrt(standardize.running_var + standardize.eps)
+    fused = nn.Linear(project.in_features, project.out_features)
+    with torch.no_grad():
+        fused.weight.copy_(project.weight * scale[:, None])
+        bias = project.bias if project.bias is not None else torch.zeros_like(scale)
+        fused.bias.copy_((bias - standardize.running_mean) * scale)
+    if standardize.affine:  # FeatureStandardizer has none; a learned affine folds the same way
+        with torch.no_grad():
+            fused.weight.mul_(standardize.weight[:, None])
+            fused.bias.mul_(standardize.weight).add_(standardize.bias)
+    return fused
 
 
 class MaskedVideoEncoder(nn.Module):

@@ -28,6 +28,7 @@ from fad_edge.export import fp16 as fp16_tools
 from fad_edge.export.frozen_norms import with_frozen_encoders
 from fad_edge.export.graphs import GraphSpec, graph_specs
 from fad_edge.export.onnx_export import (
+    EXPORTERS,
     ModelIdentity,
     load_onnx,
     read_metadata,
@@ -56,6 +57,7 @@ class ExportOptions:
     checkpoint: Path
     out: Path
     opset: int = 18
+    exporter: str = EXPORTERS[0]  # see onnx_export: "torchscript" traces in a tenth of dynamo's time
     int8: bool = False
     fp16: bool = False
     trt: bool = False
@@ -138,12 +140,13 @@ def _export(options: ExportOptions, loaded: LoadedCheckpoint, out: Path, say: Sa
     specs = graph_specs(model)
     for spec in specs:
         say(f"tracing {spec.name}")
-        traced = trace_to_onnx(spec, options.opset)
+        traced = trace_to_onnx(spec, options.opset, options.exporter)
         simplified, tool = simplify(traced, spec.name)
         set_metadata(simplified, identity.metadata(spec.name, "fp32"))
         save_onnx(simplified, out / f"{spec.name}.onnx")
         manifest.graphs[spec.name] = {"fp32": f"{spec.name}.onnx"}
         manifest.reports.setdefault("simplifier", {})[spec.name] = tool  # type: ignore[index]
+    manifest.reports["exporter"] = options.exporter
 
     checks = (split_samples(loaded.config, options.data, options.split) if options.data
               else synthetic_samples(loaded.config, options.check_sessions, options.check_seconds))
@@ -166,7 +169,8 @@ def _export(options: ExportOptions, loaded: LoadedCheckpoint, out: Path, say: Sa
         if options.int8:
             say("quantizing to INT8")
             with tempfile.TemporaryDirectory(prefix="fad-frozen-norms-") as scratch:
-                frozen = _frozen_encoder_graphs(model, identity, feeds, Path(scratch), options.opset)
+                frozen = _frozen_encoder_graphs(model, identity, feeds, Path(scratch), options.opset,
+                                                options.exporter)
                 manifest.reports["int8"] = _export_int8(out, manifest, feeds, checks, reference_l2, options.threads,
                                                         frozen)
         if options.fp16:
@@ -249,7 +253,7 @@ class FrozenGraphs:
 
 
 def _frozen_encoder_graphs(model: ListenerModel, identity: ModelIdentity, feeds: dict, folder: Path,
-                           opset: int) -> FrozenGraphs:
+                           opset: int, exporter: str) -> FrozenGraphs:
     """Trace the frozen encoders into the scratch `folder`; none when no GroupNorm is left to freeze."""
     def batches(graph: str, name: str) -> list[torch.Tensor]:
         return [torch.from_numpy(feed[name]) for feed in feeds[graph]]
@@ -260,7 +264,7 @@ def _frozen_encoder_graphs(model: ListenerModel, identity: ModelIdentity, feeds:
     files = {}
     for spec in graph_specs(frozen):
         if spec.name in (VIDEO_ENCODER, AUDIO_ENCODER):
-            simplified, _ = simplify(trace_to_onnx(spec, opset), spec.name)
+            simplified, _ = simplify(trace_to_onnx(spec, opset, exporter), spec.name)
             set_metadata(simplified, identity.metadata(spec.name, "fp32"))  # quantize_graph copies it
             files[spec.name] = folder / f"{spec.name}.onnx"
             save_onnx(simplified, files[spec.name])

@@ -2,8 +2,8 @@
 
 Settings, each for a measured reason: per-channel weights, uint8 activations with int8 weights
 (the only combination that ran faster than FP32 on the x86 CPUs here: about 3x on the video
-encoder), and only Conv, Gemm, MatMul and Relu quantized. `quantize_static` fails on the dynamo
-exporter's GroupNorm pattern (InstanceNormalization between Reshapes), and normalization gains
+encoder), and only Conv, Gemm, MatMul and Relu quantized. `quantize_static` fails on the
+exporters' GroupNorm pattern (InstanceNormalization between Reshapes), and normalization gains
 nothing from INT8 anyway. Relu is listed so that the quantizer drops a Relu right after a Conv
 (the Conv's uint8 output, calibrated after the Relu, clips at zero itself): with BatchNorm folded
 into the convolutions, ONNX Runtime then runs an encoder in int8 from its input to its output,
