@@ -55,22 +55,6 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, scalars
 
 
-def _match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Give each restored moment its parameter's memory layout (channels-last weights included).
-
-    The moments are saved contiguous; the fused AdamW runs over parameter, gradient and moments as
-    flat memory, so a moment in another layout than its parameter would be updated element by
-    element against the wrong weights.
-    """
-    for group in optimizer.param_groups:
-        for parameter in group["params"]:
-            state = optimizer.state.get(parameter, {})
-            for key, value in state.items():
-                moment = isinstance(value, torch.Tensor) and value.shape == parameter.shape
-                if moment and value.stride() != parameter.stride():
-                    state[key] = torch.empty_like(parameter, dtype=value.dtype).copy_(value)
-
-
 def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer, noise: torch.Generator,
             precision: MixedPrecision, rank: int, model_config: ModelConfig) -> Progress:
     """Load a checkpoint's weights and training state into a run's model, optimizer, generators and scaler.
@@ -95,7 +79,6 @@ def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer
         entry.update({name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)})
         optimizer_state["state"][int(index)] = entry
     optimizer.load_state_dict(optimizer_state)
-    _match_parameter_layouts(optimizer)
     if rank == 0:
         noise.set_state(tensors["noise_generator"])
     torch.set_rng_state(tensors["torch_rng"])
