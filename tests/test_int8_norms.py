@@ -280,3 +280,27 @@ def test_int8_fallbacks_are_tried_over_budget_and_kept_only_where_they_lower_l2(
     assert all(manifest.graphs[graph]["int8"] == f"{graph}.int8.onnx" for graph in ENCODERS)
     assert sorted(path.name for path in out.iterdir()) == sorted(f"{graph}.int8.onnx" for graph in manifest.graphs)
     assert report["l2_int8"] == ScoredRunner(out, "int8", 1, manifest).l2  # what the manifest now holds
+
+
+@pytest.mark.parametrize("encoder_class", ["VideoEncoder", "AudioEncoder"])
+def test_the_folded_encoder_gives_the_encoders_eval_outputs_with_no_norm_left(encoder_class):
+    """The feature standardizer's running statistics fold into the projection (the exported graphs' source)."""
+    from fad_edge.export.graphs import folded_encoder
+    from fad_edge.models import encoders
+
+    torch.manual_seed(0)
+    config = preset("tiny", encoder_norm="batch")
+    encoder = getattr(encoders, encoder_class)(config).train()
+    shape = ((3, config.image_size, config.image_size) if encoder_class == "VideoEncoder"
+             else (1, config.audio_window, config.n_mels))
+    with torch.no_grad():
+        for _ in range(5):  # running statistics far from the initial (0, 1)
+            encoder(3.0 + 2.0 * torch.rand(16, *shape))
+    encoder.eval()
+    assert encoder.standardize.running_var.sub(1).abs().max() > 0.1
+    inputs = 3.0 + 2.0 * torch.rand(8, *shape)
+    folded = folded_encoder(encoder)
+    assert not any(isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) for module in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(inputs), encoder(inputs), rtol=1e-4, atol=1e-4)
+    assert encoder.training is False and isinstance(encoder.standardize, nn.BatchNorm1d)  # the original is kept

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_linear_bn_weights
 
 from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, SIGNATURES, VIDEO_ENCODER
 from fad_edge.listener_model import ListenerModel
@@ -38,18 +39,16 @@ def folded_encoder(encoder: VideoEncoder | AudioEncoder) -> VideoEncoder | Audio
 
 
 def _with_standardizer(project: nn.Linear, standardize: nn.BatchNorm1d) -> nn.Linear:
-    """project, then standardize (eval mode, no affine), as one Linear: (Wx + b - mean) / sqrt(var + eps)."""
-    assert standardize.running_mean is not None and standardize.running_var is not None
-    scale = torch.rsqrt(standardize.running_var + standardize.eps)
-    fused = nn.Linear(project.in_features, project.out_features)
+    """project, then standardize (eval mode), as one Linear; torch's fusion with a unit affine where the
+    standardizer has none (FeatureStandardizer's case)."""
+    mean, variance = standardize.running_mean, standardize.running_var
+    assert mean is not None and variance is not None
+    scale = standardize.weight if standardize.affine else torch.ones_like(variance)
+    shift = standardize.bias if standardize.affine else torch.zeros_like(mean)
+    fused = copy.deepcopy(project)
     with torch.no_grad():
-        fused.weight.copy_(project.weight * scale[:, None])
-        bias = project.bias if project.bias is not None else torch.zeros_like(scale)
-        fused.bias.copy_((bias - standardize.running_mean) * scale)
-    if standardize.affine:  # FeatureStandardizer has none; a learned affine folds the same way
-        with torch.no_grad():
-            fused.weight.mul_(standardize.weight[:, None])
-            fused.bias.mul_(standardize.weight).add_(standardize.bias)
+        fused.weight, fused.bias = fuse_linear_bn_weights(project.weight, project.bias, mean, variance,
+                                                          standardize.eps, scale, shift)
     return fused
 
 
