@@ -44,6 +44,7 @@ from fad_edge.bench.run import (
     speaker_inputs,
     stream_figures,
     synchronized,
+    uncounted_reactface_row,
 )
 from fad_edge.bench.timing import gemm_gflops, machine, summarize, time_calls
 from fad_edge.constants import FPS, SAMPLE_RATE
@@ -173,8 +174,7 @@ def device_replica_rows(name: str, frames: int, config: BenchConfig, say: Say, p
         react = ReactFacePipeline().eval().to(device)
         for key, window in (("reactface", 8), ("reactface-frame", 1)):
             if frames > REACTFACE_FLOPS_MAX[window]:
-                rows.append(Row(key, REACTFACE_LABELS[window], backend, frames, float("nan"), 0, None,
-                                f"not counted beyond {REACTFACE_FLOPS_MAX[window]} frames"))
+                rows.append(uncounted_reactface_row(key, window, backend, frames))
                 continue
             latency = None
             if frames <= config.replica_max_frames and (window == 8 or config.strict_reactface):

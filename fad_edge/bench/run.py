@@ -79,6 +79,12 @@ class Row:
                 "latency": None if self.latency is None else self.latency.to_dict()}
 
 
+def uncounted_reactface_row(key: str, window: int, backend: str, frames: int) -> Row:
+    """The row of a ReactFace variant past its FLOPs-counting limit (REACTFACE_FLOPS_MAX): no figures, a note."""
+    return Row(key, REACTFACE_LABELS[window], backend, frames, float("nan"), 0, None,
+               f"not counted beyond {REACTFACE_FLOPS_MAX[window]} frames")
+
+
 def speaker_inputs(config, frames: int, seed: int = 0) -> SpeakerInputs:
     rng = np.random.default_rng(seed)
     images = rng.random((frames, 3, config.image_size, config.image_size), dtype=np.float32)
@@ -213,8 +219,7 @@ def replica_rows(name: str, frames: int, config: BenchConfig, say: Say,
         for key, window in variants:
             label = REACTFACE_LABELS[window]
             if frames > REACTFACE_FLOPS_MAX[window]:  # left out rather than stalling the run
-                rows.append(Row(key, label, "torch", frames, float("nan"), 0, None,
-                                f"not counted beyond {REACTFACE_FLOPS_MAX[window]} frames"))
+                rows.append(uncounted_reactface_row(key, window, "torch", frames))
                 continue
             flops = reactface_flops(frames, window)
             react = ReactFacePipeline().eval()

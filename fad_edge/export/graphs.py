@@ -31,8 +31,7 @@ def folded_encoder(encoder: VideoEncoder | AudioEncoder) -> VideoEncoder | Audio
     itself; the TorchScript exporter keeps a BatchNormalization node.)
     """
     folded = copy.deepcopy(encoder).eval()
-    if any(isinstance(module, nn.BatchNorm2d) for module in folded.trunk.modules()):
-        fold_batch_norms(folded.trunk)
+    fold_batch_norms(folded.trunk)  # leaves GroupNorms as they are
     folded.project = _with_standardizer(folded.project, folded.standardize)
     folded.standardize = nn.Identity()  # type: ignore[assignment]  # folded into project
     return folded
