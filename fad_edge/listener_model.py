@@ -95,6 +95,11 @@ class ListenerModel(nn.Module):
         clips = frames // clip_len - context
         if clips < 1 or frames % clip_len:
             raise ValueError(f"a window of {frames} frames does not hold {context} context clips plus one clip")
+        if not features.requires_grad:  # inference: one unfold, which torch.compile traces with K symbolic
+            unfolded = features.unfold(1, (context + 1) * clip_len, clip_len)  # (B, K, D, (C+1)L)
+            return unfolded.transpose(2, 3).reshape(batch * clips, (context + 1) * clip_len, dim)
+        # Training keeps the slices: their gradients sum in the order the trained models were made with
+        # (unfold's backward sums frames shared by three or more clips in another order, changing the rounding).
         windows = [features[:, k * clip_len : (k + context + 1) * clip_len] for k in range(clips)]
         return torch.stack(windows, dim=1).reshape(batch * clips, (context + 1) * clip_len, dim)
 

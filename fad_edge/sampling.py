@@ -122,6 +122,8 @@ class DiffusionSampler:
             raise ValueError(f"temperature must be a finite number >= 0, got {settings.temperature}")
         self.settings = settings
         self.alphas_cumprod = cumulative_alphas(squared_cosine_betas(train_steps))
+        # As Python floats: torch.compile traces NumPy indexing as tensor ops, and float() of one as a graph break.
+        self._alpha_bars = tuple(float(a) for a in self.alphas_cumprod)
         self.timesteps = self._timesteps(settings)
 
     @staticmethod
@@ -138,7 +140,7 @@ class DiffusionSampler:
         return list(zip(self.timesteps, following))
 
     def alpha_bar(self, step: int) -> float:
-        return float(self.alphas_cumprod[step])
+        return self._alpha_bars[step]
 
     def initial_state(self, clips: int, generator: np.random.Generator, clip_len: int, n_coeffs: int,
                       guess: np.ndarray | None = None) -> np.ndarray:

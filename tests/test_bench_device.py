@@ -22,11 +22,13 @@ pytestmark = pytest.mark.slow
 def test_labels_carry_backend_precision_and_the_cuda_runners_modes():
     assert parse_label("cuda-fp16-cl") == Variant("cuda", "fp16", eager=False, channels_last=True)
     assert parse_label("cuda-eager") == Variant("cuda", None, eager=True)
+    assert parse_label("cuda-fp16-cl-compiled") == Variant("cuda", "fp16", channels_last=True, compiled=True)
+    assert "cuda-fp16-compiled" in bench_labels()
     assert parse_label("ort-int8") == Variant("ort", "int8")
     assert parse_label("ort-trt-fp32") == Variant("ort-trt", "fp32")
     assert parse_label("ort-cuda") == Variant("ort-cuda", None)
     assert set(GPU_BACKENDS) <= set(bench_labels())
-    for bad in ("ort-eager", "nosuch", "trt-cl"):
+    for bad in ("ort-eager", "nosuch", "trt-cl", "ort-compiled"):
         with pytest.raises(FadEdgeError, match="unknown bench backend"):
             parse_label(bad)
 

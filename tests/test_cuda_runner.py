@@ -79,11 +79,16 @@ def test_eager_and_channels_last_runs_match_and_close_frees_the_runner(model):
         runner.run_inputs(inputs)
 
 
-def test_fp16_keeps_norms_softmax_and_the_schedule_in_fp32(model):
+def test_fp16_keeps_standardizers_softmax_and_the_schedule_in_fp32(model):
     converted = to_reduced_precision(model_with_normalization(context_clips=2), torch.float16)
     names = islands(converted)
-    assert any("norm" in name for name in names) and "video_encoder.pool" in names
-    assert "elnet.step_embedding.0" in names and "video_encoder.standardize" in names
+    assert "video_encoder.pool" in names and "elnet.step_embedding.0" in names
+    assert "video_encoder.standardize" in names and "audio_encoder.standardize" in names
+    # GroupNorms run in FP16 (their kernels accumulate in FP32): no island, no casts around them
+    norms = [m for m in converted.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.weight.dtype == torch.float16 for m in norms)
+    assert not any(isinstance(m.module, torch.nn.GroupNorm) for m in converted.modules()
+                   if isinstance(m, Float32Island))
     assert converted.video_encoder.trunk.stem[0].weight.dtype == torch.float16
     for module in converted.modules():
         if isinstance(module, Float32Island):
@@ -94,6 +99,32 @@ def test_fp16_keeps_norms_softmax_and_the_schedule_in_fp32(model):
     half = CudaRunner(model, "fp16", seed=2, device="cpu", graphs=False).run_inputs(inputs)
     assert half.dtype == np.float32
     assert 0 < relative_error(half, reference) < 5e-3
+
+
+def test_compiled_functions_run_through_dynamo_and_give_the_same_motion(model):
+    """The compiled runner traces each graphed function with torch.compile (here with the 'eager' backend:
+    dynamo's tracing without Inductor's code generation, which needs minutes on 2 cores) and stages FP16
+    inputs in FP16."""
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    inputs = speaker_inputs(model.config, 24)
+    reference = CudaRunner(model, seed=3, device="cpu", capture=EagerCapture(), graphs=True).run_inputs(inputs)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    runner = CudaRunner(model, seed=3, device="cpu", capture=EagerCapture(), graphs=True, compiled=True,
+                        compile_backend=counter)
+    assert runner.name == "cuda-compiled"
+    np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-6 * np.abs(reference).max())
+    assert counter.frame_count == 1  # the whole function in one graph: no graph break (a CPU sync on a GPU)
+    # one graph with a symbolic batch for 2, 4 and 8 clips; a batch of 1 is its own (torch specializes size 1)
+    for frames in (8, 64, 16):
+        runner.run_inputs(speaker_inputs(model.config, frames))
+    assert runner.captured["whole"] == [1, 2, 4, 8] and counter.frame_count == 2
+    half = CudaRunner(model, "fp16", seed=3, device="cpu", capture=EagerCapture(), graphs=True)
+    half.run_inputs(inputs)
+    bucket = half._sets["whole"]._buckets[4]
+    assert [buffer.dtype for buffer in bucket.host_inputs] == [torch.float16, torch.float16, torch.float32]
 
 
 def test_the_runner_serves_listener_stream_from_its_worker_thread(model):
@@ -164,6 +195,20 @@ def test_cuda_variants_match_the_cpu_torch_runner(paper_model, options):
         ours = runner.run_inputs(inputs)
     limit = 1e-2 if options.get("precision") == "fp16" else 1e-3
     assert relative_error(ours, reference) < limit
+
+
+@pytest.mark.cuda
+@pytest.mark.compile
+@on_gpu
+def test_compiled_fp16_matches_the_cpu_torch_runner(paper_model):
+    """Inductor's kernels inside the CUDA graphs (tens of seconds of compiling: the GPU check runs it on its own)."""
+    inputs = speaker_inputs(paper_model.config, 64)
+    reference = TorchRunner(paper_model, seed=3).run_inputs(inputs)
+    with CudaRunner(paper_model, "fp16", seed=3, compiled=True) as runner:
+        assert runner.name == "cuda-fp16-compiled"
+        ours = runner.run_inputs(inputs)
+        np.testing.assert_array_equal(runner.run_inputs(inputs), ours)  # a replay
+    assert relative_error(ours, reference) < 1e-2
 
 
 @pytest.mark.cuda

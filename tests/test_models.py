@@ -115,6 +115,16 @@ def test_window_conditions_share_frames_between_clips_and_match_clip_conditions(
         model.window_conditions(torch.randn(1, 8, dim))  # context only, no clip
 
 
+@pytest.mark.parametrize("context", [1, 2])
+def test_window_conditions_are_the_same_with_and_without_a_gradient(context):
+    """Inference unfolds the windows at once, training slices them clip by clip: the same windows."""
+    model = ListenerModel(preset("tiny", context_clips=context))
+    features = torch.randn(3, (context + 3) * 8, model.config.condition_dim)
+    sliced = model.window_conditions(features.clone().requires_grad_())
+    assert sliced.requires_grad
+    assert torch.equal(model.window_conditions(features), sliced.detach())
+
+
 def test_speaker_auxiliary_loss_trains_the_encoders_only_where_the_speaker_is_known():
     model = ListenerModel(preset("tiny", speaker_aux_weight=1.0))
     images, mel = torch.rand(2, 16, 3, 32, 32), torch.randn(2, 16, 1, 8, 80)

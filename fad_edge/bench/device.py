@@ -77,7 +77,8 @@ def cuda_variant(label: str, model: ListenerModel, device: torch.device, sampler
     variant = parse_label(label)
     capture = None if device.type == "cuda" or variant.eager else EagerCapture()
     return CudaRunner(model, get_backend("cuda").check_precision(variant.precision), device=device,
-                      graphs=not variant.eager, channels_last=variant.channels_last, capture=capture, sampler=sampler)
+                      graphs=not variant.eager, channels_last=variant.channels_last, capture=capture, sampler=sampler,
+                      compiled=variant.compiled)
 
 
 def stream_variant(rows: list[Row]) -> str | None:

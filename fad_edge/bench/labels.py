@@ -2,8 +2,9 @@
 
 A label is a backend's name for its default precision and name-precision for the others (ort,
 ort-int8, torch, cuda-fp16, ...). The CUDA runner also takes run options as suffixes, so that one
-bench run can set CUDA graphs against eager PyTorch on the same GPU: `-eager` (no CUDA graphs) and
-`-cl` (channels-last convolutions), e.g. cuda-eager, cuda-fp16-cl.
+bench run can set CUDA graphs against eager PyTorch on the same GPU: `-eager` (no CUDA graphs),
+`-cl` (channels-last convolutions) and `-compiled` (torch.compile before capture), e.g. cuda-eager,
+cuda-fp16-cl, cuda-fp16-compiled.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass
 from fad_edge.backends import BACKENDS
 from fad_edge.errors import FadEdgeError
 
-MODES = {"eager": "no CUDA graphs", "cl": "channels-last convolutions"}  # suffixes of the cuda backend's labels
+# Suffixes of the cuda backend's labels.
+MODES = {"eager": "no CUDA graphs", "cl": "channels-last convolutions", "compiled": "torch.compile before capture"}
 MODE_BACKENDS = ("cuda",)
 # The device bench's FAD variants unless --backends says otherwise: those that cannot run are listed as skipped.
 GPU_BACKENDS = ("cuda-eager", "cuda", "cuda-fp16", "cuda-fp16-cl", "ort-cuda", "ort-trt", "trt")
@@ -27,6 +29,7 @@ class Variant:
     precision: str | None = None
     eager: bool = False
     channels_last: bool = False
+    compiled: bool = False
 
 
 def bench_labels() -> tuple[str, ...]:
@@ -49,5 +52,5 @@ def parse_label(label: str) -> Variant:
             if modes and name not in MODE_BACKENDS:
                 break
             precision = None if base == name else base[len(name) + 1 :]
-            return Variant(name, precision, "eager" in modes, "cl" in modes)
+            return Variant(name, precision, "eager" in modes, "cl" in modes, "compiled" in modes)
     raise FadEdgeError(f"unknown bench backend {label!r}; choose one of {', '.join(bench_labels())}")

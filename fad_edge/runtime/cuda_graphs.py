@@ -154,10 +154,9 @@ class GraphBuckets:
     def _run(self, units: int, arrays: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
         with self.lock:
             bucket = self._buckets.get(self.bucket(units)) or self._capture(self.bucket(units))
-            for host, device, array, operand in zip(bucket.host_inputs, bucket.device_inputs, arrays, self.operands):
+            for host, device, array in zip(bucket.host_inputs, bucket.device_inputs, arrays):
                 rows = len(array)
-                numpy_dtype = torch.empty(0, dtype=operand.dtype).numpy().dtype
-                host[:rows].copy_(torch.from_numpy(np.ascontiguousarray(array, dtype=numpy_dtype)))
+                host[:rows].copy_(torch.from_numpy(np.ascontiguousarray(array)))  # torch casts (and in threads)
                 host[rows:].zero_()
                 device.copy_(host, non_blocking=True)
             bucket.replay()

@@ -13,6 +13,12 @@ for one step the whole pipeline from frames to motion) is captured once per buck
   so the motion stays within 1e-3 of the CPU reference.
 - `graphs=False` runs eagerly on the GPU (the fallback); `channels_last=True` runs the encoders'
   convolutions in NHWC.
+- `compiled=True` compiles each graphed function with `torch.compile` (Inductor: GroupNorm, Mish and
+  the casts around them fuse into a few Triton kernels, where eager PyTorch launches one kernel per
+  op) before it is captured. Compiling takes tens of seconds on first use, twice per function: once
+  with a symbolic batch for every bucket above one unit, and once for a batch of one (torch
+  specializes size one).
+- The host staging buffers hold the model's dtype, so FP16 copies half the bytes to the GPU.
 - Threads: any thread may call (the stream's worker does); one lock serializes the runner's
   static buffers, and each bucket is captured once, after a warm-up.
 
@@ -91,7 +97,8 @@ class CudaRunner(ClipRunner):
     def __init__(self, model: ListenerModel, precision: str = "fp32", steps: int | None = None, seed: int = 0,
                  device: str | torch.device = "cuda", graphs: bool | None = None, channels_last: bool = False,
                  max_frames: int = MAX_FRAMES, capture: Capture | None = None,
-                 settings: SamplerSettings | None = None, sampler: str = DEFAULT_SAMPLER) -> None:
+                 settings: SamplerSettings | None = None, sampler: str = DEFAULT_SAMPLER,
+                 compiled: bool = False, compile_backend: str | Callable[..., Any] = "inductor") -> None:
         precision = get_backend("cuda").check_precision(precision)
         super().__init__(model.config, settings or SamplerSettings.named(sampler, model.config, steps), seed)
         self.device = resolve_device(str(device))
@@ -102,7 +109,7 @@ class CudaRunner(ClipRunner):
         config = model.config
         if max_frames < config.clip_len or max_frames % config.clip_len:
             raise FadEdgeError(f"max_frames must be a positive multiple of {config.clip_len}, got {max_frames}")
-        self.precision, self.channels_last = precision, channels_last
+        self.precision, self.channels_last, self.compiled = precision, channels_last, compiled
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         buffers = dict(model.named_buffers())
         self.mean = buffers["motion_mean"].detach().cpu().numpy().copy()
@@ -110,7 +117,8 @@ class CudaRunner(ClipRunner):
         self.model: ListenerModel | None = device_model(model, self.device, precision, channels_last)
         self.frame_batch = max_frames
         self.name = "cuda" + ("-fp16" if precision == "fp16" else "") + ("" if self.graphs else "-eager") + (
-            "-cl" if channels_last else "")
+            "-cl" if channels_last else "") + ("-compiled" if compiled else "")
+        self._functions = self._graphed_functions(compile_backend if compiled else None)
         self._lock = threading.RLock()  # held around each call, and by the graph sets inside it
         self._sets: dict[str, GraphBuckets] = {}
         self._one_step_key = self._baked()  # what the one-step graphs are captured with
@@ -120,9 +128,9 @@ class CudaRunner(ClipRunner):
     @classmethod
     def from_checkpoint(cls, path: Path, precision: str = "fp32", steps: int | None = None, seed: int = 0,
                         device: str = "cuda", graphs: bool | None = None, channels_last: bool = False,
-                        sampler: str = DEFAULT_SAMPLER) -> CudaRunner:
+                        sampler: str = DEFAULT_SAMPLER, compiled: bool = False) -> CudaRunner:
         return cls(load_checkpoint(path).model, precision, steps, seed, device, graphs, channels_last,
-                   sampler=sampler)
+                   sampler=sampler, compiled=compiled)
 
     @classmethod
     def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int,
@@ -130,25 +138,48 @@ class CudaRunner(ClipRunner):
         return cls.from_checkpoint(path, precision, steps, seed, sampler=sampler)
 
     # -- the graphed functions: device tensors in, float32 device tensors out ------------------------
+    def _graphed_functions(self, compile_backend: str | Callable[..., Any] | None,
+                           ) -> dict[str, Callable[..., torch.Tensor]]:
+        """Each function a call may run, compiled with `compile_backend` where one is given."""
+        functions: dict[str, Callable[..., torch.Tensor]] = {
+            "encode": self._encode, "video": self._encode_video, "audio": self._encode_audio,
+            "x0": self._x0, "whole": self._whole, "epsilon": self._epsilon}
+        if compile_backend is None:
+            return functions
+
+        def batch_dynamic(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+            compiled = torch.compile(fn, backend=compile_backend)
+
+            def call(*inputs: torch.Tensor) -> torch.Tensor:
+                for x in inputs:  # one compiled graph for every bucket above one unit
+                    if x.dim() and x.shape[0] > 1:
+                        torch._dynamo.maybe_mark_dynamic(x, 0)
+                return compiled(*inputs)
+
+            return call
+
+        return {name: batch_dynamic(fn) for name, fn in functions.items()}
+
     def _graph_sets(self, capture: Capture, max_frames: int) -> dict[str, GraphBuckets]:
         config = self.config
         clip_len, clips = config.clip_len, max_frames // config.clip_len
-        image = Operand((3, config.image_size, config.image_size))
-        mel = Operand((1, config.audio_window, config.n_mels))
+        # Images and mel are staged in the model's dtype (cast in the host copy): FP16 moves half the bytes.
+        image = Operand((3, config.image_size, config.image_size), dtype=self.dtype)
+        mel = Operand((1, config.audio_window, config.n_mels), dtype=self.dtype)
         condition = Operand((config.condition_frames, config.condition_dim))
         state = Operand((clip_len, config.n_coeffs))
 
-        def graphed(fn: Callable[..., torch.Tensor], operands: list[Operand], largest: int) -> GraphBuckets:
-            return GraphBuckets(fn, operands, largest, capture, self.device, self._lock)
+        def graphed(name: str, operands: list[Operand], largest: int) -> GraphBuckets:
+            return GraphBuckets(self._functions[name], operands, largest, capture, self.device, self._lock)
 
         # Every set, whatever the settings: a bucket is captured only when first used, and settings may be replaced.
-        framed = [Operand(image.shape, clip_len), Operand(mel.shape, clip_len), state]
-        return {"encode": graphed(self._encode, [image, mel], max_frames),
-                "video": graphed(self._encode_video, [image], max_frames),
-                "audio": graphed(self._encode_audio, [mel], max_frames),
-                "x0": graphed(self._x0, [condition, state], clips),
-                "whole": graphed(self._whole, framed, clips),
-                "epsilon": graphed(self._epsilon, [state, Operand((), dtype=torch.long), condition], clips)}
+        framed = [Operand(image.shape, clip_len, image.dtype), Operand(mel.shape, clip_len, mel.dtype), state]
+        return {"encode": graphed("encode", [image, mel], max_frames),
+                "video": graphed("video", [image], max_frames),
+                "audio": graphed("audio", [mel], max_frames),
+                "x0": graphed("x0", [condition, state], clips),
+                "whole": graphed("whole", framed, clips),
+                "epsilon": graphed("epsilon", [state, Operand((), dtype=torch.long), condition], clips)}
 
     def _baked(self) -> tuple[int, float]:
         """What the one-step graphs bake in when captured: the start step and the x0 clamp."""
@@ -196,8 +227,8 @@ class CudaRunner(ClipRunner):
                 stack.enter_context(ieee_fp32())
         return stack
 
-    def _call(self, name: str, fn: Callable[..., torch.Tensor], *arrays: np.ndarray) -> np.ndarray:
-        """A graphed set when graphs are on, else `fn` eagerly on device copies of the arrays."""
+    def _call(self, name: str, *arrays: np.ndarray) -> np.ndarray:
+        """The named function's graphed set when graphs are on, else the function itself on device copies."""
         with self._lock, self._scope():  # the scope switches process-wide flags: under the lock too
             if self.graphs:
                 if not self._sets:
@@ -209,28 +240,28 @@ class CudaRunner(ClipRunner):
                 return self._sets[name](*arrays)
             with torch.no_grad():
                 tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
-                return fn(*tensors).cpu().numpy()
+                return self._functions[name](*tensors).cpu().numpy()
 
     def encode_batch(self, images: np.ndarray, mel: np.ndarray) -> np.ndarray:
         """Both encoders in one replay (one launch instead of two)."""
         images, mel = images.astype(np.float32, copy=False), mel.astype(np.float32, copy=False)
-        return self._call("encode", self._encode, images, mel)
+        return self._call("encode", images, mel)
 
     def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
-        return self._call("video", self._encode_video, images.astype(np.float32, copy=False))
+        return self._call("video", images.astype(np.float32, copy=False))
 
     def encode_audio_batch(self, mel: np.ndarray) -> np.ndarray:
-        return self._call("audio", self._encode_audio, mel.astype(np.float32, copy=False))
+        return self._call("audio", mel.astype(np.float32, copy=False))
 
     def clips_motion(self, conditions: np.ndarray, state: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         conditions = conditions.astype(np.float32, copy=False)
         state = state.astype(np.float32, copy=False)
         if self.settings.steps == 1:
-            return self._call("x0", self._x0, conditions, state)
+            return self._call("x0", conditions, state)
         x = state
         for t, t_prev in self.sampler.pairs():
             steps = np.full(len(x), t, dtype=np.int64)
-            epsilon = self._call("epsilon", self._epsilon, x, steps, conditions)
+            epsilon = self._call("epsilon", x, steps, conditions)
             x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
         return (x * self.std + self.mean).astype(np.float32)
 
@@ -241,7 +272,7 @@ class CudaRunner(ClipRunner):
             return super().run_inputs(inputs)
         generator = np.random.default_rng(self.seed)  # the same noise stream as ClipRunner.run_inputs
         state = self.initial_state(frames // clip_len, generator)
-        motion = self._call("whole", self._whole, inputs.images.astype(np.float32, copy=False),
+        motion = self._call("whole", inputs.images.astype(np.float32, copy=False),
                             inputs.mel.astype(np.float32, copy=False), state)
         return motion.reshape(-1, self.config.n_coeffs)[: inputs.n_frames].astype(np.float32)
 

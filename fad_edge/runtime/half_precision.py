@@ -1,11 +1,14 @@
 """The FP16 variant of a model for GPU inference: half-precision weights and activations, FP32 islands.
 
-Convolutions and linear layers run in FP16 (tensor cores); the layers whose arithmetic needs FP32
-run in it, as the FP16 ONNX graph keeps them (normalization, softmax): GroupNorm and BatchNorm
-(a variance and its reciprocal square root), the spatial softmax (exponentials over a feature map)
-and the diffusion-step embedding (sines of up to ~100 radians). Each island casts its floating
-inputs to FP32 and its output back to FP16. The motion normalization and ELNet's noise-schedule
-scales stay FP32 (sqrt(alpha_bar) is ~1e-3 at high noise), so the sampler's arithmetic is FP32.
+Convolutions and linear layers run in FP16 (tensor cores), and so do the GroupNorms: PyTorch's
+GroupNorm kernels take a half-precision input and accumulate its mean and variance in FP32, so an
+FP32 island around each (two cast kernels per norm, 72 norms in the paper preset) would only add
+kernels and memory traffic. The layers whose arithmetic needs FP32 beyond that run in it, as the
+FP16 ONNX graph keeps them: BatchNorm (the feature standardizers: running statistics of any scale),
+the spatial softmax (exponentials over a feature map, then coordinates) and the diffusion-step
+embedding (sines of up to ~100 radians). Each island casts its floating inputs to FP32 and its
+output back to FP16. The motion normalization and ELNet's noise-schedule scales stay FP32
+(sqrt(alpha_bar) is ~1e-3 at high noise), so the sampler's arithmetic is FP32.
 
 This is done here, by wrapping modules of a copy of the model, rather than by autocast, so that
 the weights are cast once instead of on every call (autocast casts them again in each replay).
@@ -21,7 +24,7 @@ from fad_edge.listener_model import ListenerModel
 from fad_edge.models.elnet import SinusoidalStepEmbedding
 from fad_edge.models.spatial_softmax import SpatialSoftmax
 
-FP32_MODULES: tuple[type[nn.Module], ...] = (nn.GroupNorm, _BatchNorm, SpatialSoftmax, SinusoidalStepEmbedding)
+FP32_MODULES: tuple[type[nn.Module], ...] = (_BatchNorm, SpatialSoftmax, SinusoidalStepEmbedding)
 FP32_BUFFERS = ("motion_mean", "motion_std", "elnet.signal_scale", "elnet.noise_scale")
 
 
