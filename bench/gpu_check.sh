@@ -7,18 +7,21 @@
 #      training and resuming on the GPU, evaluation);
 #   2. fad-edge bench --device cuda --frames 8,64,256,1024 (FAD's GPU backends, the replicas on the
 #      same GPU, batch throughput, ListenerStream on the fastest CUDA-graph variant), and a profile
-#      of FAD's FP16 calls at 8 and 64 frames (bench/gpu_profile.py; with FAD_GPU_CHECK_PROFILE=1
-#      also one ReactFace-like online call against one FAD call at 256 frames);
+#      of FAD's FP16 calls at 8, 64 and 1024 frames (bench/gpu_profile.py; with
+#      FAD_GPU_CHECK_PROFILE=1 also one ReactFace-like online call against one FAD call at 256
+#      frames); with FAD_GPU_CHECK_COMPILE=1 (3.5 minutes more) FAD's FP16 graphs with torch.compile's
+#      kernels inside, timed and profiled beside plain FP16;
 #   3. the pace of training steps under the settings that could slow them (bench/gpu_train_profile.py:
-#      cuDNN deterministic or not, channels-last weights or not; the small preset at the demo's batch
-#      and the paper preset at 32 windows), which also gives the demo's 1224-step training time;
+#      the small preset at the demo's batch, and the paper preset at 32 windows with cuDNN deterministic
+#      or not), which also gives the demo's 1224-step training time;
 #   4. a GPU training of the paper preset (96 px) on the demo's amount of synthetic data, stopped
-#      after 60 s, and its held-out L2 against the Median baseline;
+#      after 55 s, and its held-out L2 against the Median baseline;
 #   5. only where `import tensorrt` works: TensorRT engines of the trained model and the TensorRT test
 #      (a few minutes more).
 # A failing step is recorded and the next one runs; the script exits non-zero if any step failed.
 # Results go to bench/results/ (or $FAD_GPU_CHECK_OUT): gpu_check.txt (the log, naming the GPU),
 # gpu_bench.{json,png}, gpu_profile_small.json (gpu_profile.json with the ReactFace profile),
+# gpu_compiled.json (with FAD_GPU_CHECK_COMPILE=1),
 # gpu_train_profile.json, gpu_eval.{json,md} and gpu_summary.json (bench/gpu_summary.py: each GPU target with its measured figure).
 #
 # Packages the machine lacks come from wheels in .whl/ at the repository root (git ignores it),
@@ -118,11 +121,12 @@ if [ "$DEVICE" = cpu ]; then
          --replica-max-frames 8)
   PROFILE=(--frames 16 --small 8)
   PROFILE_OUT=$OUT/gpu_profile.json
-  LIMITS=(test=120 bench=420 profile=120 synth=60 pace=300 train=120 evaluate=120 trt=60)
+  COMPILED=(--no-reactface --small 8 --throughput 16 --runs 2)
+  LIMITS=(test=120 bench=420 profile=120 compiled=300 synth=60 pace=300 train=120 evaluate=120 trt=60)
 else
   # The demo's amount of data: 96 speakers of 20 s (the CPU demo's held-out figures come from it).
   SYNTH=(--sessions 96 --seconds 20 --image-size 96)
-  PACE=(--steps 22 --variants 0,1,2,4,5)
+  PACE=(--steps 22 --variants 0,4,5)
   # 32 windows a step: a GPU has room for them. Stopped by its limit (the check's time is fixed).
   TRAIN=(--preset paper --epochs 100 --batch-size 32 --workers 8 --checkpoint-every 100)
   # Measured on an H200: the bench at 8,64,256 frames took 228 s with 3 s replica budgets.
@@ -130,25 +134,33 @@ else
          --throughput-frames 1024,4096)
   # FAD's FP16 graphs at a stream's sizes; FAD_GPU_CHECK_PROFILE=1 adds ReactFace against FAD at 256
   # (measured once, on an H200: bench/results/gpu_profile.json).
-  PROFILE=(--no-reactface --small 8,64)
+  PROFILE=(--no-reactface --small 8,64,1024)
   PROFILE_OUT=$OUT/gpu_profile_small.json  # beside the committed ReactFace profile, not over it
   if [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ]; then
-    PROFILE=(--frames 256 --small 8,64)
+    PROFILE=(--frames 256 --small 8,64,1024)
     PROFILE_OUT=$OUT/gpu_profile.json
   fi
-  # 85 + 190 + 20 + 25 + 70 + 60 + 30 s = 8 minutes at most (25 s more with the ReactFace profile),
-  # TensorRT aside. The pace step decodes the 96 sessions at both presets' sizes (cached for the training).
-  LIMITS=(test=85 bench=190 profile=$([ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ] && echo 45 || echo 20) synth=25
-          pace=70 train=60 evaluate=30 trt=240)
+  # The compiled FP16 graphs: compiled twice (one clip; a symbolic batch), timed at a stream's sizes and at 4096.
+  COMPILED=(--no-reactface --small 8,64,256 --throughput 4096)
+  # 105 + 150 + 20 + 15 + 55 + 55 + 60 s = 7.7 minutes at most (25 s more with the ReactFace profile, 3.5
+  # minutes more with the compiled graphs: each compiled variant compiles twice, about 40 s each on an
+  # H200), TensorRT aside. Measured on an H200: the tests took about 2 minutes in 4 processes, the bench
+  # 134 s, the evaluation over 30 s. The pace step decodes the 96 sessions at both presets' sizes (cached
+  # for the training).
+  LIMITS=(test=105 bench=150 profile=$([ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ] && echo 45 || echo 20) compiled=210
+          synth=15 pace=55 train=55 evaluate=60 trt=240)
 fi
 limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ] && echo "${entry#*=}"; done; }
 
 # --- 1. the CUDA tests ----------------------------------------------------------------------------
-# Every test marked cuda or gpu, in 4 processes where pytest-xdist is installed (they share the GPU).
+# Every test marked cuda or gpu, in 8 processes where pytest-xdist is installed (they share the GPU; their
+# CPU references take most of the time), each named as it ends (-v), so a time limit still shows which failed.
 # test_generate reads MP4 through PyAV, which such a machine lacks: it holds no CUDA test.
 PARALLEL=()
-"$PY" -c "import xdist" > /dev/null 2>&1 && PARALLEL=(-n 4)
-step "CUDA tests" "$(limit test)" "$PY" -m pytest -q -p no:cacheprovider -m "cuda or gpu" -rs --durations=8 \
+"$PY" -c "import xdist" > /dev/null 2>&1 && PARALLEL=(-n 8)
+# The compiled test (tens of seconds of compiling) runs with the compiled graphs' step.
+step "CUDA tests" "$(limit test)" "$PY" -m pytest -v --tb=short -p no:cacheprovider -m "(cuda or gpu) and not compile" \
+  -rfEs --durations=8 \
   "${PARALLEL[@]}" tests/ --ignore=tests/test_generate.py
 
 # --- 2. the bench on the GPU ----------------------------------------------------------------------
@@ -156,6 +168,12 @@ step "bench" "$(limit bench)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH[@]}"
 # Where a small call's time goes (and, when asked, why the ReactFace/FAD ratio is what it is).
 step "profile" "$(limit profile)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${PROFILE[@]}" \
   --out "$PROFILE_OUT"
+if [ "${FAD_GPU_CHECK_COMPILE:-0}" = 1 ]; then
+  # torch.compile's kernels inside the CUDA graphs, timed beside plain FP16 with the error between them (plain
+  # FP16 is checked against the CPU by the CUDA tests; `pytest -m compile` checks the compiled runner on its own).
+  step "compiled FP16" "$(limit compiled)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${COMPILED[@]}" \
+    --compiled --out "$OUT/gpu_compiled.json"
+fi
 
 # --- 3. the pace of training steps, and a GPU training of the paper preset ------------------------
 DATA=$SCRATCH/data
