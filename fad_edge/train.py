@@ -12,7 +12,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -165,9 +165,17 @@ def validate(model: ListenerModel, dataset: ClipDataset, clips: int, seed: int) 
     return {"val_loss": sum(losses) / len(order), "val_l2": sum(errors) / len(order)}
 
 
+Datasets = tuple[ModelConfig, Normalization, ClipDataset, ClipDataset]
+DatasetLoader = Callable[[TrainConfig], Datasets]
+
+
 def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bool = False,
-          overwrite: bool = False) -> TrainResult:
-    """Train (or resume, or start afresh over an earlier run) and return where the checkpoints went."""
+          overwrite: bool = False, datasets: DatasetLoader | None = None) -> TrainResult:
+    """Train (or resume, or start afresh over an earlier run) and return where the checkpoints went.
+
+    `datasets` loads the config's splits (default `load_datasets`); a caller timing several runs on
+    the same data passes one that loads each split once.
+    """
     check_config(config)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None)
@@ -177,13 +185,14 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     try:
         with reproducible_kernels(device, config.deterministic):
             return _train(config, reporter if rank == 0 and reporter is not None else SilentReporter(),
-                          resume, rank, world, device, dtype)
+                          resume, rank, world, device, dtype, datasets or load_datasets)
     finally:
         if started_group:
             dist.destroy_process_group()
 
 
-def _datasets(config: TrainConfig) -> tuple[ModelConfig, Normalization, ClipDataset, ClipDataset]:
+def load_datasets(config: TrainConfig) -> Datasets:
+    """The model config, the motion normalization and the training and validation splits' datasets."""
     chosen = {} if config.context_clips is None else {"context_clips": config.context_clips}
     model_config = preset(config.preset, modalities=config.modalities, **chosen, **config.overrides)
     train_sessions = load_split(Path(config.data), "train", model_config.image_size, model_config.n_mels)
@@ -199,12 +208,12 @@ def _datasets(config: TrainConfig) -> tuple[ModelConfig, Normalization, ClipData
 
 
 def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int, world: int,
-           device: torch.device, dtype: torch.dtype | None) -> TrainResult:
+           device: torch.device, dtype: torch.dtype | None, datasets: DatasetLoader) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     latest, best = out / "checkpoint", out / "best"
-    model_config, normalization, train_set, val_set = _datasets(config)
+    model_config, normalization, train_set, val_set = datasets(config)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank and device
     model = ListenerModel(model_config)
