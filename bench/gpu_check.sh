@@ -3,8 +3,8 @@
 # Python 3.12 with a CUDA build of PyTorch, numpy, onnx, onnxruntime (CPU provider), onnxscript,
 # opencv-python-headless, typer, rich, safetensors, scipy, scikit-learn, matplotlib, pytest, hypothesis.
 # It runs, each step under its own time limit (8 minutes in all at most on an H100/H200):
-#   1. the CUDA tests (pytest -m "cuda or gpu": CUDA graphs against the CPU, FP16, threads, the stream,
-#      training and resuming on the GPU, evaluation);
+#   1. the CUDA tests (pytest -m "(cuda or gpu) and not compile": CUDA graphs against the CPU, FP16,
+#      threads, the stream, training and resuming on the GPU, evaluation);
 #   2. fad-edge bench --device cuda --frames 8,64,256,1024 (FAD's GPU backends, the replicas on the
 #      same GPU, batch throughput, ListenerStream on the fastest CUDA-graph variant), and a profile
 #      of FAD's FP16 calls at 8, 64 and 1024 frames (bench/gpu_profile.py; with
@@ -129,7 +129,7 @@ else
   PACE=(--steps 22 --variants 0,4,5)
   # 32 windows a step: a GPU has room for them. Stopped by its limit (the check's time is fixed).
   TRAIN=(--preset paper --epochs 100 --batch-size 32 --workers 8 --checkpoint-every 100)
-  # Measured on an H200: the bench at 8,64,256 frames took 228 s with 3 s replica budgets.
+  # Measured on an H200: 134 s.
   BENCH=(--frames 8,64,256,1024 --runs 10 --threads 8 --replica-budget 2 --replica-max-frames 256
          --throughput-frames 1024,4096)
   # FAD's FP16 graphs at a stream's sizes; FAD_GPU_CHECK_PROFILE=1 adds ReactFace against FAD at 256
@@ -144,8 +144,8 @@ else
   COMPILED=(--no-reactface --small 8,64,256 --throughput 4096)
   # 105 + 150 + 20 + 15 + 55 + 55 + 60 s = 7.7 minutes at most (25 s more with the ReactFace profile, 3.5
   # minutes more with the compiled graphs: each compiled variant compiles twice, about 40 s each on an
-  # H200), TensorRT aside. Measured on an H200: the tests took about 2 minutes in 4 processes, the bench
-  # 134 s, the evaluation over 30 s. The pace step decodes the 96 sessions at both presets' sizes (cached
+  # H200), TensorRT aside. Measured on an H200: the tests took 77 s in 4 processes, the bench 134 s,
+  # the evaluation over 30 s. The pace step decodes the 96 sessions at both presets' sizes (cached
   # for the training).
   LIMITS=(test=105 bench=150 profile=$([ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ] && echo 45 || echo 20) compiled=210
           synth=15 pace=55 train=55 evaluate=60 trt=240)
