@@ -109,7 +109,7 @@ class CudaRunner(ClipRunner):
         config = model.config
         if max_frames < config.clip_len or max_frames % config.clip_len:
             raise FadEdgeError(f"max_frames must be a positive multiple of {config.clip_len}, got {max_frames}")
-        self.precision, self.channels_last, self.compiled = precision, channels_last, compiled
+        self.precision, self.channels_last = precision, channels_last
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         buffers = dict(model.named_buffers())
         self.mean = buffers["motion_mean"].detach().cpu().numpy().copy()
