@@ -2,27 +2,29 @@
 # The GPU check, for a machine lent for minutes: one NVIDIA GPU (H100/H200), x86-64, no network,
 # Python 3.12 with a CUDA build of PyTorch, numpy, onnx, onnxruntime (CPU provider), onnxscript,
 # opencv-python-headless, typer, rich, safetensors, scipy, scikit-learn, matplotlib, pytest, hypothesis.
-# It runs, each step under its own time limit (8 minutes in all at most on an H100/H200):
-#   1. the CUDA tests (pytest -m "(cuda or gpu) and not compile": CUDA graphs against the CPU, FP16,
+# It runs, each step under its own time limit (about 8 minutes in all at most on an H100/H200):
+#   1. the CUDA tests (pytest -m "cuda or gpu": CUDA graphs against the CPU, FP16, compiled FP16,
 #      threads, the stream, training and resuming on the GPU, evaluation);
-#   2. fad-edge bench --device cuda --frames 8,64,256,1024 (FAD's GPU backends, the replicas on the
-#      same GPU, batch throughput, ListenerStream on the fastest CUDA-graph variant), and a profile
-#      of FAD's FP16 calls at 8, 64 and 1024 frames (bench/gpu_profile.py; with
-#      FAD_GPU_CHECK_PROFILE=1 also one ReactFace-like online call against one FAD call at 256
-#      frames); with FAD_GPU_CHECK_COMPILE=1 (3.5 minutes more) FAD's FP16 graphs with torch.compile's
-#      kernels inside, timed and profiled beside plain FP16;
-#   3. the pace of training steps under the settings that could slow them (bench/gpu_train_profile.py:
-#      the small preset at the demo's batch, and the paper preset at 32 windows with cuDNN deterministic
-#      or not), which also gives the demo's 1224-step training time;
-#   4. a GPU training of the paper preset (96 px) on the demo's amount of synthetic data, stopped
-#      after 55 s, and its held-out L2 against the Median baseline;
-#   5. only where `import tensorrt` works: TensorRT engines of the trained model and the TensorRT test
+#   2. fad-edge bench --device cuda twice: FAD's plain GPU backends at 8, 64, 256 and 1024 frames with
+#      batch throughput (gpu_bench), then the compiled FP16 channels-last graphs beside the plain ones
+#      with the replicas on the same GPU and ListenerStream on the faster of the two
+#      (gpu_bench_compiled; its networks compile first, tens of seconds each). Each run's ratios are
+#      its own; the summary takes the best run for each target;
+#   3. a GPU training of the paper preset (96 px) on the demo's amount of synthetic data, stopped
+#      after 40 s, and its held-out L2 against the Median baseline;
+#   4. only where `import tensorrt` works: TensorRT engines of the trained model and the TensorRT test
 #      (a few minutes more).
+# Opt-in steps (each adds a minute or more): FAD_GPU_CHECK_PROFILE=1, where the FP16 graphs' time goes
+# at 8, 64 and 1024 frames and one ReactFace-like online call against one FAD call at 256 frames
+# (bench/gpu_profile.py); FAD_GPU_CHECK_COMPILE=1, the compiled graphs profiled beside plain FP16;
+# FAD_GPU_CHECK_PACE=1, the pace of training steps under the settings that could slow them
+# (bench/gpu_train_profile.py: the small preset at the demo's batch, which gives the demo's 1224-step
+# training time, and the paper preset at 32 windows with cuDNN deterministic or not).
 # A failing step is recorded and the next one runs; the script exits non-zero if any step failed.
 # Results go to bench/results/ (or $FAD_GPU_CHECK_OUT): gpu_check.txt (the log, naming the GPU),
-# gpu_bench.{json,png}, gpu_profile_small.json (gpu_profile.json with the ReactFace profile),
-# gpu_compiled.json (with FAD_GPU_CHECK_COMPILE=1),
-# gpu_train_profile.json, gpu_eval.{json,md} and gpu_summary.json (bench/gpu_summary.py: each GPU target with its measured figure).
+# gpu_bench.{json,png}, gpu_bench_compiled.{json,png}, gpu_eval.{json,md}, gpu_summary.json
+# (bench/gpu_summary.py: each GPU target with its measured figure), and with the opt-in steps
+# gpu_profile.json, gpu_compiled.json and gpu_train_profile.json.
 #
 # Packages the machine lacks come from wheels in .whl/ at the repository root (git ignores it),
 # installed with pip --no-index into .whl/site (put first on PYTHONPATH; nothing else is changed).
@@ -117,38 +119,33 @@ if [ "$DEVICE" = cpu ]; then
   SYNTH=(--sessions 6 --seconds 4 --image-size 48)
   PACE=(--steps 14 --plumbing --variants 0,1,4,5)
   TRAIN=(--preset tiny --epochs 1 --max-steps 10 --batch-size 4)
-  BENCH=(--preset tiny --frames 8 --runs 1 --throughput-frames 16 --deca-batch 2 --replica-budget 2
-         --replica-max-frames 8)
+  BENCH=(--preset tiny --frames 8 --runs 1 --throughput-frames 16 --pipelines fad --no-stream)
+  # torch.compile is timed on a GPU only: here the second run checks the rest of its plumbing.
+  BENCH_COMPILED=(--preset tiny --frames 8 --runs 1 --throughput-frames 16 --deca-batch 2 --replica-budget 2
+                  --replica-max-frames 8 --backends cuda-fp16-cl)
   PROFILE=(--frames 16 --small 8)
-  PROFILE_OUT=$OUT/gpu_profile.json
   COMPILED=(--no-reactface --small 8 --throughput 16 --runs 2)
-  LIMITS=(test=120 bench=420 profile=120 compiled=300 synth=60 pace=300 train=120 evaluate=120 trt=60)
+  LIMITS=(test=120 bench=300 bench_compiled=420 profile=120 compiled=300 synth=60 pace=300 train=120 evaluate=120
+          trt=60)
 else
   # The demo's amount of data: 96 speakers of 20 s (the CPU demo's held-out figures come from it).
   SYNTH=(--sessions 96 --seconds 20 --image-size 96)
   PACE=(--steps 22 --variants 0,4,5)
   # 32 windows a step: a GPU has room for them. Stopped by its limit (the check's time is fixed).
   TRAIN=(--preset paper --epochs 100 --batch-size 32 --workers 8 --checkpoint-every 100)
-  # Measured on an H200: 134 s.
-  BENCH=(--frames 8,64,256,1024 --runs 10 --threads 8 --replica-budget 2 --replica-max-frames 256
-         --throughput-frames 1024,4096)
-  # FAD's FP16 graphs at a stream's sizes; FAD_GPU_CHECK_PROFILE=1 adds ReactFace against FAD at 256
-  # (measured once, on an H200: bench/results/gpu_profile.json).
-  PROFILE=(--no-reactface --small 8,64,1024)
-  PROFILE_OUT=$OUT/gpu_profile_small.json  # beside the committed ReactFace profile, not over it
-  if [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ]; then
-    PROFILE=(--frames 256 --small 8,64,1024)
-    PROFILE_OUT=$OUT/gpu_profile.json
-  fi
-  # The compiled FP16 graphs: compiled twice (one clip; a symbolic batch), timed at a stream's sizes and at 4096.
+  # FAD's plain variants: measured on an H200 with the replicas and the stream, 134 s; without them, less.
+  BENCH=(--frames 8,64,256,1024 --runs 10 --threads 8 --throughput-frames 1024,4096 --pipelines fad --no-stream)
+  # The compiled graphs beside the plain channels-last ones, the replicas and the stream in the same run.
+  BENCH_COMPILED=(--frames 8,64,256 --runs 10 --threads 8 --replica-budget 2 --replica-max-frames 256
+                  --throughput-frames 4096 --backends cuda-fp16-cl,cuda-fp16-cl-compiled)
+  PROFILE=(--frames 256 --small 8,64,1024)
+  # The compiled FP16 graphs, timed at a stream's sizes and at 4096 (each compiles its networks).
   COMPILED=(--no-reactface --small 8,64,256 --throughput 4096)
-  # 105 + 150 + 20 + 15 + 55 + 55 + 60 s = 7.7 minutes at most (25 s more with the ReactFace profile, 3.5
-  # minutes more with the compiled graphs: each compiled variant compiles twice, about 40 s each on an
-  # H200), TensorRT aside. Measured on an H200: the tests took 77 s in 4 processes, the bench 134 s,
-  # the evaluation over 30 s. The pace step decodes the 96 sessions at both presets' sizes (cached
-  # for the training).
-  LIMITS=(test=105 bench=150 profile=$([ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ] && echo 45 || echo 20) compiled=210
-          synth=15 pace=55 train=55 evaluate=60 trt=240)
+  # 95 + 110 + 190 + 15 + 40 + 50 s = 8.3 minutes at most, TensorRT and the opt-in steps aside. Measured
+  # on an H200 in the check before: the tests took 77 s in 4 processes, the evaluation over 30 s; a
+  # compile about 40 s (of a whole function; the networks now compile one by one).
+  LIMITS=(test=95 bench=110 bench_compiled=190 profile=45 compiled=210 synth=15 pace=55 train=40 evaluate=50
+          trt=240)
 fi
 limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ] && echo "${entry#*=}"; done; }
 
@@ -158,30 +155,36 @@ limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ]
 # test_generate reads MP4 through PyAV, which such a machine lacks: it holds no CUDA test.
 PARALLEL=()
 "$PY" -c "import xdist" > /dev/null 2>&1 && PARALLEL=(-n 8)
-# The compiled test (tens of seconds of compiling) runs with the compiled graphs' step.
-step "CUDA tests" "$(limit test)" "$PY" -m pytest -v --tb=short -p no:cacheprovider -m "(cuda or gpu) and not compile" \
+# The compiled test (tens of seconds of compiling, in its own process) fills Inductor's cache for the bench.
+step "CUDA tests" "$(limit test)" "$PY" -m pytest -v --tb=short -p no:cacheprovider -m "cuda or gpu" \
   -rfEs --durations=8 \
   "${PARALLEL[@]}" tests/ --ignore=tests/test_generate.py
 
 # --- 2. the bench on the GPU ----------------------------------------------------------------------
 step "bench" "$(limit bench)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH[@]}" --out "$OUT/gpu_bench"
-# Where a small call's time goes (and, when asked, why the ReactFace/FAD ratio is what it is).
-step "profile" "$(limit profile)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${PROFILE[@]}" \
-  --out "$PROFILE_OUT"
+step "bench compiled" "$(limit bench_compiled)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH_COMPILED[@]}" \
+  --out "$OUT/gpu_bench_compiled"
+if [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ]; then
+  # Where a small call's time goes, and why the ReactFace/FAD ratio is what it is.
+  step "profile" "$(limit profile)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${PROFILE[@]}" \
+    --out "$OUT/gpu_profile.json"
+fi
 if [ "${FAD_GPU_CHECK_COMPILE:-0}" = 1 ]; then
-  # torch.compile's kernels inside the CUDA graphs, timed beside plain FP16 with the error between them (plain
-  # FP16 is checked against the CPU by the CUDA tests; `pytest -m compile` checks the compiled runner on its own).
+  # torch.compile's kernels inside the CUDA graphs, timed and profiled beside plain FP16 with the error between
+  # them (plain FP16 is checked against the CPU by the CUDA tests; `pytest -m compile` checks the compiled runner).
   step "compiled FP16" "$(limit compiled)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${COMPILED[@]}" \
     --compiled --out "$OUT/gpu_compiled.json"
 fi
 
-# --- 3. the pace of training steps, and a GPU training of the paper preset ------------------------
+# --- 3. a GPU training of the paper preset (and, when asked, the pace of training steps) -----------
 DATA=$SCRATCH/data
 RUN=$SCRATCH/run
 step "synthetic data" "$(limit synth)" "${FAD[@]}" synth --out "$DATA" "${SYNTH[@]}"
-# Steps per second under the settings that could slow a GPU step (bench/gpu_train_profile.py).
-step "training pace" "$(limit pace)" "$PY" bench/gpu_train_profile.py --data "$DATA" --device "$DEVICE" \
-  "${PACE[@]}" --out "$OUT/gpu_train_profile.json"
+if [ "${FAD_GPU_CHECK_PACE:-0}" = 1 ]; then
+  # Steps per second under the settings that could slow a GPU step (bench/gpu_train_profile.py).
+  step "training pace" "$(limit pace)" "$PY" bench/gpu_train_profile.py --data "$DATA" --device "$DEVICE" \
+    "${PACE[@]}" --out "$OUT/gpu_train_profile.json"
+fi
 # The paper preset trains in cuDNN's benchmark mode where the pace step measured it over 10% faster.
 PAPER_FLAGS=()
 if "$PY" - "$OUT/gpu_train_profile.json" > /dev/null 2>&1 <<'EOF'; then PAPER_FLAGS=(--no-deterministic); fi

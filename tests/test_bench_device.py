@@ -33,6 +33,16 @@ def test_labels_carry_backend_precision_and_the_cuda_runners_modes():
             parse_label(bad)
 
 
+def test_compiled_variants_are_skipped_on_the_cpu_and_the_others_run_there():
+    """The CPU check of the GPU bench's plumbing runs the CUDA runner uncompiled (Inductor's C++: minutes)."""
+    import torch
+
+    cpu = torch.device("cpu")
+    assert "cuda-fp16-cl-compiled" in bench_labels()
+    assert "GPU only" in (bench_device.unavailable_here("cuda-fp16-cl-compiled", cpu) or "")
+    assert bench_device.unavailable_here("cuda-fp16-cl", cpu) is None
+
+
 def _render(table, width: int = 80) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=width).print(table)

@@ -59,12 +59,15 @@ from fad_edge.runtime.cuda_runner import CudaRunner
 
 
 def unavailable_here(label: str, device: torch.device) -> str | None:
-    """Why the labelled backend cannot run on `device` here, or None (the CUDA runner also runs on the CPU)."""
+    """Why the labelled backend cannot run on `device` here, or None (the CUDA runner also runs on the CPU,
+    uncompiled)."""
     variant = parse_label(label)
     backend = get_backend(variant.backend)
     backend.check_precision(variant.precision)
     if variant.backend == "cuda":
-        return backend.unavailable() if device.type == "cuda" else None
+        if device.type != "cuda":  # the CPU check of the plumbing: Inductor's C++ code would take minutes to build
+            return "torch.compile is timed on a GPU only" if variant.compiled else None
+        return backend.unavailable()
     reason = backend.unavailable()
     if reason is None and backend.device != device.type:
         reason = f"backend {backend.name} runs on a {backend.device} device, not {device}"

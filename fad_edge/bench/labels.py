@@ -18,6 +18,8 @@ from fad_edge.errors import FadEdgeError
 MODES = {"eager": "no CUDA graphs", "cl": "channels-last convolutions", "compiled": "torch.compile before capture"}
 MODE_BACKENDS = ("cuda",)
 # The device bench's FAD variants unless --backends says otherwise: those that cannot run are listed as skipped.
+# The compiled variants (e.g. cuda-fp16-cl-compiled) are asked for by name: each compiles its networks first,
+# tens of seconds each.
 GPU_BACKENDS = ("cuda-eager", "cuda", "cuda-fp16", "cuda-fp16-cl", "ort-cuda", "ort-trt", "trt")
 
 
@@ -33,10 +35,12 @@ class Variant:
 
 
 def bench_labels() -> tuple[str, ...]:
-    """FAD variants the bench can time: every backend and precision of the table, then the CUDA runner's modes."""
+    """FAD variants the bench can time: every backend and precision of the table, then the CUDA runner's modes,
+    alone and channels-last compiled (eager excludes the others: it captures no graphs)."""
     plain = [name if precision == backend.default_precision else f"{name}-{precision}"
              for name, backend in BACKENDS.items() for precision in backend.precisions]
-    moded = [f"{label}-{mode}" for label in plain if label.split("-")[0] in MODE_BACKENDS for mode in MODES]
+    moded = [f"{label}-{mode}" for label in plain if label.split("-")[0] in MODE_BACKENDS
+             for mode in (*MODES, "cl-compiled")]
     return (*plain, *moded)
 
 

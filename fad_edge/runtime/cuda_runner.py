@@ -13,11 +13,16 @@ for one step the whole pipeline from frames to motion) is captured once per buck
   so the motion stays within 1e-3 of the CPU reference.
 - `graphs=False` runs eagerly on the GPU (the fallback); `channels_last=True` runs the encoders'
   convolutions in NHWC.
-- `compiled=True` compiles each graphed function with `torch.compile` (Inductor: GroupNorm, Mish and
-  the casts around them fuse into a few Triton kernels, where eager PyTorch launches one kernel per
-  op) before it is captured. Compiling takes tens of seconds on first use, twice per function: once
-  with a symbolic batch for every bucket above one unit, and once for a batch of one (torch
-  specializes size one).
+- `compiled=True` compiles the three networks (the video and audio encoders and ELNet) with
+  `torch.compile` (Inductor: GroupNorm, Mish and the casts around them fuse into a few Triton
+  kernels, where eager PyTorch launches one kernel per op) before any graph is captured. The graphed
+  functions call the compiled networks, so every function and bucket shares their code; the glue
+  between them (clip windows, the sampler's arithmetic) runs eagerly inside the same CUDA graph.
+  Compiling takes tens of seconds on first use, at most twice per network: once with a symbolic
+  batch for every size above one, and once for a batch of one (torch specializes size one).
+- `cudnn_benchmark=True` (the default) lets cuDNN time its algorithms for each input shape when a
+  bucket is first used, outside the capture, and keep the fastest: the shapes of a bucket never
+  change, so the search is paid once.
 - The host staging buffers hold the model's dtype, so FP16 copies half the bytes to the GPU.
 - Threads: any thread may call (the stream's worker does); one lock serializes the runner's
   static buffers, and each bucket is captured once, after a warm-up.
@@ -79,6 +84,35 @@ def ieee_fp32() -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
+@contextlib.contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """cuDNN's benchmark mode for the duration (the fastest algorithm per input shape), then the caller's setting."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def compile_networks(model: ListenerModel, backend: str | Callable[..., Any]) -> None:
+    """Replace the forward of `model`'s encoders and ELNet by its `torch.compile`d version, in place.
+
+    Every input's first dim (the batch) is marked dynamic where it is above one, so one compiled graph
+    serves all bucket sizes; a batch of one gets its own, since torch specializes size one.
+    """
+    for network in (model.video_encoder, model.audio_encoder, model.elnet):
+        compiled = torch.compile(network.forward, backend=backend)
+
+        def call(*inputs: torch.Tensor, compiled: Callable[..., torch.Tensor] = compiled) -> torch.Tensor:
+            for x in inputs:
+                if x.dim() and x.shape[0] > 1:
+                    torch._dynamo.maybe_mark_dynamic(x, 0)
+            return compiled(*inputs)
+
+        setattr(network, "forward", call)  # an instance attribute: nn.Module calls self.forward  # noqa: B010
+
+
 def device_model(model: ListenerModel, device: torch.device, precision: str, channels_last: bool) -> ListenerModel:
     """A copy of `model` on `device` at `precision` (the caller's model stays where it is)."""
     prepared = copy.deepcopy(model).eval()
@@ -98,7 +132,8 @@ class CudaRunner(ClipRunner):
                  device: str | torch.device = "cuda", graphs: bool | None = None, channels_last: bool = False,
                  max_frames: int = MAX_FRAMES, capture: Capture | None = None,
                  settings: SamplerSettings | None = None, sampler: str = DEFAULT_SAMPLER,
-                 compiled: bool = False, compile_backend: str | Callable[..., Any] = "inductor") -> None:
+                 compiled: bool = False, compile_backend: str | Callable[..., Any] = "inductor",
+                 cudnn_benchmark: bool = True) -> None:
         precision = get_backend("cuda").check_precision(precision)
         super().__init__(model.config, settings or SamplerSettings.named(sampler, model.config, steps), seed)
         self.device = resolve_device(str(device))
@@ -109,16 +144,20 @@ class CudaRunner(ClipRunner):
         config = model.config
         if max_frames < config.clip_len or max_frames % config.clip_len:
             raise FadEdgeError(f"max_frames must be a positive multiple of {config.clip_len}, got {max_frames}")
-        self.precision, self.channels_last = precision, channels_last
+        self.precision, self.channels_last, self.cudnn_benchmark = precision, channels_last, cudnn_benchmark
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
         buffers = dict(model.named_buffers())
         self.mean = buffers["motion_mean"].detach().cpu().numpy().copy()
         self.std = buffers["motion_std"].detach().cpu().numpy().copy()
         self.model: ListenerModel | None = device_model(model, self.device, precision, channels_last)
+        if compiled:
+            compile_networks(self.model, compile_backend)
         self.frame_batch = max_frames
         self.name = "cuda" + ("-fp16" if precision == "fp16" else "") + ("" if self.graphs else "-eager") + (
             "-cl" if channels_last else "") + ("-compiled" if compiled else "")
-        self._functions = self._graphed_functions(compile_backend if compiled else None)
+        self._functions: dict[str, Callable[..., torch.Tensor]] = {
+            "encode": self._encode, "video": self._encode_video, "audio": self._encode_audio,
+            "x0": self._x0, "whole": self._whole, "epsilon": self._epsilon}
         self._lock = threading.RLock()  # held around each call, and by the graph sets inside it
         self._sets: dict[str, GraphBuckets] = {}
         self._one_step_key = self._baked()  # what the one-step graphs are captured with
@@ -138,28 +177,6 @@ class CudaRunner(ClipRunner):
         return cls.from_checkpoint(path, precision, steps, seed, sampler=sampler)
 
     # -- the graphed functions: device tensors in, float32 device tensors out ------------------------
-    def _graphed_functions(self, compile_backend: str | Callable[..., Any] | None,
-                           ) -> dict[str, Callable[..., torch.Tensor]]:
-        """Each function a call may run, compiled with `compile_backend` where one is given."""
-        functions: dict[str, Callable[..., torch.Tensor]] = {
-            "encode": self._encode, "video": self._encode_video, "audio": self._encode_audio,
-            "x0": self._x0, "whole": self._whole, "epsilon": self._epsilon}
-        if compile_backend is None:
-            return functions
-
-        def batch_dynamic(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-            compiled = torch.compile(fn, backend=compile_backend)
-
-            def call(*inputs: torch.Tensor) -> torch.Tensor:
-                for x in inputs:  # one compiled graph for every bucket above one unit
-                    if x.dim() and x.shape[0] > 1:
-                        torch._dynamo.maybe_mark_dynamic(x, 0)
-                return compiled(*inputs)
-
-            return call
-
-        return {name: batch_dynamic(fn) for name, fn in functions.items()}
-
     def _graph_sets(self, capture: Capture, max_frames: int) -> dict[str, GraphBuckets]:
         config = self.config
         clip_len, clips = config.clip_len, max_frames // config.clip_len
@@ -225,6 +242,8 @@ class CudaRunner(ClipRunner):
             stack.enter_context(torch.cuda.device(self.device))
             if self.precision == "fp32":
                 stack.enter_context(ieee_fp32())
+            if self.cudnn_benchmark:
+                stack.enter_context(cudnn_benchmark())
         return stack
 
     def _call(self, name: str, *arrays: np.ndarray) -> np.ndarray:
