@@ -66,9 +66,12 @@ def test_a_model_with_the_prosody_branch_exports_and_runs_as_in_torch(tmp_path, 
 
     checkpoint = tiny_checkpoint(tmp_path / "checkpoint", context_clips=2, audio_window_frames=1,
                                  audio_context_frames=8, prosody_channels=8, prosody_dilations=(1, 2, 4))
-    manifest = export_model(ExportOptions(checkpoint=checkpoint, out=tmp_path / "model", check_sessions=1,
-                                          check_seconds=3.0, threads=1, exporter=exporter))
+    manifest = export_model(ExportOptions(checkpoint=checkpoint, out=tmp_path / "model", check_sessions=2,
+                                          parity_sessions=1, check_seconds=3.0, threads=1, exporter=exporter))
     assert manifest.reports["exporter"] == exporter
+    # PyTorch's motion is compared on the first session only; the FP32 L2 is over both
+    motion = next(row for row in manifest.reports["parity"] if row["graph"] == "motion (ort-fp32 vs torch)")
+    assert motion["inputs"] == "1 synthetic session" and len(manifest.reports["accuracy"]["sessions"]) == 2
     args = (session.frames[:64], session.audio[: 64 * 16000 // 30 + 533], 16000)
     reference = TorchRunner(load_checkpoint(checkpoint).model, seed=3).run(*args)
     ours = OrtRunner(tmp_path / "model", "fp32", threads=1, seed=3).run(*args)
