@@ -38,6 +38,9 @@ class BaselineSequence:
         return self.mel[: frames * MELS_PER_FRAME].reshape(frames, MELS_PER_FRAME, -1).mean(1)
 
 
+DISTANCE_BLOCK = 64  # training windows per block of the nearest-neighbour search
+
+
 class _WindowIndex:
     """Training windows of one feature (speaker motion or audio) and the listener motion that went with them."""
 
@@ -65,7 +68,13 @@ class _WindowIndex:
         """(count, n, 56): listener motion of the `count` training windows nearest to `query`, nearest first."""
         n = len(query)
         query = ((query - self.mean) / self.std).astype(np.float32)
-        distances = ((self.keys[:, :n] - query[None]) ** 2).sum(axis=(1, 2))
+        distances = np.empty(len(self.keys), np.float32)
+        # In blocks whose differences stay in the CPU's cache: twice as fast as one (windows, n, D) temporary,
+        # and the same sums (each window's sum is its own reduction).
+        for start in range(0, len(self.keys), DISTANCE_BLOCK):
+            difference = self.keys[start : start + DISTANCE_BLOCK, :n] - query[None]
+            np.square(difference, out=difference)
+            distances[start : start + DISTANCE_BLOCK] = difference.sum(axis=(1, 2))
         return self.values[np.argsort(distances, kind="stable")[:count], :n]
 
 

@@ -63,6 +63,20 @@ def test_baselines_give_m_draws_where_they_can():
     assert not np.allclose(own[1][:64], train[1].listener[:64])
 
 
+def test_nearest_windows_are_ranked_as_a_direct_search_ranks_them_across_blocks():
+    from fad_edge.baselines import DISTANCE_BLOCK
+
+    train = [_sequence(seed, frames=400) for seed in range(3)]
+    baselines = Baselines(train, window=16, stride=4)
+    index = baselines.motion
+    assert index is not None and len(index.keys) > 3 * DISTANCE_BLOCK  # several blocks and a partial one
+    for query in (_sequence(7, frames=16).speaker, _sequence(8, frames=16).speaker[:11]):  # a whole and a cut window
+        n = len(query)
+        direct = (((index.keys[:, :n] - ((query - index.mean) / index.std)[None]) ** 2).sum(axis=(1, 2)))
+        expected = index.values[np.argsort(direct, kind="stable")[:5], :n]
+        np.testing.assert_array_equal(index.nearest_ranked(query, 5), expected)
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
