@@ -22,7 +22,7 @@ from fad_edge.cli.validate import (
     check_training_step,
 )
 from fad_edge.errors import FadEdgeError
-from fad_edge.models.config import ENCODER_NORMS, MAX_CONTEXT_CLIPS
+from fad_edge.models.config import ENCODER_NORMS, MAX_CONTEXT_CLIPS, PRESETS
 from fad_edge.sampling import DEFAULT_SAMPLER
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ notes = Console(stderr=True)  # what a person should read, kept off the JSON on 
 def train(
     data: Path = typer.Option(..., help="Dataset folder (our layout, with splits.json)."),
     out: Path = typer.Option(..., help="Run folder: checkpoint/ (latest, resumable) and best/ go here."),
-    preset: str = typer.Option("small", help="Model preset: paper, small or tiny."),
+    preset: str = typer.Option("small", help=f"Model preset: {', '.join(PRESETS)}."),
     epochs: int = typer.Option(2, min=1),
     batch_size: int = typer.Option(8, min=1, help="Windows per step (each of --clips-per-item clips)."),
     clips_per_item: int = typer.Option(4, min=1, help="Consecutive clips per window; their frames are encoded once."),
