@@ -18,8 +18,9 @@ for one step the whole pipeline from frames to motion) is captured once per buck
   kernels, where eager PyTorch launches one kernel per op) before any graph is captured. The graphed
   functions call the compiled networks, so every function and bucket shares their code; the glue
   between them (clip windows, the sampler's arithmetic) runs eagerly inside the same CUDA graph.
-  Compiling takes tens of seconds on first use, at most twice per network: once with a symbolic
-  batch for every size above one, and once for a batch of one (torch specializes size one).
+  Compiling takes tens of seconds on first use, twice per network as a rule: once with a symbolic
+  batch for every size above one, and once for a batch of one (torch specializes size one); torch
+  may split the symbolic batch where its convolution would pick another kernel.
 - `cudnn_benchmark=True` (the default) lets cuDNN time its algorithms for each input shape when a
   bucket is first used, outside the capture, and keep the fastest: the shapes of a bucket never
   change, so the search is paid once.
