@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fad_edge.constants import FPS, HEAD, SAMPLE_RATE
-from fad_edge.data import layout, synthetic
+from fad_edge.data import layout, synthetic, synthetic_face
 from fad_edge.data.synthetic import SyntheticConfig, generate_session
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 
@@ -26,9 +26,10 @@ def test_face_points_are_placed_as_one_point_at_a_time_would_place_them():
         shift, centre = rng.uniform(-20, 20, 2), rng.uniform(0, size, 2)
         xy = rng.uniform(-0.5, 0.5, (31, 2))
         one_by_one = np.array([rotation @ (point * size + shift) + centre for point in xy])
-        np.testing.assert_array_equal(synthetic.canvas_positions(xy, size, rotation, shift, centre), one_by_one)
+        np.testing.assert_array_equal(synthetic_face.canvas_positions(xy, size, rotation, shift, centre), one_by_one)
         expected = [(int(round(x * 16)), int(round(y * 16))) for x, y in one_by_one]
-        assert [tuple(map(int, p)) for p in synthetic.canvas_points(xy, size, rotation, shift, centre)] == expected
+        points = synthetic_face.canvas_points(xy, size, rotation, shift, centre)
+        assert [tuple(map(int, p)) for p in points] == expected
 
 
 def test_shapes_dtypes_and_alignment(session):
