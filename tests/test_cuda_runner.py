@@ -101,6 +101,24 @@ def test_fp16_keeps_standardizers_softmax_and_the_schedule_in_fp32(model):
     assert 0 < relative_error(half, reference) < 5e-3
 
 
+def test_cudnn_benchmark_mode_holds_for_the_call_only():
+    """The runner turns cuDNN's benchmark mode on around its calls on a GPU and gives the caller's setting back,
+    also when the call fails."""
+    from fad_edge.runtime.cuda_runner import cudnn_benchmark
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with cudnn_benchmark():
+            assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.benchmark is False
+        with pytest.raises(RuntimeError), cudnn_benchmark():
+            raise RuntimeError("a failing call")
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def test_compiled_networks_run_through_dynamo_and_give_the_same_motion(model):
     """The compiled runner traces each network with torch.compile (here with a counting backend: dynamo's
     tracing without Inductor's code generation, which needs minutes on 2 cores), shared by every graphed
