@@ -32,7 +32,7 @@ from fad_edge.models.config import ModelConfig, preset
 from fad_edge.train_batches import StepBatches, augment_step, default_workers, stack_windows, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
 from fad_edge.train_setup import prepare_output, reproducible_kernels, start_distributed
-from fad_edge.train_state import Progress, restore, save_latest
+from fad_edge.train_state import Progress, inference_model, restore, save_latest, weight_average
 
 MAX_GRAD_NORM = 1.0
 
@@ -67,6 +67,9 @@ class TrainConfig:
     # pick the fastest algorithm per shape (benchmark mode), and runs differ in the last bits.
     deterministic: bool = True
     channels_last: bool = True  # NHWC weights for the encoders' convolutions (a single process only)
+    # The weights validated, saved and inferred with: an exponential moving average of the trained
+    # weights with this decay per step (0: the last step's weights). See train_state.weight_average.
+    ema_decay: float = 0.98
     overrides: dict = field(default_factory=dict)  # any other ModelConfig field
 
 
@@ -102,6 +105,8 @@ def check_config(config: TrainConfig) -> None:
     """Refuse values that would train nonsense (an infinite learning rate trains NaN weights)."""
     if not (math.isfinite(config.lr) and config.lr > 0):
         raise FadEdgeError(f"--lr must be a finite number above 0, got {config.lr}")
+    if not (math.isfinite(config.ema_decay) and 0 <= config.ema_decay < 1):
+        raise FadEdgeError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.workers is not None and config.workers < 0:
         raise FadEdgeError(f"--workers must be 0 or more, got {config.workers}")
     parse_device(config.device)
@@ -222,6 +227,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     if world == 1 and config.channels_last:  # (under DDP, channels-last weights would not match its gradient buckets)
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted; not in torch's stubs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    average = weight_average(model, config.ema_decay)
+    inferred = inference_model(model, average)
     precision = MixedPrecision(device, dtype)
     noise = torch.Generator().manual_seed(config.seed * 1000 + rank)  # on the CPU whatever the device
     batches = StepBatches(train_set, config.batch_size, config.seed, rank, world)
@@ -236,7 +243,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
 
     progress = Progress()
     if resume and (latest.exists() or latest.with_name("checkpoint.old").exists()):
-        progress = restore(latest, model, optimizer, noise, precision, rank, model_config)
+        progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average)
 
     trainable: torch.nn.Module = model
     if world > 1:
@@ -261,6 +268,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
                              config.noise_draws, batch["speaker"], batch["speaker_valid"])
         optimizer.zero_grad(set_to_none=True)
         precision.backward_and_step(loss, optimizer, MAX_GRAD_NORM)
+        if average is not None:
+            average.update_parameters(model)
         loss_value = _mean_over_ranks(loss, world)
         if not math.isfinite(loss_value):
             raise _diverged(f"the loss is {loss_value} at step {step + 1}", config.lr)
@@ -269,18 +278,18 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
         end_of_epoch = step % steps_per_epoch == 0 or step == total
         if not (end_of_epoch or step % config.checkpoint_every == 0):
             continue
-        if not weights_finite(model):  # never saved, as best or to resume from
+        if not (weights_finite(model) and weights_finite(inferred)):  # never saved, as best or to resume from
             raise _diverged(f"the weights are not finite after step {step}", config.lr)
         if end_of_epoch:
             record = {"epoch": (step - 1) // steps_per_epoch + 1, "step": step, "train_loss": loss_value,
-                      **validate(model, val_set, config.val_clips, config.seed)}
+                      **validate(inferred, val_set, config.val_clips, config.seed)}
             progress.history.append(record)
             reporter.epoch(record["epoch"], record)
             if rank == 0 and record["val_l2"] < progress.best_val_l2:
                 progress.best_val_l2 = record["val_l2"]
-                save_checkpoint(best, model, normalization, {**extra, "step": step, "val": record})
+                save_checkpoint(best, inferred, normalization, {**extra, "step": step, "val": record})
         if rank == 0:
-            save_latest(latest, model, optimizer, noise, precision, normalization, extra, progress)
+            save_latest(latest, model, optimizer, noise, precision, normalization, extra, progress, average)
     reporter.finish()
 
     if world > 1:
@@ -288,6 +297,9 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
         # after the last step each rank holds its own; rank 0's are the ones saved: share them.
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
+        if average is not None:  # the average copied each rank's buffers at its last update
+            for averaged, shared in zip(average.module.buffers(), model.buffers(), strict=True):
+                averaged.copy_(shared)
     hashes = [_weights_sha256(model)]
     if world > 1:
         gathered: list = [None] * world
@@ -295,10 +307,10 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
         hashes = [str(h) for h in gathered]
         if rank == 0:
             save_latest(latest, model, optimizer, noise, precision, normalization,
-                        {**extra, "rank_weight_hashes": hashes}, progress)
+                        {**extra, "rank_weight_hashes": hashes}, progress, average)
         dist.barrier()
-    if not best.exists() and rank == 0 and weights_finite(model):
-        save_checkpoint(best, model, normalization, {**extra, "step": progress.step})
+    if not best.exists() and rank == 0 and weights_finite(inferred):
+        save_checkpoint(best, inferred, normalization, {**extra, "step": progress.step})
     return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
                        hashes, sum(waits))
 

@@ -1,5 +1,9 @@
 """The resumable part of a training checkpoint: optimizer moments, RNG states, loss scale, counters.
 
+With a weight average (`TrainConfig.ema_decay`) a checkpoint's model weights are the average, the
+weights to infer with, and the optimizer's own weights travel in the training state
+(`training_weights.*`), so every checkpoint loads for inference as it is and resumes exactly.
+
 Everything is saved on the CPU (safetensors + JSON, no pickle) and loaded onto whichever device the
 resumed run uses, so a run started on a GPU can be resumed on a CPU and the other way round. The
 diffusion noise generator always lives on the CPU, so its state means the same on either.
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from fad_edge.checkpoint import load_checkpoint, load_train_state, resolve_checkpoint, save_checkpoint
 from fad_edge.data.normalization import Normalization
@@ -30,14 +35,55 @@ class Progress:
     best_val_l2: float = math.inf
 
 
+Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
+TRAINING_WEIGHTS = "training_weights."  # prefix of the optimizer's own weights in the training state
+
+
+def average_decay(decay: float, updates: int) -> float:
+    """The decay of the average's next update: `decay`, but less while few updates are in.
+
+    A fixed 0.98 would keep the first steps' untrained weights in the average for hundreds of
+    steps; (1 + n) / (10 + n) lets a short run's average follow its weights (the usual warm-up).
+    """
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def weight_average(model: ListenerModel, decay: float) -> AveragedModel | None:
+    """An exponential moving average of `model`'s weights, updated after each step (None for decay 0).
+
+    The last step's weights carry the noise of the last few batches; their average over the last
+    ~1 / (1 - decay) steps scores a lower held-out L2 (README, "Design notes": weight average).
+    """
+    if decay == 0:
+        return None
+
+    @torch.no_grad()
+    def update(averaged: Tensors, current: Tensors, updates: torch.Tensor | int) -> None:
+        weight = 1 - average_decay(decay, int(updates))
+        for mean, value in zip(averaged, current, strict=True):
+            mean.lerp_(value, weight)
+
+    return AveragedModel(model, multi_avg_fn=update)
+
+
+def inference_model(model: ListenerModel, average: AveragedModel | None) -> ListenerModel:
+    """The weights to validate, save as best and infer with: the average where there is one."""
+    return model if average is None else average.module  # type: ignore[return-value]  # it wraps a ListenerModel
+
+
 def save_latest(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer, noise: torch.Generator,
-                precision: MixedPrecision, normalization: Normalization, extra: dict, progress: Progress) -> None:
+                precision: MixedPrecision, normalization: Normalization, extra: dict, progress: Progress,
+                average: AveragedModel | None = None) -> None:
     tensors, state = _optimizer_tensors(optimizer)
     tensors["noise_generator"] = noise.get_state()
     tensors["torch_rng"] = torch.get_rng_state()
     train_json = {"step": progress.step, "history": progress.history, "best_val_l2": progress.best_val_l2,
                   "optimizer": state, "grad_scaler": precision.state_dict()}
-    save_checkpoint(folder, model, normalization, {**extra, "step": progress.step}, tensors, train_json)
+    if average is not None:
+        tensors.update({TRAINING_WEIGHTS + name: value for name, value in model.state_dict().items()})
+        train_json["average_updates"] = int(average.n_averaged)
+    save_checkpoint(folder, inference_model(model, average), normalization, {**extra, "step": progress.step},
+                    tensors, train_json)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -56,22 +102,29 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
 
 
 def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer, noise: torch.Generator,
-            precision: MixedPrecision, rank: int, model_config: ModelConfig) -> Progress:
+            precision: MixedPrecision, rank: int, model_config: ModelConfig,
+            average: AveragedModel | None = None) -> Progress:
     """Load a checkpoint's weights and training state into a run's model, optimizer, generators and scaler.
 
     The model and optimizer may be on any device: weights are copied into the model's own tensors
-    and `Optimizer.load_state_dict` moves the moments to each parameter's device.
+    and `Optimizer.load_state_dict` moves the moments to each parameter's device. A checkpoint saved
+    without an average resumes the optimizer's weights from its model weights, and the average (if
+    this run keeps one) starts again from the next step's weights.
     """
     loaded = load_checkpoint(folder)
     if loaded.config != model_config:
         raise CheckpointError(
             f"{resolve_checkpoint(folder)}: saved with another model config; use a new --out to start afresh"
         )
-    model.load_state_dict(loaded.model.state_dict())
     saved = load_train_state(folder)
     if saved is None:
         raise CheckpointError(f"{folder}: has no training state to resume from")
     tensors, state = saved
+    training = {name[len(TRAINING_WEIGHTS):]: t for name, t in tensors.items() if name.startswith(TRAINING_WEIGHTS)}
+    model.load_state_dict(training or loaded.model.state_dict())
+    if average is not None and training:
+        average.module.load_state_dict(loaded.model.state_dict())
+        average.n_averaged.fill_(int(state.get("average_updates", 0)))
     optimizer_state: dict = {"param_groups": state["optimizer"]["param_groups"], "state": {}}
     for index, values in state["optimizer"]["state"].items():
         entry = dict(values)

@@ -23,6 +23,7 @@ from fad_edge.errors import FadEdgeError
 from fad_edge.train import TrainConfig, train
 from fad_edge.train_batches import StepBatches, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
+from fad_edge.train_state import TRAINING_WEIGHTS, average_decay
 
 pytestmark = pytest.mark.slow
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -68,6 +69,54 @@ def test_resume_after_a_stop_gives_the_same_weights_as_an_uninterrupted_run(data
     a, b = _weights(tmp_path / "straight" / "checkpoint"), _weights(tmp_path / "resumed" / "checkpoint")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    # The optimizer's own weights (the checkpoint's model weights are their average) resume exactly too.
+    a = _training_weights(tmp_path / "straight" / "checkpoint")
+    b = _training_weights(tmp_path / "resumed" / "checkpoint")
+    assert a.keys() == b.keys() and a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _training_weights(folder: Path) -> dict[str, torch.Tensor]:
+    tensors = load_train_state(folder)[0]
+    return {name[len(TRAINING_WEIGHTS):]: t for name, t in tensors.items() if name.startswith(TRAINING_WEIGHTS)}
+
+
+def test_the_saved_weights_are_the_moving_average_of_the_trained_ones(dataset, tmp_path):
+    # Two steps with decay 0.5: the average copies step 1's weights, then moves min(0.5, 2/11) of the
+    # way to step 2's. The warm-up does not depend on the run's length, so a 1-step run gives step 1's.
+    two = train(_config(dataset, tmp_path / "two", max_steps=2, ema_decay=0.5))
+    one = train(_config(dataset, tmp_path / "one", max_steps=1, ema_decay=0.0))
+    first, second = _weights(tmp_path / "one" / "checkpoint"), _training_weights(tmp_path / "two" / "checkpoint")
+    averaged, best = _weights(tmp_path / "two" / "checkpoint"), _weights(tmp_path / "two" / "best")
+    assert average_decay(0.5, 1) == pytest.approx(2 / 11) and not _training_weights(tmp_path / "one" / "checkpoint")
+    parameters = {name for name, _ in load_checkpoint(tmp_path / "two" / "checkpoint").model.named_parameters()}
+    moved = 0
+    for name, value in averaged.items():  # buffers (statistics, constants) follow the trained model's
+        expected = first[name] + (second[name] - first[name]) * (1 - 2 / 11) if name in parameters else second[name]
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-7, msg=name)
+        moved += int(name in parameters and not torch.equal(first[name], second[name]))
+    assert moved > 10  # the step changed the weights, so the test tells an average from either end
+    assert two.steps == 2 and one.steps == 1
+    for name in averaged:  # the last validation saved the average as best
+        assert torch.equal(averaged[name], best[name])
+
+
+def test_a_run_without_an_average_resumes_into_one(dataset, tmp_path):
+    out = tmp_path / "run"
+    train(_config(dataset, out, max_steps=2, ema_decay=0.0))
+    before = _weights(out / "checkpoint")
+    resumed = train(_config(dataset, out, max_steps=4), resume=True)
+    assert resumed.steps == 4
+    trained, averaged = _training_weights(out / "checkpoint"), _weights(out / "checkpoint")
+    changed = [name for name in averaged if not torch.equal(averaged[name], before[name])]
+    assert changed and any(not torch.equal(averaged[name], trained[name]) for name in changed)
+
+
+@pytest.mark.parametrize("decay", [1.0, -0.1, math.nan])
+def test_the_average_decay_must_be_in_0_to_1(tmp_path, decay):
+    with pytest.raises(FadEdgeError, match=r"--ema-decay must be in \[0, 1\)"):
+        train(_config(tmp_path / "no-data", tmp_path / "run", ema_decay=decay))
 
 
 def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(dataset, tmp_path):
@@ -190,6 +239,7 @@ def test_the_cli_refuses_lr_inf_and_a_used_folder_in_one_line(monkeypatch, capsy
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
     for args, fragment in ((["--lr", "inf"], "--lr': inf is not a finite number"),
+                           (["--ema-decay", "1"], "--ema-decay': 1 is not a finite number in [0, 1)"),
                            ([], f"{tmp_path / 'run'}: the output folder is not empty")):
         code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run",
                                "--device", "cpu", *args)

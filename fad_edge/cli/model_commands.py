@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -43,6 +44,9 @@ def train(
     lr: float = typer.Option(2e-3, min=0.0),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     weight_decay: float = typer.Option(1e-4, min=0.0),
+    ema_decay: Optional[float] = typer.Option(None, help="Infer with an exponential moving average of the trained "
+                                              "weights, this decay per step; 0: the last step's weights "
+                                              "(default: 0.98)."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED),
     context_clips: Optional[int] = typer.Option(None, min=0, max=MAX_CONTEXT_CLIPS,
                                                 help="Preceding clips of speaker features each clip sees "
@@ -82,6 +86,8 @@ def train(
     check_training_step(check_preset(preset), batch_size, clips_per_item, context_clips)
     check_finite(lr, "--lr", 0.0, low_open=True)
     check_finite(weight_decay, "--weight-decay", 0.0)
+    if ema_decay is not None:
+        check_finite(ema_decay, "--ema-decay", 0.0, 1.0, high_open=True)
     check_threads(threads)
     check_output_dir(out)
     config = TrainConfig(
@@ -92,6 +98,8 @@ def train(
         autocast=autocast, augment=augment, device=device, workers=workers, deterministic=deterministic,
         overrides={} if encoder_norm is None else {"encoder_norm": encoder_norm},
     )
+    if ema_decay is not None:  # unset: TrainConfig's default
+        config = dataclasses.replace(config, ema_decay=ema_decay)
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.data_wait_seconds:.0f} s of it "
                   f"waiting for data); latest: {result.checkpoint}; "

@@ -67,14 +67,15 @@ def check_output_stem(stem: Path, suffixes: Iterable[str], option: str = "--out"
 
 
 def check_finite(value: float | None, option: str, low: float = -math.inf, high: float = math.inf,
-                 low_open: bool = False) -> None:
-    """A finite number in [low, high] (or (low, high] with low_open); None passes (an unset option)."""
+                 low_open: bool = False, high_open: bool = False) -> None:
+    """A finite number in [low, high] (an end excluded with low_open / high_open); None passes (an unset option)."""
     if value is None:
         return
     below = value <= low if low_open else value < low
-    if not math.isfinite(value) or below or value > high:
-        bracket = "(" if low_open else "["
-        _refuse(option, f"{value:g} is not a finite number in {bracket}{low:g}, {high:g}]")
+    above = value >= high if high_open else value > high
+    if not math.isfinite(value) or below or above:
+        bracket, closing = "(" if low_open else "[", ")" if high_open else "]"
+        _refuse(option, f"{value:g} is not a finite number in {bracket}{low:g}, {high:g}{closing}")
 
 
 def check_threads(threads: int | None, option: str = "--threads") -> None:
