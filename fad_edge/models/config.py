@@ -258,6 +258,10 @@ _SMALL = ModelConfig(
     # Two clips (0.53 s) of speaker features before each clip: the synthetic listener reacts
     # up to ~1 s after a cue (an ablation the README reports; paper = 0).
     context_clips=2,
+    # The condition convolutions look back only (28 frames): a reaction 12 frames after its cue is
+    # one tap of one layer, where centered ones spent half their taps on frames ahead (README,
+    # "Design notes": context).
+    causal_condition=True,
     # What makes a few minutes of CPU training enough (README, "Design notes"): one step from
     # t = 90 and the mean motion, the loss weighted towards and focused on where that step
     # reads the model, and the encoders also taught to see the speaker's own face motion.
@@ -283,7 +287,7 @@ PRESETS: dict[str, ModelConfig] = {
     # reaction up to a second after its cue still sees the whole rising or falling phrase end.
     # Slower to train than `small`: its figures are for 1000 steps, the demo's 400 learn too little.
     "small-prosody": dataclasses.replace(_SMALL, preset="small-prosody", prosody_channels=16, context_clips=4,
-                                         causal_condition=True, condition_dilations=(1, 2, 4, 8)),
+                                         condition_dilations=(1, 2, 4, 8)),
     # Unit tests only.
     "tiny": ModelConfig(
         preset="tiny",
