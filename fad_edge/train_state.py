@@ -58,12 +58,14 @@ def weight_average(model: ListenerModel, decay: float) -> AveragedModel | None:
         return None
 
     @torch.no_grad()
-    def update(averaged: Tensors, current: Tensors, updates: torch.Tensor | int) -> None:
-        weight = 1 - average_decay(decay, int(updates))
+    def update(averaged: Tensors, current: Tensors, _on_device: torch.Tensor | int) -> None:
+        # The count is read from the CPU buffer: reading the device copy handed in would sync a GPU each step.
+        weight = 1 - average_decay(decay, int(average.n_averaged))
         for mean, value in zip(averaged, current, strict=True):
             mean.lerp_(value, weight)
 
-    return AveragedModel(model, multi_avg_fn=update)
+    average = AveragedModel(model, multi_avg_fn=update)
+    return average
 
 
 def inference_model(model: ListenerModel, average: AveragedModel | None) -> ListenerModel:
