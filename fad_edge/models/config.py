@@ -285,7 +285,7 @@ PRESETS: dict[str, ModelConfig] = {
     # The small preset that hears the audible cues (README, "Results": fidelity): the prosody branch, and
     # four context clips (1.07 s) with causal condition convolutions reaching 60 frames back, so that a
     # reaction up to a second after its cue still sees the whole rising or falling phrase end.
-    # Slower to train than `small`: its figures are for 1000 steps, the demo's 400 learn too little.
+    # Slower to train than `small`: its figures are for 1000 steps, the demo's budget learns too little.
     "small-prosody": dataclasses.replace(_SMALL, preset="small-prosody", prosody_channels=16, context_clips=4,
                                          condition_dilations=(1, 2, 4, 8)),
     # Unit tests only.
