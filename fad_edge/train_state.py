@@ -39,6 +39,11 @@ Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
 TRAINING_WEIGHTS = "training_weights."  # prefix of the optimizer's own weights in the training state
 
 
+def training_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The optimizer's own weights in a training state's tensors, by parameter name (empty: none saved)."""
+    return {name[len(TRAINING_WEIGHTS):]: t for name, t in tensors.items() if name.startswith(TRAINING_WEIGHTS)}
+
+
 def average_decay(decay: float, updates: int) -> float:
     """The decay of the average's next update: `decay`, but less while few updates are in.
 
@@ -122,7 +127,7 @@ def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer
     if saved is None:
         raise CheckpointError(f"{folder}: has no training state to resume from")
     tensors, state = saved
-    training = {name[len(TRAINING_WEIGHTS):]: t for name, t in tensors.items() if name.startswith(TRAINING_WEIGHTS)}
+    training = training_weights(tensors)
     model.load_state_dict(training or loaded.model.state_dict())
     if average is not None and training:
         average.module.load_state_dict(loaded.model.state_dict())

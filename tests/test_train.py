@@ -23,7 +23,7 @@ from fad_edge.errors import FadEdgeError
 from fad_edge.train import TrainConfig, train
 from fad_edge.train_batches import StepBatches, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
-from fad_edge.train_state import TRAINING_WEIGHTS, average_decay
+from fad_edge.train_state import average_decay, training_weights
 
 pytestmark = pytest.mark.slow
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -78,8 +78,7 @@ def test_resume_after_a_stop_gives_the_same_weights_as_an_uninterrupted_run(data
 
 
 def _training_weights(folder: Path) -> dict[str, torch.Tensor]:
-    tensors = load_train_state(folder)[0]
-    return {name[len(TRAINING_WEIGHTS):]: t for name, t in tensors.items() if name.startswith(TRAINING_WEIGHTS)}
+    return training_weights(load_train_state(folder)[0])
 
 
 def test_the_saved_weights_are_the_moving_average_of_the_trained_ones(dataset, tmp_path):
