@@ -142,3 +142,21 @@ def test_the_stream_runs_on_the_cuda_graph_variant_fastest_at_one_clip():
             row("deca", 8, 0.1, pipeline="deca")]
     assert stream_variant(rows) == "cuda-fp16-cl"  # judged at 8 frames, where the stream's calls are
     assert stream_variant([r for r in rows if r.backend in ("cuda-eager", "deca")]) is None
+
+
+def test_the_title_names_the_cpu_extensions_the_figures_depend_on():
+    from fad_edge.bench.report import where
+
+    record = {"cpu": "AMD EPYC", "cores": 2, "cpu_features": ["avx2", "avx512_vnni", "avx512_bf16"]}
+    assert where({"machine": record}) == "AMD EPYC (2 cores; avx2, avx512_vnni, avx512_bf16)"
+    older = {"cpu": "AMD EPYC", "cores": 2}  # a result written before the extensions were recorded
+    assert where({"machine": older}) == "AMD EPYC (2 cores)"
+
+
+def test_cpu_features_lists_only_known_extensions_in_their_order(tmp_path):
+    from fad_edge.bench.timing import cpu_features
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: X\nflags\t\t: fpu avx512_bf16 sse2 avx2 amx_int8\n")
+    assert cpu_features(str(cpuinfo)) == ["avx2", "avx512_bf16", "amx_int8"]
+    assert cpu_features(str(tmp_path / "missing")) == []

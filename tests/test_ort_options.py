@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fad_edge.runtime.ort_runner import SessionTuning, session_options
+from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
+from fad_edge.runtime.ort_runner import SessionTuning, graph_threads, session_options
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +56,23 @@ def test_the_shared_pool_runs_and_then_refuses_a_runner_with_its_own_pool(tiny_e
     refusals = completed.stdout.splitlines()
     assert len(refusals) == 2
     assert "open this runner shared too" in refusals[0] and "needs another process" in refusals[1]
+
+
+def test_elnet_threads_caps_only_the_elnet_sessions():
+    tuning = SessionTuning(elnet_threads=1)
+    assert graph_threads(ELNET_X0, 2, tuning) == 1 and graph_threads(ELNET_EPS, 2, tuning) == 1
+    assert graph_threads(VIDEO_ENCODER, 2, tuning) == 2 and graph_threads(AUDIO_ENCODER, 2, tuning) == 2
+    assert graph_threads(ELNET_X0, 1, SessionTuning(elnet_threads=2)) == 1  # a cap, never more than asked
+    assert graph_threads(ELNET_X0, 2, SessionTuning(elnet_threads=None)) == 2
+    assert graph_threads(ELNET_X0, 2, SessionTuning(elnet_threads=1, shared_pool=True)) == 2  # one pool, one size
+
+
+def test_a_runner_opens_its_sessions_with_their_threads(tiny_export):
+    from fad_edge.runtime.ort_runner import OrtRunner
+
+    runner = OrtRunner(tiny_export, threads=2, tuning=SessionTuning(elnet_threads=1))
+    try:
+        assert runner.video.get_session_options().intra_op_num_threads == 2
+        assert runner.elnet(runner.elnet_graph).get_session_options().intra_op_num_threads == 1
+    finally:
+        runner.close()

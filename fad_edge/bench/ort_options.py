@@ -44,7 +44,7 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("default", SessionTuning(), note="a pool per session, no spinning"),
+    Variant("default", SessionTuning(), note="a pool per session, no spinning, ELNet on one thread"),
     Variant("spin", SessionTuning(spinning=True), note="a pool per session, spinning"),
     Variant("spin-stop", SessionTuning(spinning=True, stop_spinning=True),
             note="spinning, stopped when each run returns"),
@@ -54,6 +54,7 @@ VARIANTS = (
     Variant("no-arena", SessionTuning(memory_arena=False), note="default, without the CPU memory arena"),
     Variant("no-pattern", SessionTuning(memory_pattern=False), note="default, without memory patterns"),
     Variant("1-thread", SessionTuning(), threads=1, note="default, 1 intra-op thread"),
+    Variant("elnet-all-threads", SessionTuning(elnet_threads=None), note="default, but ELNet on every thread too"),
 )
 
 

@@ -21,7 +21,9 @@ def where(result: dict) -> str:
     record = result["machine"]
     if record.get("gpu"):
         return f"{record['gpu']} (driver {record.get('driver') or '?'}, CUDA {record.get('cuda') or '?'})"
-    return f"{record['cpu']} ({record['cores']} cores)"
+    features = record.get("cpu_features")  # absent in results written before it was recorded
+    extensions = f"; {', '.join(features)}" if features else ""
+    return f"{record['cpu']} ({record['cores']} cores{extensions})"
 
 
 def _ms(value: float | None) -> str:

@@ -49,6 +49,11 @@ class SessionTuning:
     shared_pool: bool = False  # one process-wide pool for every session (see `share_thread_pool`)
     memory_arena: bool = True  # ORT's CPU arena keeps freed blocks for the next run
     memory_pattern: bool = True  # ORT plans each shape's activation buffers once and reuses the plan
+    # At most this many intra-op threads for ELNet's sessions (None: `threads`, as the encoders). ELNet is
+    # ~800 small ops (INT8, paper preset) whose time goes to dispatch more than to arithmetic: its 64-frame
+    # call took 8.3 ms on one thread and 10.4 ms on two (ONNX Runtime's profiler, a 2-core EPYC with
+    # VNNI), while the encoders' large convolutions use both cores (1.6x faster on two).
+    elnet_threads: int | None = 1
 
 
 DEFAULT_TUNING = SessionTuning()
@@ -168,6 +173,14 @@ def execution_providers(backend: str, precision: str, path: Path, graph: str, de
     return list(CPU_PROVIDERS)
 
 
+def graph_threads(graph: str, threads: int, tuning: SessionTuning = DEFAULT_TUNING) -> int:
+    """Intra-op threads for one graph's session: `threads`, capped for ELNet's graphs by `tuning.elnet_threads`
+    (not in the shared pool, whose one size serves every session)."""
+    if graph in (ELNET_X0, ELNET_EPS) and tuning.elnet_threads is not None and not tuning.shared_pool:
+        return max(1, min(threads, tuning.elnet_threads))
+    return threads
+
+
 def _provider_name(provider: Any) -> str:
     return provider[0] if isinstance(provider, tuple) else str(provider)
 
@@ -235,7 +248,8 @@ class OrtRunner(ClipRunner):
             path = self.manifest.file(self.folder, graph, table.variant(precision))
             providers = execution_providers(self.backend, precision, path, graph, device_id)
             prefix = None if profile_dir is None else str(Path(profile_dir) / graph)
-            return open_session(path, self.manifest, graph, threads, providers, tuning, prefix)
+            return open_session(path, self.manifest, graph, graph_threads(graph, threads, tuning), providers, tuning,
+                                prefix)
 
         self._session = session
         self.video, self.audio = session(VIDEO_ENCODER), session(AUDIO_ENCODER)
