@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fad_edge.atomic import atomic_write_bytes
+from fad_edge.bench.timing import cpu_features, cpu_name
 from fad_edge.constants import CLIP_LEN, FPS, SAMPLE_RATE
 from fad_edge.errors import FadEdgeError, StreamInputError
 from fad_edge.runtime.stream import ClipMotion, ListenerStream
@@ -122,13 +123,8 @@ def rss_mb() -> float:
 def machine() -> dict[str, Any]:
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_name(), "cpu_features": cpu_features(), "cores": os.cpu_count(),
+            "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
             "load_average_at_start": list(os.getloadavg())}
 

@@ -108,14 +108,18 @@ def gpu_record(device: torch.device) -> dict:
     }
 
 
+def _cpuinfo_value(key: str, cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The value of the first `key : value` line of `cpuinfo` (None where there is none or no file)."""
+    try:
+        with open(cpuinfo) as handle:
+            return next((line.split(":", 1)[1].strip() for line in handle if line.startswith(key)), None)
+    except OSError:
+        return None
+
+
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else (platform.processor() or platform.machine())
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine()
 
 
 # The instruction-set extensions that decide this project's CPU figures: AVX-512 and VNNI run ONNX Runtime's
@@ -125,11 +129,7 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx
 
 def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """Which of SPEED_FLAGS this CPU has (empty where `cpuinfo` cannot be read)."""
-    try:
-        with open(cpuinfo) as handle:
-            flags = next((set(line.split(":", 1)[1].split()) for line in handle if line.startswith("flags")), set())
-    except OSError:
-        flags = set()
+    flags = set((_cpuinfo_value("flags", cpuinfo) or "").split())
     return [flag for flag in SPEED_FLAGS if flag in flags]
 
 
