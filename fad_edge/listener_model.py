@@ -192,11 +192,21 @@ class ListenerModel(nn.Module):
     ) -> torch.Tensor:
         """Training loss of a batch of windows (the forward DDP wraps): diffusion + speaker auxiliary."""
         features = self._window_features(images, mel, valid)
-        loss = self.loss(self.window_conditions(features), self.clip_motion(motion), generator, noise_draws)
+        loss = self.loss(self.window_conditions(self._scale_video_gradient(features)), self.clip_motion(motion),
+                         generator, noise_draws)
         weight = self.config.speaker_aux_weight
         if self.speaker_heads is not None and speaker is not None and speaker_valid is not None:
             loss = loss + weight * self.speaker_loss(features, speaker, speaker_valid)
         return loss
+
+    def _scale_video_gradient(self, features: torch.Tensor) -> torch.Tensor:
+        """The features unchanged, with the video part's gradient scaled by `video_diffusion_gradient`."""
+        share = self.config.video_diffusion_gradient
+        if share == 1.0:
+            return features
+        video = features[..., : self.config.video_features]
+        scaled = video.detach() + share * (video - video.detach())
+        return torch.cat([scaled, features[..., self.config.video_features :]], dim=-1)
 
     def default_sampler(self, steps: int | None = None) -> SamplerSettings:
         return SamplerSettings.from_config(self.config, steps)

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -202,6 +202,7 @@ def load_datasets(config: TrainConfig) -> Datasets:
     model_config = preset(config.preset, modalities=config.modalities, **chosen, **config.overrides)
     train_sessions = load_split(Path(config.data), "train", model_config.image_size, model_config.n_mels)
     val_sessions = load_split(Path(config.data), "val", model_config.image_size, model_config.n_mels)
+    model_config = _video_encoder_trainable(model_config, any(s.speaker is not None for s in train_sessions))
     normalization = Normalization.fit(train_sessions)
     speaker_normalization = Normalization.fit(train_sessions, speaker=True)
     make = lambda sessions, stride, clips: ClipDataset(  # noqa: E731
@@ -210,6 +211,18 @@ def load_datasets(config: TrainConfig) -> Datasets:
     )
     train_set = make(train_sessions, config.stride, config.clips_per_item)
     return model_config, normalization, train_set, make(val_sessions, CLIP_LEN, 1)
+
+
+def _video_encoder_trainable(model_config: ModelConfig, speaker_known: bool) -> ModelConfig:
+    """The config with the whole diffusion gradient to the video encoder where the speaker loss cannot train it.
+
+    A preset may leave the video encoder to the speaker loss alone (`video_diffusion_gradient` 0); on data
+    without the speaker's coefficients, or with no speaker loss, that encoder would never learn. The
+    checkpoint saves the config as trained.
+    """
+    if model_config.video_diffusion_gradient > 0 or (speaker_known and model_config.speaker_aux_weight > 0):
+        return model_config
+    return replace(model_config, video_diffusion_gradient=1.0)
 
 
 def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int, world: int,

@@ -75,11 +75,14 @@ def batch_export(tmp_path_factory) -> Path:
     return root / "model"
 
 
-def test_encoder_norm_is_checked_and_group_by_default():
-    assert preset("small").encoder_norm == "group" and preset("paper").encoder_norm == "group"
+def test_encoder_norm_is_checked_and_group_by_default_batch_in_small():
+    assert preset("paper").encoder_norm == "group" and preset("small").encoder_norm == "batch"
     older = preset("tiny").to_dict()
-    del older["encoder_norm"]  # a checkpoint saved before the field existed
-    assert ModelConfig.from_dict(older).encoder_norm == "group"
+    for field in ("encoder_norm", "condition_shortcut", "video_diffusion_gradient"):
+        del older[field]  # a checkpoint saved before these fields existed: the model it was trained as
+    restored = ModelConfig.from_dict(older)
+    assert restored.encoder_norm == "group" and not restored.condition_shortcut
+    assert restored.video_diffusion_gradient == 1.0
     with pytest.raises(ValueError, match="encoder_norm"):
         preset("tiny", encoder_norm="layer")
 
@@ -95,6 +98,13 @@ def test_train_cli_passes_the_encoder_norm_and_refuses_others(monkeypatch, capsy
     with pytest.raises(_Stop):
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run", "--encoder-norm", "batch")
     assert seen[0].overrides == {"encoder_norm": "batch"}
+    with pytest.raises(_Stop):
+        run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run2",
+                "--video-diffusion-gradient", "0.5", "--no-condition-shortcut")
+    assert seen[1].overrides == {"video_diffusion_gradient": 0.5, "condition_shortcut": False}
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run3",
+                           "--video-diffusion-gradient", "2")
+    assert code == 2 and "--video-diffusion-gradient" in output
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "other",
                            "--encoder-norm", "layer")
     assert code == 2 and "--encoder-norm" in output and "group, batch" in output

@@ -341,3 +341,39 @@ def test_the_loss_reads_each_clips_condition_once_for_all_its_noise_draws():
     model.elnet.cond_projection.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     model.loss(condition, motion, noise_draws=4)
     assert calls == [3]  # once per clip, not per draw
+
+
+def test_condition_shortcut_reads_the_condition_past_the_unet():
+    """With the U-Net's output layer zeroed, only the shortcut can carry the condition to the output."""
+    x, steps = torch.randn(2, 8, 56), torch.tensor([90, 90])
+    changes = {}
+    for shortcut in (False, True):
+        torch.manual_seed(0)
+        net = ELNet(preset("tiny", condition_shortcut=shortcut)).eval()
+        cond = torch.randn(2, net.config.condition_frames, net.config.condition_dim)
+        with torch.no_grad():
+            net.final[-1].weight.zero_()
+            net.final[-1].bias.zero_()
+            changes[shortcut] = (net(x, steps, cond + 1.0) - net(x, steps, cond)).abs().max()
+    assert changes[False] == 0
+    assert changes[True] > 1e-4
+
+
+def test_video_diffusion_gradient_scales_only_the_video_encoders_share_of_the_diffusion_gradient():
+    images, mel = torch.rand(2, 16, 3, 32, 32), torch.randn(2, 16, 1, 8, 80)
+    valid, motion = torch.ones(2, 16), torch.randn(2, 16, 56)
+    losses, video, audio = {}, {}, {}
+    for share in (1.0, 0.25, 0.0):
+        torch.manual_seed(0)
+        model = ListenerModel(preset("tiny", video_diffusion_gradient=share))
+        loss = model(images, mel, valid, motion, torch.Generator().manual_seed(0))
+        loss.backward()
+        losses[share] = loss.detach()
+        video[share] = model.video_encoder.project.weight.grad.clone()
+        audio[share] = model.audio_encoder.project.weight.grad.clone()
+    torch.testing.assert_close(losses[0.0], losses[1.0])  # the forward pass is the same
+    torch.testing.assert_close(video[0.25], 0.25 * video[1.0])
+    assert video[0.0].abs().sum() == 0 and video[1.0].abs().sum() > 0
+    torch.testing.assert_close(audio[0.0], audio[1.0])
+    with pytest.raises(ValueError, match="video_diffusion_gradient"):
+        preset("tiny", video_diffusion_gradient=1.5)

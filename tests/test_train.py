@@ -348,3 +348,16 @@ def test_gpu_kernels_are_deterministic_or_benchmarked_as_asked_and_restored_afte
     assert (cudnn.deterministic, cudnn.benchmark) == before
     with reproducible_kernels(torch.device("cpu"), deterministic):
         assert (cudnn.deterministic, cudnn.benchmark) == before  # the CPU has no cuDNN to set
+
+
+def test_a_video_encoder_left_to_the_speaker_loss_gets_the_diffusion_gradient_where_that_loss_cannot_train_it():
+    from fad_edge.models.config import preset
+
+    small = preset("small")
+    assert small.video_diffusion_gradient == 0.0 and small.speaker_aux_weight > 0
+    assert training._video_encoder_trainable(small, speaker_known=True) is small
+    assert training._video_encoder_trainable(small, speaker_known=False).video_diffusion_gradient == 1.0
+    no_speaker_loss = preset("small", speaker_aux_weight=0.0)
+    assert training._video_encoder_trainable(no_speaker_loss, speaker_known=True).video_diffusion_gradient == 1.0
+    partial = preset("small", video_diffusion_gradient=0.5, speaker_aux_weight=0.0)  # a share still trains it
+    assert training._video_encoder_trainable(partial, speaker_known=False) is partial

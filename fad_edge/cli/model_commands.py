@@ -55,6 +55,12 @@ def train(
     encoder_norm: Optional[str] = typer.Option(None, help="The encoders' norm after each convolution: group or "
                                                "batch (folded into the convolutions at export, so INT8 runs "
                                                "int8 throughout; default: the preset's)."),
+    video_diffusion_gradient: Optional[float] = typer.Option(
+        None, help="Share of the diffusion loss's gradient that reaches the video encoder, 0..1 (0: only the "
+                   "speaker loss trains it; default: the preset's)."),
+    condition_shortcut: Optional[bool] = typer.Option(
+        None, "--condition-shortcut/--no-condition-shortcut",
+        help="ELNet's linear readout from the condition to its output (default: the preset's)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
@@ -88,15 +94,18 @@ def train(
     check_finite(weight_decay, "--weight-decay", 0.0)
     if ema_decay is not None:
         check_finite(ema_decay, "--ema-decay", 0.0, 1.0, high_open=True)
+    check_finite(video_diffusion_gradient, "--video-diffusion-gradient", 0.0, 1.0)
     check_threads(threads)
     check_output_dir(out)
+    chosen = {"encoder_norm": encoder_norm, "video_diffusion_gradient": video_diffusion_gradient,
+              "condition_shortcut": condition_shortcut}
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
         autocast=autocast, augment=augment, device=device, workers=workers, deterministic=deterministic,
-        overrides={} if encoder_norm is None else {"encoder_norm": encoder_norm},
+        overrides={name: value for name, value in chosen.items() if value is not None},
     )
     if ema_decay is not None:  # unset: TrainConfig's default
         config = dataclasses.replace(config, ema_decay=ema_decay)

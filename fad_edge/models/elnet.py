@@ -215,6 +215,12 @@ class ELNet(nn.Module):
         # A linear shortcut from x_t to the output: at high noise the noise *is* nearly x_t, and this
         # makes that identity free instead of something the U-Net must learn through GroupNorm blocks.
         self.input_shortcut = nn.Conv1d(config.n_coeffs, config.n_coeffs, 1)
+        # The same for the condition: at the sampling start (high noise, mean start) the answer is the
+        # listener's motion given the speaker, much of it a per-frame linear function of the read
+        # condition. Through the U-Net alone it passes FiLM after GroupNorm.
+        self.condition_shortcut: nn.Conv1d | None = None
+        if config.condition_shortcut:
+            self.condition_shortcut = nn.Conv1d(config.cond_dim, config.n_coeffs, 1)
         # Output preconditioning (as EDM does): epsilon = sqrt(1 - a_t) x_t + sqrt(a_t) F, so that F
         # has a unit-variance target at every step (it is the "v" of v-prediction), the obvious
         # part of the noise at high t comes for free, and the 1-step x0 = sqrt(a_t) x_t -
@@ -281,6 +287,8 @@ class ELNet(nn.Module):
         # Float32 even under bf16 autocast (type promotion with the float32 scales would give it too,
         # but the sum must not rest on that): it adds sqrt(a_t) F to sqrt(1 - a_t) x_t, and at high
         # noise sqrt(a_t) is ~1e-3, below bf16's resolution.
+        if self.condition_shortcut is not None:
+            shortcut = shortcut + self.condition_shortcut(cond)
         out = (self.final(x) + shortcut).transpose(1, 2).float()  # (B, L, 56)
         if not self.config.precondition:
             return out
