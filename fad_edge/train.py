@@ -59,7 +59,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop early (for tests and quick runs)
     val_clips: int = 256
     threads: int | None = None
-    augment: bool = True  # photometric/shift/gain/frequency-mask augmentation of speaker inputs
+    augment: bool = True  # photometric/gain/frequency-mask augmentation of speaker inputs (data.augment)
     autocast: str = "auto"  # "off", "bf16", "fp16" (CUDA only) or "auto" (see train_precision.py)
     device: str = "auto"  # cpu, cuda, cuda:N, or auto: CUDA when torch sees a GPU
     workers: int | None = None  # DataLoader worker processes; None: 0 on a CPU, a few on a GPU

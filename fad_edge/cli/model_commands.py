@@ -65,7 +65,7 @@ def train(
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
     augment: bool = typer.Option(True, help="Augment speaker images and audio per window "
-                                 "(photometric, shift, gain, mel mask)."),
+                                 "(photometric, gain, mel mask)."),
     autocast: str = typer.Option("auto", help="Mixed-precision training: off, bf16, fp16 (CUDA only), or auto: "
                                  "bf16 where the GPU or CPU computes it natively, else fp16 on a GPU, off on a CPU."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when there is a GPU). Under torchrun "
