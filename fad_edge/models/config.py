@@ -282,7 +282,8 @@ _SMALL = ModelConfig(
     loss_dim_weighting="group_variance",
     speaker_aux_weight=1.0,
     # What makes a short run learn on every seed (README, "Results": the seed study): the video
-    # encoder trained by the speaker loss alone, with BatchNorm, and ELNet's condition shortcut.
+    # encoder trained by the speaker loss alone, with BatchNorm, and ELNet's condition shortcut
+    # (with no shift augmentation, `data.augment.AugmentConfig`).
     encoder_norm="batch",
     video_diffusion_gradient=0.0,
     condition_shortcut=True,

@@ -284,11 +284,11 @@ class ELNet(nn.Module):
             x = first(x, embedding, conds[level])
             x = second(x, embedding, conds[level])
             x = up(x)
+        if self.condition_shortcut is not None:
+            shortcut = shortcut + self.condition_shortcut(cond)
         # Float32 even under bf16 autocast (type promotion with the float32 scales would give it too,
         # but the sum must not rest on that): it adds sqrt(a_t) F to sqrt(1 - a_t) x_t, and at high
         # noise sqrt(a_t) is ~1e-3, below bf16's resolution.
-        if self.condition_shortcut is not None:
-            shortcut = shortcut + self.condition_shortcut(cond)
         out = (self.final(x) + shortcut).transpose(1, 2).float()  # (B, L, 56)
         if not self.config.precondition:
             return out
