@@ -32,3 +32,4 @@ ROTATION = slice(N_EXPRESSION, N_COEFFS)  # jaw + head, the paper's "rotation" g
 
 # The model's default input image size (the paper's 96x96 face crops).
 IMAGE_SIZE = 96
+MAX_AUGMENT_SHIFT = 16  # pixels of training's shift augmentation at most; more moves a 48x48 face a third out

@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 
 from fad_edge.checkpoint import save_checkpoint
-from fad_edge.constants import CLIP_LEN
+from fad_edge.constants import CLIP_LEN, MAX_AUGMENT_SHIFT
+from fad_edge.data.augment import AugmentConfig
 from fad_edge.data.dataset import ClipDataset, load_split
 from fad_edge.data.normalization import Normalization
 from fad_edge.devices import parse_device, resolve_device
@@ -60,6 +61,7 @@ class TrainConfig:
     val_clips: int = 256
     threads: int | None = None
     augment: bool = True  # photometric/gain/frequency-mask augmentation of speaker inputs (data.augment)
+    augment_shift: int | None = None  # pixels of a random shift per window as well; None: AugmentConfig's (none)
     autocast: str = "auto"  # "off", "bf16", "fp16" (CUDA only) or "auto" (see train_precision.py)
     device: str = "auto"  # cpu, cuda, cuda:N, or auto: CUDA when torch sees a GPU
     workers: int | None = None  # DataLoader worker processes; None: 0 on a CPU, a few on a GPU
@@ -109,6 +111,8 @@ def check_config(config: TrainConfig) -> None:
         raise FadEdgeError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
     if config.workers is not None and config.workers < 0:
         raise FadEdgeError(f"--workers must be 0 or more, got {config.workers}")
+    if config.augment_shift is not None and not 0 <= config.augment_shift <= MAX_AUGMENT_SHIFT:
+        raise FadEdgeError(f"--augment-shift must be in 0..{MAX_AUGMENT_SHIFT} pixels, got {config.augment_shift}")
     parse_device(config.device)
 
 
@@ -268,6 +272,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     started = time.time()
     reporter.start(total, progress.step)
     extra = {"train_config": asdict(config)}
+    augmentation = AugmentConfig() if config.augment_shift is None else AugmentConfig(max_shift=config.augment_shift)
     waits: list[float] = []
     for batch in _timed(loader, waits):
         step = progress.step
@@ -275,7 +280,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
             group["lr"] = _learning_rate(config, step, total)
         batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
         if config.augment:
-            batch = augment_step(batch, config.seed, rank, step)
+            batch = augment_step(batch, config.seed, rank, step, augmentation)
         with precision.autocast():
             loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise,
                              config.noise_draws, batch["speaker"], batch["speaker_valid"])

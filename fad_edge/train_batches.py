@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fad_edge.data.augment import augment_batch
+from fad_edge.data.augment import AugmentConfig, augment_batch
 from fad_edge.data.dataset import ClipDataset
 
 PREFETCH_BATCHES = 4  # batches each worker keeps ready
@@ -56,11 +56,12 @@ class StepBatches(Dataset):
         return stack_windows(self.windows, self.indices(step))
 
 
-def augment_step(batch: dict[str, torch.Tensor], seed: int, rank: int, step: int) -> dict[str, torch.Tensor]:
+def augment_step(batch: dict[str, torch.Tensor], seed: int, rank: int, step: int,
+                 config: AugmentConfig = AugmentConfig()) -> dict[str, torch.Tensor]:
     """Step `step`'s batch augmented on its own device, with the draws of a CPU generator seeded from (seed, rank,
     step): the same augmentation on any device, with any number of workers, resumed or not."""
     generator = torch.Generator().manual_seed((seed * 1_000_003 + rank) * 10_000_019 + step)
-    return augment_batch(batch, generator)
+    return augment_batch(batch, generator, config)
 
 
 def default_workers(device: torch.device, world: int = 1) -> int:

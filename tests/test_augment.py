@@ -79,3 +79,14 @@ def test_a_batch_on_the_gpu_is_augmented_as_on_the_cpu():
     for key in ("images", "mel"):
         assert on_gpu[key].is_cuda
         torch.testing.assert_close(on_gpu[key].cpu(), on_cpu[key], rtol=1e-6, atol=1e-6)
+
+
+def test_a_training_step_shifts_only_when_its_augmentation_asks():
+    batch = _batch()
+    still = AugmentConfig(channel_gain=0.0, brightness=0.0, contrast=0.0)
+    assert still.max_shift == 0 and AugmentConfig().max_shift == 0  # no shift by default
+    unshifted = augment_step(batch, seed=3, rank=0, step=5, config=still)["images"]
+    torch.testing.assert_close(unshifted, batch["images"].clamp(0.0, 1.0))
+    shifted = augment_step(batch, seed=3, rank=0, step=5, config=AugmentConfig(
+        channel_gain=0.0, brightness=0.0, contrast=0.0, max_shift=3))["images"]
+    assert not torch.equal(shifted, unshifted)

@@ -100,8 +100,9 @@ def test_train_cli_passes_the_encoder_norm_and_refuses_others(monkeypatch, capsy
     assert seen[0].overrides == {"encoder_norm": "batch"}
     with pytest.raises(_Stop):
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run2",
-                "--video-diffusion-gradient", "0.5", "--no-condition-shortcut")
+                "--video-diffusion-gradient", "0.5", "--no-condition-shortcut", "--augment-shift", "2")
     assert seen[1].overrides == {"video_diffusion_gradient": 0.5, "condition_shortcut": False}
+    assert seen[1].augment_shift == 2 and seen[0].augment_shift is None
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run3",
                            "--video-diffusion-gradient", "2")
     assert code == 2 and "--video-diffusion-gradient" in output

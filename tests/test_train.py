@@ -361,3 +361,10 @@ def test_a_video_encoder_left_to_the_speaker_loss_gets_the_diffusion_gradient_wh
     assert training._video_encoder_trainable(no_speaker_loss, speaker_known=True).video_diffusion_gradient == 1.0
     partial = preset("small", video_diffusion_gradient=0.5, speaker_aux_weight=0.0)  # a share still trains it
     assert training._video_encoder_trainable(partial, speaker_known=False) is partial
+
+
+@pytest.mark.parametrize("shift", [-1, 17])
+def test_the_augment_shift_must_be_in_range(tmp_path, shift):
+    with pytest.raises(FadEdgeError, match=r"--augment-shift must be in 0\.\.16 pixels"):
+        train(_config(tmp_path / "no-data", tmp_path / "run", augment_shift=shift))
+    assert not (tmp_path / "run").exists()

@@ -22,6 +22,7 @@ from fad_edge.cli.validate import (
     check_threads,
     check_training_step,
 )
+from fad_edge.constants import MAX_AUGMENT_SHIFT
 from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import ENCODER_NORMS, MAX_CONTEXT_CLIPS, PRESETS
 from fad_edge.sampling import DEFAULT_SAMPLER
@@ -66,6 +67,9 @@ def train(
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
     augment: bool = typer.Option(True, help="Augment speaker images and audio per window "
                                  "(photometric, gain, mel mask)."),
+    augment_shift: Optional[int] = typer.Option(None, min=0, max=MAX_AUGMENT_SHIFT,
+                                                help="Also shift each window by up to this many pixels "
+                                                     "(default: no shift)."),
     autocast: str = typer.Option("auto", help="Mixed-precision training: off, bf16, fp16 (CUDA only), or auto: "
                                  "bf16 where the GPU or CPU computes it natively, else fp16 on a GPU, off on a CPU."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when there is a GPU). Under torchrun "
@@ -104,7 +108,8 @@ def train(
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
         weight_decay=weight_decay, seed=seed, context_clips=context_clips, modalities=modalities,
         max_steps=max_steps, checkpoint_every=checkpoint_every, threads=threads,
-        autocast=autocast, augment=augment, device=device, workers=workers, deterministic=deterministic,
+        autocast=autocast, augment=augment, augment_shift=augment_shift, device=device, workers=workers,
+        deterministic=deterministic,
         overrides={name: value for name, value in chosen.items() if value is not None},
     )
     if ema_decay is not None:  # unset: TrainConfig's default
