@@ -57,15 +57,16 @@ def test_ort_gives_the_torch_motion_for_whole_and_partial_windows(tiny_export, s
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
-def test_a_model_with_the_prosody_branch_exports_and_runs_as_in_torch(tmp_path, session, exporter):
-    """The spectrum rides through the audio graph and the 2D branch through ELNet's, within parity, by
-    either exporter (the default fixture export uses only the first)."""
+def test_a_model_with_the_prosody_branch_and_rotation_head_exports_and_runs_as_in_torch(tmp_path, session, exporter):
+    """The spectrum rides through the audio graph, the 2D branch and the rotation head through ELNet's,
+    within parity, by either exporter (the default fixture export uses only the first)."""
     from helpers import tiny_checkpoint
 
     from fad_edge.export.pipeline import ExportOptions, export_model
 
     checkpoint = tiny_checkpoint(tmp_path / "checkpoint", context_clips=2, audio_window_frames=1,
-                                 audio_context_frames=8, prosody_channels=8, prosody_dilations=(1, 2, 4))
+                                 audio_context_frames=8, prosody_channels=8, prosody_dilations=(1, 2, 4),
+                                 rotation_head_channels=8)
     manifest = export_model(ExportOptions(checkpoint=checkpoint, out=tmp_path / "model", check_sessions=2,
                                           parity_sessions=1, check_seconds=3.0, threads=1, exporter=exporter))
     assert manifest.reports["exporter"] == exporter

@@ -106,6 +106,16 @@ def test_train_cli_passes_the_encoder_norm_and_refuses_others(monkeypatch, capsy
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run3",
                            "--video-diffusion-gradient", "2")
     assert code == 2 and "--video-diffusion-gradient" in output
+    with pytest.raises(_Stop):
+        run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run4",
+                "--rotation-head", "64", "--loss-dim-weighting", "expression_variance")
+    assert seen[2].overrides == {"rotation_head_channels": 64, "loss_dim_weighting": "expression_variance"}
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run5",
+                           "--rotation-head", "12")
+    assert code == 2 and "--rotation-head" in output and "groups (8)" in output
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run6",
+                           "--loss-dim-weighting", "loud")
+    assert code == 2 and "--loss-dim-weighting" in output and "expression_variance" in output
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "other",
                            "--encoder-norm", "layer")
     assert code == 2 and "--encoder-norm" in output and "group, batch" in output

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from fad_edge.constants import ROTATION
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig, preset
 from fad_edge.models.elnet import ELNet
@@ -357,6 +358,30 @@ def test_condition_shortcut_reads_the_condition_past_the_unet():
             changes[shortcut] = (net(x, steps, cond + 1.0) - net(x, steps, cond)).abs().max()
     assert changes[False] == 0
     assert changes[True] > 1e-4
+
+
+def test_rotation_head_adds_to_the_rotation_dims_only_and_looks_back_only():
+    """With the U-Net's output zeroed and the condition shortcut off, only the head carries the
+    condition, to the 6 jaw and head dims, and it hears the oldest context clip."""
+    x, steps = torch.randn(2, 8, 56), torch.tensor([90, 90])
+    torch.manual_seed(0)
+    net = ELNet(preset("tiny", rotation_head_channels=16, context_clips=2)).eval()
+    cond = torch.randn(2, net.config.condition_frames, net.config.condition_dim)
+    with torch.no_grad():
+        net.final[-1].weight.zero_()
+        net.final[-1].bias.zero_()
+        change = (net(x, steps, cond + 1.0) - net(x, steps, cond)).abs()  # (2, 8, 56)
+        earlier = cond.clone()
+        earlier[:, :8] += 5.0  # the oldest context clip, 9-16 frames before the clip
+        heard = (net(x, steps, earlier) - net(x, steps, cond)).abs()
+    assert change[..., :ROTATION.start].max() == 0
+    assert change[..., ROTATION].min() > 0
+    assert heard[..., ROTATION].min() > 0
+
+
+def test_rotation_head_channels_must_split_into_groups():
+    with pytest.raises(ValueError, match="rotation_head_channels"):
+        preset("tiny", rotation_head_channels=12)  # groups = 8
 
 
 def test_video_diffusion_gradient_scales_only_the_video_encoders_share_of_the_diffusion_gradient():

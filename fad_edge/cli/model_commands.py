@@ -14,6 +14,7 @@ from fad_edge.backends import BACKENDS, all_precisions, backend_names, get_backe
 from fad_edge.cli.validate import (
     MAX_SEED,
     SAMPLER_HELP,
+    check_choice,
     check_finite,
     check_output_dir,
     check_output_file,
@@ -24,7 +25,13 @@ from fad_edge.cli.validate import (
 )
 from fad_edge.constants import MAX_AUGMENT_SHIFT
 from fad_edge.errors import FadEdgeError
-from fad_edge.models.config import ENCODER_NORMS, MAX_CONTEXT_CLIPS, PRESETS
+from fad_edge.models.config import (
+    DIM_WEIGHTINGS,
+    ENCODER_NORMS,
+    MAX_CONTEXT_CLIPS,
+    MAX_ROTATION_HEAD_CHANNELS,
+    PRESETS,
+)
 from fad_edge.sampling import DEFAULT_SAMPLER
 
 if TYPE_CHECKING:
@@ -62,6 +69,12 @@ def train(
     condition_shortcut: Optional[bool] = typer.Option(
         None, "--condition-shortcut/--no-condition-shortcut",
         help="ELNet's linear readout from the condition to its output (default: the preset's)."),
+    rotation_head: Optional[int] = typer.Option(
+        None, min=0, max=MAX_ROTATION_HEAD_CHANNELS,
+        help="Channels of ELNet's rotation head, causal convolutions of their own to the jaw and head dims; "
+             "a multiple of the preset's groups, 0: none (default: the preset's)."),
+    loss_dim_weighting: Optional[str] = typer.Option(
+        None, help=f"Loss weight of each motion dim: {', '.join(DIM_WEIGHTINGS)} (default: the preset's)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
@@ -93,7 +106,13 @@ def train(
         raise typer.BadParameter(f"must be one of {', '.join(ENCODER_NORMS)}", param_hint="--encoder-norm")
     if autocast not in AUTOCAST_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
-    check_training_step(check_preset(preset), batch_size, clips_per_item, context_clips)
+    model_preset = check_preset(preset)
+    check_training_step(model_preset, batch_size, clips_per_item, context_clips)
+    if rotation_head is not None and rotation_head % model_preset.groups:
+        raise typer.BadParameter(f"must be 0 or a multiple of the preset's groups ({model_preset.groups})",
+                                 param_hint="--rotation-head")
+    if loss_dim_weighting is not None:
+        check_choice(loss_dim_weighting, "--loss-dim-weighting", DIM_WEIGHTINGS)
     check_finite(lr, "--lr", 0.0, low_open=True)
     check_finite(weight_decay, "--weight-decay", 0.0)
     if ema_decay is not None:
@@ -102,7 +121,8 @@ def train(
     check_threads(threads)
     check_output_dir(out)
     chosen = {"encoder_norm": encoder_norm, "video_diffusion_gradient": video_diffusion_gradient,
-              "condition_shortcut": condition_shortcut}
+              "condition_shortcut": condition_shortcut, "rotation_head_channels": rotation_head,
+              "loss_dim_weighting": loss_dim_weighting}
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,

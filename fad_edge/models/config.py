@@ -13,6 +13,7 @@ MODALITIES = ("both", "audio", "video")
 ENCODER_NORMS = ("group", "batch")
 DIM_WEIGHTINGS = ("uniform", "group_variance", "expression_variance")
 MAX_CONTEXT_CLIPS = 64  # 17 s of speaker features before each clip; more only costs memory
+MAX_ROTATION_HEAD_CHANNELS = 1024  # a typed size past this is a slip, not a model
 
 
 @dataclass
@@ -58,6 +59,10 @@ class ModelConfig:
     precondition: bool = True  # ELNet's output scaling, see ELNet (False: a plain noise-prediction U-Net)
     # A linear readout from the read condition straight to ELNet's output, beside the U-Net (see ELNet).
     condition_shortcut: bool = False
+    # The rotation head (0 channels: off): causal convolutions of their own from the condition frames
+    # to the jaw and head dims, added beside the U-Net (kernel 3, these dilations; see ELNet).
+    rotation_head_channels: int = 0
+    rotation_head_dilations: tuple[int, ...] = (1, 2, 4, 8)
     cond_dim: int = 128
     # Dilations of ELNet's convolutions over the condition frames (kernel_size wide), and whether they
     # look back only. Centered (1, 2, 4) with kernel 5 reach 14 frames back and 14 ahead; causal
@@ -101,7 +106,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
-                     "prosody_dilations"):
+                     "prosody_dilations", "rotation_head_dilations"):
             setattr(self, name, tuple(getattr(self, name)))
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
@@ -126,7 +131,7 @@ class ModelConfig:
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
-                     "prosody_dilations"):
+                     "prosody_dilations", "rotation_head_dilations"):
             values = getattr(self, name)
             if not values or not all(_is_int(v) and v >= 1 for v in values):
                 raise ValueError(f"{name} must be positive integers, got {values!r}")
@@ -138,6 +143,10 @@ class ModelConfig:
         if not _is_int(self.prosody_channels) or self.prosody_channels < 0 or self.prosody_channels % self.groups:
             raise ValueError(f"prosody_channels must be 0 or a positive multiple of groups ({self.groups}), "
                              f"got {self.prosody_channels!r}")
+        head = self.rotation_head_channels
+        if not _is_int(head) or not 0 <= head <= MAX_ROTATION_HEAD_CHANNELS or head % self.groups:
+            raise ValueError(f"rotation_head_channels must be 0 or a multiple of groups ({self.groups}) up to "
+                             f"{MAX_ROTATION_HEAD_CHANNELS}, got {head!r}")
         if not _is_int(self.audio_context_frames) or self.audio_context_frames < 0:
             raise ValueError(f"audio_context_frames must be a non-negative integer, got {self.audio_context_frames!r}")
         if self.audio_context_frames > 1 and self.context_clips * self.clip_len < self.audio_context_frames - 1:

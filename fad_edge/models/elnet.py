@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fad_edge.constants import ROTATION
 from fad_edge.models.config import ModelConfig
 from fad_edge.sampling import cumulative_alphas, squared_cosine_betas
 
@@ -118,6 +119,31 @@ class DilatedConditionBlock(nn.Module):
         return cond + self.act(self.norm(self.conv(padded)))
 
 
+class RotationHead(nn.Module):
+    """Causal residual convolutions from what ELNet hears to the 6 rotation dims, beside the U-Net.
+
+    (B, heard_dim, frames) -> (B, 6, frames). Kernel 3 with the given dilations: each frame sees
+    2 * sum(dilations) condition frames back and none ahead (zeros before the window). Its own weights
+    serve only jaw and head: in the shared condition path a nod, a twentieth of the yaw's variance,
+    is outweighed by everything else, and is not learned there (README, "Design notes": the nod).
+    """
+
+    def __init__(self, heard_dim: int, channels: int, dilations: tuple[int, ...], groups: int, outputs: int) -> None:
+        super().__init__()
+        self.project = nn.Conv1d(heard_dim, channels, 1)
+        self.time_pads = [2 * dilation for dilation in dilations]
+        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, 3, dilation=dilation) for dilation in dilations)
+        self.norms = nn.ModuleList(nn.GroupNorm(groups, channels) for _ in dilations)
+        self.act = nn.Mish()
+        self.out = nn.Conv1d(channels, outputs, 1)
+
+    def forward(self, heard: torch.Tensor) -> torch.Tensor:
+        x = self.project(heard)
+        for pad, conv, norm in zip(self.time_pads, self.convs, self.norms):
+            x = x + self.act(norm(conv(F.pad(x, (pad, 0)))))
+        return self.out(x)
+
+
 class ProsodyBranch(nn.Module):
     """Causal 2D convolutions over log-mel spectra (frequency x frames), pooled over frequency.
 
@@ -179,6 +205,10 @@ class ELNet(nn.Module):
             self.prosody = ProsodyBranch(config.prosody_channels, config.prosody_dilations, config.groups)
             heard_dim += 2 * config.prosody_channels
         self.cond_projection = nn.Sequential(nn.Conv1d(heard_dim, config.cond_dim, 1), nn.Mish())
+        self.rotation_head: RotationHead | None = None
+        if config.rotation_head_channels:
+            self.rotation_head = RotationHead(heard_dim, config.rotation_head_channels, config.rotation_head_dilations,
+                                              config.groups, config.n_coeffs - ROTATION.start)
         # Dilated convolutions over all condition frames (context included) before the clip's own
         # frames are cut out: every frame then sees the speaker `config.condition_reach` frames around
         # it, at its own lag, which a pooled context vector could only blur.
@@ -252,16 +282,23 @@ class ELNet(nn.Module):
         Depends on neither x_t nor the step, so training computes it once per clip and shares it
         between the clip's noise draws (`denoise`).
         """
-        cond = self.cond_projection(self.hear(condition.transpose(1, 2)))  # (B, cond_dim, frames)
-        return self.cond_temporal(cond)[:, :, -self.config.clip_len:]
+        heard = self.hear(condition.transpose(1, 2))
+        cond = self.cond_temporal(self.cond_projection(heard))[:, :, -self.config.clip_len:]  # (B, cond_dim, L)
+        if self.rotation_head is None:
+            return cond
+        # The head's output rides along as 6 more channels: `denoise` splits them off.
+        return torch.cat([cond, self.rotation_head(heard)[:, :, -self.config.clip_len:]], dim=1)
 
     def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.denoise(x, steps, self.read_condition(condition))
 
     def denoise(self, x: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The noise in x_t (B, L, 56) at `steps`, given `read_condition`'s output (B, cond_dim, L)."""
+        """The noise in x_t (B, L, 56) at `steps`, given `read_condition`'s output (B, cond_dim (+ 6), L)."""
         x_t, x = x, x.transpose(1, 2)  # (B, 56, L)
         shortcut = self.input_shortcut(x)
+        if self.rotation_head is not None:
+            cond, rotation = cond[:, : self.config.cond_dim], cond[:, self.config.cond_dim :]
+            shortcut = torch.cat([shortcut[:, : ROTATION.start], shortcut[:, ROTATION.start :] + rotation], dim=1)
         embedding = self.step_embedding(steps)  # (B, E)
 
         # The condition at every U-Net resolution: L, L/2, L/4, ... (Downsample1d halves the length).
