@@ -120,28 +120,24 @@ class DilatedConditionBlock(nn.Module):
 
 
 class RotationHead(nn.Module):
-    """Causal residual convolutions from what ELNet hears to the 6 rotation dims, beside the U-Net.
+    """Causal dilated condition blocks of its own from what ELNet hears to the 6 rotation dims.
 
-    (B, heard_dim, frames) -> (B, 6, frames). Kernel 3 with the given dilations: each frame sees
-    2 * sum(dilations) condition frames back and none ahead (zeros before the window). Its own weights
-    serve only jaw and head: in the shared condition path a nod, a twentieth of the yaw's variance,
-    is outweighed by everything else, and is not learned there (README, "Design notes": the nod).
+    (B, heard_dim, frames) -> (B, 6, frames): a 1x1 projection, `DilatedConditionBlock`s with kernel
+    3 (each frame's convolutions reach 2 * sum(dilations) frames back and none ahead; their GroupNorms
+    take statistics over the window, as the condition path's do), and a 1x1 output. Its weights serve
+    only jaw and head: in the shared condition path a nod, a twentieth of the yaw's variance, is
+    outweighed by the expression and is not learned there (README, "Results": what holds the nod back).
     """
 
     def __init__(self, heard_dim: int, channels: int, dilations: tuple[int, ...], groups: int, outputs: int) -> None:
         super().__init__()
         self.project = nn.Conv1d(heard_dim, channels, 1)
-        self.time_pads = [2 * dilation for dilation in dilations]
-        self.convs = nn.ModuleList(nn.Conv1d(channels, channels, 3, dilation=dilation) for dilation in dilations)
-        self.norms = nn.ModuleList(nn.GroupNorm(groups, channels) for _ in dilations)
-        self.act = nn.Mish()
+        self.blocks = nn.Sequential(*(DilatedConditionBlock(channels, 3, dilation, groups, causal=True)
+                                      for dilation in dilations))
         self.out = nn.Conv1d(channels, outputs, 1)
 
     def forward(self, heard: torch.Tensor) -> torch.Tensor:
-        x = self.project(heard)
-        for pad, conv, norm in zip(self.time_pads, self.convs, self.norms):
-            x = x + self.act(norm(conv(F.pad(x, (pad, 0)))))
-        return self.out(x)
+        return self.out(self.blocks(self.project(heard)))
 
 
 class ProsodyBranch(nn.Module):
