@@ -1,0 +1,58 @@
+"""Training time of the demo's settings against others, measured side by side in one process.
+
+Each setting trains the `small` preset for --steps steps from scratch, alternating settings, --repeats
+times, with bf16 autocast where the CPU has it ("auto") and in fp32 ("off"). Prints seconds per
+setting and the ratio to the demo's; timings of separate runs on a shared machine are not comparable.
+
+    PYTHONPATH=. python bench/train_cost.py --data DATA --out DIR [--steps 40] [--repeats 2] [--json cost.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+from fad_edge.train import TrainConfig, train
+
+# The settings compared: TrainConfig fields, and model overrides of the small preset.
+SETTINGS: dict[str, tuple[dict, dict]] = {
+    "the demo's (4 windows of 8 clips, 4 context clips, rotation head)": ({"batch_size": 4, "clips_per_item": 8}, {}),
+    "4 context clips, rotation head, 8 windows of 4 clips": ({"batch_size": 8, "clips_per_item": 4}, {}),
+    "before: 2 context clips, no rotation head, 8 windows of 4 clips": (
+        {"batch_size": 8, "clips_per_item": 4},
+        {"context_clips": 2, "rotation_head_channels": 0, "loss_dim_weighting": "group_variance"}),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="scratch folder for the runs (replaced)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    seconds: dict[str, dict[str, list[float]]] = {}
+    for autocast in ("auto", "off"):
+        for _ in range(args.repeats):
+            for name, (training, overrides) in SETTINGS.items():
+                shutil.rmtree(args.out, ignore_errors=True)
+                config = TrainConfig(data=str(args.data), out=str(args.out), preset="small", epochs=args.steps,
+                                     max_steps=args.steps, seed=0, autocast=autocast, overrides=overrides, **training)
+                seconds.setdefault(autocast, {}).setdefault(name, []).append(train(config).seconds)
+    shutil.rmtree(args.out, ignore_errors=True)
+    demo = next(iter(SETTINGS))
+    for autocast, runs in seconds.items():
+        print(f"autocast {autocast}, {args.steps} steps, median of {args.repeats}:")
+        for name, values in runs.items():
+            ratio = statistics.median(values) / statistics.median(runs[demo])
+            print(f"  {statistics.median(values):6.1f} s  {ratio:.2f}x  {name}")
+    if args.json:
+        args.json.write_text(json.dumps({"steps": args.steps, "seconds": seconds}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
