@@ -270,9 +270,10 @@ _SMALL = ModelConfig(
     unet_dim=64,
     cond_dim=64,
     step_embed_dim=32,
-    # Two clips (0.53 s) of speaker features before each clip: the synthetic listener reacts
-    # up to ~1 s after a cue (an ablation the README reports; paper = 0).
-    context_clips=2,
+    # Four clips (1.07 s) of speaker features before each clip: the synthetic listener reacts
+    # up to ~1 s after a cue, and a nod's cue (a falling phrase end) ends up to 30 frames before
+    # the nod does (README, "Results": what holds the nod back; paper = 1).
+    context_clips=4,
     # The condition convolutions look back only (28 frames): a reaction 12 frames after its cue is
     # one tap of one layer, where centered ones spent half their taps on frames ahead (README,
     # "Design notes": context).
@@ -288,7 +289,10 @@ _SMALL = ModelConfig(
     diverse_steps=3,
     step_focus_share=0.5,
     loss_weighting="inverse_alpha_bar",
-    loss_dim_weighting="group_variance",
+    # Every rotation dim weighted alike, and the rotation head: the jaw and head dims get weights of
+    # their own, and the nod is learned at all (README, "Results": what holds the nod back).
+    loss_dim_weighting="expression_variance",
+    rotation_head_channels=64,
     speaker_aux_weight=1.0,
     # What makes a short run learn on every seed (README, "Results": the seed study): the video
     # encoder trained by the speaker loss alone, with BatchNorm, and ELNet's condition shortcut
@@ -304,8 +308,8 @@ PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(preset="paper", audio_window_frames=1, audio_context_frames=8, context_clips=1),
     "small": _SMALL,
     # The small preset that hears the audible cues (README, "Results": fidelity): the prosody branch, and
-    # four context clips (1.07 s) with causal condition convolutions reaching 60 frames back, so that a
-    # reaction up to a second after its cue still sees the whole rising or falling phrase end.
+    # its four context clips (1.07 s) read by causal condition convolutions reaching 60 frames back, so
+    # that a reaction up to a second after its cue still sees the whole rising or falling phrase end.
     # Slower to train than `small`: its figures are for 1000 steps, the demo's budget learns too little.
     "small-prosody": dataclasses.replace(_SMALL, preset="small-prosody", prosody_channels=16, context_clips=4,
                                          condition_dilations=(1, 2, 4, 8)),
