@@ -15,11 +15,13 @@ import shutil
 import statistics
 from pathlib import Path
 
+from fad_edge.cli.demo_command import DEMO_BATCH_SIZE, DEMO_CLIPS_PER_ITEM
 from fad_edge.train import TrainConfig, train
 
 # The settings compared: TrainConfig fields, and model overrides of the small preset.
 SETTINGS: dict[str, tuple[dict, dict]] = {
-    "the demo's (4 windows of 8 clips, 4 context clips, rotation head)": ({"batch_size": 4, "clips_per_item": 8}, {}),
+    "the demo's (4 windows of 8 clips, 4 context clips, rotation head)": (
+        {"batch_size": DEMO_BATCH_SIZE, "clips_per_item": DEMO_CLIPS_PER_ITEM}, {}),
     "4 context clips, rotation head, 8 windows of 4 clips": ({"batch_size": 8, "clips_per_item": 4}, {}),
     "before: 2 context clips, no rotation head, 8 windows of 4 clips": (
         {"batch_size": 8, "clips_per_item": 4},

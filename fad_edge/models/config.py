@@ -14,6 +14,9 @@ ENCODER_NORMS = ("group", "batch")
 DIM_WEIGHTINGS = ("uniform", "group_variance", "expression_variance")
 MAX_CONTEXT_CLIPS = 64  # 17 s of speaker features before each clip; more only costs memory
 MAX_ROTATION_HEAD_CHANNELS = 1024  # a typed size past this is a slip, not a model
+# Fields that hold positive integers per stage or layer: tuples however they were given (a JSON list).
+_SIZE_TUPLES = ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
+                "prosody_dilations", "rotation_head_dilations")
 
 
 @dataclass
@@ -105,8 +108,7 @@ class ModelConfig:
     diverse_temperature: float = 1.0  # scale of the per-step posterior noise (1: DDPM)
 
     def __post_init__(self) -> None:
-        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
-                     "prosody_dilations", "rotation_head_dilations"):
+        for name in _SIZE_TUPLES:
             setattr(self, name, tuple(getattr(self, name)))
         if self.modalities not in MODALITIES:
             raise ValueError(f"modalities must be one of {MODALITIES}, got {self.modalities!r}")
@@ -130,8 +132,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
-                     "prosody_dilations", "rotation_head_dilations"):
+        for name in _SIZE_TUPLES:
             values = getattr(self, name)
             if not values or not all(_is_int(v) and v >= 1 for v in values):
                 raise ValueError(f"{name} must be positive integers, got {values!r}")
