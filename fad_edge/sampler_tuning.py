@@ -34,12 +34,13 @@ MAX_L2_RATIO = 1.25  # a candidate's L2 may exceed the mean sampler's by this fa
 
 @dataclass(frozen=True)
 class SamplerGrid:
-    """The candidates: every combination of these values (the temperature only where there are several steps)."""
+    """The candidates: every combination of these values (the per-step noise only where there are several steps)."""
 
     start_steps: tuple[int, ...]
     steps: tuple[int, ...] = (1, 2, 4)
     start_noises: tuple[float, ...] = (1.0,)
     temperatures: tuple[float, ...] = (1.0,)
+    rotation_noises: tuple[float, ...] = (1.0,)
 
     @classmethod
     def around(cls, config: ModelConfig) -> SamplerGrid:
@@ -55,15 +56,18 @@ class SamplerGrid:
         for steps in self.steps:
             if not 1 <= steps <= config.train_steps:
                 raise FadEdgeError(f"{steps} denoising steps is outside 1..{config.train_steps}")
-        for name, values, high in (("start noise", self.start_noises, 1.0), ("temperature", self.temperatures, 2.0)):
+        for name, values, high in (("start noise", self.start_noises, 1.0), ("temperature", self.temperatures, 2.0),
+                                   ("rotation noise", self.rotation_noises, 2.0)):
             for value in values:
                 if not (math.isfinite(value) and 0 <= value <= high):
                     raise FadEdgeError(f"{name} {value:g} is outside [0, {high:g}]")
         found: list[SamplerSettings] = []
-        for start, steps, noise, temperature in itertools.product(self.start_steps, self.steps, self.start_noises,
-                                                                  self.temperatures):
-            # One step adds no posterior noise, so its temperature changes nothing.
-            settings = SamplerSettings(steps, start, config.clip_sample, noise, temperature if steps > 1 else 1.0)
+        for start, steps, noise, temperature, rotation in itertools.product(
+                self.start_steps, self.steps, self.start_noises, self.temperatures, self.rotation_noises):
+            # One step adds no posterior noise, so its temperature and rotation noise change nothing.
+            several = steps > 1
+            settings = SamplerSettings(steps, start, config.clip_sample, noise, temperature if several else 1.0,
+                                       rotation if several else 1.0)
             if settings not in found:
                 found.append(settings)
         return found
@@ -123,7 +127,8 @@ def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid
 def diverse_fields(settings: SamplerSettings) -> dict[str, int | float]:
     """The model config's `diverse_*` values for these settings."""
     return {"diverse_start_step": settings.start_step, "diverse_start_noise": settings.start_noise,
-            "diverse_steps": settings.steps, "diverse_temperature": settings.temperature}
+            "diverse_steps": settings.steps, "diverse_temperature": settings.temperature,
+            "diverse_rotation_noise": settings.rotation_noise}
 
 
 def write_calibrated_copy(checkpoint: Path, out: Path, settings: SamplerSettings, overwrite: bool = False) -> Path:
@@ -173,7 +178,7 @@ def markdown(report: GridReport) -> str:
     """The grid as a markdown table, the reference first and the choice marked."""
     extra = ["diversity"] if report.samples > 1 else []
     keys = ["L2", "FD", *extra]
-    header = ["setting", "start step", "steps", "start noise", "temperature",
+    header = ["setting", "start step", "steps", "start noise", "temperature", "rotation noise",
               *[f"exp {k}" for k in keys], *[f"rot {k}" for k in keys]]
     lines = [f"## Sampler grid: {report.checkpoint} on {report.split}", "",
              f"{plural(report.sessions, 'session')}, {report.frames} frames; "
@@ -185,6 +190,7 @@ def markdown(report: GridReport) -> str:
         name = f"**{row.name}** (chosen)" if index == report.chosen else row.name
         s = row.settings
         cells = [name, str(s.start_step), str(s.steps), f"{s.start_noise:g}", f"{s.temperature:g}",
+                 f"{s.rotation_noise:g}",
                  *[_format(row.scores[g].get(k)) for g in metrics.GROUPS for k in keys]]
         lines.append("| " + " | ".join(cells) + " |")
     rule = (f"The choice: the least FD relative to the mean sampler's (expression + rotation) among settings "

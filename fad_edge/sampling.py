@@ -27,8 +27,8 @@ the export (`SamplerSettings.named`):
   a mean start and one step it is the deterministic estimate of E[x0 | speaker]: the same motion for
   every seed, the least L2, but less variance than real motion.
 - "diverse": a draw from the reaction distribution (`diverse_steps` from `diverse_start_step`, start
-  noise `diverse_start_noise`, per-step noise scaled by `diverse_temperature`), calibrated on
-  validation data for Frechet distance.
+  noise `diverse_start_noise`, per-step noise scaled by `diverse_temperature`, and the rotation dims'
+  by `diverse_rotation_noise` more), calibrated on validation data for Frechet distance.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
+from fad_edge.constants import ROTATION
 from fad_edge.errors import FadEdgeError
 
 if TYPE_CHECKING:
@@ -87,6 +88,9 @@ class SamplerSettings:
     start_noise: float = 1.0
     # Scale of the posterior noise added at each step but the last (1: DDPM; 0: its mean, no noise).
     temperature: float = 1.0
+    # The jaw and head dims' posterior noise relative to the expression dims' (1: the same). A model can
+    # be surer of one group than of the other; `fad-edge tune-sampler` can calibrate each.
+    rotation_noise: float = 1.0
 
     @classmethod
     def from_config(cls, config: ModelConfig, steps: int | None = None) -> SamplerSettings:
@@ -101,13 +105,14 @@ class SamplerSettings:
             return cls.from_config(config, steps)
         return cls(steps=steps or config.diverse_steps, start_step=config.diverse_start_step,
                    clip_sample=config.clip_sample, start_noise=config.diverse_start_noise,
-                   temperature=config.diverse_temperature)
+                   temperature=config.diverse_temperature, rotation_noise=config.diverse_rotation_noise)
 
     def describe(self) -> str:
-        """One short line: "4 steps from t = 90, start noise 1, temperature 1"."""
+        """One short line: "4 steps from t = 90, start noise 1, temperature 1" (and the rotation noise if not 1)."""
         steps = f"{self.steps} step{'s' if self.steps > 1 else ''}"
+        rotation = f", rotation noise {self.rotation_noise:g}" if self.rotation_noise != 1.0 else ""
         return (f"{steps} from t = {self.start_step}, start noise {self.start_noise:g}, "
-                f"temperature {self.temperature:g}")
+                f"temperature {self.temperature:g}{rotation}")
 
 
 class DiffusionSampler:
@@ -118,8 +123,10 @@ class DiffusionSampler:
             raise ValueError(f"denoising steps must be in 1..{train_steps}, got {settings.steps}")
         if not 0 <= settings.start_step < train_steps:
             raise ValueError(f"start step must be in 0..{train_steps - 1}, got {settings.start_step}")
-        if not (math.isfinite(settings.temperature) and settings.temperature >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0, got {settings.temperature}")
+        for name in ("temperature", "rotation_noise"):
+            value = getattr(settings, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         self.settings = settings
         self.alphas_cumprod = cumulative_alphas(squared_cosine_betas(train_steps))
         # As Python floats: torch.compile traces NumPy indexing as tensor ops, and float() of one as a graph break.
@@ -157,10 +164,18 @@ class DiffusionSampler:
             state = state + np.float32(math.sqrt(self.alpha_bar(start))) * np.asarray(guess, np.float32)
         return state.astype(np.float32, copy=False)
 
-    @staticmethod
-    def noise(shape: tuple[int, ...], generator: np.random.Generator, t_prev: int | None) -> np.ndarray | None:
-        """The posterior noise for a step towards t_prev (none for the last step, which returns x0)."""
-        return None if t_prev is None else generator.standard_normal(shape, dtype=np.float32)
+    def noise(self, shape: tuple[int, ...], generator: np.random.Generator, t_prev: int | None) -> np.ndarray | None:
+        """The posterior noise for a step towards t_prev (none for the last step, which returns x0).
+
+        Shape (..., 56): the rotation dims' noise is scaled by `rotation_noise` here, so that `step`
+        stays one scalar formula for every backend.
+        """
+        if t_prev is None:
+            return None
+        noise = generator.standard_normal(shape, dtype=np.float32)
+        if self.settings.rotation_noise != 1.0:
+            noise[..., ROTATION] *= np.float32(self.settings.rotation_noise)
+        return noise
 
     def predict_x0(self, epsilon: Array, t: int, x: Array) -> Array:
         """Closed-form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (DDPM eq. 15), clamped to +-clip_sample."""

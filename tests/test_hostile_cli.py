@@ -122,6 +122,7 @@ CASES = {
     "tune-sampler steps text": (TUNE + ["--steps", "many"], "--steps"),
     "tune-sampler start step 100": (TUNE + ["--start-steps", "50,100"], "start step 100 is outside 0..99"),
     "tune-sampler temperature 3": (TUNE + ["--temperature", "1,3"], "temperature 3 is outside"),
+    "tune-sampler rotation noise -1": (TUNE + ["--rotation-noise", "1,-1"], "rotation noise -1 is outside"),
     "tune-sampler start noise nan": (TUNE + ["--start-noise", "nan"], "start noise nan is outside"),
     "tune-sampler pick past the grid": (TUNE + ["--pick", "99"], "--pick"),
     "tune-sampler writes over its checkpoint": (TUNE + ["--write-to", "{place}/ckpt"], "--overwrite"),

@@ -40,7 +40,7 @@ def test_evaluate_names_the_sampler_it_drew_with(dataset, checkpoint, tmp_path, 
     entry = report["samplers"]["FAD"]
     assert entry["sampler"] == "diverse" and entry["samples"] == 2
     assert entry["settings"] == {"steps": 1, "start_step": 70, "clip_sample": 6.0, "start_noise": 1.0,
-                                 "temperature": 1.0}
+                                 "temperature": 1.0, "rotation_noise": 1.0}
     said = " ".join(output.split())  # rich wraps long lines at 80 columns
     assert "FAD: sampler diverse (1 step from t = 70, start noise 1, temperature 1); 2 samples per clip" in said
     assert "- FAD: sampler diverse" in (tmp_path / "diverse.md").read_text()
@@ -73,6 +73,10 @@ def test_the_grid_scores_the_mean_sampler_first_and_each_distinct_setting_once(d
     grid = SamplerGrid(start_steps=(50, 70), steps=(1, 2), temperatures=(1.0, 0.5))
     candidates = grid.candidates(loaded.config)
     assert len(candidates) == 6  # the temperature is tried only where there is more than one step
+    rotation = SamplerGrid(start_steps=(70,), steps=(1, 2), rotation_noises=(1.0, 0.5)).candidates(loaded.config)
+    assert [(s.steps, s.rotation_noise) for s in rotation] == [(1, 1.0), (2, 1.0), (2, 0.5)]
+    with pytest.raises(FadEdgeError, match="rotation noise 3"):
+        SamplerGrid(start_steps=(70,), rotation_noises=(3.0,)).candidates(loaded.config)
     report = run_grid(loaded, dataset, "val", grid, samples=2)
     assert [r.name for r in report.rows] == ["mean", "#1", "#2", "#3", "#4", "#5", "#6"]
     assert report.rows[0].settings == SamplerSettings.named("mean", loaded.config)
@@ -91,7 +95,8 @@ def test_tune_sampler_writes_a_calibrated_copy_and_leaves_the_input_alone(datase
     before = (checkpoint / MODEL_JSON).read_bytes()
     copy = tmp_path / "calibrated"
     code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
-                           "--start-steps", "60,70", "--steps", "1,3", "--temperature", "0.5", "--samples", "1",
+                           "--start-steps", "60,70", "--steps", "1,3", "--temperature", "0.5",
+                           "--rotation-noise", "0.7", "--samples", "1",
                            "--out", tmp_path / "grid", "--write-to", copy, "--pick", "2")
     assert code == 0, output
     assert (checkpoint / MODEL_JSON).read_bytes() == before
@@ -100,7 +105,7 @@ def test_tune_sampler_writes_a_calibrated_copy_and_leaves_the_input_alone(datase
     assert "| setting |" in (tmp_path / "grid.md").read_text() and "rot FD" in output
     assert all(len(line) <= 80 for line in output.splitlines())
     loaded = load_checkpoint(copy)
-    assert SamplerSettings.named("diverse", loaded.config) == SamplerSettings(3, 60, 6.0, 1.0, 0.5)  # row #2
+    assert SamplerSettings.named("diverse", loaded.config) == SamplerSettings(3, 60, 6.0, 1.0, 0.5, 0.7)  # row #2
     assert (copy / MODEL_WEIGHTS).read_bytes() == (checkpoint / MODEL_WEIGHTS).read_bytes()
     assert loaded.config.sample_start_noise == 0.0  # everything else as it was
     code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,

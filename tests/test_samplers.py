@@ -28,10 +28,11 @@ def test_mean_is_the_models_own_setting_and_diverse_reads_its_fields(name):
     assert SamplerSettings.named("mean", config) == SamplerSettings.from_config(config)
     assert SamplerSettings.named("mean", config, steps=5) == SamplerSettings.from_config(config, steps=5)
     calibrated = dataclasses.replace(config, diverse_start_step=40, diverse_start_noise=0.5, diverse_steps=3,
-                                     diverse_temperature=0.8)
+                                     diverse_temperature=0.8, diverse_rotation_noise=0.6)
     diverse = SamplerSettings.named("diverse", calibrated)
     assert diverse == SamplerSettings(steps=3, start_step=40, clip_sample=config.clip_sample, start_noise=0.5,
-                                      temperature=0.8)
+                                      temperature=0.8, rotation_noise=0.6)
+    assert SamplerSettings.named("mean", calibrated).rotation_noise == 1.0
     assert SamplerSettings.named("diverse", calibrated, steps=7).steps == 7  # steps= still overrides
     assert SamplerSettings.named("diverse", config).start_noise == 1.0
 
@@ -40,22 +41,25 @@ def test_the_small_preset_draws_its_diverse_sample_as_calibrated():
     small = preset("small")
     mean, diverse = SamplerSettings.named("mean", small), SamplerSettings.named("diverse", small)
     assert (mean.start_step, mean.start_noise) == (90, 0.0)
-    assert (diverse.start_step, diverse.start_noise, diverse.steps) == (99, 1.0, 3)
+    assert (diverse.start_step, diverse.start_noise, diverse.steps, diverse.rotation_noise) == (99, 1.0, 3, 0.75)
 
 
 def test_configs_saved_before_the_diverse_fields_load_with_their_defaults():
     saved = preset("small").to_dict()
-    for name in ("diverse_start_step", "diverse_start_noise", "diverse_steps", "diverse_temperature"):
+    for name in ("diverse_start_step", "diverse_start_noise", "diverse_steps", "diverse_temperature",
+                 "diverse_rotation_noise"):
         del saved[name]
     config = ModelConfig.from_dict(saved)
     assert (config.diverse_start_step, config.diverse_steps, config.diverse_start_noise) == (70, 1, 1.0)
+    assert config.diverse_rotation_noise == 1.0
 
 
 @pytest.mark.parametrize("field, value", [("diverse_start_step", 100), ("diverse_start_step", -1),
                                           ("diverse_start_step", 7.5), ("diverse_steps", 0), ("diverse_steps", 101),
                                           ("diverse_start_noise", 1.5), ("diverse_start_noise", math.nan),
                                           ("diverse_temperature", -0.1), ("diverse_temperature", math.inf),
-                                          ("diverse_temperature", True)])
+                                          ("diverse_temperature", True), ("diverse_rotation_noise", 2.5),
+                                          ("diverse_rotation_noise", -0.5)])
 def test_diverse_fields_out_of_range_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         preset("tiny", **{field: value})
@@ -87,6 +91,20 @@ def test_temperature_one_is_the_ddpm_step_bit_for_bit_and_scales_only_the_noise(
     np.testing.assert_array_equal(steps[0.5].step(epsilon, 18, x, None), ddpm.step(epsilon, 18, x, None))
     with pytest.raises(ValueError, match="temperature"):
         DiffusionSampler(SamplerSettings(temperature=-1.0))
+
+
+def test_the_rotation_noise_scales_the_jaw_and_head_dims_posterior_noise_alone():
+    plain, quiet = (DiffusionSampler(SamplerSettings(steps=3, start_step=99, rotation_noise=scale))
+                    for scale in (1.0, 0.5))
+    noise = plain.noise((2, 8, 56), np.random.default_rng(4), 50)
+    scaled = quiet.noise((2, 8, 56), np.random.default_rng(4), 50)
+    assert noise is not None and scaled is not None
+    np.testing.assert_array_equal(scaled[..., :50], noise[..., :50])
+    np.testing.assert_array_equal(scaled[..., 50:], np.float32(0.5) * noise[..., 50:])
+    assert quiet.noise((2, 8, 56), np.random.default_rng(4), None) is None  # the last step adds none
+    assert quiet.settings.describe().endswith("temperature 1, rotation noise 0.5")
+    with pytest.raises(ValueError, match="rotation_noise"):
+        DiffusionSampler(SamplerSettings(rotation_noise=math.nan))
 
 
 def test_describe_is_one_short_line():

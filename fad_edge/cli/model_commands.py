@@ -182,7 +182,7 @@ def generate(
         settings = {"model": str(model), "backend": runner.name, "sampler": sampler, "steps": runner.settings.steps,
                     "seed": seed, "start_step": runner.settings.start_step,
                     "start_noise": runner.settings.start_noise, "temperature": runner.settings.temperature,
-                    "face": mode}
+                    "rotation_noise": runner.settings.rotation_noise, "face": mode}
         result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings,
                                 preview=preview, face=cropper)
     assert result.face is not None

@@ -40,6 +40,8 @@ def tune_sampler(
     start_noise: str = typer.Option("1", help="Start-noise scales to try, in [0, 1]."),
     temperature: str = typer.Option("1", help="Per-step noise scales to try, in [0, 2] (1: DDPM; only with more "
                                     "than one step)."),
+    rotation_noise: str = typer.Option("1", help="The jaw and head dims' per-step noise relative to the "
+                                       "temperature, in [0, 2] (only with more than one step)."),
     samples: int = typer.Option(2, min=1, max=20, help="Samples per clip (seeds 0..N-1); metrics are averaged."),
     max_l2_ratio: Optional[float] = typer.Option(None, min=1.0, max=10.0, help="The choice keeps L2 within this "
                                                  "factor of the mean sampler's, in each group (default 1.25)."),
@@ -78,7 +80,8 @@ def tune_sampler(
     default = SamplerGrid.around(loaded.config)
     grid = SamplerGrid(_values(start_steps, "--start-steps", int) if start_steps else default.start_steps,
                        _values(steps, "--steps", int), _values(start_noise, "--start-noise", float),
-                       _values(temperature, "--temperature", float))
+                       _values(temperature, "--temperature", float),
+                       _values(rotation_noise, "--rotation-noise", float))
     count = len(grid.candidates(loaded.config))  # bad values are one line before any work
     if pick is not None and pick > count:
         raise typer.BadParameter(f"the grid has rows #1..#{count}", param_hint="'--pick'")
@@ -86,7 +89,8 @@ def tune_sampler(
     with console.status("sampler grid") as status:
         report = run_grid(loaded, data, split, grid, samples, run_on, ratio,
                           say=lambda message: status.update(escape(message)))
-    console.print(_table(report))
+    for table in _tables(report):
+        console.print(table)
     chosen = report.chosen if pick is None else pick
     if report.chosen is None:
         console.print(f"no setting kept L2 within {ratio:g}x the mean sampler's; raise --max-l2-ratio or --pick a "
@@ -108,20 +112,25 @@ def tune_sampler(
         raise FadEdgeError(f"nothing written to {write_to}: no setting was chosen; --pick a row")
 
 
-def _table(report: GridReport) -> Table:
-    """The grid, narrow enough for an 80-column terminal (diversity is in the report files)."""
+def _tables(report: GridReport) -> tuple[Table, Table]:
+    """The grid as two tables, its settings and then its scores, each narrow enough for an 80-column
+    terminal however many settings vary (diversity is in the report files)."""
     from fad_edge.sampler_tuning import plural
 
-    table = Table(title=escape(f"Sampler grid on {report.split}: {plural(report.sessions, 'session')}, "
-                               f"{plural(report.samples, 'sample')} per clip"))
-    for column in ("row", "from", "steps", "noise", "temp", "exp L2", "exp FD", "rot L2", "rot FD"):
-        table.add_column(column, justify="left" if column == "row" else "right")
+    settings = Table(title=escape(f"Sampler grid on {report.split}: the settings"))
+    for column in ("row", "start step", "steps", "start noise", "temperature", "rotation noise"):
+        settings.add_column(column, justify="left" if column == "row" else "right")
+    scores = Table(title=escape(f"Their scores: {plural(report.sessions, 'session')}, "
+                                f"{plural(report.samples, 'sample')} per clip"))
+    for column in ("row", "exp L2", "exp FD", "rot L2", "rot FD"):
+        scores.add_column(column, justify="left" if column == "row" else "right")
     for index, row in enumerate(report.rows):
         s = row.settings
-        scores = [f"{row.scores[g][k]:.3g}" for g in ("expression", "rotation") for k in ("L2", "FD")]
         name = f"{row.name} *" if index == report.chosen else row.name
-        table.add_row(name, str(s.start_step), str(s.steps), f"{s.start_noise:g}", f"{s.temperature:g}", *scores)
-    return table
+        settings.add_row(name, str(s.start_step), str(s.steps), f"{s.start_noise:g}", f"{s.temperature:g}",
+                         f"{s.rotation_noise:g}")
+        scores.add_row(name, *[f"{row.scores[g][k]:.3g}" for g in ("expression", "rotation") for k in ("L2", "FD")])
+    return settings, scores
 
 
 def register(app: typer.Typer) -> None:
