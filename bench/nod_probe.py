@@ -7,7 +7,11 @@ the true nod component). It bounds what FAD's audio path could learn from the sa
 run, without diffusion and with the whole loss on the one dim; the README's design notes compare it
 with FAD.
 
-    PYTHONPATH=. python bench/nod_probe.py --data DATA [--dilations 1,2,4,8] [--steps 801] [--out probe.json]
+    PYTHONPATH=. python bench/nod_probe.py --data DATA [--dilations 1,2,4,8] [--steps 801] [--windows 8]
+        [--out probe.json]
+
+`--windows 1` feeds it 256 frames a step, about what the demo's training step reads (4 windows of 8
+clips: 256 target frames).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--dilations", default="1,2,4,8")
     parser.add_argument("--steps", type=int, default=801)
+    parser.add_argument("--windows", type=int, default=8, help="training windows of 256 frames per step")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -88,7 +93,7 @@ def main() -> None:
     optimizer = torch.optim.AdamW(net.parameters(), 2e-3)
     curve = {}
     for step in range(args.steps):
-        picks = [train[i] for i in rng.integers(len(train), size=8)]
+        picks = [train[i] for i in rng.integers(len(train), size=args.windows)]
         starts = [int(rng.integers(0, mel.shape[1] - WINDOW)) for mel, _, _ in picks]
         x = torch.stack([mel[:, a : a + WINDOW] for (mel, _, _), a in zip(picks, starts)])
         y = torch.stack([(p[a : a + WINDOW] - mean) / std for (_, p, _), a in zip(picks, starts)])
@@ -100,7 +105,7 @@ def main() -> None:
             curve[step] = nod_r(net, test, mean, std)
             print(f"step {step}: test nod r {curve[step]:.3f}", flush=True)
     reach = 2 + 2 * sum(dilations)
-    result = {"data": args.data.name, "train_sessions": len(train), "test_sessions": len(test),
+    result = {"data": args.data.name, "train_sessions": len(train), "test_sessions": len(test), "windows": args.windows,
               "reach_frames": reach, "dilations": dilations, "nod_r_by_step": curve, "best_nod_r": max(curve.values())}
     print(json.dumps(result))
     if args.out:
