@@ -105,8 +105,9 @@ def main() -> None:
             curve[step] = nod_r(net, test, mean, std)
             print(f"step {step}: test nod r {curve[step]:.3f}", flush=True)
     reach = 2 + 2 * sum(dilations)
-    result = {"data": args.data.name, "train_sessions": len(train), "test_sessions": len(test), "windows": args.windows,
-              "reach_frames": reach, "dilations": dilations, "nod_r_by_step": curve, "best_nod_r": max(curve.values())}
+    result = {"data": args.data.name, "train_sessions": len(train), "test_sessions": len(test),
+              "windows": args.windows, "reach_frames": reach, "dilations": dilations, "nod_r_by_step": curve,
+              "best_nod_r": max(curve.values())}
     print(json.dumps(result))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
