@@ -49,6 +49,12 @@ def autocast_dtype(mode: str, device: torch.device | None = None) -> torch.dtype
     return _DTYPES.get(mode)
 
 
+def arithmetic_name(mode: str, device: torch.device | None = None) -> str:
+    """What a training autocast mode comes to on `device`: "bf16", "fp16" or "fp32"."""
+    dtype = autocast_dtype(mode, device)
+    return "fp32" if dtype is None else next(name for name, value in _DTYPES.items() if value == dtype)
+
+
 class MixedPrecision:
     """The forward pass's autocast and, for float16 only, loss scaling around backward and the step.
 

@@ -110,6 +110,7 @@ CASES = {
                                         "--out", "{place}/d"], "free"),
     "demo seconds inf": (["demo", "--out", "{place}/demo", "--seconds", "inf"], "--seconds"),
     "demo preset typo": (["demo", "--out", "{place}/demo", "--preset", "smal"], "unknown preset"),
+    "demo autocast typo": (["demo", "--out", "{place}/demo", "--autocast", "fp32"], "--autocast"),
     "explain frame past the end": (["explain", "--checkpoint", "{place}/ckpt", "--video",
                                     "{place}/session/speaker.mp4", "--frame", "500", "--out", "{place}/s.png"],
                                    "past the video's last frame"),

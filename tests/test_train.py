@@ -22,7 +22,7 @@ from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.errors import FadEdgeError
 from fad_edge.train import TrainConfig, train
 from fad_edge.train_batches import StepBatches, step_loader
-from fad_edge.train_precision import MixedPrecision, autocast_dtype
+from fad_edge.train_precision import MixedPrecision, arithmetic_name, autocast_dtype
 from fad_edge.train_state import average_decay, training_weights
 
 pytestmark = pytest.mark.slow
@@ -168,6 +168,10 @@ def test_autocast_modes(monkeypatch):
     assert autocast_dtype("auto", cuda) is torch.float16
     with pytest.raises(FadEdgeError, match="autocast"):
         autocast_dtype("fp32")
+    # The demo names what its training ran in.
+    assert (arithmetic_name("off"), arithmetic_name("bf16"), arithmetic_name("auto", cuda)) == ("fp32", "bf16", "fp16")
+    monkeypatch.setattr(train_precision, "cpu_has_native_bf16", lambda: False)
+    assert arithmetic_name("auto", cpu) == "fp32"
 
 
 def test_the_fp16_loss_scale_skips_overflowing_steps_and_is_restored():

@@ -34,22 +34,30 @@ def demo(
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     preset: str = typer.Option("small", help="Model preset."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED),
+    autocast: str = typer.Option("auto", help="Mixed-precision training: off (fp32), bf16, fp16 (CUDA only), or "
+                                 "auto: bf16 where the CPU or GPU computes it natively, else fp16 on a GPU, fp32 "
+                                 "on a CPU."),
 ) -> None:
     """Synthesize data, train, evaluate, export, run on ONNX Runtime and bench: prints where everything went."""
+    from fad_edge.atomic import atomic_write_bytes
     from fad_edge.bench.run import BenchConfig, run_bench
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.cli.progress import RichTrainReporter
     from fad_edge.data.layout import list_sessions
     from fad_edge.data.synthetic_dataset import write_synthetic_dataset
+    from fad_edge.devices import resolve_device
     from fad_edge.evaluation import evaluate
     from fad_edge.evaluation_report import rich_tables, write_reports
     from fad_edge.export.pipeline import ExportOptions, export_model
     from fad_edge.generate import generate_files
     from fad_edge.runtime.ort_runner import OrtRunner
     from fad_edge.train import TrainConfig, train
+    from fad_edge.train_precision import AUTOCAST_MODES, arithmetic_name
 
     check_preset(preset)
     check_finite(seconds, "--seconds", 4.0)
+    if autocast not in AUTOCAST_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
     check_output_dir(out)
     started = time.time()
     stages: dict[str, float] = {}  # seconds per stage, in the summary: where the demo's time goes
@@ -60,18 +68,21 @@ def demo(
 
     outputs: list[tuple[str, str]] = []
     data = out / "data"
+    # As many epochs as the steps need: the step budget, not the epochs, ends the run.
+    # Each step 4 windows of 8 clips: as many clips as 8 windows of 4, with fewer context frames encoded
+    # (4 context clips a window; README, "Results": seed study).
+    config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=steps, max_steps=steps,
+                         seed=seed, stride=stride, batch_size=DEMO_BATCH_SIZE, clips_per_item=DEMO_CLIPS_PER_ITEM,
+                         autocast=autocast)
+    # The training's arithmetic, printed and in the summary: its time depends on it most.
+    trained_in = arithmetic_name(autocast, resolve_device(config.device))
     if not (data / "splits.json").exists():
         with console.status(f"[1/6] writing {sessions} synthetic sessions of {seconds:g} s"):
             write_synthetic_dataset(data, sessions=sessions, seconds=seconds, seed=seed)
     console.print(f"[1/6] synthetic dataset: {escape(str(data))} ({lap('data'):.0f} s)")
     outputs.append(("synthetic dataset", str(data)))
 
-    console.print(f"[2/6] training the {escape(preset)} preset for {steps} steps")
-    # As many epochs as the steps need: the step budget, not the epochs, ends the run.
-    # Each step 4 windows of 8 clips: as many clips as 8 windows of 4, with fewer context frames encoded
-    # (4 context clips a window; README, "Results": seed study).
-    config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=steps, max_steps=steps,
-                         seed=seed, stride=stride, batch_size=DEMO_BATCH_SIZE, clips_per_item=DEMO_CLIPS_PER_ITEM)
+    console.print(f"[2/6] training the {escape(preset)} preset for {steps} steps ({trained_in})")
     result = train(config, RichTrainReporter(console), resume=True)
     lap("train")
     outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)),
@@ -115,9 +126,10 @@ def demo(
     l2 = {g: fad[g]["L2"] for g in fad}
     ratio = {g: fad[g]["L2"] / median[g]["L2"] for g in fad}
     summary = {"l2_fad": l2, "l2_ratio_to_median": ratio, "train_seconds": result.seconds,
+               "train_arithmetic": trained_in,
                "export_max_rel_error": parity, "int8": int8, "latency_ms_64_frames": timings,
                "stream": bench["stream"], "stage_seconds": stages, "total_seconds": time.time() - started}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_bytes(out / "demo_summary.json", json.dumps(summary, indent=2).encode())
     outputs.append(("summary", str(out / "demo_summary.json")))
 
     where = Table(title=f"fad-edge demo ({time.time() - started:.0f} s)")
