@@ -20,7 +20,7 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: where bf16 autocast halves a CPU step's time (elsewhere it is emulated and slower)."""
+    """AVX512-BF16 or AMX: where a CPU runs bf16 autocast natively (elsewhere it is emulated and slower)."""
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
