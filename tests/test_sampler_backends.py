@@ -66,6 +66,7 @@ def test_one_noisy_step_from_the_models_start_step_runs_the_folded_graph(tiny_ex
     dict(diverse_start_step=50),  # one step, but not the step elnet_x0 folds: the noise predictor
     dict(diverse_steps=3),
     dict(diverse_start_step=60, diverse_steps=4, diverse_start_noise=0.7, diverse_temperature=0.5),
+    dict(diverse_steps=3, diverse_rotation_noise=0.5),  # read from the export's manifest by every runner
 ])
 def test_ort_gives_the_torch_motion_for_the_diverse_sampler(tiny_export, tmp_path, session, fields):
     folder = calibrated_export(tiny_export, tmp_path / "model", **fields)
