@@ -319,8 +319,12 @@ PRESETS: dict[str, ModelConfig] = {
     # that a reaction up to a second after its cue still sees the whole rising or falling phrase end.
     # A step costs about what `small`'s does, but it learns more slowly: 0.85x the Median's L2 after the
     # demo's 350 steps, 0.63x after 1000 (one seed each; README, "Results").
+    # Its diverse sampler adds 1.3x DDPM's noise per step (0.75x for the jaw and head): a 1000-step model
+    # is surer of itself than the demo's, and at 1 its samples for one speaker varied half as much as the
+    # alternative listeners do (REACT's FRDiv; README, "Results": small-prosody).
     "small-prosody": dataclasses.replace(_SMALL, preset="small-prosody", prosody_channels=16, context_clips=4,
-                                         condition_dilations=(1, 2, 4, 8)),
+                                         condition_dilations=(1, 2, 4, 8), diverse_temperature=1.3,
+                                         diverse_rotation_noise=0.58),
     # Unit tests only.
     "tiny": ModelConfig(
         preset="tiny",
