@@ -25,7 +25,7 @@ from fad_edge.atomic import atomic_write_bytes, staging_folder, swap_in_folder
 from fad_edge.checkpoint import MODEL_JSON, LoadedCheckpoint, read_checkpoint_info, resolve_checkpoint
 from fad_edge.errors import CheckpointError, FadEdgeError
 from fad_edge.evaluation import encoded_split, score_settings
-from fad_edge.models.config import ModelConfig
+from fad_edge.models.config import DIVERSE_NOISE_LIMITS, ModelConfig
 from fad_edge.reporting import Say, silent
 from fad_edge.sampling import SamplerSettings
 
@@ -56,8 +56,10 @@ class SamplerGrid:
         for steps in self.steps:
             if not 1 <= steps <= config.train_steps:
                 raise FadEdgeError(f"{steps} denoising steps is outside 1..{config.train_steps}")
-        for name, values, high in (("start noise", self.start_noises, 1.0), ("temperature", self.temperatures, 2.0),
-                                   ("rotation noise", self.rotation_noises, 2.0)):
+        for name, values, config_field in (("start noise", self.start_noises, "diverse_start_noise"),
+                                           ("temperature", self.temperatures, "diverse_temperature"),
+                                           ("rotation noise", self.rotation_noises, "diverse_rotation_noise")):
+            high = DIVERSE_NOISE_LIMITS[config_field]
             for value in values:
                 if not (math.isfinite(value) and 0 <= value <= high):
                     raise FadEdgeError(f"{name} {value:g} is outside [0, {high:g}]")

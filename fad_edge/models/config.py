@@ -14,6 +14,8 @@ ENCODER_NORMS = ("group", "batch")
 DIM_WEIGHTINGS = ("uniform", "group_variance", "expression_variance")
 MAX_CONTEXT_CLIPS = 64  # 17 s of speaker features before each clip; more only costs memory
 MAX_ROTATION_HEAD_CHANNELS = 1024  # a typed size past this is a slip, not a model
+# Upper bounds of the diverse sampler's noise scales (each from 0): past them a sample is noise, not a reaction.
+DIVERSE_NOISE_LIMITS = {"diverse_start_noise": 1.0, "diverse_temperature": 2.0, "diverse_rotation_noise": 2.0}
 # Fields that hold positive integers per stage or layer: tuples however they were given (a JSON list).
 _SIZE_TUPLES = ("video_widths", "audio_widths", "blocks_per_stage", "unet_dim_mults", "condition_dilations",
                 "prosody_dilations", "rotation_head_dilations")
@@ -179,8 +181,7 @@ class ModelConfig:
                              f"got {self.diverse_start_step!r}")
         if not _is_int(self.diverse_steps) or not 1 <= self.diverse_steps <= self.train_steps:
             raise ValueError(f"diverse_steps must be in 1..{self.train_steps}, got {self.diverse_steps!r}")
-        for name, high in (("diverse_start_noise", 1.0), ("diverse_temperature", 2.0),
-                           ("diverse_rotation_noise", 2.0)):
+        for name, high in DIVERSE_NOISE_LIMITS.items():
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value) or not 0.0 <= value <= high:
                 raise ValueError(f"{name} must be a finite number in [0, {high:g}], got {value!r}")
