@@ -30,6 +30,7 @@ from fad_edge.devices import parse_device, resolve_device
 from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig, preset
+from fad_edge.prosody_pretraining import PretrainReport, group_weights, pretrain_prosody, session_pairs
 from fad_edge.train_batches import StepBatches, augment_step, default_workers, stack_windows, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
 from fad_edge.train_setup import prepare_output, reproducible_kernels, start_distributed
@@ -82,12 +83,14 @@ class TrainResult:
     steps: int
     epochs_done: int
     history: list[dict]
-    seconds: float
+    seconds: float  # the prosody pretraining included
     weights_sha256_per_rank: list[str]
     data_wait_seconds: float = 0.0  # of `seconds`, spent waiting for the loader: above a few percent, add --workers
+    prosody_pretraining: PretrainReport | None = None  # None where the run did not pretrain (or resumed)
 
 
 class TrainReporter(Protocol):
+    def pretrained(self, report: PretrainReport) -> None: ...
     def start(self, total_steps: int, done: int) -> None: ...
     def step(self, step: int, loss: float) -> None: ...
     def epoch(self, epoch: int, record: dict) -> None: ...
@@ -97,6 +100,7 @@ class TrainReporter(Protocol):
 class SilentReporter:
     """A reporter that reports nothing (library use, tests, non-zero DDP ranks)."""
 
+    def pretrained(self, report: PretrainReport) -> None: ...
     def start(self, total_steps: int, done: int) -> None: ...
     def step(self, step: int, loss: float) -> None: ...
     def epoch(self, epoch: int, record: dict) -> None: ...
@@ -217,6 +221,20 @@ def load_datasets(config: TrainConfig) -> Datasets:
     return model_config, normalization, train_set, make(val_sessions, CLIP_LEN, 1)
 
 
+def _pretrain_prosody(model: ListenerModel, train_set: ClipDataset, normalization: Normalization,
+                      seed: int) -> PretrainReport | None:
+    """The config's prosody pretraining on the training split (prosody_pretraining.py), where it asks for one.
+
+    Skipped where the branch hears nothing: a video-only model's spectra are masked to zeros.
+    """
+    config, branch = model.config, model.elnet.prosody
+    if not config.prosody_pretrain_steps or branch is None or config.modalities == "video":
+        return None
+    pairs = session_pairs(train_set.sessions, normalization.mean, normalization.std)
+    return pretrain_prosody(branch, pairs, group_weights(model.motion_std.device), config.prosody_pretrain_steps,
+                            config.prosody_pretrain_windows, seed)
+
+
 def _video_encoder_trainable(model_config: ModelConfig, speaker_known: bool) -> ModelConfig:
     """The config with the whole diffusion gradient to the video encoder where the speaker loss cannot train it.
 
@@ -241,6 +259,11 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     model = ListenerModel(model_config)
     model.set_normalization(torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std))
     model.to(device)
+    started = time.time()  # the run's seconds include the pretraining
+    resuming = resume and (latest.exists() or latest.with_name("checkpoint.old").exists())
+    pretraining = None if resuming else _pretrain_prosody(model, train_set, normalization, config.seed)
+    if pretraining is not None:
+        reporter.pretrained(pretraining)
     if world == 1 and config.channels_last:  # (under DDP, channels-last weights would not match its gradient buckets)
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted; not in torch's stubs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -259,7 +282,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
         total = min(total, config.max_steps)
 
     progress = Progress()
-    if resume and (latest.exists() or latest.with_name("checkpoint.old").exists()):
+    if resuming:
         progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average)
 
     trainable: torch.nn.Module = model
@@ -269,7 +292,6 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     model.train()
     workers = config.workers if config.workers is not None else default_workers(device, world)
     loader = step_loader(batches, progress.step, total, workers, pin_memory=device.type == "cuda")
-    started = time.time()
     reporter.start(total, progress.step)
     extra = {"train_config": asdict(config)}
     augmentation = AugmentConfig() if config.augment_shift is None else AugmentConfig(max_shift=config.augment_shift)
@@ -330,7 +352,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     if not best.exists() and rank == 0 and weights_finite(inferred):
         save_checkpoint(best, inferred, normalization, {**extra, "step": progress.step})
     return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
-                       hashes, sum(waits))
+                       hashes, sum(waits), pretraining)
 
 
 def _timed(batches: Iterable[dict[str, torch.Tensor]], waits: list[float]) -> Iterator[dict[str, torch.Tensor]]:

@@ -142,6 +142,21 @@ def test_an_epoch_line_fits_80_columns_and_gives_the_epochs_step_rate(monkeypatc
     assert len(line) <= 80 and line.endswith("val L2 0.4730  50 steps/s")  # (210 - 10) steps / 4 s
 
 
+def test_the_pretraining_line_fits_80_columns_and_names_its_losses():
+    import io
+
+    from rich.console import Console
+
+    from fad_edge.cli import progress
+    from fad_edge.prosody_pretraining import PretrainReport
+
+    out = io.StringIO()
+    progress.RichTrainReporter(Console(file=out, width=80)).pretrained(
+        PretrainReport(steps=10000, windows=8, window_frames=256, first_loss=12.3456, last_loss=0.9123, seconds=333.3))
+    lines = out.getvalue().splitlines()
+    assert lines == ["pretrained the prosody branch: 10000 steps, loss 12.346 -> 0.912 (333 s)"]
+
+
 def test_progress_messages_become_timed_lines_in_a_log_but_not_on_a_terminal():
     import io
 

@@ -75,6 +75,9 @@ def train(
              "a multiple of the preset's groups, 0: none (default: the preset's)."),
     loss_dim_weighting: Optional[str] = typer.Option(
         None, help=f"Loss weight of each motion dim: {', '.join(DIM_WEIGHTINGS)} (default: the preset's)."),
+    prosody_pretrain_steps: Optional[int] = typer.Option(
+        None, min=0, help="Steps of the prosody branch's pretraining on the log-mel alone before FAD's training "
+                          "(0: none; default: the preset's). Needs a preset with the branch."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
@@ -111,6 +114,9 @@ def train(
     if rotation_head is not None and rotation_head % model_preset.groups:
         raise typer.BadParameter(f"must be 0 or a multiple of the preset's groups ({model_preset.groups})",
                                  param_hint="--rotation-head")
+    if prosody_pretrain_steps and not model_preset.prosody_channels:
+        raise typer.BadParameter(f"the {preset} preset has no prosody branch to pretrain",
+                                 param_hint="--prosody-pretrain-steps")
     if loss_dim_weighting is not None:
         check_choice(loss_dim_weighting, "--loss-dim-weighting", DIM_WEIGHTINGS)
     check_finite(lr, "--lr", 0.0, low_open=True)
@@ -122,7 +128,7 @@ def train(
     check_output_dir(out)
     chosen = {"encoder_norm": encoder_norm, "video_diffusion_gradient": video_diffusion_gradient,
               "condition_shortcut": condition_shortcut, "rotation_head_channels": rotation_head,
-              "loss_dim_weighting": loss_dim_weighting}
+              "loss_dim_weighting": loss_dim_weighting, "prosody_pretrain_steps": prosody_pretrain_steps}
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -15,6 +16,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+if TYPE_CHECKING:  # the report's module needs torch; a reporter only reads it
+    from fad_edge.prosody_pretraining import PretrainReport
 
 
 def make_progress(console: Console, transient: bool = False) -> Progress:
@@ -54,6 +58,12 @@ class RichTrainReporter:
         self.task: TaskID | None = None
         self.smoothed: float | None = None
         self.mark: tuple[float, int] = (0.0, 0)  # (time, step) at the last epoch line: its rate covers the epoch
+
+    def pretrained(self, report: PretrainReport) -> None:
+        self.console.print(
+            f"pretrained the prosody branch: {report.steps} steps, loss {report.first_loss:.3f} -> "
+            f"{report.last_loss:.3f} ({report.seconds:.0f} s)"
+        )
 
     def start(self, total_steps: int, done: int) -> None:
         self.mark = (time.perf_counter(), done)

@@ -137,3 +137,14 @@ def frame_windows(mel: np.ndarray, window_frames: int, history: np.ndarray | Non
     full = np.concatenate([pad, history, mel], axis=0)  # (before + T*4, n_mels)
     index = np.arange(frames)[:, None] * MELS_PER_FRAME + np.arange(width)[None, :]
     return full[index][:, None, :, :]  # (T, 1, width, n_mels)
+
+
+def frame_spectra(mel: np.ndarray) -> np.ndarray:
+    """(T * 4, n_mels) log-mel -> (n_mels, T): each video frame's own mel frames averaged.
+
+    What the audio encoder passes on to the prosody branch per frame (`AudioEncoder.forward`), for a
+    whole session at once.
+    """
+    frames = mel.shape[0] // MELS_PER_FRAME
+    own = mel[: frames * MELS_PER_FRAME].reshape(frames, MELS_PER_FRAME, mel.shape[1])
+    return np.ascontiguousarray(own.mean(axis=1, dtype=np.float32).T)

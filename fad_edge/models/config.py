@@ -53,6 +53,11 @@ class ModelConfig:
     # per-frame encoder's features do not keep (README, "Design notes": the audio cue probe).
     prosody_channels: int = 0
     prosody_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    # Steps of the prosody branch's pretraining before FAD's (0: none; see prosody_pretraining.py): the
+    # branch alone regresses the listener's motion from the log-mel, `prosody_pretrain_windows` windows
+    # of 256 frames a step, so the audible cues are heard from FAD's first step.
+    prosody_pretrain_steps: int = 0
+    prosody_pretrain_windows: int = 8
     n_mels: int = N_MELS
     modalities: str = "both"
     # ELNet (temporal U-Net) sizes.
@@ -147,6 +152,12 @@ class ModelConfig:
         if not _is_int(self.prosody_channels) or self.prosody_channels < 0 or self.prosody_channels % self.groups:
             raise ValueError(f"prosody_channels must be 0 or a positive multiple of groups ({self.groups}), "
                              f"got {self.prosody_channels!r}")
+        if not _is_int(self.prosody_pretrain_steps) or self.prosody_pretrain_steps < 0:
+            raise ValueError(f"prosody_pretrain_steps must be 0 or more, got {self.prosody_pretrain_steps!r}")
+        if self.prosody_pretrain_steps and not self.prosody_channels:
+            raise ValueError("prosody_pretrain_steps needs the prosody branch (prosody_channels > 0)")
+        if not _is_int(self.prosody_pretrain_windows) or self.prosody_pretrain_windows < 1:
+            raise ValueError(f"prosody_pretrain_windows must be 1 or more, got {self.prosody_pretrain_windows!r}")
         head = self.rotation_head_channels
         if not _is_int(head) or not 0 <= head <= MAX_ROTATION_HEAD_CHANNELS or head % self.groups:
             raise ValueError(f"rotation_head_channels must be 0 or a multiple of groups ({self.groups}) up to "
@@ -308,6 +319,10 @@ _SMALL = ModelConfig(
     encoder_norm="batch",
     video_diffusion_gradient=0.0,
     condition_shortcut=True,
+    # What makes it hear the audible cues (README, "Results": prosody pretraining): the prosody branch,
+    # pretrained on the log-mel alone for 1000 steps of 8 x 256 frames (33 s on 2 cores) before FAD's own.
+    prosody_channels=16,
+    prosody_pretrain_steps=1000,
 )
 
 PRESETS: dict[str, ModelConfig] = {
@@ -315,17 +330,17 @@ PRESETS: dict[str, ModelConfig] = {
     # layer needs one context clip so that a clip's first frames hear the 7 frames before them.
     "paper": ModelConfig(preset="paper", audio_window_frames=1, audio_context_frames=8, context_clips=1),
     "small": _SMALL,
-    # The small preset that hears the audible cues (README, "Results": fidelity): the prosody branch, and
-    # its four context clips (1.07 s) read by causal condition convolutions reaching 60 frames back, so
-    # that a reaction up to a second after its cue still sees the whole rising or falling phrase end.
-    # A step costs about what `small`'s does, but it learns more slowly: 0.85x the Median's L2 after the
-    # demo's 350 steps, 0.63x after 1000 (one seed each; README, "Results").
+    # The small preset for 1000-step runs, as measured before prosody pretraining (README, "Results":
+    # small-prosody): the four context clips (1.07 s) read by causal condition convolutions reaching 60
+    # frames back, so that a reaction up to a second after its cue still sees the whole phrase end, and no
+    # pretraining. A step costs about what `small`'s does, but it learns more slowly: 0.85x the Median's
+    # L2 after the demo's 350 steps, 0.63x after 1000 (one seed each).
     # Its diverse sampler adds 1.3x DDPM's noise per step (0.75x for the jaw and head): a 1000-step model
     # is surer of itself than the demo's, and at 1 its samples for one speaker varied half as much as the
     # alternative listeners do (REACT's FRDiv; README, "Results": small-prosody).
     "small-prosody": dataclasses.replace(_SMALL, preset="small-prosody", prosody_channels=16, context_clips=4,
                                          condition_dilations=(1, 2, 4, 8), diverse_temperature=1.3,
-                                         diverse_rotation_noise=0.58),
+                                         diverse_rotation_noise=0.58, prosody_pretrain_steps=0),
     # Unit tests only.
     "tiny": ModelConfig(
         preset="tiny",

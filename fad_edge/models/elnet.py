@@ -152,6 +152,7 @@ class ProsodyBranch(nn.Module):
 
     def __init__(self, channels: int, dilations: tuple[int, ...], groups: int) -> None:
         super().__init__()
+        self.channels = channels
         self.time_pads = [2 * dilation for dilation in dilations]
         self.convs = nn.ModuleList(
             nn.Conv2d(1 if index == 0 else channels, channels, (5, 3), stride=(2 if index < 2 else 1, 1),
