@@ -57,6 +57,18 @@ def test_bench_times_the_sampler_it_is_given(tmp_path, monkeypatch, capsys):
     assert [row["label"] for row in result["rows"]] == ["FAD (tiny preset, 1 step, diverse sampler)"]
 
 
+def test_bench_times_an_export_as_its_own_model_and_refuses_another_preset(tiny_export, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "export"
+    code, output = run_cli(monkeypatch, capsys, "bench", "--model", tiny_export, "--frames", "8", "--pipelines", "fad",
+                           "--runs", "1", "--backends", "torch,ort", "--no-stream", "--threads", "1", "--out", out)
+    assert code == 0, output  # no --preset: the export's (tiny, one context clip), not the paper preset's 96 px inputs
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert {row["label"] for row in result["rows"]} == {"FAD (tiny preset, 1 step)"}
+    code, output = run_cli(monkeypatch, capsys, "bench", "--model", tiny_export, "--preset", "paper", "--frames", "8",
+                           "--pipelines", "fad", "--out", tmp_path / "other")
+    assert code != 0 and "is of the tiny preset, not paper" in output and "Traceback" not in output
+
+
 def test_bench_rejects_unknown_backends(monkeypatch, capsys):
     code, output = run_cli(monkeypatch, capsys, "bench", "--backends", "nosuch")
     assert code != 0 and "Traceback" not in output

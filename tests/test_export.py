@@ -79,6 +79,24 @@ def test_a_model_with_the_prosody_branch_and_rotation_head_exports_and_runs_as_i
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
 
 
+def test_export_mish_is_torchs_mish_without_a_softplus_and_never_nan_in_half_precision(tiny_export):
+    import torch
+
+    from fad_edge.export.graphs import ExportMish
+
+    values = torch.cat([torch.linspace(-30, 30, 20001), torch.tensor([-1e4, -200.0, -90.0, 45.0, 90.0, 1e4])])
+    assert (ExportMish()(values) - torch.nn.functional.mish(values)).abs().max() < 2e-6
+    halves = torch.tensor([-60000.0, -20.0, -5.0, 0.0, 5.0, 6.0, 12.0, 60000.0], dtype=torch.float16)
+    exported = ExportMish()(halves)
+    assert torch.isfinite(exported).all()
+    error = (exported.float() - torch.nn.functional.mish(halves.float())).abs()
+    assert (error <= 2e-3 * halves.float().abs().clamp(min=1)).all()
+    # The graphs hold no Softplus (ONNX Runtime's is a scalar loop); ELNet's Mish became Exp and friends.
+    for name in ("elnet_x0", "elnet_eps"):
+        ops = {node.op_type for node in onnx.load(str(tiny_export / f"{name}.onnx")).graph.node}
+        assert "Softplus" not in ops and "Exp" in ops, name
+
+
 def test_multi_step_sampling_matches_torch(tiny_export, session):
     checkpoint = load_checkpoint(tiny_export.parent / "checkpoint")
     args = (session.frames[:16], session.audio[: 16 * 16000 // 30], 16000)

@@ -35,6 +35,7 @@ from fad_edge.bench.run import (
     REACTFACE_LABELS,
     BenchConfig,
     Row,
+    bench_model_config,
     deca_flops,
     export_for_bench,
     fad_flops,
@@ -51,7 +52,6 @@ from fad_edge.constants import FPS, SAMPLE_RATE
 from fad_edge.devices import resolve_device
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import preset
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.cuda_graphs import EagerCapture
@@ -226,7 +226,7 @@ def run_device_bench(config: BenchConfig, say: Say = silent) -> dict:
     say(f"measuring the fp32 GEMM throughput of {device}")
     reference = gemm_gflops(4096 if device.type == "cuda" else 512, device=device)
     torch.manual_seed(0)
-    model = ListenerModel(preset(config.preset)).eval()
+    model = ListenerModel(bench_model_config(config)).eval()
     rows: list[Row] = []
     rates: list[dict] = []
     stream: dict | None = None

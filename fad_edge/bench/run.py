@@ -27,7 +27,7 @@ from fad_edge.bench.timing import Latency, gemm_gflops, machine, summarize, time
 from fad_edge.constants import FPS, SAMPLE_RATE
 from fad_edge.data.inputs import SpeakerInputs
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import preset
+from fad_edge.models.config import ModelConfig, preset
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.ort_runner import OrtRunner
@@ -126,6 +126,19 @@ def export_for_bench(model: ListenerModel, folder: Path, say: Say, int8: bool = 
     export_model(ExportOptions(checkpoint=checkpoint, out=folder / "model", int8=int8, trt=trt, check_sessions=1,
                                check_seconds=2.0, calibration_sessions=2, calibration_seconds=2.0))
     return folder / "model"
+
+
+def bench_model_config(config: BenchConfig) -> ModelConfig:
+    """The config FAD is timed with: the export's own with `model` (its preset and any override), else the preset's.
+
+    The torch backend and the FLOPs count run a random-weight model of it, so they measure the same network as
+    the export's runners do.
+    """
+    if config.model is None:
+        return preset(config.preset)
+    from fad_edge.artifact import ExportManifest
+
+    return ExportManifest.load(config.model).model_config
 
 
 def fad_runners(config: BenchConfig, model: ListenerModel, folder: Path, say: Say) -> dict[str, ClipRunner]:
@@ -283,7 +296,7 @@ def run_bench(config: BenchConfig, say: Say = silent) -> dict:
     say("measuring the CPU's fp32 GEMM throughput")
     reference = gemm_gflops()
     torch.manual_seed(0)
-    model = ListenerModel(preset(config.preset)).eval()
+    model = ListenerModel(bench_model_config(config)).eval()
     rows: list[Row] = []
     stream: dict | None = None
     per_frame: dict[str, list[float]] = {}

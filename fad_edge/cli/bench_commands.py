@@ -54,7 +54,8 @@ def bench(
     pipelines: str = typer.Option("fad,deca,reactface", help="Pipelines: fad, deca, reactface."),
     runs: int = typer.Option(30, min=1, max=MAX_RUNS, help="Timed runs per measurement (after warm-up)."),
     threads: int = typer.Option(2, min=1, help="CPU threads for torch and ONNX Runtime."),
-    preset: str = typer.Option("paper", help="FAD model preset to measure (random weights: cost only)."),
+    preset: Optional[str] = typer.Option(None, help="FAD model preset to measure (random weights: cost only; "
+                                         "default: paper, or with --model the export's)."),
     model: Optional[Path] = typer.Option(None, help="An export folder to time instead of a random-weight export."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, help=f"The sampler FAD is timed with. {SAMPLER_HELP}"),
     replica_budget: float = typer.Option(60.0, min=1.0, help="Seconds of timed runs per replica, at most."),
@@ -86,7 +87,9 @@ def bench(
     from fad_edge.cli.progress import make_progress, status_reporter
 
     frame_counts = _ints(frames, "--frames")
-    check_frames_fit(max(frame_counts), _model_config(model, preset), "--frames", "time fewer frames")
+    timed = _model_config(model, preset)
+    preset = timed.preset
+    check_frames_fit(max(frame_counts), timed, "--frames", "time fewer frames")
     check_finite(replica_budget, "--replica-budget", 1.0)
     check_threads(threads)
     check_sampler_name(sampler)
@@ -136,14 +139,22 @@ def stream_lines(stream: dict) -> list[str]:
     return lines
 
 
-def _model_config(model: Path | None, preset_name: str) -> ModelConfig:
-    """The config of the model the bench will time: the export's, or the preset's."""
-    config = check_preset(preset_name)
+def _model_config(model: Path | None, preset_name: str | None) -> ModelConfig:
+    """The config of the model the bench will time: the export's, or the preset's (paper by default).
+
+    A --preset that names another preset than the export's is refused: the bench would time inputs of
+    one size through a model of another.
+    """
+    config = check_preset(preset_name or "paper")
     if model is None:
         return config
     from fad_edge.artifact import ExportManifest
 
-    return ExportManifest.load(model).model_config
+    exported = ExportManifest.load(model).model_config
+    if preset_name is not None and preset_name != exported.preset:
+        raise typer.BadParameter(f"the export in {model} is of the {exported.preset} preset, not {preset_name}; "
+                                 "leave --preset out to time it", param_hint="--preset")
+    return exported
 
 
 def profile(

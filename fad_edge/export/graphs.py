@@ -79,12 +79,38 @@ class MaskedAudioEncoder(nn.Module):
         return self.encoder(mel) * self.mask
 
 
+class ExportMish(nn.Module):
+    """Mish as x * (1 - 2 / ((1 + e^x)^2 + 1)), for the exported graphs: the same function, as fast ops.
+
+    tanh(softplus(x)) = ((1 + e^x)^2 - 1) / ((1 + e^x)^2 + 1). The exporters write `nn.Mish` as
+    Softplus -> Tanh -> Mul, and ONNX Runtime's CPU Softplus is a scalar loop: it took 36% of the small
+    preset's ELNet graph time (the prosody branch's activations span the frequency axis). This form's
+    element-wise ops are vectorized: 0.09 ms against 1.04 ms for 204,800 values on 2 cores, within
+    1.3e-6 of torch's Mish on [-30, 30]. Where (1 + e^x)^2 overflows (x > 44 in float32, x > 5.5 in
+    float16) the quotient is 0 and the factor exactly 1, so the FP16 graph cannot produce a NaN here.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifted = 1 + torch.exp(x)
+        return x * (1 - 2 / (shifted * shifted + 1))
+
+
+def elnet_for_export(elnet: nn.Module) -> nn.Module:
+    """An eval-mode copy of ELNet with every `nn.Mish` replaced by `ExportMish` (same outputs, faster graph)."""
+    exported = copy.deepcopy(elnet).eval()
+    for module in list(exported.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Mish):
+                setattr(module, name, ExportMish())
+    return exported
+
+
 class ELNetEpsilon(nn.Module):
     """(x_t (B, L, 56), step (B,) int64, condition (B, F, D)) -> predicted noise (B, L, 56)."""
 
     def __init__(self, model: ListenerModel) -> None:
         super().__init__()
-        self.elnet = model.elnet
+        self.elnet = elnet_for_export(model.elnet)
 
     def forward(self, x_t: torch.Tensor, step: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.elnet(x_t, step, condition)
@@ -100,7 +126,7 @@ class ELNetX0(nn.Module):
 
     def __init__(self, model: ListenerModel) -> None:
         super().__init__()
-        self.elnet = model.elnet
+        self.elnet = elnet_for_export(model.elnet)
         self.start_step = model.config.sample_start_step
         self.clip_sample = float(model.config.clip_sample)
         alpha_bar = model.diffusion.alphas_cumprod[self.start_step]
