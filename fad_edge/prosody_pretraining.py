@@ -41,15 +41,17 @@ class PretrainReport:
     seconds: float
 
 
-def session_pairs(sessions: Sequence[SessionFeatures], mean: np.ndarray, std: np.ndarray
+def session_pairs(sessions: Sequence[SessionFeatures], motions: Sequence[np.ndarray]
                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per session: its frames' spectra (n_mels, T) and its normalized listener motion (56, T)."""
+    """Per session: its frames' spectra (n_mels, T) and its normalized listener motion (56, T).
+
+    `motions` are the sessions' motions (T, 56) as the training normalizes them (`ClipDataset.motion`).
+    """
     pairs = []
-    for session in sessions:
+    for session, motion in zip(sessions, motions, strict=True):
         spectra = torch.from_numpy(frame_spectra(session.mel))
         frames = spectra.shape[1]
-        motion = ((session.listener[:frames] - mean) / std).astype(np.float32)
-        pairs.append((spectra, torch.from_numpy(np.ascontiguousarray(motion.T))))
+        pairs.append((spectra, torch.from_numpy(np.ascontiguousarray(motion[:frames].T, dtype=np.float32))))
     return pairs
 
 

@@ -221,8 +221,7 @@ def load_datasets(config: TrainConfig) -> Datasets:
     return model_config, normalization, train_set, make(val_sessions, CLIP_LEN, 1)
 
 
-def _pretrain_prosody(model: ListenerModel, train_set: ClipDataset, normalization: Normalization,
-                      seed: int) -> PretrainReport | None:
+def _pretrain_prosody(model: ListenerModel, train_set: ClipDataset, seed: int) -> PretrainReport | None:
     """The config's prosody pretraining on the training split (prosody_pretraining.py), where it asks for one.
 
     Skipped where the branch hears nothing: a video-only model's spectra are masked to zeros.
@@ -230,7 +229,7 @@ def _pretrain_prosody(model: ListenerModel, train_set: ClipDataset, normalizatio
     config, branch = model.config, model.elnet.prosody
     if not config.prosody_pretrain_steps or branch is None or config.modalities == "video":
         return None
-    pairs = session_pairs(train_set.sessions, normalization.mean, normalization.std)
+    pairs = session_pairs(train_set.sessions, train_set.motion)
     return pretrain_prosody(branch, pairs, group_weights(model.motion_std.device), config.prosody_pretrain_steps,
                             config.prosody_pretrain_windows, seed)
 
@@ -261,7 +260,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     model.to(device)
     started = time.time()  # the run's seconds include the pretraining
     resuming = resume and (latest.exists() or latest.with_name("checkpoint.old").exists())
-    pretraining = None if resuming else _pretrain_prosody(model, train_set, normalization, config.seed)
+    pretraining = None if resuming else _pretrain_prosody(model, train_set, config.seed)
     if pretraining is not None:
         reporter.pretrained(pretraining)
     if world == 1 and config.channels_last:  # (under DDP, channels-last weights would not match its gradient buckets)

@@ -22,6 +22,21 @@ def test_frame_spectra_are_what_the_audio_encoder_passes_on_to_the_branch():
     torch.testing.assert_close(torch.from_numpy(frame_spectra(mel)), passed[:, config.audio_features:].T)
 
 
+def test_session_pairs_hold_each_sessions_spectra_and_its_normalized_motion_frame_by_frame():
+    from fad_edge.data.dataset import SessionFeatures
+    from fad_edge.prosody_pretraining import session_pairs
+
+    rng = np.random.default_rng(2)
+    mel = rng.uniform(SILENCE, 1, size=(10 * 4 + 3, 6)).astype(np.float32)  # 3 mel frames of a frame cut short
+    listener = rng.standard_normal((11, 56)).astype(np.float32)
+    session = SessionFeatures("s", np.zeros((11, 8, 8, 3), np.uint8), mel, listener, None)
+    motion = (listener - 1.0) / 2.0
+    ((spectra, target),) = session_pairs([session], [motion])
+    assert spectra.shape == (6, 10) and target.shape == (56, 10) and target.dtype == torch.float32
+    torch.testing.assert_close(spectra[:, 3], torch.from_numpy(mel[12:16].mean(axis=0)))
+    torch.testing.assert_close(target, torch.from_numpy(motion[:10].T.copy()))
+
+
 def _cue_pairs(sessions: int = 6, frames: int = 300, n_mels: int = 16, dims: int = 7):
     """Spectra with loud bursts, and a motion whose dim 0 rises 4 frames after each burst (the rest is noise)."""
     rng = np.random.default_rng(1)
