@@ -71,14 +71,19 @@ def pretrain_prosody(branch: ProsodyBranch, pairs: Sequence[tuple[torch.Tensor, 
                      dim_weights: torch.Tensor, steps: int, windows: int, seed: int) -> PretrainReport:
     """Train `branch` in place (on its own device) to regress the motion from the spectra; return the losses.
 
-    Each step draws `windows` windows of up to `WINDOW_FRAMES` frames from `pairs` (sessions, drawn
-    uniformly, at uniform offsets) with a NumPy generator seeded by `seed`, so the result depends on
-    the seed alone and the global RNG that FAD's training draws from is left untouched. The loss is
-    the mean squared error per dim weighted by `dim_weights` (`group_weights` in training).
+    Each step draws `windows` windows of `WINDOW_FRAMES` frames from the sessions of `pairs` that hold
+    that many (drawn uniformly, at uniform offsets; where none does, shorter windows from all of them)
+    with a NumPy generator seeded by `seed`, so the result depends on the seed alone and the global RNG
+    that FAD's training draws from is left untouched. The loss is the mean squared error per dim
+    weighted by `dim_weights` (`group_weights` in training).
     """
     if steps < 1 or windows < 1 or not pairs:
         raise ValueError(f"pretraining needs steps, windows and sessions, got {steps}, {windows}, {len(pairs)}")
     device = dim_weights.device
+    # Windows come from the sessions long enough for a whole one; only where none is, from all of them, as long
+    # as the shortest allows (one short clip in a real dataset must not shorten every window).
+    long_enough = [pair for pair in pairs if pair[0].shape[1] >= WINDOW_FRAMES]
+    pairs = long_enough or pairs
     frames = min(WINDOW_FRAMES, min(spectra.shape[1] for spectra, _ in pairs))
     warmup = min(WARMUP_FRAMES, frames // 4)
     with torch.random.fork_rng(devices=[]):  # the readout's initial weights: from the seed, not the global RNG

@@ -77,9 +77,12 @@ def test_pretraining_depends_on_its_seed_alone_and_leaves_the_global_rng_alone()
     assert any(not torch.equal(tensor, other[name]) for name, tensor in same.items())
 
 
-def test_short_sessions_get_shorter_windows():
+def test_short_sessions_get_shorter_windows_only_where_no_session_is_long_enough():
     report = pretrain_prosody(_branch(0), _cue_pairs(frames=100), torch.ones(7), steps=2, windows=2, seed=0)
     assert report.window_frames == 100
+    mixed = _cue_pairs(frames=100)[:2] + _cue_pairs(frames=300)
+    report = pretrain_prosody(_branch(0), mixed, torch.ones(7), steps=2, windows=2, seed=0)
+    assert report.window_frames == 256
 
 
 def test_pretraining_steps_need_the_branch():
