@@ -226,7 +226,7 @@ def run_device_bench(config: BenchConfig, say: Say = silent) -> dict:
     say(f"measuring the fp32 GEMM throughput of {device}")
     reference = gemm_gflops(4096 if device.type == "cuda" else 512, device=device)
     torch.manual_seed(0)
-    model = ListenerModel(bench_model_config(config)).eval()
+    model = ListenerModel(bench_model_config(config.model, config.preset)).eval()
     rows: list[Row] = []
     rates: list[dict] = []
     stream: dict | None = None

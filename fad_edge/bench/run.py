@@ -128,17 +128,17 @@ def export_for_bench(model: ListenerModel, folder: Path, say: Say, int8: bool = 
     return folder / "model"
 
 
-def bench_model_config(config: BenchConfig) -> ModelConfig:
+def bench_model_config(model: Path | None, preset_name: str) -> ModelConfig:
     """The config FAD is timed with: the export's own with `model` (its preset and any override), else the preset's.
 
     The torch backend and the FLOPs count run a random-weight model of it, so they measure the same network as
     the export's runners do.
     """
-    if config.model is None:
-        return preset(config.preset)
+    if model is None:
+        return preset(preset_name)
     from fad_edge.artifact import ExportManifest
 
-    return ExportManifest.load(config.model).model_config
+    return ExportManifest.load(model).model_config
 
 
 def fad_runners(config: BenchConfig, model: ListenerModel, folder: Path, say: Say) -> dict[str, ClipRunner]:
@@ -296,7 +296,7 @@ def run_bench(config: BenchConfig, say: Say = silent) -> dict:
     say("measuring the CPU's fp32 GEMM throughput")
     reference = gemm_gflops()
     torch.manual_seed(0)
-    model = ListenerModel(bench_model_config(config)).eval()
+    model = ListenerModel(bench_model_config(config.model, config.preset)).eval()
     rows: list[Row] = []
     stream: dict | None = None
     per_frame: dict[str, list[float]] = {}

@@ -145,16 +145,14 @@ def _model_config(model: Path | None, preset_name: str | None) -> ModelConfig:
     A --preset that names another preset than the export's is refused: the bench would time inputs of
     one size through a model of another.
     """
-    config = check_preset(preset_name or "paper")
-    if model is None:
-        return config
-    from fad_edge.artifact import ExportManifest
+    from fad_edge.bench.run import bench_model_config
 
-    exported = ExportManifest.load(model).model_config
-    if preset_name is not None and preset_name != exported.preset:
-        raise typer.BadParameter(f"the export in {model} is of the {exported.preset} preset, not {preset_name}; "
+    check_preset(preset_name or "paper")
+    timed = bench_model_config(model, preset_name or "paper")
+    if model is not None and preset_name is not None and preset_name != timed.preset:
+        raise typer.BadParameter(f"the export in {model} is of the {timed.preset} preset, not {preset_name}; "
                                  "leave --preset out to time it", param_hint="--preset")
-    return exported
+    return timed
 
 
 def profile(

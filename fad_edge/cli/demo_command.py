@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fad_edge.cli.validate import MAX_SEED, check_finite, check_output_dir, check_preset
+from fad_edge.cli.validate import MAX_SEED, check_choice, check_finite, check_output_dir, check_preset
 
 console = Console()
 DEMO_BATCH_SIZE, DEMO_CLIPS_PER_ITEM = 4, 8
@@ -56,8 +56,7 @@ def demo(
 
     check_preset(preset)
     check_finite(seconds, "--seconds", 4.0)
-    if autocast not in AUTOCAST_MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
+    check_choice(autocast, "--autocast", AUTOCAST_MODES)
     check_output_dir(out)
     started = time.time()
     stages: dict[str, float] = {}  # seconds per stage, in the summary: where the demo's time goes

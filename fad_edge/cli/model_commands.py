@@ -107,8 +107,7 @@ def train(
         raise typer.BadParameter("must be both, audio or video", param_hint="--modalities")
     if encoder_norm is not None and encoder_norm not in ENCODER_NORMS:
         raise typer.BadParameter(f"must be one of {', '.join(ENCODER_NORMS)}", param_hint="--encoder-norm")
-    if autocast not in AUTOCAST_MODES:
-        raise typer.BadParameter(f"must be one of {', '.join(AUTOCAST_MODES)}", param_hint="--autocast")
+    check_choice(autocast, "--autocast", AUTOCAST_MODES)
     model_preset = check_preset(preset)
     check_training_step(model_preset, batch_size, clips_per_item, context_clips)
     if rotation_head is not None and rotation_head % model_preset.groups:
