@@ -38,11 +38,20 @@ class BaselineSequence:
         return self.mel[: frames * MELS_PER_FRAME].reshape(frames, MELS_PER_FRAME, -1).mean(1)
 
 
-DISTANCE_BLOCK = 64  # training windows per block of the nearest-neighbour search
+# Float32 rounding bound per product term of a dot product (a unit roundoff), for the shortlist's margin.
+_FLOAT32_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
 
 
 class _WindowIndex:
-    """Training windows of one feature (speaker motion or audio) and the listener motion that went with them."""
+    """Training windows of one feature (speaker motion or audio) and the listener motion that went with them.
+
+    The search is one matrix product for all of a sequence's queries (squared distance = |k|^2 - 2 k.q + |q|^2),
+    which shortlists the windows that can be nearest; the shortlist is then ranked by the distances summed
+    element by element, as a direct search would, so the answers are the direct search's to the bit. The product
+    alone would rank near ties by its float32 rounding; the direct search alone makes a pass over all keys per
+    test window: 37 s for both NN baselines (10 draws each) on a test split of 58 sessions against 268 training
+    sessions, where this takes 4 s.
+    """
 
     def __init__(self, features: list[np.ndarray], listeners: list[np.ndarray], window: int, stride: int) -> None:
         keys, values = [], []
@@ -57,25 +66,49 @@ class _WindowIndex:
         stacked = np.stack(keys)
         every_frame = stacked.reshape(-1, stacked.shape[-1])
         self.mean, self.std = every_frame.mean(0), every_frame.std(0) + 1e-6
+        self.window = window
         self.keys = ((stacked - self.mean) / self.std).astype(np.float32)
         self.values = np.stack(values)
-
-    def nearest(self, query: np.ndarray) -> np.ndarray:
-        """Listener motion of the training window nearest to `query` (n <= window frames, compared on n)."""
-        return self.nearest_ranked(query, 1)[0]
+        # |k[:n]|^2 for every prefix length n: each frame's sum in float32 (no float64 copy of the keys), the
+        # running sums in float64; the shortlist's margin covers the float32 rounding.
+        self.prefix_norms = np.cumsum(np.einsum("wtd,wtd->wt", self.keys, self.keys), axis=1, dtype=np.float64)
+        self.longest_key = float(np.sqrt(self.prefix_norms[:, -1].max()))
 
     def nearest_ranked(self, query: np.ndarray, count: int) -> np.ndarray:
-        """(count, n, 56): listener motion of the `count` training windows nearest to `query`, nearest first."""
-        n = len(query)
-        query = ((query - self.mean) / self.std).astype(np.float32)
-        distances = np.empty(len(self.keys), np.float32)
-        # In blocks whose differences stay in the CPU's cache: twice as fast as one (windows, n, D) temporary,
-        # and the same sums (each window's sum is its own reduction).
-        for start in range(0, len(self.keys), DISTANCE_BLOCK):
-            difference = self.keys[start : start + DISTANCE_BLOCK, :n] - query[None]
+        """(count, n, 56): listener motion of the `count` training windows nearest to `query` (n <= window
+        frames, compared on n), nearest first."""
+        return self.nearest_ranked_many([query], count)[0]
+
+    def nearest_ranked_many(self, queries: list[np.ndarray], count: int) -> list[np.ndarray]:
+        """`nearest_ranked` for each query, with one matrix product for all of them."""
+        count = min(count, len(self.keys))
+        standardized = [((query - self.mean) / self.std).astype(np.float32) for query in queries]
+        padded = np.zeros((len(queries), self.window, self.keys.shape[2]), np.float32)
+        for row, query in enumerate(standardized):
+            padded[row, : len(query)] = query
+        flat_keys = self.keys.reshape(len(self.keys), -1)
+        products = flat_keys @ padded.reshape(len(queries), -1).T  # (windows, queries): k[:n] . q, zeros past n
+        answers = []
+        for column, query in enumerate(standardized):
+            n = len(query)
+            if n == 0:  # a feature shorter than the listener's frames: nothing to compare
+                answers.append(self.values[:count, :0])
+                continue
+            approximate = self.prefix_norms[:, n - 1] - 2.0 * products[:, column]
+            # A float32 sum of m products is off by at most m * roundoff * |x| |y| (Higham, "Accuracy and
+            # Stability of Numerical Algorithms", 3.1): 2 k.q by twice that, |k|^2 by that with x = y = k.
+            # Every window whose distance can beat the count-th's lies within twice `error` of the
+            # count-th approximation.
+            longest, length = self.longest_key, float(np.linalg.norm(query))
+            error = padded[column].size * _FLOAT32_ROUNDOFF * (2.0 * longest * length + longest**2)
+            kth = np.partition(approximate, count - 1)[count - 1]
+            shortlist = np.flatnonzero(approximate <= kth + 2 * error)  # ascending: ties keep the direct order
+            difference = self.keys[shortlist, :n] - query[None]
             np.square(difference, out=difference)
-            distances[start : start + DISTANCE_BLOCK] = difference.sum(axis=(1, 2))
-        return self.values[np.argsort(distances, kind="stable")[:count], :n]
+            distances = difference.sum(axis=(1, 2))
+            chosen = shortlist[np.argsort(distances, kind="stable")[:count]]
+            answers.append(self.values[chosen, :n])
+        return answers
 
 
 class Baselines:
@@ -109,14 +142,8 @@ class Baselines:
             return self._speaker(sequence).astype(np.float32)
         if name == "Random":
             return self._random(frames, index, 0)
-        if name == "NN audio":
-            audio = sequence.audio_per_frame
-            return self._by_window(frames, lambda start, n: self.audio.nearest(audio[start : start + n]))
-        if name == "NN motion":
-            speaker = self._speaker(sequence)
-            assert self.motion is not None
-            motion = self.motion
-            return self._by_window(frames, lambda start, n: motion.nearest(speaker[start : start + n]))
+        if name in ("NN motion", "NN audio"):
+            return self.draws(name, sequence, index, 1)[0]
         raise ValueError(f"unknown baseline {name!r}; choose one of {NAMES}")
 
     def draws(self, name: str, sequence: BaselineSequence, index: int = 0, count: int = 1) -> list[np.ndarray]:
@@ -132,8 +159,8 @@ class Baselines:
             feature = self._speaker(sequence) if name == "NN motion" else sequence.audio_per_frame
             windows = self.motion if name == "NN motion" else self.audio
             assert windows is not None
-            parts = [windows.nearest_ranked(feature[start : start + self.window], count)
-                     for start in range(0, frames, self.window)]
+            parts = windows.nearest_ranked_many([feature[start : start + min(self.window, frames - start)]
+                                                 for start in range(0, frames, self.window)], count)
             return [np.concatenate([part[min(draw, len(part) - 1)] for part in parts]).astype(np.float32)
                     for draw in range(count)]
         return [self.predict(name, sequence, index)]

@@ -45,6 +45,39 @@ def test_baselines_follow_their_definitions():
     assert "Mirror" not in baselines.available(no_speaker)
 
 
+def _direct_ranking(index, query: np.ndarray, count: int) -> np.ndarray:
+    """The search the shortlist must agree with: every window's distance summed directly, ties to the lowest index."""
+    standardized = ((query - index.mean) / index.std).astype(np.float32)
+    distances = np.square(index.keys[:, : len(query)] - standardized[None]).sum(axis=(1, 2))
+    return np.argsort(distances, kind="stable")[:count]
+
+
+@pytest.mark.parametrize("spread", [1.0, 1e3])  # queries among the training windows, and far from all of them
+def test_nearest_windows_match_a_direct_search_ties_and_short_windows_included(spread):
+    from fad_edge.baselines import _WindowIndex
+
+    rng = np.random.default_rng(7)
+    features = [rng.standard_normal((200, 12)).astype(np.float32) for _ in range(5)]
+    features.append(features[0].copy())  # every window of session 0 twice: exact ties
+    # every window of session 1 again, a rounding error away: near ties that a product alone ranks by its rounding
+    features.append(features[1] * np.float32(1 + 3e-7))
+    listeners = [rng.standard_normal((200, 56)).astype(np.float32) for _ in features]
+    index = _WindowIndex(features, listeners, window=32, stride=4)
+    # near copies of training windows (the close calls), a whole copy (a tie), random ones, and short ones
+    queries = [features[2][40:72] + rng.standard_normal((32, 12)).astype(np.float32) * 1e-3 * spread,
+               features[0][8:40].copy(), rng.standard_normal((32, 12)).astype(np.float32) * spread,
+               features[3][100:117] * 1.01, rng.standard_normal((1, 12)).astype(np.float32)]
+    queries += [features[1][start : start + 32] + rng.standard_normal((32, 12)).astype(np.float32) * spread
+                for start in range(0, 160, 8)]
+    for count in (1, 5):
+        found = index.nearest_ranked_many(queries, count)
+        for query, answer in zip(queries, found, strict=True):
+            expected = index.values[_direct_ranking(index, query, count), : len(query)]
+            np.testing.assert_array_equal(answer, expected)
+    tied = _direct_ranking(index, queries[1], 2)
+    assert tied[0] < tied[1] and np.array_equal(index.keys[tied[0]], index.keys[tied[1]])  # the lower index first
+
+
 def test_baselines_give_m_draws_where_they_can():
     train = [_sequence(0), _sequence(1)]
     baselines = Baselines(train, window=64, stride=8)
@@ -61,20 +94,6 @@ def test_baselines_give_m_draws_where_they_can():
     own = baselines.draws("NN motion", train[1], count=2)
     np.testing.assert_allclose(own[0][:128], train[1].listener[:128])
     assert not np.allclose(own[1][:64], train[1].listener[:64])
-
-
-def test_nearest_windows_are_ranked_as_a_direct_search_ranks_them_across_blocks():
-    from fad_edge.baselines import DISTANCE_BLOCK
-
-    train = [_sequence(seed, frames=400) for seed in range(3)]
-    baselines = Baselines(train, window=16, stride=4)
-    index = baselines.motion
-    assert index is not None and len(index.keys) > 3 * DISTANCE_BLOCK  # several blocks and a partial one
-    for query in (_sequence(7, frames=16).speaker, _sequence(8, frames=16).speaker[:11]):  # a whole and a cut window
-        n = len(query)
-        direct = (((index.keys[:, :n] - ((query - index.mean) / index.std)[None]) ** 2).sum(axis=(1, 2)))
-        expected = index.values[np.argsort(direct, kind="stable")[:5], :n]
-        np.testing.assert_array_equal(index.nearest_ranked(query, 5), expected)
 
 
 @pytest.fixture(scope="module")
