@@ -27,6 +27,7 @@ from fad_edge.bench.run import export_for_bench, speaker_inputs
 from fad_edge.bench.timing import machine
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ENCODER_NORMS, preset
+from fad_edge.report_paths import report_path
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.select import open_runner
 from fad_edge.runtime.torch_runner import TorchRunner
@@ -100,7 +101,7 @@ def main() -> None:
                 runner.close()
     print(f"\nELNet in the INT8 set: {results['elnet_in_int8_set']}")
     if args.out is not None:
-        atomic_write_bytes(args.out.with_suffix(".json"), json.dumps(results, indent=2).encode())
+        atomic_write_bytes(report_path(args.out, ".json"), json.dumps(results, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from fad_edge.data.synthetic import SyntheticConfig, generate_session
+from fad_edge.report_paths import report_path
 from fad_edge.runtime.face import HaarFaceDetector, box_iou
 
 FRAME_W, FRAME_H = 640, 480
@@ -300,8 +301,8 @@ def main() -> None:
     from fad_edge.atomic import atomic_write_bytes
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(args.out.with_suffix(".json"), json.dumps(record, indent=2).encode())
-    atomic_write_bytes(args.out.with_suffix(".md"), markdown(record).encode())
+    atomic_write_bytes(report_path(args.out, ".json"), json.dumps(record, indent=2).encode())
+    atomic_write_bytes(report_path(args.out, ".md"), markdown(record).encode())
     print(markdown(record))
 
 

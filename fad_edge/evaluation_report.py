@@ -12,6 +12,7 @@ from fad_edge.atomic import atomic_write_bytes
 from fad_edge.evaluation import EvaluationTable
 from fad_edge.plots import plt, save_figure
 from fad_edge.react_evaluation import REACT_METRICS, ReactTable
+from fad_edge.report_paths import report_path
 from fad_edge.sampling import SamplerSettings
 
 COLUMNS = [("L2", "L2"), ("FD", "FD"), ("P-FD", "P-FD"), ("SI", "SI"), ("TLCC lag", "TLCC lag"), ("TLCC r", "TLCC r")]
@@ -157,11 +158,11 @@ def react_markdown(react: ReactTable) -> list[str]:
 
 def write_reports(table: EvaluationTable, out: Path, title: str) -> tuple[Path, Path]:
     out = Path(out)
-    json_path = atomic_write_bytes(out.with_suffix(".json"), json.dumps(
+    json_path = atomic_write_bytes(report_path(out, ".json"), json.dumps(
         {**table.to_dict(), "title": title, "definitions": DEFINITIONS,
          "react_definitions": REACT_DEFINITIONS if table.react is not None else []},
         indent=2, allow_nan=True).encode())
-    md_path = atomic_write_bytes(out.with_suffix(".md"), markdown(table, title).encode())
+    md_path = atomic_write_bytes(report_path(out, ".md"), markdown(table, title).encode())
     return json_path, md_path
 
 

@@ -26,6 +26,7 @@ from fad_edge.checkpoint import MODEL_JSON, LoadedCheckpoint, read_checkpoint_in
 from fad_edge.errors import CheckpointError, FadEdgeError
 from fad_edge.evaluation import encoded_split, score_settings
 from fad_edge.models.config import DIVERSE_NOISE_LIMITS, ModelConfig
+from fad_edge.report_paths import report_path
 from fad_edge.reporting import Say, silent
 from fad_edge.sampling import SamplerSettings
 
@@ -207,6 +208,6 @@ def markdown(report: GridReport) -> str:
 def write_report(report: GridReport, stem: Path) -> tuple[Path, Path]:
     """STEM.json and STEM.md, atomically."""
     stem = Path(stem)
-    json_path = atomic_write_bytes(stem.with_suffix(".json"), json.dumps(report.to_dict(), indent=2).encode())
-    md_path = atomic_write_bytes(stem.with_suffix(".md"), markdown(report).encode())
+    json_path = atomic_write_bytes(report_path(stem, ".json"), json.dumps(report.to_dict(), indent=2).encode())
+    md_path = atomic_write_bytes(report_path(stem, ".md"), markdown(report).encode())
     return json_path, md_path

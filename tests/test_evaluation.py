@@ -106,10 +106,11 @@ def dataset(tmp_path_factory):
 def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypatch, capsys):
     checkpoint = tiny_checkpoint(tmp_path / "ck")
     code, output = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", checkpoint, "--data", dataset,
-                           "--out", tmp_path / "report", "--samples", "2", "--start-noise", "1",
+                           "--out", tmp_path / "lr1.5e-3",  # a dot in the name is not a suffix
+                           "--samples", "2", "--start-noise", "1",
                            "--steps-curve", "1,3")
     assert code == 0, output
-    report = json.loads((tmp_path / "report.json").read_text())
+    report = json.loads((tmp_path / "lr1.5e-3.json").read_text())
     assert list(report["rows"]) == ["NN motion", "NN audio", "Random", "Mirror", "Median", "FAD", "GT"]
     for group in ("expression", "rotation"):
         assert report["rows"]["FAD"][group]["L2"] > 0 and report["rows"]["GT"][group]["L2"] == 0
@@ -122,11 +123,12 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
     rows = report["rows"]["FAD"]
     groups = (rows["expression"]["L2"], rows["rotation"]["L2"])
     assert max(groups) <= rows["all"]["L2"] <= sum(groups) + 1e-9
-    markdown = (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "lr1.5e-3.md").read_text()
     assert "| Median |" in markdown and "Frechet" in markdown and "all-56 L2" in markdown and "P-FD" in markdown
-    assert (tmp_path / "report_steps.png").stat().st_size > 5000
-    curve = json.loads((tmp_path / "report_steps.json").read_text())
+    assert (tmp_path / "lr1.5e-3_steps.png").stat().st_size > 5000
+    curve = json.loads((tmp_path / "lr1.5e-3_steps.json").read_text())
     assert set(curve) == {"1", "3"} and curve["3"]["expression"]["L2"] > 0
+    assert not (tmp_path / "lr1.json").exists()
 
 
 def test_an_empty_split_is_a_clear_error(dataset, tmp_path, monkeypatch, capsys):

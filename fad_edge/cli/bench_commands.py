@@ -22,6 +22,7 @@ from fad_edge.cli.validate import (
     check_threads,
 )
 from fad_edge.models.config import ModelConfig
+from fad_edge.report_paths import report_path
 from fad_edge.sampling import DEFAULT_SAMPLER
 
 console = Console()
@@ -122,8 +123,8 @@ def bench(
         s = result["stream"]
         for line in stream_lines(s):
             console.print(line, highlight=False, markup=False)
-    json_path = write_json(result, out.with_suffix(".json"))
-    png = plot(result, out.with_suffix(".png"))
+    json_path = write_json(result, report_path(out, ".json"))
+    png = plot(result, report_path(out, ".png"))
     console.print(f"wrote {json_path} and {png}", markup=False)
 
 

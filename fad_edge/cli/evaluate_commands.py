@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fad_edge.cli.validate import SAMPLER_HELP, check_output_stem, check_sampler_name
+from fad_edge.report_paths import report_path
 from fad_edge.sampling import DEFAULT_SAMPLER
 
 console = Console()
@@ -87,7 +88,7 @@ def evaluate(
     check_output_stem(out, (".json", ".md"))
     run_on = str(resolve_device(device))
     if curve_steps:
-        check_output_stem(out.with_name(out.name + "_steps"), (".png", ".json"))
+        check_output_stem(report_path(out, "_steps"), (".png", ".json"))
     loaded = [load_checkpoint(path) for path in checkpoint]
     labels = [_label(model, len(loaded)) for model in loaded]
     with console.status(f"evaluating on the {escape(split)} split"):
@@ -110,8 +111,9 @@ def evaluate(
     if curve_steps:
         with console.status("denoising-steps curve"):
             curve = run_steps_curve(loaded[0], data, split, curve_steps, run_on, sampler, start_noise)
-        png = plot_steps_curve(curve, out.with_name(out.name + "_steps.png"))
-        curve_json = atomic_write_bytes(out.with_name(out.name + "_steps.json"),
+        curve_stem = report_path(out, "_steps")
+        png = plot_steps_curve(curve, report_path(curve_stem, ".png"))
+        curve_json = atomic_write_bytes(report_path(curve_stem, ".json"),
                                         json.dumps({str(k): v for k, v in curve.items()}, indent=2).encode())
         for count in curve_steps:
             l2 = {group: curve[count][group]["L2"] for group in ("expression", "rotation")}

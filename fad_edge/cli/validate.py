@@ -19,6 +19,7 @@ import typer
 
 from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import PRESETS, ModelConfig
+from fad_edge.report_paths import report_path
 from fad_edge.resources import check_fits
 from fad_edge.sampling import check_sampler
 
@@ -63,7 +64,7 @@ def check_output_stem(stem: Path, suffixes: Iterable[str], option: str = "--out"
     stem = Path(stem)
     if not stem.name or stem.name in (".", ".."):
         _refuse(option, f"{stem!s} names no file; give a path stem such as reports/eval")
-    return [check_output_file(stem.with_suffix(suffix), option) for suffix in suffixes]
+    return [check_output_file(report_path(stem, suffix), option) for suffix in suffixes]
 
 
 def check_finite(value: float | None, option: str, low: float = -math.inf, high: float = math.inf,
