@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import typer
+
 from fad_edge.cli.validate import check_output_stem
 from fad_edge.report_paths import report_path
 
@@ -26,3 +28,10 @@ def test_two_stems_that_differ_after_a_dot_never_share_a_file(tmp_path):
     first = check_output_stem(tmp_path / "lr1.5e-3", (".json", ".md"))
     second = check_output_stem(tmp_path / "lr1.0e-3", (".json", ".md"))
     assert not set(first) & set(second)
+
+
+def test_a_folder_given_as_the_stem_is_refused_not_written_beside(tmp_path):
+    (tmp_path / "reports").mkdir()
+    with pytest.raises(typer.BadParameter, match="is a folder; give a path stem inside it"):
+        check_output_stem(tmp_path / "reports", (".json", ".md"))
+    assert not (tmp_path / "reports.json").exists()

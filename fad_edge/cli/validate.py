@@ -64,6 +64,8 @@ def check_output_stem(stem: Path, suffixes: Iterable[str], option: str = "--out"
     stem = Path(stem)
     if not stem.name or stem.name in (".", ".."):
         _refuse(option, f"{stem!s} names no file; give a path stem such as reports/eval")
+    if stem.is_dir():  # the reports would land beside it as STEM.json, not in it
+        _refuse(option, f"{stem} is a folder; give a path stem inside it, such as {stem / 'eval'}")
     return [check_output_file(report_path(stem, suffix), option) for suffix in suffixes]
 
 
