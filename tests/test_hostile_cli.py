@@ -280,3 +280,18 @@ def test_flipped_weight_bytes_are_one_line(monkeypatch, capsys, tmp_path, place)
                            "--video", place / "session" / "speaker.mp4", "--audio", place / "session" / "speaker.wav",
                            "--out", tmp_path / "o")
     assert_one_line_error(code, output, "model.safetensors: SHA-256")
+
+
+def test_a_file_that_is_not_a_video_is_one_line_with_nothing_from_ffmpeg(tmp_path, place):
+    """FFmpeg logs to the process's stderr itself ("moov atom not found"), past Python: so a real process."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "speaker.mp4"
+    bad.write_text("not a video")
+    env = {key: value for key, value in os.environ.items() if key != "OPENCV_FFMPEG_LOGLEVEL"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "fad_edge", "generate", "--checkpoint", str(place / "ckpt"), "--video", str(bad),
+         "--audio", str(place / "session" / "speaker.wav"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=300, env={**env, "COLUMNS": "200"})
+    assert_one_line_error(completed.returncode, completed.stdout + completed.stderr, "not a readable video")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 import typer
 
 from fad_edge.cli.validate import check_output_stem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Protocol, cast
 
@@ -68,8 +69,14 @@ def _register() -> None:
 _register()
 
 
+# FFmpeg's own log lines ("moov atom not found") would come before our one-line error naming the file;
+# a user's own setting wins. Read when OpenCV first opens a video, so setting it here, before any, is enough.
+FFMPEG_LOG_QUIET = ("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
 def main() -> None:
     """Entry point: user-facing errors, bad options included, are one red line and exit code 2, never a traceback."""
+    os.environ.setdefault(*FFMPEG_LOG_QUIET)
     try:
         # Usage errors come back to us instead of typer's boxed panel; the name is the installed command's.
         result = app(prog_name="fad-edge", standalone_mode=False)
