@@ -101,7 +101,11 @@ class ShannonIndex:
     def fit(cls, truth_frames: np.ndarray, clusters: int, seed: int = 0) -> ShannonIndex:
         if len(truth_frames) < clusters:
             raise ValueError(f"SI needs at least {clusters} ground-truth frames, got {len(truth_frames)}")
-        return cls(KMeans(n_clusters=clusters, random_state=seed, n_init=10).fit(np.asarray(truth_frames, np.float64)))
+        frames = np.asarray(truth_frames, np.float64)
+        # No more clusters than distinct frames (a motionless listener, a dim held constant): k-means would
+        # warn and leave clusters empty, and a user would see scikit-learn's warning in place of a table.
+        distinct = len(np.unique(frames, axis=0))
+        return cls(KMeans(n_clusters=min(clusters, distinct), random_state=seed, n_init=10).fit(frames))
 
     def __call__(self, frames: np.ndarray) -> float:
         labels = self.kmeans.predict(np.asarray(frames, np.float64))

@@ -84,6 +84,17 @@ def test_si_of_a_uniform_histogram_over_k_clusters_is_log2_k():
         metrics.ShannonIndex.fit(truth[:5], clusters=8)
 
 
+def test_si_of_fewer_distinct_frames_than_clusters_uses_one_cluster_each_without_a_warning():
+    import warnings
+
+    centres = np.array([[0.0, 1.0], [5.0, 1.0], [9.0, -3.0]])
+    truth = np.repeat(centres, 30, axis=0)  # 3 distinct frames, 90 frames
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's ConvergenceWarning would fail the test
+        si = metrics.ShannonIndex.fit(truth, clusters=20)
+    assert si(truth) == pytest.approx(np.log2(3))  # 3 equally used clusters
+
+
 def test_all_lags_at_once_match_the_lag_by_lag_definition():
     rng = np.random.default_rng(5)
     for trial in range(12):
