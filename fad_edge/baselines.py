@@ -40,6 +40,7 @@ class BaselineSequence:
 
 # Float32 rounding bound per product term of a dot product (a unit roundoff), for the shortlist's margin.
 _FLOAT32_ROUNDOFF = float(np.finfo(np.float32).eps) / 2
+SHORTLIST_BLOCK = 256  # shortlisted windows whose distances are summed at once
 
 
 class _WindowIndex:
@@ -103,9 +104,12 @@ class _WindowIndex:
             error = padded[column].size * _FLOAT32_ROUNDOFF * (2.0 * longest * length + longest**2)
             kth = np.partition(approximate, count - 1)[count - 1]
             shortlist = np.flatnonzero(approximate <= kth + 2 * error)  # ascending: ties keep the direct order
-            difference = self.keys[shortlist, :n] - query[None]
-            np.square(difference, out=difference)
-            distances = difference.sum(axis=(1, 2))
+            distances = np.empty(len(shortlist), np.float32)
+            # In blocks: a shortlist of many near-equal windows (long silences) must not copy all the keys at once.
+            for start in range(0, len(shortlist), SHORTLIST_BLOCK):
+                difference = self.keys[shortlist[start : start + SHORTLIST_BLOCK], :n] - query[None]
+                np.square(difference, out=difference)
+                distances[start : start + SHORTLIST_BLOCK] = difference.sum(axis=(1, 2))
             chosen = shortlist[np.argsort(distances, kind="stable")[:count]]
             answers.append(self.values[chosen, :n])
         return answers

@@ -53,8 +53,11 @@ def _direct_ranking(index, query: np.ndarray, count: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("spread", [1.0, 1e3])  # queries among the training windows, and far from all of them
-def test_nearest_windows_match_a_direct_search_ties_and_short_windows_included(spread):
+def test_nearest_windows_match_a_direct_search_ties_and_short_windows_included(spread, monkeypatch):
+    from fad_edge import baselines
     from fad_edge.baselines import _WindowIndex
+
+    monkeypatch.setattr(baselines, "SHORTLIST_BLOCK", 3)  # shortlists span several blocks
 
     rng = np.random.default_rng(7)
     features = [rng.standard_normal((200, 12)).astype(np.float32) for _ in range(5)]
