@@ -29,6 +29,7 @@ from fad_edge.models.config import (
     DIM_WEIGHTINGS,
     ENCODER_NORMS,
     MAX_CONTEXT_CLIPS,
+    MAX_PROSODY_CHANNELS,
     MAX_ROTATION_HEAD_CHANNELS,
     PRESETS,
 )
@@ -75,6 +76,10 @@ def train(
              "a multiple of the preset's groups, 0: none (default: the preset's)."),
     loss_dim_weighting: Optional[str] = typer.Option(
         None, help=f"Loss weight of each motion dim: {', '.join(DIM_WEIGHTINGS)} (default: the preset's)."),
+    prosody_channels: Optional[int] = typer.Option(
+        None, min=0, max=MAX_PROSODY_CHANNELS,
+        help="Channels of the prosody branch, ELNet's convolutions over each frame's log-mel; a multiple of the "
+             "preset's groups, 0: none, which also drops its pretraining (default: the preset's)."),
     prosody_pretrain_steps: Optional[int] = typer.Option(
         None, min=0, help="Steps of the prosody branch's pretraining on the log-mel alone before FAD's training "
                           "(0: none; default: the preset's). Needs a preset with the branch."),
@@ -113,9 +118,16 @@ def train(
     if rotation_head is not None and rotation_head % model_preset.groups:
         raise typer.BadParameter(f"must be 0 or a multiple of the preset's groups ({model_preset.groups})",
                                  param_hint="--rotation-head")
-    if prosody_pretrain_steps and not model_preset.prosody_channels:
-        raise typer.BadParameter(f"the {preset} preset has no prosody branch to pretrain",
+    if prosody_channels is not None and prosody_channels % model_preset.groups:
+        raise typer.BadParameter(f"must be 0 or a multiple of the preset's groups ({model_preset.groups})",
+                                 param_hint="--prosody-channels")
+    branch = model_preset.prosody_channels if prosody_channels is None else prosody_channels
+    if prosody_pretrain_steps and not branch:
+        raise typer.BadParameter(f"the model has no prosody branch to pretrain ({preset} preset"
+                                 f"{', --prosody-channels 0' if prosody_channels == 0 else ''})",
                                  param_hint="--prosody-pretrain-steps")
+    if prosody_channels == 0 and prosody_pretrain_steps is None:
+        prosody_pretrain_steps = 0  # no branch, nothing of the preset's to pretrain
     if loss_dim_weighting is not None:
         check_choice(loss_dim_weighting, "--loss-dim-weighting", DIM_WEIGHTINGS)
     check_finite(lr, "--lr", 0.0, low_open=True)
@@ -127,7 +139,8 @@ def train(
     check_output_dir(out)
     chosen = {"encoder_norm": encoder_norm, "video_diffusion_gradient": video_diffusion_gradient,
               "condition_shortcut": condition_shortcut, "rotation_head_channels": rotation_head,
-              "loss_dim_weighting": loss_dim_weighting, "prosody_pretrain_steps": prosody_pretrain_steps}
+              "loss_dim_weighting": loss_dim_weighting, "prosody_channels": prosody_channels,
+              "prosody_pretrain_steps": prosody_pretrain_steps}
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,

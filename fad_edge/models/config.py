@@ -14,6 +14,7 @@ ENCODER_NORMS = ("group", "batch")
 DIM_WEIGHTINGS = ("uniform", "group_variance", "expression_variance")
 MAX_CONTEXT_CLIPS = 64  # 17 s of speaker features before each clip; more only costs memory
 MAX_ROTATION_HEAD_CHANNELS = 1024  # a typed size past this is a slip, not a model
+MAX_PROSODY_CHANNELS = 256  # the same for the prosody branch, whose 2D maps are 40 bands x frames wide
 # Upper bounds of the diverse sampler's noise scales (each from 0): past them a sample is noise, not a reaction.
 DIVERSE_NOISE_LIMITS = {"diverse_start_noise": 1.0, "diverse_temperature": 2.0, "diverse_rotation_noise": 2.0}
 # Fields that hold positive integers per stage or layer: tuples however they were given (a JSON list).
@@ -149,9 +150,10 @@ class ModelConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not _is_int(self.context_clips) or not 0 <= self.context_clips <= MAX_CONTEXT_CLIPS:
             raise ValueError(f"context_clips must be in 0..{MAX_CONTEXT_CLIPS}, got {self.context_clips!r}")
-        if not _is_int(self.prosody_channels) or self.prosody_channels < 0 or self.prosody_channels % self.groups:
-            raise ValueError(f"prosody_channels must be 0 or a positive multiple of groups ({self.groups}), "
-                             f"got {self.prosody_channels!r}")
+        channels = self.prosody_channels
+        if not _is_int(channels) or not 0 <= channels <= MAX_PROSODY_CHANNELS or channels % self.groups:
+            raise ValueError(f"prosody_channels must be 0 or a positive multiple of groups ({self.groups}) up to "
+                             f"{MAX_PROSODY_CHANNELS}, got {channels!r}")
         if not _is_int(self.prosody_pretrain_steps) or self.prosody_pretrain_steps < 0:
             raise ValueError(f"prosody_pretrain_steps must be 0 or more, got {self.prosody_pretrain_steps!r}")
         if self.prosody_pretrain_steps and not self.prosody_channels:
