@@ -35,3 +35,21 @@ def tiny_checkpoint(folder: Path, seed: int = 0, **overrides) -> Path:
     std = (0.05 + 0.1 * rng.random(56)).astype(np.float32)
     model.set_normalization(torch.from_numpy(mean), torch.from_numpy(std))
     return save_checkpoint(folder, model, Normalization(mean, std))
+
+
+class TrainingStopped(Exception):
+    """Raised in place of training by `capture_train_configs`."""
+
+
+def capture_train_configs(monkeypatch) -> list:
+    """Make `fad-edge train` stop with TrainingStopped where it would train; returns the TrainConfigs it was given."""
+    import fad_edge.train as training
+
+    seen: list = []
+
+    def stop_before_training(config, *args, **kwargs):
+        seen.append(config)
+        raise TrainingStopped
+
+    monkeypatch.setattr(training, "train", stop_before_training)
+    return seen

@@ -11,10 +11,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import run_cli
+from helpers import TrainingStopped, capture_train_configs, run_cli
 from torch import nn
 
-import fad_edge.train as training
 from fad_edge.artifact import AUDIO_ENCODER, VIDEO_ENCODER, ExportManifest
 from fad_edge.checkpoint import load_checkpoint, save_checkpoint
 from fad_edge.data.normalization import Normalization
@@ -28,10 +27,6 @@ from fad_edge.samples import synthetic_samples
 
 NORM_OPS = {"BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization"}
 ENCODERS = {VIDEO_ENCODER: "images", AUDIO_ENCODER: "mel"}
-
-
-class _Stop(Exception):
-    """Raised where training would start."""
 
 
 def _randomize_batch_norms(module: nn.Module, seed: int) -> None:
@@ -88,17 +83,11 @@ def test_encoder_norm_is_checked_and_group_by_default_batch_in_small():
 
 
 def test_train_cli_passes_the_encoder_norm_and_refuses_others(monkeypatch, capsys, tmp_path):
-    seen = []
-
-    def stop_before_training(config, *args, **kwargs):
-        seen.append(config)
-        raise _Stop
-
-    monkeypatch.setattr(training, "train", stop_before_training)
-    with pytest.raises(_Stop):
+    seen = capture_train_configs(monkeypatch)
+    with pytest.raises(TrainingStopped):
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run", "--encoder-norm", "batch")
     assert seen[0].overrides == {"encoder_norm": "batch"}
-    with pytest.raises(_Stop):
+    with pytest.raises(TrainingStopped):
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run2",
                 "--video-diffusion-gradient", "0.5", "--no-condition-shortcut", "--augment-shift", "2")
     assert seen[1].overrides == {"video_diffusion_gradient": 0.5, "condition_shortcut": False}
@@ -106,7 +95,7 @@ def test_train_cli_passes_the_encoder_norm_and_refuses_others(monkeypatch, capsy
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run3",
                            "--video-diffusion-gradient", "2")
     assert code == 2 and "--video-diffusion-gradient" in output
-    with pytest.raises(_Stop):
+    with pytest.raises(TrainingStopped):
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run4",
                 "--rotation-head", "64", "--loss-dim-weighting", "expression_variance")
     assert seen[2].overrides == {"rotation_head_channels": 64, "loss_dim_weighting": "expression_variance"}

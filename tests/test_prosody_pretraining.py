@@ -4,7 +4,7 @@ alone, and a run that pretrains still resumes exactly."""
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import TrainingStopped, capture_train_configs, run_cli
 
 from fad_edge.data.audio_features import SILENCE, frame_spectra, frame_windows
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
@@ -124,24 +124,12 @@ def train_state_weights(run) -> dict[str, torch.Tensor]:
     return training_weights(load_train_state(run / "checkpoint")[0])
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_train_cli_sets_the_branch_width_and_drops_the_pretraining_with_the_branch(monkeypatch, capsys, tmp_path):
-    import fad_edge.train as training
-
-    seen = []
-
-    def stop_before_training(config, *args, **kwargs):
-        seen.append(config)
-        raise _Stop
-
-    monkeypatch.setattr(training, "train", stop_before_training)
-    with pytest.raises(_Stop):
+    seen = capture_train_configs(monkeypatch)
+    with pytest.raises(TrainingStopped):
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "a", "--prosody-channels", "32")
     assert seen[0].overrides == {"prosody_channels": 32}
-    with pytest.raises(_Stop):  # the small preset pretrains its branch: without one, nothing is left to pretrain
+    with pytest.raises(TrainingStopped):  # the small preset pretrains its branch; without one, nothing to pretrain
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "b", "--prosody-channels", "0")
     assert seen[1].overrides == {"prosody_channels": 0, "prosody_pretrain_steps": 0}
     preset("small", **seen[1].overrides)  # a valid config
