@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fad_edge.constants import MELS_PER_FRAME, WINDOW_FRAMES
+from fad_edge.constants import WINDOW_FRAMES
+from fad_edge.data.audio_features import frame_spectra
 from fad_edge.errors import DataError
 
 NAMES = ("NN motion", "NN audio", "Random", "Mirror", "Median")
@@ -34,8 +35,7 @@ class BaselineSequence:
     @property
     def audio_per_frame(self) -> np.ndarray:
         """(T, n_mels): the mean of each frame's mel frames."""
-        frames = len(self.mel) // MELS_PER_FRAME
-        return self.mel[: frames * MELS_PER_FRAME].reshape(frames, MELS_PER_FRAME, -1).mean(1)
+        return frame_spectra(self.mel).T
 
 
 # Float32 rounding bound per product term of a dot product (a unit roundoff), for the shortlist's margin.

@@ -115,12 +115,10 @@ def train(
     check_choice(autocast, "--autocast", AUTOCAST_MODES)
     model_preset = check_preset(preset)
     check_training_step(model_preset, batch_size, clips_per_item, context_clips)
-    if rotation_head is not None and rotation_head % model_preset.groups:
-        raise typer.BadParameter(f"must be 0 or a multiple of the preset's groups ({model_preset.groups})",
-                                 param_hint="--rotation-head")
-    if prosody_channels is not None and prosody_channels % model_preset.groups:
-        raise typer.BadParameter(f"must be 0 or a multiple of the preset's groups ({model_preset.groups})",
-                                 param_hint="--prosody-channels")
+    for width, option in ((rotation_head, "--rotation-head"), (prosody_channels, "--prosody-channels")):
+        if width is not None and width % model_preset.groups:
+            raise typer.BadParameter(f"must be 0 or a multiple of the preset's groups ({model_preset.groups})",
+                                     param_hint=option)
     branch = model_preset.prosody_channels if prosody_channels is None else prosody_channels
     if prosody_pretrain_steps and not branch:
         raise typer.BadParameter(f"the model has no prosody branch to pretrain ({preset} preset"

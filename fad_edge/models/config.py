@@ -150,20 +150,14 @@ class ModelConfig:
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not _is_int(self.context_clips) or not 0 <= self.context_clips <= MAX_CONTEXT_CLIPS:
             raise ValueError(f"context_clips must be in 0..{MAX_CONTEXT_CLIPS}, got {self.context_clips!r}")
-        channels = self.prosody_channels
-        if not _is_int(channels) or not 0 <= channels <= MAX_PROSODY_CHANNELS or channels % self.groups:
-            raise ValueError(f"prosody_channels must be 0 or a positive multiple of groups ({self.groups}) up to "
-                             f"{MAX_PROSODY_CHANNELS}, got {channels!r}")
+        self._check_channels("prosody_channels", MAX_PROSODY_CHANNELS)
         if not _is_int(self.prosody_pretrain_steps) or self.prosody_pretrain_steps < 0:
             raise ValueError(f"prosody_pretrain_steps must be 0 or more, got {self.prosody_pretrain_steps!r}")
         if self.prosody_pretrain_steps and not self.prosody_channels:
             raise ValueError("prosody_pretrain_steps needs the prosody branch (prosody_channels > 0)")
         if not _is_int(self.prosody_pretrain_windows) or self.prosody_pretrain_windows < 1:
             raise ValueError(f"prosody_pretrain_windows must be 1 or more, got {self.prosody_pretrain_windows!r}")
-        head = self.rotation_head_channels
-        if not _is_int(head) or not 0 <= head <= MAX_ROTATION_HEAD_CHANNELS or head % self.groups:
-            raise ValueError(f"rotation_head_channels must be 0 or a multiple of groups ({self.groups}) up to "
-                             f"{MAX_ROTATION_HEAD_CHANNELS}, got {head!r}")
+        self._check_channels("rotation_head_channels", MAX_ROTATION_HEAD_CHANNELS)
         if not _is_int(self.audio_context_frames) or self.audio_context_frames < 0:
             raise ValueError(f"audio_context_frames must be a non-negative integer, got {self.audio_context_frames!r}")
         if self.audio_context_frames > 1 and self.context_clips * self.clip_len < self.audio_context_frames - 1:
@@ -241,6 +235,13 @@ class ModelConfig:
     def condition_frames(self) -> int:
         """Frames of speaker features one clip sees: its own plus `context_clips` preceding clips."""
         return (self.context_clips + 1) * self.clip_len
+
+    def _check_channels(self, name: str, most: int) -> None:
+        """An optional module's width: 0 (none) or a multiple of the GroupNorm groups, up to `most`."""
+        channels = getattr(self, name)
+        if not _is_int(channels) or not 0 <= channels <= most or channels % self.groups:
+            raise ValueError(f"{name} must be 0 or a multiple of groups ({self.groups}) up to {most}, "
+                             f"got {channels!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
