@@ -121,6 +121,18 @@ def test_speech_is_silent_in_pauses(session):
     assert frame_energy[~speech.active].mean() < 0.1 * frame_energy[speech.active].mean()
 
 
+def test_each_pause_begins_in_the_frame_after_the_speech_stops():
+    """Reactions are timed from the pause: it must start where the speaker is heard to stop, not before or after."""
+    speech = synthetic._speech(np.random.default_rng(5), 90 * FPS)
+    voiced_frames = np.unique(np.nonzero(speech.envelope > 0)[0] * FPS // SAMPLE_RATE)
+    assert len(speech.pauses) > 10
+    for frame, _ in speech.pauses:
+        # Silences last at least 0.18 s: nothing is voiced in the 5 frames from the pause's first one.
+        last_voiced = voiced_frames[voiced_frames < frame + 5].max()
+        assert last_voiced == frame - 1
+        assert speech.active[frame - 1] and not speech.active[frame]
+
+
 def test_alternative_listeners_react_to_the_same_speaker_as_other_people():
     config = SyntheticConfig(seconds=30, image_size=32)
     plain = generate_session(7, config)

@@ -5,9 +5,12 @@ stands in for one. Everything is drawn from `numpy.random.default_rng(seed)`:
 the same seed gives the same bytes of every .npy file.
 
 The speaker
-    Phrases of 1.5-4 s separated by pauses of 0.4-1.5 s; inside a phrase, syllables at 3-6 Hz make the
-    speech envelope. Each phrase has a pitch contour around the session's base pitch (100-220 Hz) and
-    ends either RISING (+35% over its last 0.5 s) or FALLING (-25%), at random. Independent of speech:
+    Phrases scheduled 1.5-4 s long, 0.4-1.5 s apart; inside a phrase, syllables at 3-6 Hz make the
+    speech envelope. A phrase ends with its last syllable (within 0.22 s of its scheduled end, so the
+    silences last 0.18-1.72 s), and each pause begins in the frame after the speech is last heard: the
+    reactions timed from it can be timed from what a listener hears. Each
+    phrase has a pitch contour around the session's base pitch (100-220 Hz) and ends either RISING
+    (+35% over its last 0.5 s) or FALLING (-25%), at random. Independent of speech:
     smile events (0-1, 1.5-4 s long, ~6 a minute), brow raises (~3 a minute), blinks every 2-6 s, and
     a head rotation made of slow sinusoids (yaw +-0.25, pitch +-0.12, roll +-0.06 rad).
     Speaker coefficients (T, 56): expression = a fixed mixing of [smile, brow, blink, mouth, idle]
@@ -156,21 +159,25 @@ def _speech(rng: np.random.Generator, n: int) -> _Speech:
     t = rng.uniform(0.3, 0.8)
     while t < n / FPS:
         length = rng.uniform(1.5, 4.0)
-        start, stop = int(t * FPS), min(n, int((t + length) * FPS))
         rising = bool(rng.random() < 0.5)
+        syllable, speech_end = t, t
+        while syllable < t + length - 0.1:
+            duration = 0.8 / rate * rng.uniform(0.8, 1.2)
+            a, b = int(syllable * SAMPLE_RATE), min(samples, int((syllable + duration) * SAMPLE_RATE))
+            if b > a:
+                envelope[a:b] = np.maximum(envelope[a:b], np.sin(np.linspace(0, np.pi, b - a)) * rng.uniform(0.6, 1.0))
+            speech_end = syllable + duration
+            syllable += duration + rng.uniform(0.02, 0.12)
+        # The phrase ends where its last syllable does, up to 0.22 s before or after its scheduled end: the
+        # pause, and every reaction timed from it, begins when the speaker audibly stops, and the pitch's
+        # final rise or fall ends there too. The schedule (and so every later draw) is the one it always was.
+        start, stop = int(t * FPS), min(n, int(np.ceil(speech_end * FPS)))
         frames = np.arange(start, stop)
         contour = base * (1.05 - 0.1 * (frames - start) / max(1, stop - start))  # declination
         tail = np.clip(((frames - stop) / FPS + 0.5) / 0.5, 0, 1)
         contour *= 1 + (0.35 if rising else -0.25) * tail
         pitch[start:stop] = contour * (1 + 0.02 * np.sin(2 * np.pi * 5 * frames / FPS))
         active[start:stop] = True
-        syllable = t
-        while syllable < t + length - 0.1:
-            duration = 0.8 / rate * rng.uniform(0.8, 1.2)
-            a, b = int(syllable * SAMPLE_RATE), min(samples, int((syllable + duration) * SAMPLE_RATE))
-            if b > a:
-                envelope[a:b] = np.maximum(envelope[a:b], np.sin(np.linspace(0, np.pi, b - a)) * rng.uniform(0.6, 1.0))
-            syllable += duration + rng.uniform(0.02, 0.12)
         if stop < n:
             pauses.append((stop, rising))
         t += length + rng.uniform(0.4, 1.5)
@@ -250,6 +257,7 @@ class ListenerRules:
     motion: np.ndarray  # (T, 56) float32, the listener as written to listener_coeffs.npy
     lags: dict[str, int]
     components: dict[str, np.ndarray]
+    pauses: list[tuple[int, bool]]  # the speaker's (first pause frame, phrase ended rising) the pulses follow
 
 
 def _listener_rules(rng: np.random.Generator, state: _SpeakerState, config: SyntheticConfig) -> ListenerRules:
@@ -278,7 +286,7 @@ def _listener_rules(rng: np.random.Generator, state: _SpeakerState, config: Synt
     listener[:, HEAD.start + 2] = idle(config.idle_head)
     listener[:, JAW] += 0.005 * rng.standard_normal((n, 3))
     components = {"nod": nod, "brow": listener_brow, "smile": listener_smile, "head": listener_yaw}
-    return ListenerRules(listener.astype(np.float32), lags, components)
+    return ListenerRules(listener.astype(np.float32), lags, components, list(state.speech.pauses))
 
 
 def _listener(
