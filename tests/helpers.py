@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -14,6 +16,17 @@ from fad_edge.cli import main
 from fad_edge.data.normalization import Normalization
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
+
+
+def bench_script(name: str) -> ModuleType:
+    """The module of `bench/NAME.py`: the bench scripts are run by path, not installed as a package."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the script is executed
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str]:

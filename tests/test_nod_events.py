@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import bench_script
 
 from fad_edge.constants import HEAD, N_COEFFS
 from fad_edge.data.synthetic import SyntheticConfig, listener_rules
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def nod_events():
-    spec = importlib.util.spec_from_file_location("nod_events", ROOT / "bench" / "nod_events.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["nod_events"] = module
-    spec.loader.exec_module(module)
-    return module.nod_events
+    return bench_script("nod_events").nod_events
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,8 @@ The listener, rule by rule (each with a base lag, plus a per-session jitter of +
 Rule components
     `listener_rules(seed, config)` recomputes, without drawing video, a session's listener and the true
     per-frame part each predictable rule adds to it (nod, brow, smile, head): what a model could learn,
-    the idle drift, blinks and noise left out. `listener_basis()` maps expression vectors to factors.
+    the idle drift, blinks and noise left out; and the pauses the nods and brow raises follow.
+    `listener_basis()` maps expression vectors to factors.
     Every session folder `synthetic_dataset.write_synthetic_dataset` writes records its seed and config
     in synthetic.json.
 
