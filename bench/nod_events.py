@@ -11,8 +11,8 @@ true nod's pause-locked mean shape.
 - `shape_r`: Pearson r of the model's and the true nod's pause-locked mean shapes, and
   `best_shift`, the shift in frames of the model's that fits the true one best (+: the model is late);
 - `placed_r`: the r that placing the true mean shape at every falling pause would score, frame by
-  frame as `fad-edge rules` does: the best a deterministic model can do with each listener's lag
-  jitter unknown.
+  frame as `fad-edge rules` does: about the best a deterministic model can do with each listener's
+  lag jitter unknown.
 
     PYTHONPATH=. python bench/nod_events.py --model RUN/best --data DATA [--split test] [--out events.json]
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from fad_edge.cli.model_commands import _open_runner_on
 from fad_edge.data.layout import list_sessions
-from fad_edge.data.synthetic import listener_basis, listener_rules
+from fad_edge.data.synthetic import ListenerRules, listener_basis, listener_rules
 from fad_edge.data.synthetic_dataset import read_session_record
 from fad_edge.rule_diagnostic import pearson, predicted_rule_signals
 from fad_edge.samples import split_samples
@@ -56,7 +56,8 @@ def placed(length: int, pauses: list[tuple[int, bool]], shape: np.ndarray) -> np
     return out - out.mean()
 
 
-def nod_events(predictions: list[np.ndarray], rules: list) -> dict:
+def nod_events(predictions: list[np.ndarray], rules: list[ListenerRules]) -> dict:
+    """The figures of the module docstring; predictions[i] (T_i, 56) is the motion for rules[i]'s session."""
     basis = listener_basis()
     pitch = [predicted_rule_signals(motion, basis)["nod"] for motion in predictions]
     nods = [rule.components["nod"][: len(p)] for rule, p in zip(rules, pitch)]

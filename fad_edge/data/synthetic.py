@@ -8,9 +8,9 @@ The speaker
     Phrases scheduled 1.5-4 s long, 0.4-1.5 s apart; inside a phrase, syllables at 3-6 Hz make the
     speech envelope. A phrase ends with its last syllable (within 0.22 s of its scheduled end, so the
     silences last 0.18-1.72 s), and each pause begins in the frame after the speech is last heard: the
-    reactions timed from it can be timed from what a listener hears. Each
-    phrase has a pitch contour around the session's base pitch (100-220 Hz) and ends either RISING
-    (+35% over its last 0.5 s) or FALLING (-25%), at random. Independent of speech:
+    reactions timed from it can be timed from what a listener hears. Each phrase has a pitch contour
+    around the session's base pitch (100-220 Hz) and ends either RISING (+35% over its last 0.5 s) or
+    FALLING (-25%), at random. Independent of speech:
     smile events (0-1, 1.5-4 s long, ~6 a minute), brow raises (~3 a minute), blinks every 2-6 s, and
     a head rotation made of slow sinusoids (yaw +-0.25, pitch +-0.12, roll +-0.06 rad).
     Speaker coefficients (T, 56): expression = a fixed mixing of [smile, brow, blink, mouth, idle]
