@@ -29,9 +29,8 @@ import numpy as np
 
 from fad_edge.cli.model_commands import _open_runner_on
 from fad_edge.data.layout import list_sessions
-from fad_edge.data.synthetic import ListenerRules, listener_basis, listener_rules
-from fad_edge.data.synthetic_dataset import read_session_record
-from fad_edge.rule_diagnostic import pearson, predicted_rule_signals
+from fad_edge.data.synthetic import ListenerRules, listener_basis
+from fad_edge.rule_diagnostic import pearson, predicted_rule_signals, reproduced_rules
 from fad_edge.samples import split_samples
 
 BEFORE, AFTER = 4, 30  # frames around each pause's first frame
@@ -97,7 +96,8 @@ def main() -> None:
     with _open_runner_on(args.model, "torch", None, None, 0, 2, "cpu") as runner:
         samples = split_samples(runner.config, args.data, args.split)
         predictions = [runner.run_inputs(sample.inputs) for sample in samples]
-    rules = [listener_rules(*read_session_record(folders[sample.name])) for sample in samples]
+    # Refuses a session the generator does not reproduce (written by another version), as `fad-edge rules` does.
+    rules = [reproduced_rules(folders[sample.name], sample) for sample in samples]
     result = {"model": "/".join(args.model.parts[-2:]), "data": args.data.name, "split": args.split,
               **nod_events(predictions, rules)}
     print(json.dumps({key: value for key, value in result.items() if not key.endswith("_shape")}))

@@ -28,7 +28,7 @@ import numpy as np
 
 from fad_edge.constants import EXPRESSION, HEAD, N_COEFFS
 from fad_edge.data.layout import list_sessions
-from fad_edge.data.synthetic import LISTENER_FACTORS, RULES, listener_basis, listener_rules
+from fad_edge.data.synthetic import LISTENER_FACTORS, RULES, ListenerRules, listener_basis, listener_rules
 from fad_edge.data.synthetic_dataset import read_session_record
 from fad_edge.errors import DataError
 from fad_edge.runtime.base import ClipRunner
@@ -123,8 +123,8 @@ def score_rules(predictions: list[np.ndarray], components: list[dict[str, np.nda
     return scores
 
 
-def _session_components(folder: Path, sample: LabelledInputs) -> dict[str, np.ndarray]:
-    """The session's true rule components, cut to the sample's frames, once its listener is reproduced."""
+def reproduced_rules(folder: Path, sample: LabelledInputs) -> ListenerRules:
+    """The session's listener rules recomputed from its seed, or a DataError if they are not the sample's listener."""
     seed, config = read_session_record(folder)
     rules = listener_rules(seed, config)
     frames = len(sample.listener)
@@ -133,6 +133,12 @@ def _session_components(folder: Path, sample: LabelledInputs) -> dict[str, np.nd
         raise DataError(f"{folder}: the synthetic generator (seed {seed}) does not reproduce this session's listener; "
                         "it was written by another version of fad-edge or changed since: write it again with "
                         "fad-edge synth")
+    return rules
+
+
+def _session_components(folder: Path, sample: LabelledInputs) -> dict[str, np.ndarray]:
+    """The session's true rule components, cut to the sample's frames, once its listener is reproduced."""
+    rules, frames = reproduced_rules(folder, sample), len(sample.listener)
     return {rule: rules.components[rule][:frames] for rule in RULES}
 
 
