@@ -156,9 +156,7 @@ class ListenerModel(nn.Module):
         weights = None
         if config.loss_dim_weighting != "uniform" or config.rotation_loss_weight != 1.0:
             weights = self.dim_weights()
-        focus = (max(0, config.sample_start_step - config.step_focus_width),
-                 min(config.train_steps - 1, config.sample_start_step + config.step_focus_width))
-        return self.diffusion.training_loss(self.elnet.denoise, motion, cond, generator, focus,
+        return self.diffusion.training_loss(self.elnet.denoise, motion, cond, generator, config.step_focus_range,
                                             config.step_focus_share, config.loss_weighting, weights)
 
     def dim_weights(self) -> torch.Tensor:

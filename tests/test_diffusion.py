@@ -114,7 +114,7 @@ def test_settings_from_config():
 
     config = preset("small")
     settings = SamplerSettings.from_config(config)
-    assert (settings.steps, settings.start_step, settings.start_noise) == (1, 90, 0.0)
+    assert (settings.steps, settings.start_step, settings.start_noise) == (1, 99, 0.0)
     assert SamplerSettings.from_config(config, steps=5).steps == 5
 
 

@@ -40,11 +40,21 @@ def test_mean_is_the_models_own_setting_and_diverse_reads_its_fields(name):
 def test_the_small_preset_draws_its_diverse_sample_as_calibrated():
     small = preset("small")
     mean, diverse = SamplerSettings.named("mean", small), SamplerSettings.named("diverse", small)
-    assert (mean.start_step, mean.start_noise) == (90, 0.0)
+    assert (mean.start_step, mean.start_noise) == (99, 0.0)
     assert (diverse.start_step, diverse.start_noise, diverse.steps) == (99, 1.0, 3)
     assert (diverse.temperature, diverse.rotation_noise) == (1.15, 0.65)
     prosody = SamplerSettings.named("diverse", preset("small-prosody"))
     assert (prosody.steps, prosody.temperature, prosody.rotation_noise) == (3, 1.3, 0.58)
+
+
+def test_the_small_presets_train_on_the_same_steps_wherever_their_one_step_starts():
+    # `small` samples from t = 99 and `small-prosody` from t = 90; both focus half of each batch on
+    # steps 80-99, so moving the sampling start did not change what the small preset trains.
+    small, prosody = preset("small"), preset("small-prosody")
+    assert (small.sample_start_step, prosody.sample_start_step) == (99, 90)
+    assert small.step_focus_range == prosody.step_focus_range == (80, 99)
+    assert dataclasses.replace(small, sample_start_step=50).step_focus_range == (31, 69)
+    assert dataclasses.replace(small, sample_start_step=5, step_focus_width=10).step_focus_range == (0, 15)
 
 
 def test_configs_saved_before_the_diverse_fields_load_with_their_defaults():
