@@ -120,12 +120,23 @@ def l2_and_fd(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict[s
             for group, c in metrics.GROUPS.items()}
 
 
+def draw_settings(runner: ClipRunner, encoded: list[EncodedInputs], settings: SamplerSettings,
+                  samples: int) -> list[list[np.ndarray]]:
+    """`samples` draws (seeds 0..samples-1) of every session under `settings`: draws[seed][session]."""
+    runner.settings = settings
+    return [[sample_encoded(runner, session, seed) for session in encoded] for seed in range(samples)]
+
+
 def score_settings(runner: ClipRunner, encoded: list[EncodedInputs], truths: list[np.ndarray],
                    settings: SamplerSettings, samples: int = 1) -> dict[str, dict[str, float]]:
     """L2 and FD per group of `samples` draws (seeds 0..samples-1) under `settings`, averaged over the draws;
     with more than one draw, also their diversity. The inputs are encoded once for any number of settings."""
-    runner.settings = settings
-    draws = [[sample_encoded(runner, session, seed) for session in encoded] for seed in range(samples)]
+    return score_draws(draw_settings(runner, encoded, settings, samples), truths)
+
+
+def score_draws(draws: list[list[np.ndarray]], truths: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """What `score_settings` reports, for draws[seed][session] already drawn."""
+    samples = len(draws)
     scored = [l2_and_fd(draw, truths) for draw in draws]
     result = {group: {key: float(np.mean([s[group][key] for s in scored])) for key in ("L2", "FD")}
               for group in metrics.GROUPS}
@@ -176,7 +187,7 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
         table.samplers[label] = {"sampler": sampler, "settings": dataclasses.asdict(settings), "samples": samples}
         encoded = [encode_inputs(runner, sample.inputs) for sample in test]  # shared with the REACT table
         encoded_models.append((label, TorchRunner(loaded.model, settings=settings, device=device), encoded))
-        draws = [[sample_encoded(runner, session, seed) for session in encoded] for seed in range(samples)]
+        draws = draw_settings(runner, encoded, settings, samples)
         row = group_metrics(draws[0], truths, speakers, si)
         if samples > 1:
             for group, cols in metrics.GROUPS.items():
@@ -192,10 +203,12 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     return table
 
 
-def encoded_split(loaded: LoadedCheckpoint, data: Path, split: str,
-                  device: str = "cpu") -> tuple[TorchRunner, list[EncodedInputs], list[np.ndarray]]:
-    """A runner for the checkpoint, the split's sessions encoded once, and their listener motion."""
-    test = split_samples(loaded.config, data, split)
+def encoded_split(
+    loaded: LoadedCheckpoint, data: Path, split: str, device: str = "cpu", samples: list[LabelledInputs] | None = None
+) -> tuple[TorchRunner, list[EncodedInputs], list[np.ndarray]]:
+    """A runner for the checkpoint, the split's sessions (`samples`, where already loaded) encoded once,
+    and their listener motion."""
+    test = split_samples(loaded.config, data, split) if samples is None else samples
     check_compatible(loaded, test)
     runner = TorchRunner(loaded.model, device=device)
     return runner, [encode_inputs(runner, s.inputs) for s in test], [s.listener for s in test]

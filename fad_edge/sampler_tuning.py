@@ -2,12 +2,22 @@
 
 The "mean" sampler (the model's own setting) is scored first, as the reference. Each candidate draws
 `samples` motions per session (seeds 0..samples-1) from inputs encoded once, scored as the steps
-curve is (`evaluation.score_settings`). The choice is the candidate closest to real motion in
-distribution (the least FD, each group's relative to the mean sampler's, summed over expression and
-rotation) among those whose L2 stays within `max_l2_ratio` of the mean sampler's in both groups: a
-diverse sample should still be a reaction to this speaker. Its values go into a copy of the
-checkpoint with the config's `diverse_*` fields set, so the calibrated sampler travels with the model
-into its exports (the manifest carries the config) and every runner reads it from there.
+curve is (`evaluation.score_settings`). Two rules choose among the candidates:
+
+- "fd": the candidate closest to real motion in distribution (the least FD, each group's relative to
+  the mean sampler's, summed over expression and rotation) among those whose L2 stays within
+  `max_l2_ratio` of the mean sampler's in both groups: a diverse sample should still be a reaction to
+  this speaker.
+- "frdiv": the candidate whose samples for one speaker differ as much as real listeners do, as
+  accurately as possible: the least L2 (each group's relative to the mean sampler's, summed) among
+  those whose REACT FRDiv (m = `react_samples` draws per speaker window) is within `FRDIV_RANGE` of
+  the alternative listeners' in both groups. It needs a dataset that holds several appropriate
+  listeners per speaker, as the synthetic generator's does; a candidate's L2 only grows with its
+  spread, so among equally diverse candidates the least L2 is the one whose samples centre best.
+
+The choice's values go into a copy of the checkpoint with the config's `diverse_*` fields set, so the
+calibrated sampler travels with the model into its exports (the manifest carries the config) and
+every runner reads it from there.
 """
 
 from __future__ import annotations
@@ -20,17 +30,28 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from fad_edge import metrics
+from fad_edge.appropriate import ReactWindows, build_windows
 from fad_edge.atomic import atomic_write_bytes, staging_folder, swap_in_folder
 from fad_edge.checkpoint import MODEL_JSON, LoadedCheckpoint, read_checkpoint_info, resolve_checkpoint
-from fad_edge.errors import CheckpointError, FadEdgeError
-from fad_edge.evaluation import encoded_split, score_settings
+from fad_edge.errors import CheckpointError, DataError, FadEdgeError
+from fad_edge.evaluation import draw_settings, encoded_split, score_draws
 from fad_edge.models.config import DIVERSE_NOISE_LIMITS, ModelConfig
+from fad_edge.react_evaluation import ReactOptions, react_sessions
+from fad_edge.react_metrics import fr_div
 from fad_edge.report_paths import report_path
 from fad_edge.reporting import Say, silent
+from fad_edge.samples import LabelledInputs, split_samples
 from fad_edge.sampling import SamplerSettings
 
 MAX_L2_RATIO = 1.25  # a candidate's L2 may exceed the mean sampler's by this factor, in each group
+RULES = ("fd", "frdiv")
+# The "frdiv" rule's band: a candidate's FRDiv over the alternative listeners', in each group (REACT's
+# diversity as real listeners show it, neither much less nor much more).
+FRDIV_RANGE = (0.8, 1.25)
+FRDIV_RATIO = "FRDiv / alternatives"  # the score key of that ratio
 
 
 @dataclass(frozen=True)
@@ -76,6 +97,40 @@ class SamplerGrid:
         return found
 
 
+@dataclass(frozen=True)
+class DiversityReference:
+    """What the "frdiv" rule measures a candidate's diversity against: the split's speaker windows and
+    the alternative listeners' own FRDiv per group."""
+
+    windows: ReactWindows
+    frdiv: dict[str, float]
+    samples: int  # m, draws per speaker window
+
+    def ratios(self, draws: list[list[np.ndarray]]) -> dict[str, float]:
+        """FRDiv of draws[seed][session] over the alternative listeners', per group."""
+        cut = self.windows.cut_draws([list(per_session) for per_session in zip(*draws)])
+        return {group: fr_div(cut[..., columns]) / self.frdiv[group] for group, columns in metrics.GROUPS.items()}
+
+
+def diversity_reference(sessions: list[LabelledInputs], data: Path, split: str,
+                        options: ReactOptions) -> DiversityReference:
+    """The split's windows of `options.window` frames and their alternative listeners' FRDiv.
+
+    Refused in one line where the split holds no alternative listeners (only the synthetic generator
+    writes them: a dataset's neighbour lists say which listeners are appropriate, not how much real
+    listeners differ for one speaker) or no session is a window long.
+    """
+    windows = build_windows(react_sessions(sessions, data), options.window, options.neighbours)
+    if windows is None:
+        raise DataError(f"no {split} session is {options.window} frames long; give a shorter --react-window")
+    if windows.source != "alternatives":
+        raise DataError(f"the {split} split has no alternative listeners (listener_alternatives.npy, written by "
+                        "fad-edge synth), which the frdiv rule measures diversity against; use --rule fd")
+    alternatives = np.stack([appropriate[1:] for appropriate in windows.appropriate])  # less each window's own
+    frdiv = {group: fr_div(alternatives[..., columns]) for group, columns in metrics.GROUPS.items()}
+    return DiversityReference(windows, frdiv, options.samples)
+
+
 @dataclass
 class GridRow:
     name: str  # "mean" (the reference) or "#1", "#2", ...
@@ -93,6 +148,9 @@ class GridReport:
     max_l2_ratio: float
     rows: list[GridRow] = field(default_factory=list)
     chosen: int | None = None  # index into rows (never 0, the reference); None when no candidate qualifies
+    rule: str = "fd"
+    frdiv_range: tuple[float, float] = FRDIV_RANGE
+    react_samples: int = 0  # m of the FRDiv ratios (0: not measured)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -111,20 +169,68 @@ def choose(rows: list[GridRow], max_l2_ratio: float = MAX_L2_RATIO) -> int | Non
     return best
 
 
+def choose_by_diversity(rows: list[GridRow], frdiv_range: tuple[float, float] = FRDIV_RANGE) -> int | None:
+    """The candidate (index into rows, after the reference) with the least relative L2 among those whose
+    FRDiv ratio is within `frdiv_range` in both groups."""
+    reference = rows[0].scores
+    low, high = frdiv_range
+    best, best_score = None, math.inf
+    for index, row in enumerate(rows[1:], start=1):
+        if not all(low <= row.scores[g][FRDIV_RATIO] <= high for g in metrics.GROUPS):  # NaN never qualifies
+            continue
+        score = sum(row.scores[g]["L2"] / max(reference[g]["L2"], 1e-12) for g in metrics.GROUPS)
+        if score < best_score:
+            best, best_score = index, score
+    return best
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise FadEdgeError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    return rule
+
+
 def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid, samples: int = 2,
-             device: str = "cpu", max_l2_ratio: float = MAX_L2_RATIO, say: Say = silent) -> GridReport:
-    """The mean sampler and every candidate of `grid`, scored on `split`, and the rule's choice."""
+             device: str = "cpu", max_l2_ratio: float = MAX_L2_RATIO, say: Say = silent, rule: str = "fd",
+             react: ReactOptions | None = None) -> GridReport:
+    """The mean sampler and every candidate of `grid`, scored on `split`, and the rule's choice.
+
+    With the "frdiv" rule every setting draws `react.samples` motions per session (at least `samples`;
+    `react` None: ReactOptions' defaults); L2 and FD are scored on the first `samples` of them, as
+    without it.
+    """
+    check_rule(rule)
     candidates = grid.candidates(loaded.config)
+    sessions = split_samples(loaded.config, data, split)
+    diversity = diversity_reference(sessions, data, split, react or ReactOptions()) if rule == "frdiv" else None
     say(f"encoding the {split} split")
-    runner, encoded, truths = encoded_split(loaded, data, split, device)
-    report = GridReport(str(loaded.path), split, len(encoded), sum(e.frames for e in encoded), samples, max_l2_ratio)
+    runner, encoded, truths = encoded_split(loaded, data, split, device, sessions)
+    report = GridReport(str(loaded.path), split, len(encoded), sum(e.frames for e in encoded), samples, max_l2_ratio,
+                        rule=rule, react_samples=0 if diversity is None else diversity.samples)
     every = [SamplerSettings.named("mean", loaded.config), *candidates]
     for index, settings in enumerate(every):
         say(f"setting {index + 1} of {len(every)}: {settings.describe()}")
         name = "mean" if index == 0 else f"#{index}"
-        report.rows.append(GridRow(name, settings, score_settings(runner, encoded, truths, settings, samples)))
-    report.chosen = choose(report.rows, max_l2_ratio)
+        draws = draw_settings(runner, encoded, settings, samples if diversity is None
+                              else max(samples, diversity.samples))
+        scores = score_draws(draws[:samples], truths)
+        if diversity is not None:
+            for group, ratio in diversity.ratios(draws[: diversity.samples]).items():
+                scores[group][FRDIV_RATIO] = ratio
+        report.rows.append(GridRow(name, settings, scores))
+    report.chosen = choose(report.rows, max_l2_ratio) if rule == "fd" else choose_by_diversity(report.rows)
     return report
+
+
+def rule_text(report: GridReport) -> str:
+    """The rule that chose, in words."""
+    if report.rule == "frdiv":
+        low, high = report.frdiv_range
+        return (f"the least L2 relative to the mean sampler's (expression + rotation) among settings whose FRDiv "
+                f"({report.react_samples} samples per speaker window) is within {low:g}-{high:g}x the alternative "
+                "listeners' in both groups")
+    return (f"the least FD relative to the mean sampler's (expression + rotation) among settings whose L2 is "
+            f"within {report.max_l2_ratio:g}x the mean sampler's in both groups")
 
 
 def diverse_fields(settings: SamplerSettings) -> dict[str, int | float]:
@@ -180,6 +286,8 @@ def _format(value: float | None) -> str:
 def markdown(report: GridReport) -> str:
     """The grid as a markdown table, the reference first and the choice marked."""
     extra = ["diversity"] if report.samples > 1 else []
+    if report.rule == "frdiv":
+        extra.append(FRDIV_RATIO)
     keys = ["L2", "FD", *extra]
     header = ["setting", "start step", "steps", "start noise", "temperature", "rotation noise",
               *[f"exp {k}" for k in keys], *[f"rot {k}" for k in keys]]
@@ -196,8 +304,7 @@ def markdown(report: GridReport) -> str:
                  f"{s.rotation_noise:g}",
                  *[_format(row.scores[g].get(k)) for g in metrics.GROUPS for k in keys]]
         lines.append("| " + " | ".join(cells) + " |")
-    rule = (f"The choice: the least FD relative to the mean sampler's (expression + rotation) among settings "
-            f"whose L2 is within {report.max_l2_ratio:g}x the mean sampler's in both groups")
+    rule = f"The choice: {rule_text(report)}"
     lines += ["", f"- {rule}; " + ("none qualified." if report.chosen is None else
                                    f"{report.rows[report.chosen].name}."),
               "- L2: mean per-frame Euclidean norm of the difference; FD: Frechet distance per sequence, averaged.",

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from helpers import run_cli, tiny_checkpoint
 
+from fad_edge.appropriate import ReactSession, build_windows
 from fad_edge.checkpoint import MODEL_JSON, MODEL_WEIGHTS, load_checkpoint
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.errors import FadEdgeError
 from fad_edge.evaluation import encoded_split, score_settings
-from fad_edge.sampler_tuning import GridRow, SamplerGrid, choose, run_grid, write_calibrated_copy
+from fad_edge.sampler_tuning import (
+    FRDIV_RATIO,
+    DiversityReference,
+    GridRow,
+    SamplerGrid,
+    choose,
+    choose_by_diversity,
+    run_grid,
+    write_calibrated_copy,
+)
 from fad_edge.sampling import SamplerSettings
 
 pytestmark = pytest.mark.slow
@@ -68,6 +79,36 @@ def test_the_rule_takes_the_least_relative_fd_within_the_l2_bound():
     assert choose(rows, 1.05) is None
 
 
+def test_the_frdiv_rule_takes_the_least_relative_l2_among_settings_as_diverse_as_real_listeners():
+    def row(l2: float, div_exp: float, div_rot: float) -> GridRow:
+        return GridRow("r", SamplerSettings(), {"expression": {"L2": l2, FRDIV_RATIO: div_exp},
+                                                "rotation": {"L2": l2 / 10, FRDIV_RATIO: div_rot}})
+
+    rows = [row(1.0, 0.0, 0.0), row(1.2, 0.78, 1.0), row(1.3, 0.85, 1.1), row(1.25, 0.9, 1.3),
+            row(1.4, 1.0, 1.0), row(1.1, float("nan"), 1.0)]
+    assert choose_by_diversity(rows) == 2  # 1: too little expression diversity; 3: too much head motion
+    assert choose_by_diversity(rows, (0.75, 1.25)) == 1
+    assert choose_by_diversity(rows, (0.95, 1.05)) == 4
+    assert choose_by_diversity(rows, (2.0, 3.0)) is None
+
+
+def test_frdiv_ratios_compare_samples_for_one_speaker_with_the_alternative_listeners():
+    rng = np.random.default_rng(0)
+    listener, alternatives = rng.normal(size=(128, 56)), rng.normal(size=(3, 128, 56))
+    alternatives[..., 50:] *= 0.1  # the rotation group varies less: each group is its own ratio
+    windows = build_windows([ReactSession("s", listener, alternatives=alternatives)], window=64, neighbours=5)
+    assert windows is not None and windows.source == "alternatives" and len(windows.names) == 2
+    as_draws = [[a] for a in alternatives]  # draws[seed][session]: the 3 alternatives as 3 seeds of 1 session
+    raw = DiversityReference(windows, {"expression": 1.0, "rotation": 1.0}, samples=3).ratios(as_draws)
+    assert raw["expression"] == pytest.approx(2.0, rel=0.1)  # unit-variance noise: E (a - b)^2 = 2
+    reference = DiversityReference(windows, raw, samples=3)
+    assert reference.ratios(as_draws) == pytest.approx({"expression": 1.0, "rotation": 1.0})
+    assert raw["rotation"] == pytest.approx(raw["expression"] * 0.01, rel=0.2)
+    halved = [[listener + (a - listener) * 0.5] for a in alternatives]  # half the spread: a quarter of the MSE
+    assert reference.ratios(halved) == pytest.approx({"expression": 0.25, "rotation": 0.25})
+    assert reference.ratios([[listener]] * 3) == {"expression": 0.0, "rotation": 0.0}
+
+
 def test_the_grid_scores_the_mean_sampler_first_and_each_distinct_setting_once(dataset, checkpoint):
     loaded = load_checkpoint(checkpoint)
     grid = SamplerGrid(start_steps=(50, 70), steps=(1, 2), temperatures=(1.0, 0.5))
@@ -111,6 +152,38 @@ def test_tune_sampler_writes_a_calibrated_copy_and_leaves_the_input_alone(datase
     code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
                            "--write-to", copy)
     assert code == 2 and "--overwrite" in output and "Traceback" not in output
+
+
+def test_tune_sampler_chooses_by_frdiv_where_the_data_has_alternative_listeners(dataset, checkpoint, tmp_path,
+                                                                                monkeypatch, capsys):
+    args = ["tune-sampler", "--checkpoint", checkpoint, "--start-steps", "70", "--steps", "1,3",
+            "--temperature", "0.5,1.5", "--samples", "1", "--rule", "frdiv", "--react-window", "64",
+            "--react-samples", "3"]
+    code, output = run_cli(monkeypatch, capsys, *args, "--data", dataset, "--out", tmp_path / "grid")
+    assert code == 0, output
+    report = json.loads((tmp_path / "grid.json").read_text())
+    assert report["rule"] == "frdiv" and report["react_samples"] == 3
+    rows = [GridRow(r["name"], SamplerSettings(**r["settings"]), r["scores"]) for r in report["rows"]]
+    ratios = [[row.scores[g][FRDIV_RATIO] for g in ("expression", "rotation")] for row in rows]
+    assert ratios[0] == [0.0, 0.0]  # the mean sampler: one answer for every seed
+    assert ratios[3][0] > ratios[2][0] > 0  # three steps at temperature 1.5 scatter more than at 0.5
+    assert report["chosen"] == choose_by_diversity(rows)
+    assert "FRDiv over the alternative" in output and all(len(line) <= 80 for line in output.splitlines())
+    assert "FRDiv / alternatives" in (tmp_path / "grid.md").read_text()
+
+    code, output = run_cli(monkeypatch, capsys, *args[:-4], "--react-window", "3000", "--data", dataset,
+                           "--out", tmp_path / "long")
+    assert code == 2 and "3000 frames long" in output and "Traceback" not in output
+    bare = tmp_path / "bare"
+    shutil.copytree(dataset, bare)
+    for alternatives in bare.glob("*/listener_alternatives.npy"):
+        alternatives.unlink()
+    code, output = run_cli(monkeypatch, capsys, *args, "--data", bare, "--out", tmp_path / "bare_grid")
+    assert code == 2 and "no alternative listeners" in output and "--rule fd" in " ".join(output.split())
+    assert not (tmp_path / "bare_grid.json").exists()
+    code, output = run_cli(monkeypatch, capsys, *args[:-6], "--rule", "best", "--data", dataset,
+                           "--out", tmp_path / "unknown")
+    assert code == 2 and "unknown rule 'best'" in output
 
 
 def test_a_calibrated_copy_is_written_whole_and_replaces_a_folder_only_when_asked(checkpoint, tmp_path):

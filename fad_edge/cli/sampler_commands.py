@@ -45,6 +45,13 @@ def tune_sampler(
     samples: int = typer.Option(2, min=1, max=20, help="Samples per clip (seeds 0..N-1); metrics are averaged."),
     max_l2_ratio: Optional[float] = typer.Option(None, min=1.0, max=10.0, help="The choice keeps L2 within this "
                                                  "factor of the mean sampler's, in each group (default 1.25)."),
+    rule: str = typer.Option("fd", help="How to choose: fd (the least FD with L2 near the mean sampler's) or frdiv "
+                             "(the least L2 with REACT's FRDiv within 0.8-1.25x the alternative listeners'; "
+                             "synthetic data)."),
+    react_window: int = typer.Option(256, min=64, max=3000, help="Frames per speaker window for FRDiv (--rule "
+                                     "frdiv)."),
+    react_samples: int = typer.Option(10, min=2, max=50, help="m, samples per speaker window for FRDiv (--rule "
+                                      "frdiv)."),
     pick: Optional[int] = typer.Option(None, min=1, help="Write this row (#N) instead of the rule's choice."),
     write_to: Optional[Path] = typer.Option(None, help="Write a copy of the checkpoint whose diverse sampler is "
                                             "the choice."),
@@ -55,20 +62,25 @@ def tune_sampler(
 ) -> None:
     """Calibrate the diverse sampler: L2 and FD of a grid of settings against the mean sampler.
 
-    The choice can be written into a copy of the checkpoint (--write-to), so that `--sampler diverse`
-    uses it everywhere the model goes, its exports included.
+    With --rule frdiv, also how much each setting's samples for one speaker differ, against how much
+    the data's alternative listeners do. The choice can be written into a copy of the checkpoint
+    (--write-to), so that `--sampler diverse` uses it everywhere the model goes, its exports included.
     """
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.devices import resolve_device
+    from fad_edge.react_evaluation import ReactOptions
     from fad_edge.sampler_tuning import (
         MAX_L2_RATIO,
         SamplerGrid,
+        check_rule,
+        rule_text,
         run_grid,
         worse_than_mean,
         write_calibrated_copy,
         write_report,
     )
 
+    check_rule(rule)
     check_output_stem(out, (".json", ".md"))
     if write_to is not None:
         check_output_dir(write_to, "--write-to")
@@ -88,16 +100,18 @@ def tune_sampler(
     ratio = MAX_L2_RATIO if max_l2_ratio is None else max_l2_ratio
     with console.status("sampler grid") as status:
         report = run_grid(loaded, data, split, grid, samples, run_on, ratio,
-                          say=lambda message: status.update(escape(message)))
+                          say=lambda message: status.update(escape(message)), rule=rule,
+                          react=ReactOptions(samples=react_samples, window=react_window))
     for table in _tables(report):
         console.print(table)
     chosen = report.chosen if pick is None else pick
     if report.chosen is None:
-        console.print(f"no setting kept L2 within {ratio:g}x the mean sampler's; raise --max-l2-ratio or --pick a "
-                      "row", style="yellow", markup=False, highlight=False)
+        remedy = ("try other temperatures" if rule == "frdiv" else "raise --max-l2-ratio")
+        console.print(f"no setting qualified ({rule_text(report)}); {remedy} or --pick a row", style="yellow",
+                      markup=False, highlight=False)
     else:
-        console.print(f"the rule's choice: {report.rows[report.chosen].name} (the least FD with L2 within {ratio:g}x "
-                      "the mean sampler's)", markup=False, highlight=False)
+        console.print(f"the rule's choice: {report.rows[report.chosen].name} ({rule_text(report)})",
+                      markup=False, highlight=False)
     if chosen is not None and (worse := worse_than_mean(report, chosen)):
         console.print(f"note: {report.rows[chosen].name} has no lower FD than the mean sampler in "
                       f"{' and '.join(worse)}", style="yellow", markup=False, highlight=False)
@@ -112,10 +126,11 @@ def tune_sampler(
         raise FadEdgeError(f"nothing written to {write_to}: no setting was chosen; --pick a row")
 
 
-def _tables(report: GridReport) -> tuple[Table, Table]:
-    """The grid as two tables, its settings and then its scores, each narrow enough for an 80-column
-    terminal however many settings vary (diversity is in the report files)."""
-    from fad_edge.sampler_tuning import plural
+def _tables(report: GridReport) -> list[Table]:
+    """The grid as tables, its settings, then its scores (then, with --rule frdiv, each group's FRDiv over
+    the alternative listeners'), each narrow enough for an 80-column terminal however many settings
+    vary (the pairwise diversity is in the report files)."""
+    from fad_edge.sampler_tuning import FRDIV_RATIO, plural
 
     settings = Table(title=escape(f"Sampler grid on {report.split}: the settings"))
     for column in ("row", "start step", "steps", "start noise", "temperature", "rotation noise"):
@@ -130,7 +145,16 @@ def _tables(report: GridReport) -> tuple[Table, Table]:
         settings.add_row(name, str(s.start_step), str(s.steps), f"{s.start_noise:g}", f"{s.temperature:g}",
                          f"{s.rotation_noise:g}")
         scores.add_row(name, *[f"{row.scores[g][k]:.3g}" for g in ("expression", "rotation") for k in ("L2", "FD")])
-    return settings, scores
+    if report.rule != "frdiv":
+        return [settings, scores]
+    diversity = Table(title=escape(f"FRDiv over the alternative listeners': {report.react_samples} samples per "
+                                   "speaker window"))
+    for column in ("row", "expression", "rotation"):
+        diversity.add_column(column, justify="left" if column == "row" else "right")
+    for index, row in enumerate(report.rows):
+        name = f"{row.name} *" if index == report.chosen else row.name
+        diversity.add_row(name, *[f"{row.scores[g][FRDIV_RATIO]:.2f}" for g in ("expression", "rotation")])
+    return [settings, scores, diversity]
 
 
 def register(app: typer.Typer) -> None:
