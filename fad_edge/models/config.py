@@ -319,7 +319,8 @@ _SMALL = ModelConfig(
     # The per-step noise at 1.15x DDPM's, the rotation dims' at 0.65 of that: the least temperature at
     # which the demo model's samples for one speaker differ as much as the synthetic data's alternative
     # listeners do, in both groups (REACT's FRDiv 0.84x and 1.01x on the validation split; 0.62x for
-    # expression at 1), at the same FD (README, "Results": the diverse sampler).
+    # expression at 1), at the same FD (README, "Results": the diverse sampler); what
+    # `fad-edge tune-sampler --rule frdiv` chooses for it.
     diverse_temperature=1.15,
     diverse_rotation_noise=0.65,
     step_focus_share=0.5,
