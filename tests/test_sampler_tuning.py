@@ -168,7 +168,7 @@ def test_tune_sampler_chooses_by_frdiv_where_the_data_has_alternative_listeners(
     assert ratios[0] == [0.0, 0.0]  # the mean sampler: one answer for every seed
     assert ratios[3][0] > ratios[2][0] > 0  # three steps at temperature 1.5 scatter more than at 0.5
     assert report["chosen"] == choose_by_diversity(rows)
-    assert "FRDiv over the alternative" in output and all(len(line) <= 80 for line in output.splitlines())
+    assert "FRDiv / the alternative" in output and all(len(line) <= 80 for line in output.splitlines())
     assert "FRDiv / alternatives" in (tmp_path / "grid.md").read_text()
 
     code, output = run_cli(monkeypatch, capsys, *args[:-4], "--react-window", "3000", "--data", dataset,

@@ -147,8 +147,9 @@ def _tables(report: GridReport) -> list[Table]:
         scores.add_row(name, *[f"{row.scores[g][k]:.3g}" for g in ("expression", "rotation") for k in ("L2", "FD")])
     if report.rule != "frdiv":
         return [settings, scores]
-    diversity = Table(title=escape(f"FRDiv over the alternative listeners': {report.react_samples} samples per "
-                                   "speaker window"))
+    title = "FRDiv / the alternative listeners'"
+    diversity = Table(title=title, caption=escape(f"{report.react_samples} samples per speaker window"),
+                      min_width=len(title) + 2)  # the title on one line
     for column in ("row", "expression", "rotation"):
         diversity.add_column(column, justify="left" if column == "row" else "right")
     for index, row in enumerate(report.rows):
