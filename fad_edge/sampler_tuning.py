@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,32 +157,33 @@ class GridReport:
         return dataclasses.asdict(self)
 
 
-def choose(rows: list[GridRow], max_l2_ratio: float = MAX_L2_RATIO) -> int | None:
-    """The candidate (index into rows, after the reference) with the least relative FD within the L2 bound."""
+def _least_relative(rows: list[GridRow], metric: str, qualifies: Callable[[dict], bool]) -> int | None:
+    """The candidate (index into rows, after the reference) whose `metric`, each group's relative to the
+    reference's and summed over the groups, is least among those whose scores qualify."""
     reference = rows[0].scores
     best, best_score = None, math.inf
     for index, row in enumerate(rows[1:], start=1):
-        if any(row.scores[g]["L2"] > max_l2_ratio * reference[g]["L2"] for g in metrics.GROUPS):
+        if not qualifies(row.scores):
             continue
-        score = sum(row.scores[g]["FD"] / max(reference[g]["FD"], 1e-12) for g in metrics.GROUPS)
+        score = sum(row.scores[g][metric] / max(reference[g][metric], 1e-12) for g in metrics.GROUPS)
         if score < best_score:
             best, best_score = index, score
     return best
+
+
+def choose(rows: list[GridRow], max_l2_ratio: float = MAX_L2_RATIO) -> int | None:
+    """The candidate (index into rows, after the reference) with the least relative FD within the L2 bound."""
+    reference = rows[0].scores
+    return _least_relative(rows, "FD", lambda scores: not any(
+        scores[g]["L2"] > max_l2_ratio * reference[g]["L2"] for g in metrics.GROUPS))
 
 
 def choose_by_diversity(rows: list[GridRow], frdiv_range: tuple[float, float] = FRDIV_RANGE) -> int | None:
     """The candidate (index into rows, after the reference) with the least relative L2 among those whose
     FRDiv ratio is within `frdiv_range` in both groups."""
-    reference = rows[0].scores
     low, high = frdiv_range
-    best, best_score = None, math.inf
-    for index, row in enumerate(rows[1:], start=1):
-        if not all(low <= row.scores[g][FRDIV_RATIO] <= high for g in metrics.GROUPS):  # NaN never qualifies
-            continue
-        score = sum(row.scores[g]["L2"] / max(reference[g]["L2"], 1e-12) for g in metrics.GROUPS)
-        if score < best_score:
-            best, best_score = index, score
-    return best
+    return _least_relative(rows, "L2", lambda scores: all(  # NaN never qualifies
+        low <= scores[g][FRDIV_RATIO] <= high for g in metrics.GROUPS))
 
 
 def check_rule(rule: str) -> str:

@@ -139,9 +139,9 @@ def _tables(report: GridReport) -> list[Table]:
                                 f"{plural(report.samples, 'sample')} per clip"))
     for column in ("row", "exp L2", "exp FD", "rot L2", "rot FD"):
         scores.add_column(column, justify="left" if column == "row" else "right")
-    for index, row in enumerate(report.rows):
+    names = [f"{row.name} *" if index == report.chosen else row.name for index, row in enumerate(report.rows)]
+    for name, row in zip(names, report.rows, strict=True):
         s = row.settings
-        name = f"{row.name} *" if index == report.chosen else row.name
         settings.add_row(name, str(s.start_step), str(s.steps), f"{s.start_noise:g}", f"{s.temperature:g}",
                          f"{s.rotation_noise:g}")
         scores.add_row(name, *[f"{row.scores[g][k]:.3g}" for g in ("expression", "rotation") for k in ("L2", "FD")])
@@ -152,8 +152,7 @@ def _tables(report: GridReport) -> list[Table]:
                       min_width=len(title) + 2)  # the title on one line
     for column in ("row", "expression", "rotation"):
         diversity.add_column(column, justify="left" if column == "row" else "right")
-    for index, row in enumerate(report.rows):
-        name = f"{row.name} *" if index == report.chosen else row.name
+    for name, row in zip(names, report.rows, strict=True):
         diversity.add_row(name, *[f"{row.scores[g][FRDIV_RATIO]:.2f}" for g in ("expression", "rotation")])
     return [settings, scores, diversity]
 
