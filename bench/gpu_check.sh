@@ -88,12 +88,15 @@ FAD=("$PY" -m fad_edge)  # the CLI, as a command timeout can run
 if compgen -G ".whl/*.whl" > /dev/null; then
   say "installing $(ls .whl/*.whl | wc -l) carried wheels into .whl/site"
   mkdir -p .whl/site
-  if ! "$PY" -m pip install --quiet --no-index --no-deps --upgrade --target .whl/site .whl/*.whl >> "$LOG" 2>&1; then
-    say "pip could not install them here; unpacking them instead (a wheel is a zip laid out for site-packages)"
-    for wheel in .whl/*.whl; do "$PY" -m zipfile -e "$wheel" .whl/site || FAILED+=("wheels"); done
+  # pip checks each wheel's tags against this Python; wheels that do not fit (the CPU dry run on another
+  # Python, say) are left out, and the steps run on the packages already installed.
+  if "$PY" -m pip install --quiet --no-index --no-deps --upgrade --target .whl/site .whl/*.whl >> "$LOG" 2>&1; then
+    export PYTHONPATH="$ROOT/.whl/site${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    say "the carried wheels do not install on this Python (see the log); running without them"
   fi
 fi
-export PYTHONPATH="$ROOT/.whl/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg
 
 say "fad-edge GPU check on device $DEVICE, $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -147,7 +150,13 @@ else
   LIMITS=(test=95 bench=110 bench_compiled=190 profile=45 compiled=210 synth=15 pace=55 train=40 evaluate=50
           trt=240)
 fi
-limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ] && echo "${entry#*=}"; done; }
+# A longer training, where a lease leaves time for one after the check (FAD_GPU_CHECK_TRAIN_S=150).
+[ -n "${FAD_GPU_CHECK_TRAIN_S:-}" ] && LIMITS+=("train=$FAD_GPU_CHECK_TRAIN_S")
+# The last entry for a name wins.
+limit() { local entry found=; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ] && found=${entry#*=}; done
+          echo "$found"; }
+# FAD_GPU_CHECK_ONLY=tests,bench,train runs only the named parts (default: all three).
+wants() { [ -z "${FAD_GPU_CHECK_ONLY:-}" ] || [[ ",$FAD_GPU_CHECK_ONLY," == *",$1,"* ]]; }
 
 # --- 1. the CUDA tests ----------------------------------------------------------------------------
 # Every test marked cuda or gpu, in 8 processes where pytest-xdist is installed (they share the GPU; their
@@ -155,57 +164,63 @@ limit() { local entry; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ]
 # test_generate reads MP4 through PyAV, which such a machine lacks: it holds no CUDA test.
 PARALLEL=()
 "$PY" -c "import xdist" > /dev/null 2>&1 && PARALLEL=(-n 8)
-# The compiled test (tens of seconds of compiling, in its own process) fills Inductor's cache for the bench.
-step "CUDA tests" "$(limit test)" "$PY" -m pytest -v --tb=short -p no:cacheprovider -m "cuda or gpu" \
-  -rfEs --durations=8 \
-  "${PARALLEL[@]}" tests/ --ignore=tests/test_generate.py
+if wants tests; then
+  # The compiled test (tens of seconds of compiling, in its own process) fills Inductor's cache for the bench.
+  step "CUDA tests" "$(limit test)" "$PY" -m pytest -v --tb=short -p no:cacheprovider -m "cuda or gpu" \
+    -rfEs --durations=8 \
+    "${PARALLEL[@]}" tests/ --ignore=tests/test_generate.py
+fi
 
 # --- 2. the bench on the GPU ----------------------------------------------------------------------
-step "bench" "$(limit bench)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH[@]}" --out "$OUT/gpu_bench"
-step "bench compiled" "$(limit bench_compiled)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH_COMPILED[@]}" \
-  --out "$OUT/gpu_bench_compiled"
-if [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ]; then
-  # Where a small call's time goes, and why the ReactFace/FAD ratio is what it is.
-  step "profile" "$(limit profile)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${PROFILE[@]}" \
-    --out "$OUT/gpu_profile.json"
-fi
-if [ "${FAD_GPU_CHECK_COMPILE:-0}" = 1 ]; then
-  # torch.compile's kernels inside the CUDA graphs, timed and profiled beside plain FP16 with the error between
-  # them (plain FP16 is checked against the CPU by the CUDA tests; `pytest -m compile` checks the compiled runner).
-  step "compiled FP16" "$(limit compiled)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${COMPILED[@]}" \
-    --compiled --out "$OUT/gpu_compiled.json"
+if wants bench; then
+  step "bench" "$(limit bench)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH[@]}" --out "$OUT/gpu_bench"
+  step "bench compiled" "$(limit bench_compiled)" "${FAD[@]}" bench --device "$DEVICE" "${BENCH_COMPILED[@]}" \
+    --out "$OUT/gpu_bench_compiled"
+  if [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ]; then
+    # Where a small call's time goes, and why the ReactFace/FAD ratio is what it is.
+    step "profile" "$(limit profile)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${PROFILE[@]}" \
+      --out "$OUT/gpu_profile.json"
+  fi
+  if [ "${FAD_GPU_CHECK_COMPILE:-0}" = 1 ]; then
+    # torch.compile's kernels inside the CUDA graphs, timed and profiled beside plain FP16 with the error between
+    # them (plain FP16 is checked against the CPU by the CUDA tests; `pytest -m compile` checks the compiled runner).
+    step "compiled FP16" "$(limit compiled)" "$PY" bench/gpu_profile.py --device "$DEVICE" "${COMPILED[@]}" \
+      --compiled --out "$OUT/gpu_compiled.json"
+  fi
 fi
 
 # --- 3. a GPU training of the paper preset (and, when asked, the pace of training steps) -----------
 DATA=$SCRATCH/data
 RUN=$SCRATCH/run
-step "synthetic data" "$(limit synth)" "${FAD[@]}" synth --out "$DATA" "${SYNTH[@]}"
-if [ "${FAD_GPU_CHECK_PACE:-0}" = 1 ]; then
-  # Steps per second under the settings that could slow a GPU step (bench/gpu_train_profile.py).
-  step "training pace" "$(limit pace)" "$PY" bench/gpu_train_profile.py --data "$DATA" --device "$DEVICE" \
-    "${PACE[@]}" --out "$OUT/gpu_train_profile.json"
-fi
-# The paper preset trains in cuDNN's benchmark mode where the pace step measured it over 10% faster.
-PAPER_FLAGS=()
-if "$PY" - "$OUT/gpu_train_profile.json" > /dev/null 2>&1 <<'EOF'; then PAPER_FLAGS=(--no-deterministic); fi
+CHECKPOINT=$RUN/best
+if wants train; then
+  step "synthetic data" "$(limit synth)" "${FAD[@]}" synth --out "$DATA" "${SYNTH[@]}"
+  if [ "${FAD_GPU_CHECK_PACE:-0}" = 1 ]; then
+    # Steps per second under the settings that could slow a GPU step (bench/gpu_train_profile.py).
+    step "training pace" "$(limit pace)" "$PY" bench/gpu_train_profile.py --data "$DATA" --device "$DEVICE" \
+      "${PACE[@]}" --out "$OUT/gpu_train_profile.json"
+  fi
+  # The paper preset trains in cuDNN's benchmark mode where the pace step measured it over 10% faster.
+  PAPER_FLAGS=()
+  if "$PY" - "$OUT/gpu_train_profile.json" > /dev/null 2>&1 <<'EOF'; then PAPER_FLAGS=(--no-deterministic); fi
 import json, sys
 pace = {v["variant"]: v["steps_per_s"] for v in json.load(open(sys.argv[1]))["variants"]}
 sys.exit(0 if pace["paper x32, --no-deterministic"] > 1.1 * pace["paper x32, defaults"] else 1)
 EOF
-say "paper-preset training flags: ${PAPER_FLAGS[*]:-(defaults)}"
-# The training is stopped by its limit unless it ends first; it keeps a checkpoint every 100 steps
-# and the best one at each epoch's validation, so a stop loses little.
-UNTIL_LIMIT=1 step "paper-preset training" "$(limit train)" "${FAD[@]}" train --data "$DATA" --out "$RUN" \
-  "${TRAIN[@]}" "${PAPER_FLAGS[@]}" --device "$DEVICE"
-CHECKPOINT=$RUN/best
-[ -d "$CHECKPOINT" ] || CHECKPOINT=$RUN/checkpoint
-if [ -d "$CHECKPOINT" ]; then
-  say "evaluating $(basename "$CHECKPOINT")"
-  step "evaluation" "$(limit evaluate)" "${FAD[@]}" evaluate --checkpoint "$CHECKPOINT" --data "$DATA" \
-    --out "$OUT/gpu_eval" --device "$DEVICE"
-else
-  say "no checkpoint to evaluate"
-  FAILED+=("evaluation")
+  say "paper-preset training flags: ${PAPER_FLAGS[*]:-(defaults)}"
+  # The training is stopped by its limit unless it ends first; it keeps a checkpoint every 100 steps
+  # and the best one at each epoch's validation, so a stop loses little.
+  UNTIL_LIMIT=1 step "paper-preset training" "$(limit train)" "${FAD[@]}" train --data "$DATA" --out "$RUN" \
+    "${TRAIN[@]}" "${PAPER_FLAGS[@]}" --device "$DEVICE"
+  [ -d "$CHECKPOINT" ] || CHECKPOINT=$RUN/checkpoint
+  if [ -d "$CHECKPOINT" ]; then
+    say "evaluating $(basename "$CHECKPOINT")"
+    step "evaluation" "$(limit evaluate)" "${FAD[@]}" evaluate --checkpoint "$CHECKPOINT" --data "$DATA" \
+      --out "$OUT/gpu_eval" --device "$DEVICE"
+  else
+    say "no checkpoint to evaluate"
+    FAILED+=("evaluation")
+  fi
 fi
 
 # --- 4. TensorRT, where it is installed -----------------------------------------------------------
