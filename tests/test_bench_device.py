@@ -69,6 +69,27 @@ def test_tables_never_cut_a_number_short_at_80_columns():
     assert "H100" in text and "deca-encoder-only-batched" in text.replace("\n", "")
 
 
+def test_rows_without_figures_print_a_dash_and_a_shared_fad_backend_is_named_once():
+    """An uncounted ReactFace row has no FLOPs (NaN), no params and no timing; every ratio here is against
+    one FAD backend, whose long label then goes in the title rather than a column that folds it."""
+    uncounted = {"pipeline": "reactface-frame", "label": "x", "backend": "torch-cuda", "frames": 256,
+                 "flops": float("nan"), "params": 0, "latency": None, "note": "not counted beyond 64 frames"}
+    against = "fad/cuda-fp16-cl-compiled"
+    ratios = [{"pipeline": "reactface-frame", "frames": 256, "against": against, "flops_ratio": float("nan"),
+               "time_ratio": None, "paper": {"flops": 1.185, "time": 101.0}},
+              {"pipeline": "deca-encoder-only", "frames": 256, "against": against, "flops_ratio": 10.7,
+               "time_ratio": 272.2, "paper": None}]
+    result = {"machine": {"cpu": "Xeon", "cores": 16, "gpu": "NVIDIA H200"}, "gemm_gflops": 51_091.0,
+              "rows": [uncounted], "ratios": ratios}
+    rows_text, ratio_text = _render(rich_table(result)), _render(ratio_table(result))
+    assert "nan" not in (rows_text + ratio_text).lower()
+    assert "0.00" not in rows_text  # no params counted is not zero params
+    assert against in ratio_text.splitlines()[0] and ratio_text.count(against) == 1
+    assert " vs " not in ratio_text and "272" in ratio_text and "101" in ratio_text
+    mixed = {**result, "ratios": [ratios[0], {**ratios[1], "against": "fad/cuda-fp16"}]}
+    assert " vs " in _render(ratio_table(mixed))
+
+
 @pytest.fixture(scope="module")
 def device_result():
     config = BenchConfig(frames=[8], backends=["cuda-eager", "cuda", "cuda-fp16", "ort-cuda", "trt"],

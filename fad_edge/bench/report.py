@@ -7,6 +7,7 @@ backend are stacked in one text column, the one that folds when a terminal is na
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from rich.table import Table
@@ -37,9 +38,9 @@ def rich_table(result: dict) -> Table:
         number_column(table, column)
     for row in result["rows"]:
         latency = row["latency"]
-        achieved = row["flops"] / latency["median"] / 1e9 if latency else None
+        achieved = row["flops"] / latency["median"] / 1e9 if latency and not math.isnan(row["flops"]) else None
         table.add_row(f"{row['pipeline']}\n[dim]{row['backend']}[/dim]", str(row["frames"]),
-                      number(row["flops"] / 1e9, 2), f"{row['params'] / 1e6:.2f}",
+                      number(row["flops"] / 1e9, 2), number(row["params"] / 1e6 if row["params"] else None, 2),
                       _ms(latency and latency["median"]), _ms(latency and latency["p99"]),
                       "-" if achieved is None else number(achieved),
                       "-" if achieved is None else f"{100 * achieved / result['gemm_gflops']:.0f}")
@@ -56,17 +57,23 @@ def legend(result: dict) -> list[str]:
 
 
 def ratio_table(result: dict) -> Table:
-    table = figure_table("ratios to FAD (fastest backend); the paper's claims beside them")
-    for column in ("pipeline", "frames", "vs", "FLOPs x", "time x", "paper\nFLOPs x", "paper\ntime x"):
+    """Each replica's FLOPs and time over FAD's; the FAD backend named once in the title when every row shares it."""
+    against = {ratio["against"] for ratio in result["ratios"]}
+    shared = against.pop() if len(against) == 1 else None
+    table = figure_table(f"ratios to FAD ({shared or 'its fastest backend'}); the paper's claims beside them")
+    columns = ("pipeline", "frames", *(() if shared else ("vs",)), "FLOPs x", "time x", "paper\nFLOPs x",
+               "paper\ntime x")
+    for column in columns:
         if column in ("pipeline", "vs"):
             text_column(table, column)
         else:
             number_column(table, column)
     for ratio in result["ratios"]:
         paper = ratio["paper"] or {}
-        table.add_row(ratio["pipeline"], str(ratio["frames"]), ratio["against"], number(ratio["flops_ratio"]),
-                      "-" if ratio["time_ratio"] is None else f"{ratio['time_ratio']:,.0f}",
-                      f"{paper.get('flops', float('nan')):g}", f"{paper.get('time', float('nan')):g}")
+        claims = [f"{paper[key]:g}" if key in paper else "-" for key in ("flops", "time")]
+        table.add_row(ratio["pipeline"], str(ratio["frames"]), *(() if shared else (ratio["against"],)),
+                      number(ratio["flops_ratio"]),
+                      "-" if ratio["time_ratio"] is None else f"{ratio['time_ratio']:,.0f}", *claims)
     return table
 
 

@@ -8,12 +8,16 @@ imports neither torch nor matplotlib, so the edge install's commands can use it.
 
 from __future__ import annotations
 
+import math
+
 from rich import box
 from rich.table import Table
 
 
-def number(value: float, decimals: int = 1) -> str:
-    """Thousands separated; no decimals from 1000 up (they carry nothing there and cost width)."""
+def number(value: float | None, decimals: int = 1) -> str:
+    """Thousands separated; no decimals from 1000 up (they carry nothing there and cost width); "-" for none."""
+    if value is None or math.isnan(value):
+        return "-"
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.{decimals}f}"
 
 
