@@ -49,3 +49,20 @@ def test_the_best_figure_of_each_target_is_taken_from_either_bench_run_with_what
     targets = {row["target"]: row for row in alone["targets"]}
     assert targets["DECA-based frame by frame / FAD, 64 frames"]["holds"] is False
     assert targets["ReactFace-like online / FAD, 256 frames"]["measured"] is None
+
+
+def test_the_training_target_names_the_preset_the_check_trained(summary_module, tmp_path):
+    """The check logs its training preset; an older log without that line trained the paper's own recipe."""
+    rows = {"FAD": {"all": {"L2": 0.35}}, "Median": {"all": {"L2": 0.5}}}
+    (tmp_path / "gpu_eval.json").write_text(json.dumps({"rows": rows}))
+    (tmp_path / "gpu_check.txt").write_text("== training preset: paper-quick\n"
+                                            "== paper-preset training (limit 55s)\n"
+                                            "epoch 1: step 40  loss 0.41  val loss 0.36  val L2 0.4494  5 steps/s\n"
+                                            "== paper-preset training: ran for its 55s, as planned\n")
+    summary = summary_module.summarize(tmp_path)
+    target = summary["targets"][-1]
+    assert target["target"].startswith("paper sizes trained on the GPU (paper-quick)")
+    assert target["measured"] == pytest.approx(0.7) and target["holds"] is True
+    assert summary["figures"]["paper_training"]["last_val_l2"] == pytest.approx(0.4494)
+    (tmp_path / "gpu_check.txt").write_text("== paper-preset training (limit 40s)\n")
+    assert "(paper)" in summary_module.summarize(tmp_path)["targets"][-1]["target"]

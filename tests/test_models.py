@@ -1,11 +1,13 @@
 """Encoders, spatial softmax, ELNet and the assembled ListenerModel."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from fad_edge.constants import ROTATION
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.config import SIZE_FIELDS, ModelConfig, preset
 from fad_edge.models.elnet import ELNet
 from fad_edge.models.encoders import AudioEncoder, VideoEncoder
 from fad_edge.models.spatial_softmax import SpatialSoftmax
@@ -24,7 +26,19 @@ def test_spatial_softmax_finds_the_peak():
     torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0]), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "small-prosody", "paper"])
+def test_paper_quick_is_the_papers_sizes_with_the_small_presets_recipe():
+    """Every field that sets a size comes from `paper`, every other one (the recipe) from `small`."""
+    quick, paper, small = preset("paper-quick"), preset("paper"), preset("small")
+    for field in dataclasses.fields(ModelConfig):
+        if field.name == "preset":
+            continue
+        source = paper if field.name in SIZE_FIELDS else small
+        assert getattr(quick, field.name) == getattr(source, field.name), field.name
+    assert quick.image_size == 96 and quick.video_widths == (64, 128, 256, 512)  # the paper's ResNet-18
+    assert quick.speaker_aux_weight == 1.0 and quick.encoder_norm == "batch" and paper.encoder_norm == "group"
+
+
+@pytest.mark.parametrize("name", ["tiny", "small", "small-prosody", "paper", "paper-quick"])
 def test_encoders_give_one_feature_vector_per_frame(name):
     config = preset(name)
     video = VideoEncoder(config)(torch.rand(3, 3, config.image_size, config.image_size))
