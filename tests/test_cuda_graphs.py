@@ -112,3 +112,61 @@ def test_release_drops_every_bucket():
     graphs(np.zeros((2, 1), np.float32))
     graphs.release()
     assert graphs.captured == []
+
+
+class LoggedEvents:
+    """Fake events that log their record and wait, numbered in the order they were made (one per chunk)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log, self.made = log, 0
+
+    def __call__(self):
+        number, log = self.made, self.log
+        self.made += 1
+
+        class Event:
+            def record(self) -> None:
+                log.append(f"record {number}")
+
+            def synchronize(self) -> None:
+                log.append(f"wait {number}")
+
+        return Event()
+
+
+def test_chunks_are_staged_while_the_chunk_before_runs_and_each_host_buffer_waits_for_its_copy_back():
+    """Chunk k+1 is staged and replayed before chunk k is waited for; a host buffer set is staged again only
+    after the wait on its last chunk (two sets per bucket); the parts come back in order."""
+    log: list[str] = []
+
+    def logged(x: torch.Tensor) -> torch.Tensor:
+        log.append(f"replay {int(x[0, 0])}")  # the capture's call on the zeroed buffers logs "replay 0"
+        return x * 2
+
+    graphs = GraphBuckets(logged, [Operand((2,))], 4, EagerCapture(), torch.device("cpu"), event=LoggedEvents(log))
+    x = np.repeat(1 + np.arange(19, dtype=np.float32)[:, None] // 4, 2, axis=1)  # chunk k's rows hold k + 1
+    np.testing.assert_array_equal(graphs(x), x * 2)
+    assert log == ["replay 0", "replay 1", "record 0", "replay 2", "record 1", "wait 0", "replay 3", "record 2",
+                   "wait 1", "replay 4", "record 3", "wait 2", "replay 5", "record 4", "wait 3", "wait 4"]
+    assert len(graphs._buckets[4].slots) == 2
+    log.clear()
+    np.testing.assert_array_equal(graphs(x[:3]), x[:3] * 2)  # one chunk: staged, replayed, waited for
+    assert log == ["replay 1", "record 5", "wait 5"]
+
+
+def test_a_chunk_that_fails_leaves_no_copy_in_flight_and_the_next_call_is_right():
+    log: list[str] = []
+    failing = {"at": 3.0}
+
+    def fragile(x: torch.Tensor) -> torch.Tensor:
+        if float(x[0, 0]) == failing["at"]:
+            raise RuntimeError("replay failed")
+        return x + 1
+
+    graphs = GraphBuckets(fragile, [Operand((1,))], 2, EagerCapture(), torch.device("cpu"), event=LoggedEvents(log))
+    x = np.arange(1, 9, dtype=np.float32)[:, None]  # chunks [1, 2], [3, 4], ...: the second one fails
+    with pytest.raises(RuntimeError, match="replay failed"):
+        graphs(x)
+    assert log == ["record 0", "wait 0"]  # the first chunk's copy back was waited for before the error left
+    failing["at"] = -1.0
+    np.testing.assert_array_equal(graphs(x), x + 1)

@@ -151,7 +151,7 @@ def test_compiled_networks_run_through_dynamo_and_give_the_same_motion(model):
     half = CudaRunner(model, "fp16", seed=3, device="cpu", capture=EagerCapture(), graphs=True)
     half.run_inputs(inputs)
     bucket = half._sets["whole"]._buckets[4]
-    assert [buffer.dtype for buffer in bucket.host_inputs] == [torch.float16, torch.float16, torch.float32]
+    assert [buffer.dtype for buffer in bucket.slots[0].host_inputs] == [torch.float16, torch.float16, torch.float32]
 
 
 def test_the_runner_serves_listener_stream_from_its_worker_thread(model):

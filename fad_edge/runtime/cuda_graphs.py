@@ -11,6 +11,13 @@ Capturing is injected (a `Capture`): `CudaGraphCapture` warms the function up on
 captures it with `torch.cuda.graph`; tests pass a fake that runs the function eagerly on the same
 static buffers, so the bucketing and buffer logic is checked on the CPU.
 
+Chunks are pipelined: a chunk's rows are staged on the host while the GPU computes the chunk before
+(the host's copy and cast of 1024 frames takes milliseconds, as long as a good part of their replay).
+A bucket that runs a chunk while its previous one is still on the GPU gets a second set of pinned host
+buffers, and each set waits on the event recorded after its last copy back before it is staged again.
+The device inputs are shared between chunks safely: the stream orders each chunk's copy in after the
+replay before it.
+
 Threading: the static buffers are shared, so a lock (one per runner, shared by its graph sets)
 serializes capture and replay. Any thread may call; a bucket is captured once, by the first call
 that needs it. Capture uses the thread-local capture mode, so work that other threads put on the
@@ -22,6 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -88,28 +96,62 @@ class EagerCapture:
         return replay, output
 
 
+class Event(Protocol):
+    """What a chunk waits on before its host buffers are staged again: `torch.cuda.Event`'s two methods."""
+
+    def record(self) -> None: ...
+
+    def synchronize(self) -> None: ...
+
+
+class HostEvent:
+    """On the CPU every copy has finished when it returns: nothing to record or wait for."""
+
+    def record(self) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+@dataclass
+class _Pending:
+    index: int  # the chunk's place in the call
+    rows: int  # its output rows
+    event: Event  # recorded after its copy back
+
+
+@dataclass
+class _Slot:
+    """Pinned host buffers a chunk is staged in and its output copied back to, busy until its event."""
+
+    host_inputs: list[torch.Tensor]
+    host_output: torch.Tensor
+    pending: _Pending | None = None
+
+
 @dataclass
 class _Bucket:
     units: int
-    host_inputs: list[torch.Tensor]  # pinned where the device is a GPU
     device_inputs: list[torch.Tensor]
     replay: Replay
     output: torch.Tensor
-    host_output: torch.Tensor
+    slots: list[_Slot]  # one; two once a chunk ran while the one before was still on the GPU
 
 
 class GraphBuckets:
     """One graphed function over buckets of units; call it with NumPy arrays of any number of units."""
 
+    SLOTS = 2  # host buffer sets per bucket: one staged while the other's chunk runs
+
     def __init__(self, fn: Graphed, operands: list[Operand], largest: int, capture: Capture,
                  device: torch.device, lock: threading.RLock | None = None,
-                 synchronize: Callable[[], None] | None = None) -> None:
+                 event: Callable[[], Event] | None = None) -> None:
         self.fn, self.operands, self.capture, self.device = fn, operands, capture, torch.device(device)
         self.sizes = bucket_sizes(largest)
         self.lock = lock or threading.RLock()
         self.pinned = self.device.type == "cuda"
-        self.synchronize = synchronize or (
-            (lambda: torch.cuda.current_stream(self.device).synchronize()) if self.pinned else (lambda: None))
+        self.event = event or (torch.cuda.Event if self.pinned else HostEvent)
         self._buckets: dict[int, _Bucket] = {}
 
     @property
@@ -124,14 +166,11 @@ class GraphBuckets:
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
         units = self._units(arrays)
         largest = self.sizes[-1]
-        if units <= largest:
-            return self._run(units, arrays)
-        parts = []
+        chunks = []
         for start in range(0, units, largest):
             stop = min(start + largest, units)
-            chunk = [a[start * o.rows : stop * o.rows] for a, o in zip(arrays, self.operands)]
-            parts.append(self._run(stop - start, chunk))
-        return np.concatenate(parts)
+            chunks.append((stop - start, [a[start * o.rows : stop * o.rows] for a, o in zip(arrays, self.operands)]))
+        return self._run(chunks)
 
     def release(self) -> None:
         """Drop every graph and buffer (the memory returns to torch's caching allocator)."""
@@ -151,31 +190,65 @@ class GraphBuckets:
             raise ValueError(f"inputs disagree on the number of units or are empty: {sorted(counts)}")
         return counts.pop()
 
-    def _run(self, units: int, arrays: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
+    def _run(self, chunks: list[tuple[int, list[np.ndarray]]]) -> np.ndarray:
+        """Stage, replay and copy back each chunk without waiting for the one before; collect them in order."""
+        parts: list[np.ndarray | None] = [None] * len(chunks)
         with self.lock:
-            bucket = self._buckets.get(self.bucket(units)) or self._capture(self.bucket(units))
-            for host, device, array in zip(bucket.host_inputs, bucket.device_inputs, arrays):
-                rows = len(array)
-                host[:rows].copy_(torch.from_numpy(np.ascontiguousarray(array)))  # torch casts (and in threads)
-                host[rows:].zero_()
-                device.copy_(host, non_blocking=True)
-            bucket.replay()
-            bucket.host_output.copy_(bucket.output, non_blocking=True)
-            self.synchronize()
-            rows = units * (len(bucket.output) // bucket.units)
-            return bucket.host_output[:rows].numpy().copy()
+            busy: list[_Slot] = []
+            try:
+                for index, (units, arrays) in enumerate(chunks):
+                    bucket = self._buckets.get(self.bucket(units)) or self._capture(self.bucket(units))
+                    slot = self._free_slot(bucket, parts)
+                    for host, device, array in zip(slot.host_inputs, bucket.device_inputs, arrays):
+                        rows = len(array)
+                        host[:rows].copy_(torch.from_numpy(np.ascontiguousarray(array)))  # torch casts (in threads)
+                        host[rows:].zero_()
+                        device.copy_(host, non_blocking=True)
+                    bucket.replay()
+                    slot.host_output.copy_(bucket.output, non_blocking=True)
+                    event = self.event()
+                    event.record()
+                    slot.pending = _Pending(index, units * (len(bucket.output) // bucket.units), event)
+                    busy.append(slot)
+            finally:  # also after a failure: no copy may still be writing into a buffer the next call stages
+                for slot in sorted({id(s): s for s in busy if s.pending}.values(),
+                                   key=lambda s: s.pending.index):  # type: ignore[union-attr]
+                    self._collect(slot, parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[return-value,arg-type]
+
+    def _free_slot(self, bucket: _Bucket, parts: list[np.ndarray | None]) -> _Slot:
+        """A slot with no chunk on the GPU: a free one, a new one (up to SLOTS), or the oldest, once collected."""
+        free = next((slot for slot in bucket.slots if slot.pending is None), None)
+        if free is not None:
+            return free
+        if len(bucket.slots) < self.SLOTS:
+            bucket.slots.append(self._slot(bucket.units, bucket.output))
+            return bucket.slots[-1]
+        oldest = min(bucket.slots, key=lambda slot: slot.pending.index)  # type: ignore[union-attr]
+        self._collect(oldest, parts)
+        return oldest
+
+    @staticmethod
+    def _collect(slot: _Slot, parts: list[np.ndarray | None]) -> None:
+        """Wait for the slot's chunk to be copied back, and keep its rows."""
+        pending = slot.pending
+        assert pending is not None
+        pending.event.synchronize()
+        parts[pending.index] = slot.host_output[: pending.rows].numpy().copy()
+        slot.pending = None
+
+    def _slot(self, units: int, output: torch.Tensor) -> _Slot:
+        host_inputs = [torch.zeros((units * o.rows, *o.shape), dtype=o.dtype, pin_memory=self.pinned)
+                       for o in self.operands]
+        return _Slot(host_inputs, torch.empty(output.shape, dtype=output.dtype, pin_memory=self.pinned))
 
     def _capture(self, units: int) -> _Bucket:
         """Allocate the bucket's buffers (before capture: no allocation of pinned memory during it) and capture."""
-        host_inputs, device_inputs = [], []
-        for operand in self.operands:
-            shape = (units * operand.rows, *operand.shape)
-            host_inputs.append(torch.zeros(shape, dtype=operand.dtype, pin_memory=self.pinned))
-            device_inputs.append(torch.zeros(shape, dtype=operand.dtype, device=self.device))
+        device_inputs = [torch.zeros((units * o.rows, *o.shape), dtype=o.dtype, device=self.device)
+                         for o in self.operands]
         replay, output = self.capture(self.fn, tuple(device_inputs))
         if len(output) % units:
             raise ValueError(f"a graph over {units} units returned {len(output)} rows")
-        host_output = torch.empty(output.shape, dtype=output.dtype, pin_memory=self.pinned)
-        bucket = _Bucket(units, host_inputs, device_inputs, replay, output, host_output)
+        bucket = _Bucket(units, device_inputs, replay, output, [self._slot(units, output)])
         self._buckets[units] = bucket
         return bucket
