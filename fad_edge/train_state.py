@@ -66,8 +66,10 @@ def weight_average(model: ListenerModel, decay: float) -> AveragedModel | None:
     def update(averaged: Tensors, current: Tensors, _on_device: torch.Tensor | int) -> None:
         # The count is read from the CPU buffer: reading the device copy handed in would sync a GPU each step.
         weight = 1 - average_decay(decay, int(average.n_averaged))
-        for mean, value in zip(averaged, current, strict=True):
-            mean.lerp_(value, weight)
+        if len(averaged) != len(current):
+            raise ValueError(f"the average holds {len(averaged)} tensors, the model {len(current)}")
+        # One multi-tensor kernel on a GPU instead of a launch per parameter (as torch's own EMA helper does).
+        torch._foreach_lerp_(list(averaged), list(current), weight)
 
     average = AveragedModel(model, multi_avg_fn=update)
     return average
