@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fad_edge.device_copies import to_device
 from fad_edge.sampling import cumulative_alphas, squared_cosine_betas
 
 
@@ -67,7 +68,7 @@ class FacialActionDiffusion(nn.Module):
             chosen = torch.rand(batch, device=draw, generator=generator) < focus_share
             steps = torch.where(chosen, focused, steps)
         noise = torch.randn(x0.shape, device=draw, generator=generator)
-        steps, noise = steps.to(x0.device), noise.to(x0.device)
+        steps, noise = to_device(steps, x0.device), to_device(noise, x0.device)
         predicted = denoiser(self.add_noise(x0, noise, steps), steps, condition)
         if weighting not in ("uniform", "inverse_alpha_bar"):
             raise ValueError(f"unknown loss weighting {weighting!r}")

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from fad_edge.constants import EXPRESSION, ROTATION
+from fad_edge.device_copies import to_device
 from fad_edge.diffusion import FacialActionDiffusion
 from fad_edge.models.config import ModelConfig
 from fad_edge.models.elnet import ELNet
@@ -223,13 +224,13 @@ class ListenerModel(nn.Module):
         device = condition.device
         if initial is None:
             start = sampler.initial_state(condition.shape[0], generator, self.config.clip_len, self.config.n_coeffs)
-            initial = torch.from_numpy(start).to(device)
+            initial = to_device(torch.from_numpy(start), device)
         x = initial
         cond = self.elnet.read_condition(condition)  # the same for every step
         for t, t_prev in sampler.pairs():
             epsilon = self.elnet.denoise(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), cond)
             noise = sampler.noise(tuple(x.shape), generator, t_prev)
-            noise_tensor = None if noise is None else torch.from_numpy(noise).to(device)
+            noise_tensor = None if noise is None else to_device(torch.from_numpy(noise), device)
             x = sampler.step(epsilon.float(), t, x, t_prev, noise_tensor)
         return x
 

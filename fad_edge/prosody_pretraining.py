@@ -22,6 +22,7 @@ from torch import nn
 from fad_edge.constants import EXPRESSION, N_COEFFS, ROTATION
 from fad_edge.data.audio_features import frame_spectra
 from fad_edge.data.dataset import SessionFeatures
+from fad_edge.device_copies import to_device
 from fad_edge.models.elnet import ProsodyBranch
 
 WINDOW_FRAMES = 256  # frames per pretraining window
@@ -93,19 +94,20 @@ def pretrain_prosody(branch: ProsodyBranch, pairs: Sequence[tuple[torch.Tensor, 
     optimizer = torch.optim.AdamW(parameters, lr=LEARNING_RATE)
     rng = np.random.default_rng(seed)
     weights = (dim_weights / dim_weights.mean())[None, :, None]
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     started = time.time()
     branch.train()
     for _ in range(steps):
         picks = rng.integers(len(pairs), size=windows)
         starts = [int(rng.integers(0, pairs[i][0].shape[1] - frames + 1)) for i in picks]
-        spectra = torch.stack([pairs[i][0][:, a : a + frames] for i, a in zip(picks, starts)]).to(device)
-        motion = torch.stack([pairs[i][1][:, a : a + frames] for i, a in zip(picks, starts)]).to(device)
+        spectra = to_device(torch.stack([pairs[i][0][:, a : a + frames] for i, a in zip(picks, starts)]), device)
+        motion = to_device(torch.stack([pairs[i][1][:, a : a + frames] for i, a in zip(picks, starts)]), device)
         error = (readout(branch(spectra)) - motion)[:, :, warmup:]
         loss = (error.square() * weights).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    tail = losses[-max(1, steps // 10):]
-    return PretrainReport(steps, windows, frames, losses[0], sum(tail) / len(tail), time.time() - started)
+        losses.append(loss.detach())  # read once at the end: a read each step would wait for the GPU
+    values = torch.stack(losses).tolist() if losses else []
+    tail = values[-max(1, steps // 10):]
+    return PretrainReport(steps, windows, frames, values[0], sum(tail) / len(tail), time.time() - started)

@@ -8,6 +8,7 @@ import torch
 from helpers import run_cli, tiny_checkpoint
 
 from fad_edge.checkpoint import load_checkpoint
+from fad_edge.device_copies import to_device
 from fad_edge.devices import DeviceRequest, parse_device, resolve_device
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.explain import saliency_map
@@ -138,3 +139,23 @@ def test_a_real_gpu_resolves_and_runs_the_torch_backend_and_saliency_like_the_cp
     heat_cpu = saliency_map(loaded.model, images, mel, 3, device="cpu")
     heat_gpu = saliency_map(loaded.model, images, mel, 3, device="cuda")
     assert np.corrcoef(heat_cpu.ravel(), heat_gpu.ravel())[0, 1] > 0.99
+
+
+def test_to_device_on_the_cpu_is_a_plain_move():
+    draws = torch.rand(4, 3, generator=torch.Generator().manual_seed(0))
+    assert to_device(draws, torch.device("cpu")) is draws
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_to_device_copies_a_cpu_draw_to_the_gpu_that_later_host_writes_leave_alone():
+    """The copy goes through a pinned staging block of its own: the caller's tensor can change (or be freed)
+    right after the call while the copy is still queued behind the GPU's work."""
+    busy = torch.randn(4096, 4096, device="cuda")
+    for _ in range(8):
+        busy = busy @ busy / 64  # queued work, so the copy below waits its turn on the stream
+    draws = torch.randn(64, 56, generator=torch.Generator().manual_seed(1))
+    expected = draws.clone()
+    on_gpu = to_device(draws, torch.device("cuda"))
+    draws.zero_()
+    assert on_gpu.device.type == "cuda" and torch.equal(on_gpu.cpu(), expected)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from fad_edge.data.audio_features import SILENCE
+from fad_edge.device_copies import to_device
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,14 @@ def _uniform(generator: torch.Generator, shape: tuple[int, ...], half_width: flo
 def augment_images(images: torch.Tensor, generator: torch.Generator, config: AugmentConfig) -> torch.Tensor:
     """(B, F, 3, S, S) in [0, 1] -> the same, each window's frames changed alike."""
     batch, device = images.shape[0], images.device
-    gain = 1 + _uniform(generator, (batch, 1, 3, 1, 1), config.channel_gain).to(device)
-    contrast = 1 + _uniform(generator, (batch, 1, 1, 1, 1), config.contrast).to(device)
-    brightness = _uniform(generator, (batch, 1, 1, 1, 1), config.brightness).to(device)
+    gain = 1 + to_device(_uniform(generator, (batch, 1, 3, 1, 1), config.channel_gain), device)
+    contrast = 1 + to_device(_uniform(generator, (batch, 1, 1, 1, 1), config.contrast), device)
+    brightness = to_device(_uniform(generator, (batch, 1, 1, 1, 1), config.brightness), device)
     mean = images.mean(dim=(1, 2, 3, 4), keepdim=True)
     out = ((images * gain - mean) * contrast + mean + brightness).clamp_(0.0, 1.0)
     if config.max_shift > 0:
         shifts = torch.randint(-config.max_shift, config.max_shift + 1, (batch, 2), generator=generator)
-        out = _shift(out, shifts.to(device))
+        out = _shift(out, to_device(shifts, device))
     return out
 
 
@@ -68,13 +69,13 @@ def augment_mel(mel: torch.Tensor, generator: torch.Generator, config: AugmentCo
     """(B, F, 1, W, M) scaled log-mel -> the same with one gain and one masked band per window."""
     batch, n_mels = mel.shape[0], mel.shape[-1]
     # Scaled log-mel is (log10 power + 4) / 4: a gain of g dB adds g / 10 / 4, silence stays silence.
-    shift = (_uniform(generator, (batch, 1, 1, 1, 1), config.audio_gain_db) / 40.0).to(mel.device)
+    shift = to_device(_uniform(generator, (batch, 1, 1, 1, 1), config.audio_gain_db) / 40.0, mel.device)
     out = torch.where(mel > SILENCE, mel + shift, mel).clamp_(min=SILENCE)
     if config.mel_mask > 0:
         widths = torch.randint(0, config.mel_mask + 1, (batch,), generator=generator)
         starts = (torch.rand(batch, generator=generator) * (n_mels - widths)).long()
         bins = torch.arange(n_mels)
-        masked = ((bins >= starts[:, None]) & (bins < (starts + widths)[:, None])).to(mel.device)  # (B, M)
+        masked = to_device((bins >= starts[:, None]) & (bins < (starts + widths)[:, None]), mel.device)  # (B, M)
         out = torch.where(masked[:, None, None, None, :], torch.full_like(out, SILENCE), out)
     return out
 
