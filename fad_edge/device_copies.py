@@ -1,4 +1,4 @@
-"""CPU tensors onto the training device without making the host wait for the GPU.
+"""CPU tensors onto a GPU without making the host wait for the GPU's queued work.
 
 The trainer draws its noise and augmentation on a CPU generator whatever the device, so a GPU run
 draws what a CPU run does. A plain `.to("cuda")` of such a tensor (pageable host memory) makes
@@ -6,7 +6,7 @@ PyTorch synchronize the stream around the copy: the host waits until every kerne
 has run, and cannot queue the step's next kernels meanwhile. Several such copies a step turn the
 host's launching and the GPU's computing into turns instead of an overlap. Staged in pinned memory,
 the copy is queued like a kernel; PyTorch's caching host allocator keeps the pinned block until the
-copy has run.
+copy has run. The eager sampler's noise takes the same path.
 """
 
 from __future__ import annotations

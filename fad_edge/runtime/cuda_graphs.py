@@ -12,7 +12,7 @@ captures it with `torch.cuda.graph`; tests pass a fake that runs the function ea
 static buffers, so the bucketing and buffer logic is checked on the CPU.
 
 Chunks are pipelined: a chunk's rows are staged on the host while the GPU computes the chunk before
-(the host's copy and cast of 1024 frames takes milliseconds, as long as a good part of their replay).
+(the host's copy and cast of 1024 frames takes milliseconds, a good part of their replay's time).
 A bucket that runs a chunk while its previous one is still on the GPU gets a second set of pinned host
 buffers, and each set waits on the event recorded after its last copy back before it is staged again.
 The device inputs are shared between chunks safely: the stream orders each chunk's copy in after the
