@@ -194,7 +194,7 @@ class GraphBuckets:
         """Stage, replay and copy back each chunk without waiting for the one before; collect them in order."""
         parts: list[np.ndarray | None] = [None] * len(chunks)
         with self.lock:
-            busy: list[_Slot] = []
+            busy: dict[int, _Slot] = {}  # every slot this call staged, by identity
             try:
                 for index, (units, arrays) in enumerate(chunks):
                     bucket = self._buckets.get(self.bucket(units)) or self._capture(self.bucket(units))
@@ -209,10 +209,10 @@ class GraphBuckets:
                     event = self.event()
                     event.record()
                     slot.pending = _Pending(index, units * (len(bucket.output) // bucket.units), event)
-                    busy.append(slot)
+                    busy[id(slot)] = slot
             finally:  # also after a failure: no copy may still be writing into a buffer the next call stages
-                for slot in sorted({id(s): s for s in busy if s.pending}.values(),
-                                   key=lambda s: s.pending.index):  # type: ignore[union-attr]
+                in_flight = [slot for slot in busy.values() if slot.pending is not None]
+                for slot in sorted(in_flight, key=lambda slot: slot.pending.index):  # type: ignore[union-attr]
                     self._collect(slot, parts)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[return-value,arg-type]
 
