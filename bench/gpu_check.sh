@@ -155,7 +155,7 @@ else
   # 130 + 45 + 160 + 15 + 70 + 50 s = 7.8 minutes at most, TensorRT and the opt-in steps aside. The third
   # H200 check (2026-11-28) took 350 s: the plain bench 35 s, the compiled one 134 s, the evaluation 36 s.
   # Its tests outran 95 s: in 8 processes the compiled test, compiling the paper networks from a cold cache
-  # beside seven other workers, and the test queued behind it had not ended; the other 19 had.
+  # beside seven other workers, and the runner's thread test had not ended; the other 19 had.
   # The training's 70 s hold the start, the prosody branch's pretraining (1000 small steps) and FAD's 350
   # steps: on the 2-core CPU the same training took 22 minutes.
   LIMITS=(test=130 bench=45 bench_compiled=160 profile=45 compiled=210 synth=15 pace=55 train=70 evaluate=50
