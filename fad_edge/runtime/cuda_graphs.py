@@ -193,8 +193,7 @@ class GraphBuckets:
     def _run(self, chunks: list[tuple[int, list[np.ndarray]]]) -> np.ndarray:
         """Stage, replay and copy back each chunk without waiting for the one before; collect them in order."""
         parts: list[np.ndarray | None] = [None] * len(chunks)
-        with self.lock:
-            busy: dict[int, _Slot] = {}  # every slot this call staged, by identity
+        with self.lock:  # every call collects all it staged: a slot in flight is always this call's
             try:
                 for index, (units, arrays) in enumerate(chunks):
                     bucket = self._buckets.get(self.bucket(units)) or self._capture(self.bucket(units))
@@ -209,9 +208,8 @@ class GraphBuckets:
                     event = self.event()
                     event.record()
                     slot.pending = _Pending(index, units * (len(bucket.output) // bucket.units), event)
-                    busy[id(slot)] = slot
             finally:  # also after a failure: no copy may still be writing into a buffer the next call stages
-                in_flight = [slot for slot in busy.values() if slot.pending is not None]
+                in_flight = [slot for b in self._buckets.values() for slot in b.slots if slot.pending is not None]
                 for slot in sorted(in_flight, key=lambda slot: slot.pending.index):  # type: ignore[union-attr]
                     self._collect(slot, parts)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)  # type: ignore[return-value,arg-type]
