@@ -40,6 +40,7 @@ class PretrainReport:
     first_loss: float
     last_loss: float  # the mean over the last tenth of the steps (one step's loss is noisy)
     seconds: float
+    part: str = "prosody branch"  # what was pretrained
 
 
 def session_pairs(sessions: Sequence[SessionFeatures], motions: Sequence[np.ndarray]

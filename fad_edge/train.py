@@ -35,6 +35,7 @@ from fad_edge.train_batches import StepBatches, augment_step, default_workers, s
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
 from fad_edge.train_setup import prepare_output, reproducible_kernels, start_distributed
 from fad_edge.train_state import Progress, inference_model, restore, save_latest, weight_average
+from fad_edge.video_pretraining import FramePool, pretrain_video
 
 MAX_GRAD_NORM = 1.0
 
@@ -87,6 +88,7 @@ class TrainResult:
     weights_sha256_per_rank: list[str]
     data_wait_seconds: float = 0.0  # of `seconds`, spent waiting for the loader: above a few percent, add --workers
     prosody_pretraining: PretrainReport | None = None  # None where the run did not pretrain (or resumed)
+    video_pretraining: PretrainReport | None = None  # the same for the video encoder
 
 
 class TrainReporter(Protocol):
@@ -234,6 +236,22 @@ def _pretrain_prosody(model: ListenerModel, train_set: ClipDataset, seed: int) -
                             config.prosody_pretrain_windows, seed)
 
 
+def _pretrain_video(model: ListenerModel, train_set: ClipDataset, seed: int, precision: MixedPrecision,
+                    augmentation: AugmentConfig | None) -> PretrainReport | None:
+    """The config's video pretraining on the training split (video_pretraining.py), where it asks for one.
+
+    Skipped where the encoder sees nothing (an audio-only model) or no session knows the speaker's coefficients.
+    """
+    config, heads = model.config, model.speaker_heads
+    if not config.video_pretrain_steps or heads is None or config.modalities == "audio":
+        return None
+    pool = FramePool([s.frames for s in train_set.sessions], train_set.speaker)
+    if not len(pool):
+        return None
+    return pretrain_video(model.video_encoder, heads[0], pool, config.video_pretrain_steps,
+                          config.video_pretrain_frames, seed, precision, augmentation)
+
+
 def _video_encoder_trainable(model_config: ModelConfig, speaker_known: bool) -> ModelConfig:
     """The config with the whole diffusion gradient to the video encoder where the speaker loss cannot train it.
 
@@ -260,9 +278,14 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     model.to(device)
     started = time.time()  # the run's seconds include the pretraining
     resuming = resume and (latest.exists() or latest.with_name("checkpoint.old").exists())
+    augmentation = AugmentConfig() if config.augment_shift is None else AugmentConfig(max_shift=config.augment_shift)
     pretraining = None if resuming else _pretrain_prosody(model, train_set, config.seed)
     if pretraining is not None:
         reporter.pretrained(pretraining)
+    video_pretraining = None if resuming else _pretrain_video(
+        model, train_set, config.seed, MixedPrecision(device, dtype), augmentation if config.augment else None)
+    if video_pretraining is not None:
+        reporter.pretrained(video_pretraining)
     if world == 1 and config.channels_last:  # (under DDP, channels-last weights would not match its gradient buckets)
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted; not in torch's stubs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -293,7 +316,6 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     loader = step_loader(batches, progress.step, total, workers, pin_memory=device.type == "cuda")
     reporter.start(total, progress.step)
     extra = {"train_config": asdict(config)}
-    augmentation = AugmentConfig() if config.augment_shift is None else AugmentConfig(max_shift=config.augment_shift)
     waits: list[float] = []
     for batch in _timed(loader, waits):
         step = progress.step
@@ -351,7 +373,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     if not best.exists() and rank == 0 and weights_finite(inferred):
         save_checkpoint(best, inferred, normalization, {**extra, "step": progress.step})
     return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
-                       hashes, sum(waits), pretraining)
+                       hashes, sum(waits), pretraining, video_pretraining)
 
 
 def _timed(batches: Iterable[dict[str, torch.Tensor]], waits: list[float]) -> Iterator[dict[str, torch.Tensor]]:

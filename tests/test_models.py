@@ -28,11 +28,13 @@ def test_spatial_softmax_finds_the_peak():
 
 def test_paper_quick_is_the_papers_sizes_with_the_small_presets_recipe():
     """Every field that sets a size comes from `paper`, every other one (the recipe) from `small`, but the
-    diverse sampler's temperature, calibrated on a paper-quick model of its own."""
+    diverse sampler's noise, calibrated on a paper-quick model of its own, and the video pretraining, which
+    it was measured without."""
     quick, paper, small = preset("paper-quick"), preset("paper"), preset("small")
-    assert quick.diverse_temperature == 1.3 != small.diverse_temperature
+    assert (quick.diverse_temperature, quick.diverse_rotation_noise) == (1.3, 0.65)
+    assert quick.video_pretrain_steps == 0 < small.video_pretrain_steps
     for field in dataclasses.fields(ModelConfig):
-        if field.name in ("preset", "diverse_temperature"):
+        if field.name in ("preset", "diverse_temperature", "diverse_rotation_noise", "video_pretrain_steps"):
             continue
         source = paper if field.name in SIZE_FIELDS else small
         assert getattr(quick, field.name) == getattr(source, field.name), field.name

@@ -61,7 +61,7 @@ class RichTrainReporter:
 
     def pretrained(self, report: PretrainReport) -> None:
         self.console.print(
-            f"pretrained the prosody branch: {report.steps} steps, loss {report.first_loss:.3f} -> "
+            f"pretrained the {report.part}: {report.steps} steps, loss {report.first_loss:.3f} -> "
             f"{report.last_loss:.3f} ({report.seconds:.0f} s)"
         )
 

@@ -1,0 +1,117 @@
+"""The video encoder's pretraining: it draws each frame with its own coefficients, learns to read a face,
+depends on its seed alone, and a run skips it where nothing could be learned."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fad_edge.data.synthetic_dataset import write_synthetic_dataset
+from fad_edge.models.config import preset
+from fad_edge.models.encoders import VideoEncoder
+from fad_edge.train import TrainConfig, train
+from fad_edge.train_precision import MixedPrecision
+from fad_edge.video_pretraining import FramePool, pretrain_video
+
+CPU = MixedPrecision(torch.device("cpu"), None)
+
+
+def _numbered_sessions(lengths: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Sessions whose frame k of session s has every pixel s * 100 + k, and coefficient 0 the same number."""
+    frames, speaker = [], []
+    for s, length in enumerate(lengths):
+        ids = s * 100 + np.arange(length)
+        frames.append(np.broadcast_to(ids[:, None, None, None], (length, 4, 4, 3)).astype(np.uint8))
+        coefficients = np.zeros((length, 56), np.float32)
+        coefficients[:, 0] = ids
+        speaker.append(coefficients)
+    return frames, speaker
+
+
+def test_the_pool_holds_only_sessions_with_known_speakers_and_draws_each_frame_with_its_own_coefficients():
+    frames, speaker = _numbered_sessions([5, 3, 7])
+    pool = FramePool(frames, [speaker[0], None, speaker[2]])
+    assert len(pool) == 12
+    images, targets = pool.draw(np.random.default_rng(0), 400)
+    assert images.shape == (400, 3, 4, 4) and targets.shape == (400, 56)
+    pixel = torch.round(images[:, 0, 0, 0] * 255)
+    assert torch.equal(pixel, targets[:, 0])  # each image came with its own frame's coefficients
+    drawn = set(pixel.int().tolist())
+    assert drawn == {*range(5), *range(200, 207)}  # every frame of the known sessions, none of the unknown one
+
+
+def test_the_pool_of_sessions_without_known_speakers_is_empty_and_pretraining_refuses_it():
+    frames, _ = _numbered_sessions([4])
+    pool = FramePool(frames, [None])
+    assert len(pool) == 0
+    config = preset("tiny", speaker_aux_weight=1.0)
+    with pytest.raises(ValueError, match="known speakers"):
+        pretrain_video(VideoEncoder(config), nn.Linear(config.video_features, 56), pool, 1, 8, 0, CPU)
+
+
+def _bright_faces(sessions: int = 4, frames: int = 40, size: int = 32):
+    """Frames whose lower-half brightness is coefficient 0 (a stand-in for a smile); the rest is noise."""
+    rng = np.random.default_rng(1)
+    images, speaker = [], []
+    for _ in range(sessions):
+        level = rng.uniform(0, 1, frames).astype(np.float32)
+        picture = rng.uniform(0, 60, (frames, size, size, 3))
+        picture[:, size // 2:] += 190 * level[:, None, None, None]
+        images.append(picture.astype(np.uint8))
+        coefficients = 0.1 * rng.standard_normal((frames, 56)).astype(np.float32)
+        coefficients[:, 0] = (level - 0.5) * 3
+        speaker.append(coefficients)
+    return FramePool(images, speaker)
+
+
+def test_pretraining_learns_to_read_the_frame():
+    config = preset("tiny", speaker_aux_weight=1.0)
+    torch.manual_seed(0)
+    encoder, head = VideoEncoder(config), nn.Linear(config.video_features, 56)
+    report = pretrain_video(encoder, head, _bright_faces(), steps=60, frames_per_step=32, seed=0, precision=CPU,
+                            augment=None)
+    assert report.part == "video encoder" and report.steps == 60 and report.windows == 32
+    # Coefficient 0 is 0.75 of the summed variance; an encoder that did not read the brightness could not
+    # bring the loss below the mean's.
+    assert report.last_loss < 0.5 * report.first_loss
+
+
+def test_pretraining_depends_on_its_seed_alone_and_leaves_the_global_rng_alone():
+    config = preset("tiny", speaker_aux_weight=1.0)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    models = []
+    for _ in range(3):
+        torch.manual_seed(0)
+        models.append(nn.ModuleList([VideoEncoder(config), nn.Linear(config.video_features, 56)]))
+    torch.manual_seed(123)
+    for model, seed in zip(models, (5, 5, 6)):
+        pretrain_video(model[0], model[1], _bright_faces(), steps=3, frames_per_step=8, seed=seed, precision=CPU)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    same, other = models[0].state_dict(), models[2].state_dict()
+    for name, tensor in models[1].state_dict().items():
+        assert torch.equal(tensor, same[name]), name
+    assert any(not torch.equal(tensor, other[name]) for name, tensor in same.items())
+
+
+def test_video_pretraining_needs_the_speaker_loss():
+    with pytest.raises(ValueError, match="video_pretrain_steps needs the speaker loss"):
+        preset("tiny", video_pretrain_steps=10)
+    with pytest.raises(ValueError, match="video_pretrain_frames"):
+        preset("tiny", speaker_aux_weight=1.0, video_pretrain_steps=10, video_pretrain_frames=0)
+
+
+@pytest.mark.slow
+def test_a_run_pretrains_the_video_encoder_once_and_not_for_an_audio_only_model(tmp_path):
+    data = tmp_path / "data"
+    write_synthetic_dataset(data, sessions=4, seconds=6.0, seed=3, image_size=32)
+    overrides = {"speaker_aux_weight": 1.0, "video_pretrain_steps": 3, "video_pretrain_frames": 16}
+
+    def config(out: str, **changes) -> TrainConfig:
+        return TrainConfig(data=str(data), out=str(tmp_path / out), preset="tiny", epochs=1, batch_size=8,
+                           warmup_steps=2, val_clips=16, threads=1, device="cpu", overrides=overrides, **changes)
+
+    first = train(config("run", max_steps=1))
+    assert first.video_pretraining is not None and first.video_pretraining.steps == 3
+    assert train(config("run", max_steps=2), resume=True).video_pretraining is None  # resumed: already pretrained
+    assert train(config("audio", max_steps=1, modalities="audio")).video_pretraining is None
