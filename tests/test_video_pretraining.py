@@ -4,6 +4,7 @@ depends on its seed alone, and a run skips it where nothing could be learned."""
 import numpy as np
 import pytest
 import torch
+from helpers import TrainingStopped, capture_train_configs, run_cli
 from torch import nn
 
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
@@ -115,3 +116,14 @@ def test_a_run_pretrains_the_video_encoder_once_and_not_for_an_audio_only_model(
     assert first.video_pretraining is not None and first.video_pretraining.steps == 3
     assert train(config("run", max_steps=2), resume=True).video_pretraining is None  # resumed: already pretrained
     assert train(config("audio", max_steps=1, modalities="audio")).video_pretraining is None
+
+
+def test_train_cli_sets_the_video_pretraining_where_the_preset_has_the_speaker_loss(monkeypatch, capsys, tmp_path):
+    seen = capture_train_configs(monkeypatch)
+    with pytest.raises(TrainingStopped):
+        run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "a", "--video-pretrain-steps", "0")
+    assert seen[0].overrides == {"video_pretrain_steps": 0}
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "b",
+                           "--preset", "paper", "--video-pretrain-steps", "10")
+    assert code == 2 and "no speaker loss" in output, output
+    assert len(seen) == 1

@@ -83,6 +83,10 @@ def train(
     prosody_pretrain_steps: Optional[int] = typer.Option(
         None, min=0, help="Steps of the prosody branch's pretraining on the log-mel alone before FAD's training "
                           "(0: none; default: the preset's). Needs a preset with the branch."),
+    video_pretrain_steps: Optional[int] = typer.Option(
+        None, min=0, help="Steps of the video encoder's pretraining on single frames, regressing the speaker's "
+                          "coefficients, before FAD's training (0: none; default: the preset's). Needs a preset "
+                          "with the speaker loss."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
@@ -126,6 +130,9 @@ def train(
                                  param_hint="--prosody-pretrain-steps")
     if prosody_channels == 0 and prosody_pretrain_steps is None:
         prosody_pretrain_steps = 0  # no branch, nothing of the preset's to pretrain
+    if video_pretrain_steps and not model_preset.speaker_aux_weight:
+        raise typer.BadParameter(f"the {preset} preset has no speaker loss to pretrain the video encoder with",
+                                 param_hint="--video-pretrain-steps")
     if loss_dim_weighting is not None:
         check_choice(loss_dim_weighting, "--loss-dim-weighting", DIM_WEIGHTINGS)
     check_finite(lr, "--lr", 0.0, low_open=True)
@@ -138,7 +145,7 @@ def train(
     chosen = {"encoder_norm": encoder_norm, "video_diffusion_gradient": video_diffusion_gradient,
               "condition_shortcut": condition_shortcut, "rotation_head_channels": rotation_head,
               "loss_dim_weighting": loss_dim_weighting, "prosody_channels": prosody_channels,
-              "prosody_pretrain_steps": prosody_pretrain_steps}
+              "prosody_pretrain_steps": prosody_pretrain_steps, "video_pretrain_steps": video_pretrain_steps}
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
