@@ -121,7 +121,8 @@ def test_a_run_pretrains_the_video_encoder_once_and_not_for_an_audio_only_model(
 def test_train_cli_sets_the_video_pretraining_where_the_preset_has_the_speaker_loss(monkeypatch, capsys, tmp_path):
     seen = capture_train_configs(monkeypatch)
     with pytest.raises(TrainingStopped):
-        run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "a", "--video-pretrain-steps", "0")
+        run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "a",
+                "--video-pretrain-steps", "0")
     assert seen[0].overrides == {"video_pretrain_steps": 0}
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "b",
                            "--preset", "paper", "--video-pretrain-steps", "10")
