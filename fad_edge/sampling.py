@@ -180,7 +180,10 @@ class DiffusionSampler:
     def predict_x0(self, epsilon: Array, t: int, x: Array) -> Array:
         """Closed-form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (DDPM eq. 15), clamped to +-clip_sample."""
         alpha_bar = self.alpha_bar(t)
-        x0 = (x - math.sqrt(1 - alpha_bar) * epsilon) / math.sqrt(alpha_bar)
+        return self.clip_x0((x - math.sqrt(1 - alpha_bar) * epsilon) / math.sqrt(alpha_bar))
+
+    def clip_x0(self, x0: Array) -> Array:
+        """An x0 estimate clamped to +-clip_sample, as every step's is (for a network that gives x0 itself)."""
         return x0.clip(-self.settings.clip_sample, self.settings.clip_sample)
 
     def step(self, epsilon: Array, t: int, x: Array, t_prev: int | None, noise: Array | None = None) -> Array:

@@ -190,3 +190,27 @@ def test_rotation_head_adds_to_the_rotation_dims_only_and_hears_the_context():
 def test_rotation_head_channels_must_split_into_groups():
     with pytest.raises(ValueError, match="rotation_head_channels"):
         preset("tiny", rotation_head_channels=12)  # groups = 8
+
+
+@pytest.mark.parametrize("precondition", [True, False])
+def test_the_one_step_x0_is_the_noise_estimates_and_keeps_float32_precision_at_the_last_step(precondition):
+    """`denoise_x0` is (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) of `denoise`'s eps; preconditioned, it keeps
+    the precision that formula loses in float32 from a noisy x_t at t = 99 (1 / sqrt(a_99) = 2000)."""
+    config = preset("tiny", precondition=precondition)
+    torch.manual_seed(0)
+    net = ELNet(config).eval()
+    x, steps = torch.randn(4, 8, 56), torch.tensor([99, 99, 70, 10])
+    cond = net.read_condition(torch.randn(4, config.condition_frames, config.condition_dim))
+
+    def through_epsilon(model: ELNet, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        signal, noise = model.signal_scale[steps][:, None, None], model.noise_scale[steps][:, None, None]
+        return (x - noise * model.denoise(x, steps, cond)) / signal
+
+    with torch.no_grad():
+        exact = through_epsilon(net.double(), x.double(), cond.double())  # float64: nothing lost
+        net.float()
+        direct, rounded = net.denoise_x0(x, steps, cond), through_epsilon(net, x, cond)
+    direct_error = (direct.double() - exact).abs().max().item()
+    assert direct_error < 1e-4 * exact.abs().max().item()
+    if precondition:
+        assert direct_error < 0.05 * (rounded.double() - exact).abs().max().item()

@@ -69,8 +69,10 @@ def test_pretraining_learns_to_read_the_frame():
     config = preset("tiny", speaker_aux_weight=1.0)
     torch.manual_seed(0)
     encoder, head = VideoEncoder(config), nn.Linear(config.video_features, 56)
+    done: list[int] = []
     report = pretrain_video(encoder, head, _bright_faces(), steps=60, frames_per_step=32, seed=0, precision=CPU,
-                            augment=None)
+                            augment=None, after_step=done.append)
+    assert done == list(range(1, 61))
     assert report.part == "video encoder" and report.steps == 60 and report.windows == 32
     # Coefficient 0 is 0.75 of the summed variance; an encoder that did not read the brightness could not
     # bring the loss below the mean's.

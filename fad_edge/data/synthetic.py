@@ -66,6 +66,9 @@ NOD_SHAPE = 0.15 * np.sin(np.linspace(0, 3 * np.pi, 20)) * np.exp(-np.linspace(0
 BROW_SHAPE = np.sin(np.linspace(0, np.pi, 24)) ** 2
 _ALTERNATIVE_STREAM = 1  # alternative listener k of session `seed` draws from default_rng([seed, 1, k])
 DEFAULT_ALTERNATIVES = 5  # alternative listeners written per session (listener_alternatives.npy)
+# The speaker's expression factors, in the columns of its basis, and their scales.
+SPEAKER_FACTORS = ("smile", "brow", "blink", "mouth", "idle1", "idle2")
+_SPEAKER_SCALES = np.array([1, 0.8, 0.4, 0.7, 0.3, 0.3])
 # The listener's expression factors, in the columns of its basis, and their scales.
 LISTENER_FACTORS = ("smile", "brow", "blink", "idle1", "idle2")
 _LISTENER_SCALES = np.array([1, 0.8, 0.4, 0.5, 0.5])
@@ -239,7 +242,7 @@ def _speaker(rng: np.random.Generator, n: int, config: SyntheticConfig) -> _Spea
     speaker = np.zeros((n, N_COEFFS))
     idle_s = np.stack([_smooth(rng.standard_normal(n), 20) * 2, _smooth(rng.standard_normal(n), 20) * 2], axis=1)
     factors_s = np.stack([smile, brow, blink, envelope, idle_s[:, 0] * 0.1, idle_s[:, 1] * 0.1], axis=1)
-    speaker[:, EXPRESSION] = factors_s @ _basis(_SPEAKER_BASIS_SEED, 6, np.array([1, 0.8, 0.4, 0.7, 0.3, 0.3])).T
+    speaker[:, EXPRESSION] = factors_s @ speaker_basis().T
     speaker[:, EXPRESSION] += config.coefficient_noise * rng.standard_normal((n, N_EXPRESSION))
     speaker[:, JAW.start] = 0.25 * envelope
     speaker[:, HEAD] = head
@@ -333,6 +336,11 @@ def alternative_listeners(seed: int, count: int, config: SyntheticConfig = Synth
     """
     state = _speaker(np.random.default_rng(seed), int(round(config.seconds * FPS)), config)
     return _alternatives(seed, state, config, count)
+
+
+def speaker_basis() -> np.ndarray:
+    """(50, 6): the speaker's expression basis, columns `SPEAKER_FACTORS`; expression = factors @ basis.T + noise."""
+    return _basis(_SPEAKER_BASIS_SEED, len(SPEAKER_FACTORS), _SPEAKER_SCALES)
 
 
 def listener_basis() -> np.ndarray:

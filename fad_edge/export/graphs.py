@@ -2,8 +2,9 @@
 
 Every graph has a dynamic batch axis: frames for the encoders, clips for ELNet. The encoders apply
 the modality mask themselves, so a runner only concatenates their outputs. `ELNetX0` folds the
-1-step closed form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t), the clamp and the de-normalization
-into the graph, so the engine outputs FLAME coefficients directly. The encoders' BatchNorms (with
+1-step closed form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (as `ELNet.denoise_x0` computes it, without
+the float32 cancellation at high t), the clamp and the de-normalization into the graph, so the engine
+outputs FLAME coefficients directly. The encoders' BatchNorms (with
 `encoder_norm="batch"`) are folded into their convolutions, so the INT8 graphs stay int8 from
 convolution to convolution, and their feature standardizers into their projections.
 """
@@ -19,6 +20,7 @@ from torch.nn.utils.fusion import fuse_linear_bn_weights
 
 from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, SIGNATURES, VIDEO_ENCODER
 from fad_edge.listener_model import ListenerModel
+from fad_edge.models.elnet import ELNet
 from fad_edge.models.encoders import AudioEncoder, VideoEncoder
 from fad_edge.models.resnet import fold_batch_norms
 
@@ -95,7 +97,7 @@ class ExportMish(nn.Module):
         return x * (1 - 2 / (shifted * shifted + 1))
 
 
-def elnet_for_export(elnet: nn.Module) -> nn.Module:
+def elnet_for_export(elnet: ELNet) -> ELNet:
     """An eval-mode copy of ELNet with every `nn.Mish` replaced by `ExportMish` (same outputs, faster graph)."""
     exported = copy.deepcopy(elnet).eval()
     for module in list(exported.modules()):
@@ -119,8 +121,6 @@ class ELNetEpsilon(nn.Module):
 class ELNetX0(nn.Module):
     """(x_start (B, L, 56), condition (B, F, D)) -> de-normalized motion (B, L, 56) in one step."""
 
-    noise_scale: torch.Tensor
-    signal_scale: torch.Tensor
     mean: torch.Tensor
     std: torch.Tensor
 
@@ -129,16 +129,12 @@ class ELNetX0(nn.Module):
         self.elnet = elnet_for_export(model.elnet)
         self.start_step = model.config.sample_start_step
         self.clip_sample = float(model.config.clip_sample)
-        alpha_bar = model.diffusion.alphas_cumprod[self.start_step]
-        self.register_buffer("noise_scale", (1 - alpha_bar).sqrt().reshape(1))
-        self.register_buffer("signal_scale", alpha_bar.sqrt().reshape(1))
         self.register_buffer("mean", model.motion_mean.clone())
         self.register_buffer("std", model.motion_std.clone())
 
     def forward(self, x_start: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         step = torch.full(x_start.shape[:1], self.start_step, dtype=torch.long, device=x_start.device)
-        epsilon = self.elnet(x_start, step, condition)
-        x0 = ((x_start - self.noise_scale * epsilon) / self.signal_scale).clamp(-self.clip_sample, self.clip_sample)
+        x0 = self.elnet.forward_x0(x_start, step, condition).clamp(-self.clip_sample, self.clip_sample)
         return x0 * self.std + self.mean
 
 

@@ -289,9 +289,33 @@ class ELNet(nn.Module):
     def forward(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         return self.denoise(x, steps, self.read_condition(condition))
 
+    def forward_x0(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """`forward`'s one-step x0 instead of its noise (`denoise_x0`)."""
+        return self.denoise_x0(x, steps, self.read_condition(condition))
+
     def denoise(self, x: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """The noise in x_t (B, L, 56) at `steps`, given `read_condition`'s output (B, cond_dim (+ 6), L)."""
-        x_t, x = x, x.transpose(1, 2)  # (B, 56, L)
+        out = self._output(x, steps, cond)
+        if not self.config.precondition:
+            return out
+        return self.noise_scale[steps][:, None, None] * x + self.signal_scale[steps][:, None, None] * out
+
+    def denoise_x0(self, x: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The one-step estimate x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (B, L, 56), unclamped.
+
+        Preconditioned, it is sqrt(a_t) x_t - sqrt(1 - a_t) F, computed so: through epsilon in float32 a
+        noisy x_t at t = 99 would cancel to ~1e-4 of the answer (1 / sqrt(a_99) = 2000 times epsilon's
+        rounding), where this form loses nothing.
+        """
+        out = self._output(x, steps, cond)
+        signal, noise = self.signal_scale[steps][:, None, None], self.noise_scale[steps][:, None, None]
+        if not self.config.precondition:
+            return (x - noise * out) / signal
+        return signal * x - noise * out
+
+    def _output(self, x: torch.Tensor, steps: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """The U-Net's own output (B, L, 56), float32: epsilon, or F where preconditioned (see `denoise`)."""
+        x = x.transpose(1, 2)  # (B, 56, L)
         shortcut = self.input_shortcut(x)
         if self.rotation_head is not None:
             cond, rotation = cond[:, : self.config.cond_dim], cond[:, self.config.cond_dim :]
@@ -323,7 +347,4 @@ class ELNet(nn.Module):
         # Float32 even under bf16 autocast (type promotion with the float32 scales would give it too,
         # but the sum must not rest on that): it adds sqrt(a_t) F to sqrt(1 - a_t) x_t, and at high
         # noise sqrt(a_t) is ~1e-3, below bf16's resolution.
-        out = (self.final(x) + shortcut).transpose(1, 2).float()  # (B, L, 56)
-        if not self.config.precondition:
-            return out
-        return self.noise_scale[steps][:, None, None] * x_t + self.signal_scale[steps][:, None, None] * out
+        return (self.final(x) + shortcut).transpose(1, 2).float()  # (B, L, 56)

@@ -97,13 +97,16 @@ def cudnn_benchmark() -> Iterator[None]:
 
 
 def compile_networks(model: ListenerModel, backend: str | Callable[..., Any]) -> None:
-    """Replace the forward of `model`'s encoders and ELNet by its `torch.compile`d version, in place.
+    """Replace the forward of `model`'s encoders, and ELNet's two (noise and one-step x0), by their
+    `torch.compile`d versions, in place.
 
     Every input's first dim (the batch) is marked dynamic where it is above one, so one compiled graph
     serves all bucket sizes; a batch of one gets its own, since torch specializes size one.
     """
-    for network in (model.video_encoder, model.audio_encoder, model.elnet):
-        compiled = torch.compile(network.forward, backend=backend)
+    methods = ((model.video_encoder, "forward"), (model.audio_encoder, "forward"), (model.elnet, "forward"),
+               (model.elnet, "forward_x0"))
+    for network, method in methods:
+        compiled = torch.compile(getattr(network, method), backend=backend)
 
         def call(*inputs: torch.Tensor, compiled: Callable[..., torch.Tensor] = compiled) -> torch.Tensor:
             for x in inputs:
@@ -111,7 +114,7 @@ def compile_networks(model: ListenerModel, backend: str | Callable[..., Any]) ->
                     torch._dynamo.maybe_mark_dynamic(x, 0)
             return compiled(*inputs)
 
-        setattr(network, "forward", call)  # an instance attribute: nn.Module calls self.forward  # noqa: B010
+        setattr(network, method, call)  # an instance attribute: nn.Module calls self.forward
 
 
 def device_model(model: ListenerModel, device: torch.device, precision: str, channels_last: bool) -> ListenerModel:
@@ -225,11 +228,11 @@ class CudaRunner(ClipRunner):
         return self._model().elnet(x.to(self.dtype), steps, condition.to(self.dtype)).float()
 
     def _x0(self, condition: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The 1-step sampler: x0 from ELNet's noise estimate, de-normalized (the runners' `elnet_x0`)."""
+        """The 1-step sampler: ELNet's x0 estimate, clamped and de-normalized (the runners' `elnet_x0`)."""
         t = self.sampler.timesteps[0]
         steps = torch.full((state.shape[0],), t, dtype=torch.long, device=state.device)
-        x0 = self.sampler.step(self._epsilon(state, steps, condition), t, state, None)
-        return self._model().denormalize(x0)
+        x0 = self._model().elnet.forward_x0(state.to(self.dtype), steps, condition.to(self.dtype)).float()
+        return self._model().denormalize(self.sampler.clip_x0(x0))
 
     def _whole(self, images: torch.Tensor, mel: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Frames of one sequence to motion: encoders, clip windows and the 1-step sampler in one graph."""
