@@ -97,11 +97,11 @@ def test_pretraining_depends_on_its_seed_alone_and_leaves_the_global_rng_alone()
     assert any(not torch.equal(tensor, other[name]) for name, tensor in same.items())
 
 
-def test_video_pretraining_needs_the_speaker_loss():
-    with pytest.raises(ValueError, match="video_pretrain_steps needs the speaker loss"):
-        preset("tiny", video_pretrain_steps=10)
+def test_the_video_pretraining_frames_must_be_positive():
     with pytest.raises(ValueError, match="video_pretrain_frames"):
         preset("tiny", speaker_aux_weight=1.0, video_pretrain_steps=10, video_pretrain_frames=0)
+    with pytest.raises(ValueError, match="video_pretrain_steps"):
+        preset("tiny", video_pretrain_steps=-1)
 
 
 @pytest.mark.slow
@@ -118,6 +118,9 @@ def test_a_run_pretrains_the_video_encoder_once_and_not_for_an_audio_only_model(
     assert first.video_pretraining is not None and first.video_pretraining.steps == 3
     assert train(config("run", max_steps=2), resume=True).video_pretraining is None  # resumed: already pretrained
     assert train(config("audio", max_steps=1, modalities="audio")).video_pretraining is None
+    # Without the speaker loss there is no head to regress the speaker with: nothing to pretrain.
+    overrides["speaker_aux_weight"] = 0.0
+    assert train(config("no-speaker-loss", max_steps=1)).video_pretraining is None
 
 
 def test_train_cli_sets_the_video_pretraining_where_the_preset_has_the_speaker_loss(monkeypatch, capsys, tmp_path):

@@ -61,7 +61,8 @@ class ModelConfig:
     prosody_pretrain_windows: int = 8
     # Steps of the video encoder's pretraining before FAD's (0: none; see video_pretraining.py): the
     # encoder and its speaker head regress the speaker's own coefficients from single frames,
-    # `video_pretrain_frames` frames a step drawn from every training session. Needs the speaker loss.
+    # `video_pretrain_frames` frames a step drawn from every training session. Skipped without the
+    # speaker loss (no head to regress with) or the speaker's coefficients.
     video_pretrain_steps: int = 0
     video_pretrain_frames: int = 128
     n_mels: int = N_MELS
@@ -164,8 +165,6 @@ class ModelConfig:
             raise ValueError(f"prosody_pretrain_windows must be 1 or more, got {self.prosody_pretrain_windows!r}")
         if not _is_int(self.video_pretrain_steps) or self.video_pretrain_steps < 0:
             raise ValueError(f"video_pretrain_steps must be 0 or more, got {self.video_pretrain_steps!r}")
-        if self.video_pretrain_steps and not self.speaker_aux_weight:
-            raise ValueError("video_pretrain_steps needs the speaker loss (speaker_aux_weight > 0)")
         if not _is_int(self.video_pretrain_frames) or self.video_pretrain_frames < 1:
             raise ValueError(f"video_pretrain_frames must be 1 or more, got {self.video_pretrain_frames!r}")
         self._check_channels("rotation_head_channels", MAX_ROTATION_HEAD_CHANNELS)
