@@ -66,3 +66,12 @@ def capture_train_configs(monkeypatch) -> list:
 
     monkeypatch.setattr(training, "train", stop_before_training)
     return seen
+
+
+def assert_seed_decides(first: torch.nn.Module, same_seed: torch.nn.Module, other_seed: torch.nn.Module) -> None:
+    """`first` and `same_seed` (trained alike with one seed) hold equal weights, `other_seed` (another seed)
+    differs somewhere: what was trained depended on the seed."""
+    same, other = first.state_dict(), other_seed.state_dict()
+    for name, tensor in same_seed.state_dict().items():
+        assert torch.equal(tensor, same[name]), name
+    assert any(not torch.equal(tensor, other[name]) for name, tensor in same.items())

@@ -4,7 +4,7 @@ alone, and a run that pretrains still resumes exactly."""
 import numpy as np
 import pytest
 import torch
-from helpers import TrainingStopped, capture_train_configs, run_cli
+from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli
 
 from fad_edge.data.audio_features import SILENCE, frame_spectra, frame_windows
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
@@ -72,10 +72,7 @@ def test_pretraining_depends_on_its_seed_alone_and_leaves_the_global_rng_alone()
     for branch, seed in zip(branches, (5, 5, 6)):
         pretrain_prosody(branch, _cue_pairs(), torch.ones(7), steps=3, windows=2, seed=seed)
     assert torch.equal(torch.random.get_rng_state(), before)
-    same, other = branches[0].state_dict(), branches[2].state_dict()
-    for name, tensor in branches[1].state_dict().items():
-        assert torch.equal(tensor, same[name]), name
-    assert any(not torch.equal(tensor, other[name]) for name, tensor in same.items())
+    assert_seed_decides(*branches)
 
 
 def test_short_sessions_get_shorter_windows_only_where_no_session_is_long_enough():
