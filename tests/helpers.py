@@ -16,6 +16,7 @@ from fad_edge.cli import main
 from fad_edge.data.normalization import Normalization
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
+from fad_edge.train import TrainConfig
 
 
 def bench_script(name: str) -> ModuleType:
@@ -75,3 +76,10 @@ def assert_seed_decides(first: torch.nn.Module, same_seed: torch.nn.Module, othe
     for name, tensor in same_seed.state_dict().items():
         assert torch.equal(tensor, same[name]), name
     assert any(not torch.equal(tensor, other[name]) for name, tensor in same.items())
+
+
+def tiny_run_config(data: Path, out: Path, overrides: dict, **changes) -> TrainConfig:
+    """A seconds-long training of the tiny preset on one thread of the CPU, `overrides` on its model config."""
+    settings = {"preset": "tiny", "epochs": 1, "batch_size": 8, "warmup_steps": 2, "val_clips": 16, "threads": 1,
+                "device": "cpu", **changes}
+    return TrainConfig(data=str(data), out=str(out), overrides=overrides, **settings)

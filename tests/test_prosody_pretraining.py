@@ -4,7 +4,7 @@ alone, and a run that pretrains still resumes exactly."""
 import numpy as np
 import pytest
 import torch
-from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli
+from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_run_config
 
 from fad_edge.data.audio_features import SILENCE, frame_spectra, frame_windows
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
@@ -97,9 +97,7 @@ def test_a_run_that_pretrains_resumes_to_the_weights_of_an_unbroken_one(tmp_path
     overrides = {"prosody_channels": 8, "prosody_pretrain_steps": 4, "prosody_pretrain_windows": 2}
 
     def config(out: str, **changes) -> TrainConfig:
-        return TrainConfig(data=str(data), out=str(tmp_path / out), preset="tiny", epochs=2, batch_size=8,
-                           warmup_steps=2, checkpoint_every=3, val_clips=16, threads=1, device="cpu",
-                           overrides=overrides, **changes)
+        return tiny_run_config(data, tmp_path / out, overrides, **{"epochs": 2, "checkpoint_every": 3, **changes})
 
     straight = train(config("straight"))
     assert straight.prosody_pretraining is not None and straight.prosody_pretraining.steps == 4

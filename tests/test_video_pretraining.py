@@ -4,7 +4,7 @@ depends on its seed alone, and a run skips it where nothing could be learned."""
 import numpy as np
 import pytest
 import torch
-from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli
+from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_run_config
 from torch import nn
 
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
@@ -108,8 +108,7 @@ def test_a_run_pretrains_the_video_encoder_once_and_not_for_an_audio_only_model(
     overrides = {"speaker_aux_weight": 1.0, "video_pretrain_steps": 3, "video_pretrain_frames": 16}
 
     def config(out: str, **changes) -> TrainConfig:
-        return TrainConfig(data=str(data), out=str(tmp_path / out), preset="tiny", epochs=1, batch_size=8,
-                           warmup_steps=2, val_clips=16, threads=1, device="cpu", overrides=overrides, **changes)
+        return tiny_run_config(data, tmp_path / out, overrides, **changes)
 
     first = train(config("run", max_steps=1))
     assert first.video_pretraining is not None and first.video_pretraining.steps == 3
