@@ -83,3 +83,12 @@ def tiny_run_config(data: Path, out: Path, overrides: dict, **changes) -> TrainC
     settings = {"preset": "tiny", "epochs": 1, "batch_size": 8, "warmup_steps": 2, "val_clips": 16, "threads": 1,
                 "device": "cpu", **changes}
     return TrainConfig(data=str(data), out=str(out), overrides=overrides, **settings)
+
+
+def tiny_dataset(folder: Path) -> Path:
+    """`folder`/data: 4 synthetic sessions of 6 s at 32 pixels, enough for `tiny_run_config`'s runs."""
+    from fad_edge.data.synthetic_dataset import write_synthetic_dataset
+
+    data = folder / "data"
+    write_synthetic_dataset(data, sessions=4, seconds=6.0, seed=3, image_size=32)
+    return data

@@ -4,10 +4,9 @@ alone, and a run that pretrains still resumes exactly."""
 import numpy as np
 import pytest
 import torch
-from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_run_config
+from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_dataset, tiny_run_config
 
 from fad_edge.data.audio_features import SILENCE, frame_spectra, frame_windows
-from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.models.config import preset
 from fad_edge.models.elnet import ProsodyBranch
 from fad_edge.models.encoders import AudioEncoder
@@ -92,8 +91,7 @@ def test_pretraining_steps_need_the_branch():
 
 @pytest.mark.slow
 def test_a_run_that_pretrains_resumes_to_the_weights_of_an_unbroken_one(tmp_path):
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, sessions=4, seconds=6.0, seed=3, image_size=32)
+    data = tiny_dataset(tmp_path)
     overrides = {"prosody_channels": 8, "prosody_pretrain_steps": 4, "prosody_pretrain_windows": 2}
 
     def config(out: str, **changes) -> TrainConfig:

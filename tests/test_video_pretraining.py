@@ -4,10 +4,9 @@ depends on its seed alone, and a run skips it where nothing could be learned."""
 import numpy as np
 import pytest
 import torch
-from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_run_config
+from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_dataset, tiny_run_config
 from torch import nn
 
-from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.models.config import preset
 from fad_edge.models.encoders import VideoEncoder
 from fad_edge.train import TrainConfig, train
@@ -103,8 +102,7 @@ def test_the_video_pretraining_frames_must_be_positive():
 
 @pytest.mark.slow
 def test_a_run_pretrains_the_video_encoder_once_and_not_for_an_audio_only_model(tmp_path):
-    data = tmp_path / "data"
-    write_synthetic_dataset(data, sessions=4, seconds=6.0, seed=3, image_size=32)
+    data = tiny_dataset(tmp_path)
     overrides = {"speaker_aux_weight": 1.0, "video_pretrain_steps": 3, "video_pretrain_frames": 16}
 
     def config(out: str, **changes) -> TrainConfig:
