@@ -352,7 +352,7 @@ _SMALL = ModelConfig(
     prosody_pretrain_steps=1000,
     # What makes it see the speaker's smile (README, "Results": video pretraining): the video encoder
     # and its speaker head first trained on 400 x 128 single frames drawn from every training session
-    # (about 25 s on 2 cores); held-out smile r 0.98-0.99 where FAD's steps alone reached 0.91-0.95.
+    # (19-39 s on 2 cores); held-out smile r 0.98-0.99 where FAD's steps alone reached 0.91-0.95.
     video_pretrain_steps=400,
 )
 
