@@ -186,6 +186,13 @@ def choose_by_diversity(rows: list[GridRow], frdiv_range: tuple[float, float] = 
         low <= scores[g][FRDIV_RATIO] <= high for g in metrics.GROUPS))
 
 
+def check_frdiv_range(low: float, high: float) -> tuple[float, float]:
+    """(low, high) if it is a band of positive, finite ratios, low below high; else a one-line error."""
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low < high):
+        raise FadEdgeError(f"the FRDiv band must be two ratios 0 < low < high, got {low:g},{high:g}")
+    return low, high
+
+
 def check_rule(rule: str) -> str:
     if rule not in RULES:
         raise FadEdgeError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -194,8 +201,11 @@ def check_rule(rule: str) -> str:
 
 def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid, samples: int = 2,
              device: str = "cpu", max_l2_ratio: float = MAX_L2_RATIO, say: Say = silent, rule: str = "fd",
-             react: ReactOptions | None = None) -> GridReport:
+             react: ReactOptions | None = None, frdiv_range: tuple[float, float] = FRDIV_RANGE) -> GridReport:
     """The mean sampler and every candidate of `grid`, scored on `split`, and the rule's choice.
+
+    `frdiv_range` is the "frdiv" rule's band; a narrower one than `FRDIV_RANGE` keeps a margin from its
+    edges, where the least-L2 choice otherwise lands and another split's FRDiv can fall out of it.
 
     With the "frdiv" rule every setting draws `react.samples` motions per session (at least `samples`;
     `react` None: ReactOptions' defaults); L2 and FD are scored on the first `samples` of them, as
@@ -208,7 +218,8 @@ def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid
     say(f"encoding the {split} split")
     runner, encoded, truths = encoded_split(loaded, data, split, device, sessions)
     report = GridReport(str(loaded.path), split, len(encoded), sum(e.frames for e in encoded), samples, max_l2_ratio,
-                        rule=rule, react_samples=0 if diversity is None else diversity.samples)
+                        rule=rule, frdiv_range=frdiv_range,
+                        react_samples=0 if diversity is None else diversity.samples)
     every = [SamplerSettings.named("mean", loaded.config), *candidates]
     for index, settings in enumerate(every):
         say(f"setting {index + 1} of {len(every)}: {settings.describe()}")
@@ -220,7 +231,8 @@ def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid
             for group, ratio in diversity.ratios(draws[: diversity.samples]).items():
                 scores[group][FRDIV_RATIO] = ratio
         report.rows.append(GridRow(name, settings, scores))
-    report.chosen = choose(report.rows, max_l2_ratio) if rule == "fd" else choose_by_diversity(report.rows)
+    report.chosen = (choose(report.rows, max_l2_ratio) if rule == "fd"
+                     else choose_by_diversity(report.rows, frdiv_range))
     return report
 
 

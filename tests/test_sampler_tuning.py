@@ -185,6 +185,19 @@ def test_tune_sampler_chooses_by_frdiv_where_the_data_has_alternative_listeners(
                            "--out", tmp_path / "unknown")
     assert code == 2 and "unknown rule 'best'" in output
 
+    # A narrower band keeps a margin from the edges: the choice is made within it and it is reported.
+    code, output = run_cli(monkeypatch, capsys, *args, "--frdiv-band", "0.85,1.2", "--data", dataset,
+                           "--out", tmp_path / "narrow")
+    assert code == 0, output
+    narrow = json.loads((tmp_path / "narrow.json").read_text())
+    assert narrow["frdiv_range"] == [0.85, 1.2] and narrow["chosen"] == choose_by_diversity(rows, (0.85, 1.2))
+    assert "within 0.85-1.2x" in " ".join(output.split())
+    for band, message in (("0.9", "two ratios"), ("1.2,0.8", "0 < low < high"), ("0,1", "0 < low < high")):
+        code, output = run_cli(monkeypatch, capsys, *args, "--frdiv-band", band, "--data", dataset,
+                               "--out", tmp_path / "bad")
+        assert code == 2 and message in output and "Traceback" not in output, output
+    assert not (tmp_path / "bad.json").exists()
+
 
 def test_a_calibrated_copy_is_written_whole_and_replaces_a_folder_only_when_asked(checkpoint, tmp_path):
     target = tmp_path / "in_place"

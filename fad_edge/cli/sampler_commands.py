@@ -46,12 +46,14 @@ def tune_sampler(
     max_l2_ratio: Optional[float] = typer.Option(None, min=1.0, max=10.0, help="The choice keeps L2 within this "
                                                  "factor of the mean sampler's, in each group (default 1.25)."),
     rule: str = typer.Option("fd", help="How to choose: fd (the least FD with L2 near the mean sampler's) or frdiv "
-                             "(the least L2 with REACT's FRDiv within 0.8-1.25x the alternative listeners'; "
+                             "(the least L2 with REACT's FRDiv over the alternative listeners' within --frdiv-band; "
                              "synthetic data)."),
     react_window: int = typer.Option(256, min=64, max=3000, help="Frames per speaker window for FRDiv (--rule "
                                      "frdiv)."),
     react_samples: int = typer.Option(10, min=2, max=50, help="m, samples per speaker window for FRDiv (--rule "
                                       "frdiv)."),
+    frdiv_band: str = typer.Option("0.8,1.25", help="LOW,HIGH: the band of FRDiv over the alternative listeners' "
+                                   "within which --rule frdiv chooses (narrower: a margin from its edges)."),
     pick: Optional[int] = typer.Option(None, min=1, help="Write this row (#N) instead of the rule's choice."),
     write_to: Optional[Path] = typer.Option(None, help="Write a copy of the checkpoint whose diverse sampler is "
                                             "the choice."),
@@ -72,6 +74,7 @@ def tune_sampler(
     from fad_edge.sampler_tuning import (
         MAX_L2_RATIO,
         SamplerGrid,
+        check_frdiv_range,
         check_rule,
         rule_text,
         run_grid,
@@ -81,6 +84,10 @@ def tune_sampler(
     )
 
     check_rule(rule)
+    band = _values(frdiv_band, "--frdiv-band", float)
+    if len(band) != 2:
+        raise typer.BadParameter("give two ratios, LOW,HIGH", param_hint="'--frdiv-band'")
+    frdiv_range = check_frdiv_range(band[0], band[1])
     check_output_stem(out, (".json", ".md"))
     if write_to is not None:
         check_output_dir(write_to, "--write-to")
@@ -101,7 +108,7 @@ def tune_sampler(
     with console.status("sampler grid") as status:
         report = run_grid(loaded, data, split, grid, samples, run_on, ratio,
                           say=lambda message: status.update(escape(message)), rule=rule,
-                          react=ReactOptions(samples=react_samples, window=react_window))
+                          react=ReactOptions(samples=react_samples, window=react_window), frdiv_range=frdiv_range)
     for table in _tables(report):
         console.print(table)
     chosen = report.chosen if pick is None else pick
