@@ -63,7 +63,7 @@ def read_speaker(encoder: nn.Module, head: nn.Module, images: np.ndarray, normal
             out.append(head(encoder(batch)).numpy())
     encoder.train(was_training)
     head.train(was_training)
-    return np.concatenate(out) * normalization.std + normalization.mean
+    return normalization.denormalize(np.concatenate(out))
 
 
 def _split(data: Path, split: str, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -92,8 +92,7 @@ def score_pretraining(data: Path, split: str, steps: int, every: int, frames: in
     train = load_split(data, "train", config.image_size, config.n_mels)
     normalization = Normalization.fit(train, speaker=True)
     pool = FramePool([s.frames for s in train],
-                     [None if s.speaker is None else (s.speaker - normalization.mean) / normalization.std
-                      for s in train])
+                     [None if s.speaker is None else normalization.normalize(s.speaker) for s in train])
     images, speaker = _split(data, split, config)
     torch.manual_seed(0)
     encoder, head = VideoEncoder(config), nn.Linear(config.video_features, config.n_coeffs)

@@ -39,7 +39,7 @@ class FramePool:
         pairs = [(f, s) for f, s in zip(frames, speaker, strict=True) if s is not None and len(f)]
         self.frames = [f for f, _ in pairs]  # (T, S, S, 3) uint8 each
         self.speaker = [s[: len(f)] for f, s in pairs]  # (T, 56) float32 each
-        counts = np.array([min(len(f), len(s)) for f, s in zip(self.frames, self.speaker)], dtype=np.int64)
+        counts = np.array([len(s) for s in self.speaker], dtype=np.int64)  # each cut to its frames above
         self.offsets = np.concatenate([[0], np.cumsum(counts)])
 
     def __len__(self) -> int:

@@ -111,13 +111,13 @@ class ClipDataset(torch.utils.data.Dataset):
         # (zeros, and `speaker_valid` 0, where a dataset does not have them).
         speaker_norm = speaker_normalization or Normalization.identity()
         self.speaker = [
-            None if s.speaker is None else ((s.speaker - speaker_norm.mean) / speaker_norm.std).astype(np.float32)
+            None if s.speaker is None else speaker_norm.normalize(s.speaker).astype(np.float32)
             for s in sessions
         ]
         self.clip_len, self.context = clip_len, context_clips
         self.span = clips_per_item * clip_len
         self.windows = [frame_windows(s.mel, audio_window_frames) for s in sessions]  # (T, 1, W, M) each
-        self.motion = [(s.listener - normalization.mean) / normalization.std for s in sessions]
+        self.motion = [normalization.normalize(s.listener) for s in sessions]
         self.index = [
             (i, start)
             for i, s in enumerate(sessions)

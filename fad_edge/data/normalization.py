@@ -48,6 +48,14 @@ class Normalization:
         std = np.maximum(motion.std(axis=0), 1e-3)  # constant dims must not divide by zero
         return cls(motion.mean(axis=0).astype(np.float32), std.astype(np.float32))
 
+    def normalize(self, values: np.ndarray) -> np.ndarray:
+        """(..., 56) coefficients -> zero mean and unit variance per dim, as the model sees them."""
+        return (values - self.mean) / self.std
+
+    def denormalize(self, values: np.ndarray) -> np.ndarray:
+        """The inverse of `normalize`."""
+        return values * self.std + self.mean
+
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
