@@ -52,6 +52,25 @@ class ListenerModel(nn.Module):
         if config.speaker_aux_weight > 0:
             self.speaker_heads = nn.ModuleList([nn.Linear(config.video_features, config.n_coeffs),
                                                 nn.Linear(config.audio_features, config.n_coeffs)])
+        self.video_frozen = False  # see freeze_video
+
+    def freeze_video(self) -> None:
+        """Keep the video encoder and its speaker head as they are from now on: no gradient, and BatchNorm on its
+        running statistics in training too, so ELNet learns from the features it will see at inference."""
+        for module in self._video_modules():
+            module.requires_grad_(False)
+        self.video_frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> ListenerModel:
+        super().train(mode)
+        if self.video_frozen:
+            for module in self._video_modules():
+                module.eval()
+        return self
+
+    def _video_modules(self) -> list[nn.Module]:
+        return [self.video_encoder] + ([self.speaker_heads[0]] if self.speaker_heads is not None else [])
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.motion_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -127,8 +146,10 @@ class ListenerModel(nn.Module):
         if self.speaker_heads is None:
             raise ValueError("this model has no speaker heads (speaker_aux_weight is 0)")
         split, audio_end = self.config.video_features, self.config.video_features + self.config.audio_features
-        parts = (features[..., :split], features[..., split:audio_end])  # the spectrum is no learned feature
-        errors = [((head(part) - speaker) ** 2).mean(-1) for head, part in zip(self.speaker_heads, parts)]
+        pairs = list(zip(self.speaker_heads, (features[..., :split], features[..., split:audio_end])))  # the spectrum
+        if self.video_frozen:  # is no learned feature; a frozen encoder has nothing left to learn from the loss
+            pairs = pairs[1:]
+        errors = [((head(part) - speaker) ** 2).mean(-1) for head, part in pairs]
         weight = known / known.sum().clamp(min=1.0)
         return sum((error * weight).sum() for error in errors)
 

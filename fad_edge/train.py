@@ -236,20 +236,16 @@ def _pretrain_prosody(model: ListenerModel, train_set: ClipDataset, seed: int) -
                             config.prosody_pretrain_windows, seed)
 
 
-def _pretrain_video(model: ListenerModel, train_set: ClipDataset, seed: int, precision: MixedPrecision,
-                    augmentation: AugmentConfig | None) -> PretrainReport | None:
-    """The config's video pretraining on the training split (video_pretraining.py), where it asks for one.
+def _video_pretraining_frames(model: ListenerModel, train_set: ClipDataset) -> FramePool | None:
+    """The frames of the config's video pretraining (video_pretraining.py), or None where it asks for none.
 
-    Skipped where the encoder sees nothing (an audio-only model) or no session knows the speaker's coefficients.
+    None also where the encoder sees nothing (an audio-only model) or no session knows the speaker's coefficients.
     """
     config, heads = model.config, model.speaker_heads
     if not config.video_pretrain_steps or heads is None or config.modalities == "audio":
         return None
     pool = FramePool([s.frames for s in train_set.sessions], train_set.speaker)
-    if not len(pool):
-        return None
-    return pretrain_video(model.video_encoder, heads[0], pool, config.video_pretrain_steps,
-                          config.video_pretrain_frames, seed, precision, augmentation)
+    return pool if len(pool) else None
 
 
 def _video_encoder_trainable(model_config: ModelConfig, speaker_known: bool) -> ModelConfig:
@@ -282,10 +278,17 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     pretraining = None if resuming else _pretrain_prosody(model, train_set, config.seed)
     if pretraining is not None:
         reporter.pretrained(pretraining)
-    video_pretraining = None if resuming else _pretrain_video(
-        model, train_set, config.seed, MixedPrecision(device, dtype), augmentation if config.augment else None)
-    if video_pretraining is not None:
+    frames = _video_pretraining_frames(model, train_set)
+    video_pretraining = None
+    if frames is not None and not resuming:
+        assert model.speaker_heads is not None  # frames are drawn only for a model with the heads
+        video_pretraining = pretrain_video(model.video_encoder, model.speaker_heads[0], frames,
+                                           model_config.video_pretrain_steps, model_config.video_pretrain_frames,
+                                           config.seed, MixedPrecision(device, dtype),
+                                           augmentation if config.augment else None)
         reporter.pretrained(video_pretraining)
+    if frames is not None and model_config.freeze_pretrained_video:  # resumed too: it was pretrained then
+        model.freeze_video()
     if world == 1 and config.channels_last:  # (under DDP, channels-last weights would not match its gradient buckets)
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted; not in torch's stubs
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

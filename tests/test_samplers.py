@@ -42,7 +42,7 @@ def test_the_small_preset_draws_its_diverse_sample_as_calibrated():
     mean, diverse = SamplerSettings.named("mean", small), SamplerSettings.named("diverse", small)
     assert (mean.start_step, mean.start_noise) == (99, 0.0)
     assert (diverse.start_step, diverse.start_noise, diverse.steps) == (99, 1.0, 3)
-    assert (diverse.temperature, diverse.rotation_noise) == (1.35, 0.55)
+    assert (diverse.temperature, diverse.rotation_noise) == (1.4, 0.55)
     prosody = SamplerSettings.named("diverse", preset("small-prosody"))
     assert (prosody.steps, prosody.temperature, prosody.rotation_noise) == (3, 1.3, 0.58)
 

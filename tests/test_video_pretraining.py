@@ -7,6 +7,8 @@ import torch
 from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_dataset, tiny_run_config
 from torch import nn
 
+from fad_edge.checkpoint import load_checkpoint
+from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import preset
 from fad_edge.models.encoders import VideoEncoder
 from fad_edge.train import TrainConfig, train
@@ -127,3 +129,65 @@ def test_train_cli_sets_the_video_pretraining_where_the_preset_has_the_speaker_l
                            "--preset", "paper", "--video-pretrain-steps", "10")
     assert code == 2 and "no speaker loss" in output, output
     assert len(seen) == 1
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in module.state_dict().items()}
+
+
+def _same(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_frozen_video_encoder_keeps_its_weights_and_statistics_while_the_rest_learns():
+    torch.manual_seed(0)
+    model = ListenerModel(preset("tiny", speaker_aux_weight=1.0, encoder_norm="batch"))
+    model.freeze_video()
+    model.eval()
+    model.train()  # a training loop's call: the frozen part stays on its running statistics
+    assert model.training and model.audio_encoder.training
+    assert not model.video_encoder.training and not model.speaker_heads[0].training
+    video, head, audio = _state(model.video_encoder), _state(model.speaker_heads[0]), _state(model.audio_encoder)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    images, mel = torch.rand(2, 16, 3, 32, 32), torch.randn(2, 16, 1, 8, 80)
+    valid, motion, speaker = torch.ones(2, 16), torch.randn(2, 16, 56), torch.randn(2, 16, 56)
+    for _ in range(2):
+        loss = model(images, mel, valid, motion, torch.Generator().manual_seed(0), 1, speaker, torch.ones(2, 16))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert _same(video, _state(model.video_encoder)) and _same(head, _state(model.speaker_heads[0]))
+    assert not _same(audio, _state(model.audio_encoder))
+    assert all(p.grad is None for p in model.video_encoder.parameters())
+
+
+def test_the_speaker_loss_of_a_frozen_model_leaves_out_the_video_head():
+    model = ListenerModel(preset("tiny", speaker_aux_weight=1.0))
+    features, speaker = torch.randn(3, 5, model.config.condition_dim), torch.randn(3, 5, 56)
+    known = torch.ones(3, 5)
+    both = model.speaker_loss(features, speaker, known)
+    model.freeze_video()
+    audio_only = model.speaker_loss(features, speaker, known)
+    split = model.config.video_features
+    video_only = ((model.speaker_heads[0](features[..., :split]) - speaker) ** 2).mean(-1).mean()
+    torch.testing.assert_close(audio_only, both - video_only)
+
+
+@pytest.mark.slow
+def test_fad_steps_leave_a_frozen_pretrained_video_encoder_as_pretrained_resumed_too(tmp_path):
+    data = tiny_dataset(tmp_path)
+    overrides = {"speaker_aux_weight": 1.0, "video_pretrain_steps": 3, "video_pretrain_frames": 16,
+                 "encoder_norm": "batch", "freeze_pretrained_video": True}
+
+    def weights(out: str, max_steps: int, resume: bool = False) -> ListenerModel:
+        result = train(tiny_run_config(data, tmp_path / out, overrides, max_steps=max_steps),
+                       resume=resume)
+        return load_checkpoint(result.checkpoint).model
+
+    one, three = weights("run", 1), weights("other", 3)
+    assert _same(_state(one.video_encoder), _state(three.video_encoder))
+    assert not _same(_state(one.audio_encoder), _state(three.audio_encoder))
+    resumed = weights("run", 3, resume=True)
+    assert _same(_state(one.video_encoder), _state(resumed.video_encoder))
+    overrides["freeze_pretrained_video"] = False  # the control: FAD's steps train the encoder by the speaker loss
+    assert not _same(_state(one.video_encoder), _state(weights("unfrozen", 3).video_encoder))
