@@ -125,10 +125,14 @@ def test_train_cli_sets_the_video_pretraining_where_the_preset_has_the_speaker_l
         run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "a",
                 "--video-pretrain-steps", "0")
     assert seen[0].overrides == {"video_pretrain_steps": 0}
+    with pytest.raises(TrainingStopped):
+        run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "c",
+                "--no-freeze-pretrained-video")
+    assert seen[1].overrides == {"freeze_pretrained_video": False}
     code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "b",
                            "--preset", "paper", "--video-pretrain-steps", "10")
     assert code == 2 and "no speaker loss" in output, output
-    assert len(seen) == 1
+    assert len(seen) == 2
 
 
 def _state(module: nn.Module) -> dict[str, torch.Tensor]:

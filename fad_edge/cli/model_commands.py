@@ -87,6 +87,10 @@ def train(
         None, min=0, help="Steps of the video encoder's pretraining on single frames, regressing the speaker's "
                           "coefficients, before FAD's training (0: none; default: the preset's). Needs a preset "
                           "with the speaker loss."),
+    freeze_pretrained_video: Optional[bool] = typer.Option(
+        None, "--freeze-pretrained-video/--no-freeze-pretrained-video",
+        help="Leave the pretrained video encoder as it is through FAD's steps; --no-freeze-pretrained-video: "
+             "the speaker loss goes on training it (default: the preset's)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
@@ -145,7 +149,8 @@ def train(
     chosen = {"encoder_norm": encoder_norm, "video_diffusion_gradient": video_diffusion_gradient,
               "condition_shortcut": condition_shortcut, "rotation_head_channels": rotation_head,
               "loss_dim_weighting": loss_dim_weighting, "prosody_channels": prosody_channels,
-              "prosody_pretrain_steps": prosody_pretrain_steps, "video_pretrain_steps": video_pretrain_steps}
+              "prosody_pretrain_steps": prosody_pretrain_steps, "video_pretrain_steps": video_pretrain_steps,
+              "freeze_pretrained_video": freeze_pretrained_video}
     config = TrainConfig(
         data=str(data), out=str(out), preset=preset, epochs=epochs, batch_size=batch_size, lr=lr,
         clips_per_item=clips_per_item, noise_draws=noise_draws, stride=stride,
