@@ -146,8 +146,10 @@ class ListenerModel(nn.Module):
         if self.speaker_heads is None:
             raise ValueError("this model has no speaker heads (speaker_aux_weight is 0)")
         split, audio_end = self.config.video_features, self.config.video_features + self.config.audio_features
-        pairs = list(zip(self.speaker_heads, (features[..., :split], features[..., split:audio_end])))  # the spectrum
-        if self.video_frozen:  # is no learned feature; a frozen encoder has nothing left to learn from the loss
+        # Each encoder's own features (the spectrum that follows is no learned feature); a frozen video
+        # encoder has nothing left to learn from its term.
+        pairs = list(zip(self.speaker_heads, (features[..., :split], features[..., split:audio_end])))
+        if self.video_frozen:
             pairs = pairs[1:]
         errors = [((head(part) - speaker) ** 2).mean(-1) for head, part in pairs]
         weight = known / known.sum().clamp(min=1.0)
