@@ -1,7 +1,8 @@
 """Training time of the demo's settings against others, measured side by side in one process.
 
 Each setting trains the `small` preset for --steps FAD steps from scratch (without the prosody
-pretraining, which costs the same for every setting), alternating settings, --repeats times, with
+pretraining and with one step of the video pretraining: both cost the same for every setting, and
+one step is enough for the preset's frozen video encoder to apply), alternating settings, --repeats times, with
 bf16 autocast where the CPU has it ("auto") and in fp32 ("off"). Prints seconds per setting and the
 ratio to the demo's; timings of separate runs on a shared machine are not comparable. The cheaper
 video encoders are candidates, measured for cost here and for accuracy in `bench/results/seed_study.md`.
@@ -38,8 +39,10 @@ SETTINGS: dict[str, tuple[dict, dict]] = {
         {"batch_size": DEMO_BATCH_SIZE, "clips_per_item": DEMO_CLIPS_PER_ITEM}, {"stem_pool": True}),
     "video widths 16, 24, 48, 96": (
         {"batch_size": DEMO_BATCH_SIZE, "clips_per_item": DEMO_CLIPS_PER_ITEM}, {"video_widths": (16, 24, 48, 96)}),
+    "the video encoder trained on through FAD's steps (before freeze_pretrained_video)": (
+        {"batch_size": DEMO_BATCH_SIZE, "clips_per_item": DEMO_CLIPS_PER_ITEM}, {"freeze_pretrained_video": False}),
 }
-NO_PRETRAINING = {"prosody_pretrain_steps": 0}
+NO_PRETRAINING = {"prosody_pretrain_steps": 0, "video_pretrain_steps": 1}
 
 
 def main() -> None:

@@ -358,7 +358,7 @@ _SMALL = ModelConfig(
     # and its speaker head first trained on 400 x 128 single frames drawn from every training session
     # (19-39 s on 2 cores); held-out smile r 0.98-0.99 where FAD's steps alone reached 0.91-0.95.
     video_pretrain_steps=400,
-    # ... and then left as pretrained through FAD's steps: 1.6x faster steps on an AVX2 CPU, and on five
+    # ... and then left as pretrained through FAD's steps: 1.4x faster steps on an AVX2 CPU, and on five
     # seeds 0.491x-0.497x the Median's held-out L2 against 0.502x-0.511x with the speaker loss training
     # it on (README, "Results": the frozen video encoder).
     freeze_pretrained_video=True,
