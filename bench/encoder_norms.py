@@ -26,7 +26,8 @@ from fad_edge.atomic import atomic_write_bytes
 from fad_edge.bench.run import export_for_bench, speaker_inputs
 from fad_edge.bench.timing import machine
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import ENCODER_NORMS, preset
+from fad_edge.models.config import ENCODER_NORMS
+from fad_edge.models.presets import preset
 from fad_edge.report_paths import report_path
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.select import open_runner

@@ -40,7 +40,7 @@ from fad_edge.constants import FPS, SAMPLE_RATE
 from fad_edge.devices import resolve_device
 from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import preset
+from fad_edge.models.presets import preset
 from fad_edge.runtime.cuda_graphs import EagerCapture
 from fad_edge.runtime.cuda_runner import CudaRunner
 

@@ -30,7 +30,7 @@ from fad_edge.data.dataset import load_split
 from fad_edge.data.layout import list_sessions
 from fad_edge.data.synthetic import listener_rules
 from fad_edge.data.synthetic_dataset import read_session_record
-from fad_edge.models.config import preset
+from fad_edge.models.presets import preset
 
 WINDOW = 256  # frames per training window
 WARMUP = 64  # frames at a window's start whose loss is skipped: their past is cut off

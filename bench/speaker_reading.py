@@ -29,8 +29,9 @@ from fad_edge.constants import EXPRESSION
 from fad_edge.data.dataset import load_split
 from fad_edge.data.normalization import Normalization
 from fad_edge.data.synthetic import SPEAKER_FACTORS, speaker_basis
-from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.config import ModelConfig
 from fad_edge.models.encoders import VideoEncoder
+from fad_edge.models.presets import preset
 from fad_edge.train_precision import MixedPrecision
 from fad_edge.video_pretraining import FramePool, pretrain_video
 

@@ -29,7 +29,8 @@ from fad_edge.data.normalization import Normalization
 from fad_edge.devices import parse_device, resolve_device
 from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.config import ModelConfig
+from fad_edge.models.presets import preset
 from fad_edge.prosody_pretraining import PretrainReport, group_weights, pretrain_prosody, session_pairs
 from fad_edge.train_batches import StepBatches, augment_step, default_workers, stack_windows, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype

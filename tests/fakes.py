@@ -8,7 +8,8 @@ import threading
 import numpy as np
 
 from fad_edge.constants import CLIP_LEN, MELS_PER_FRAME, N_COEFFS
-from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.config import ModelConfig
+from fad_edge.models.presets import preset
 
 
 class FakeRunner:

@@ -17,7 +17,7 @@ from fad_edge.checkpoint import (
 from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import preset
+from fad_edge.models.presets import preset
 
 
 def _model_and_stats():
@@ -164,7 +164,8 @@ def test_model_config_refuses_out_of_range_numbers(overrides, message):
 
 
 def test_every_preset_is_valid():
-    from fad_edge.models.config import PRESETS, ModelConfig
+    from fad_edge.models.config import ModelConfig
+    from fad_edge.models.presets import PRESETS
 
     for config in PRESETS.values():
         assert ModelConfig.from_dict(config.to_dict()) == config

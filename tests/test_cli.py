@@ -10,7 +10,7 @@ from fad_edge.checkpoint import save_checkpoint
 from fad_edge.data import layout
 from fad_edge.data.normalization import Normalization
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import preset
+from fad_edge.models.presets import preset
 
 
 @pytest.fixture

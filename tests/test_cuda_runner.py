@@ -14,7 +14,7 @@ from fad_edge.bench.run import speaker_inputs
 from fad_edge.devices import resolve_device
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import preset
+from fad_edge.models.presets import preset
 from fad_edge.runtime.cuda_graphs import EagerCapture
 from fad_edge.runtime.cuda_runner import CudaRunner
 from fad_edge.runtime.half_precision import Float32Island, islands, to_reduced_precision

@@ -110,7 +110,7 @@ def test_schedule_in_numpy_equals_the_training_buffers():
 
 
 def test_settings_from_config():
-    from fad_edge.models.config import preset
+    from fad_edge.models.presets import preset
 
     config = preset("small")
     settings = SamplerSettings.from_config(config)
@@ -141,8 +141,8 @@ def test_training_loss_is_zero_for_the_exact_denoiser_and_positive_otherwise():
 
 def test_preconditioned_elnet_and_inverse_alpha_bar_weighting_give_the_v_loss():
     """With epsilon = s x_t + a F, the 1/alpha_bar-weighted epsilon MSE is the MSE of F against v = a eps - s x0."""
-    from fad_edge.models.config import preset
     from fad_edge.models.elnet import ELNet
+    from fad_edge.models.presets import preset
 
     config = preset("tiny")
     net = ELNet(config)
@@ -164,7 +164,7 @@ def test_preconditioned_elnet_and_inverse_alpha_bar_weighting_give_the_v_loss():
 
 
 def test_inverse_alpha_bar_weighting_requires_preconditioning():
-    from fad_edge.models.config import preset
+    from fad_edge.models.presets import preset
 
     with pytest.raises(ValueError, match="preconditioned"):
         preset("tiny", loss_weighting="inverse_alpha_bar", precondition=False)

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from fad_edge.constants import ROTATION
-from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.config import ModelConfig
 from fad_edge.models.elnet import ELNet
 from fad_edge.models.encoders import AudioEncoder
+from fad_edge.models.presets import preset
 
 
 @pytest.mark.parametrize("context", [0, 2])

@@ -16,7 +16,7 @@ from helpers import run_cli, tiny_checkpoint
 from fad_edge.artifact import ExportManifest
 from fad_edge.data import layout
 from fad_edge.data.normalization import Normalization
-from fad_edge.models.config import preset
+from fad_edge.models.presets import preset
 
 
 @pytest.fixture(scope="module")

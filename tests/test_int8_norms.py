@@ -21,7 +21,8 @@ from fad_edge.errors import ExportError
 from fad_edge.export.frozen_norms import freeze_group_norms, frozen_group_norm
 from fad_edge.export.quantize import trunk_nodes
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.config import ModelConfig
+from fad_edge.models.presets import preset
 from fad_edge.models.resnet import ResNetTrunk, fold_batch_norms
 from fad_edge.samples import synthetic_samples
 

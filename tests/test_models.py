@@ -7,9 +7,10 @@ import torch
 
 from fad_edge.constants import ROTATION
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import SIZE_FIELDS, ModelConfig, preset
+from fad_edge.models.config import ModelConfig
 from fad_edge.models.elnet import ELNet
 from fad_edge.models.encoders import AudioEncoder, VideoEncoder
+from fad_edge.models.presets import SIZE_FIELDS, preset
 from fad_edge.models.spatial_softmax import SpatialSoftmax
 
 

@@ -7,9 +7,9 @@ import torch
 from helpers import TrainingStopped, assert_seed_decides, capture_train_configs, run_cli, tiny_dataset, tiny_run_config
 
 from fad_edge.data.audio_features import SILENCE, frame_spectra, frame_windows
-from fad_edge.models.config import preset
 from fad_edge.models.elnet import ProsodyBranch
 from fad_edge.models.encoders import AudioEncoder
+from fad_edge.models.presets import preset
 from fad_edge.prosody_pretraining import pretrain_prosody
 from fad_edge.train import TrainConfig, train
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fad_edge.errors import FadEdgeError
-from fad_edge.models.config import PRESETS, ModelConfig, preset
+from fad_edge.models.config import ModelConfig
+from fad_edge.models.presets import PRESETS, preset
 from fad_edge.sampling import DEFAULT_SAMPLER, SAMPLERS, DiffusionSampler, SamplerSettings, check_sampler
 
 

@@ -355,7 +355,7 @@ def test_gpu_kernels_are_deterministic_or_benchmarked_as_asked_and_restored_afte
 
 
 def test_a_video_encoder_left_to_the_speaker_loss_gets_the_diffusion_gradient_where_that_loss_cannot_train_it():
-    from fad_edge.models.config import preset
+    from fad_edge.models.presets import preset
 
     small = preset("small")
     assert small.video_diffusion_gradient == 0.0 and small.speaker_aux_weight > 0

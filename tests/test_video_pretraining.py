@@ -9,8 +9,8 @@ from torch import nn
 
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import preset
 from fad_edge.models.encoders import VideoEncoder
+from fad_edge.models.presets import preset
 from fad_edge.train import TrainConfig, train
 from fad_edge.train_precision import MixedPrecision
 from fad_edge.video_pretraining import FramePool, pretrain_video

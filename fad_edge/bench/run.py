@@ -27,7 +27,8 @@ from fad_edge.bench.timing import Latency, gemm_gflops, machine, summarize, time
 from fad_edge.constants import FPS, SAMPLE_RATE
 from fad_edge.data.inputs import SpeakerInputs
 from fad_edge.listener_model import ListenerModel
-from fad_edge.models.config import ModelConfig, preset
+from fad_edge.models.config import ModelConfig
+from fad_edge.models.presets import preset
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.ort_runner import OrtRunner

@@ -31,8 +31,8 @@ from fad_edge.models.config import (
     MAX_CONTEXT_CLIPS,
     MAX_PROSODY_CHANNELS,
     MAX_ROTATION_HEAD_CHANNELS,
-    PRESETS,
 )
+from fad_edge.models.presets import PRESETS
 from fad_edge.sampling import DEFAULT_SAMPLER
 
 if TYPE_CHECKING:

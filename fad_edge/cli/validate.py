@@ -18,7 +18,8 @@ from typing import NoReturn
 import typer
 
 from fad_edge.errors import FadEdgeError
-from fad_edge.models.config import PRESETS, ModelConfig
+from fad_edge.models.config import ModelConfig
+from fad_edge.models.presets import PRESETS
 from fad_edge.report_paths import report_path
 from fad_edge.resources import check_fits
 from fad_edge.sampling import check_sampler
