@@ -44,6 +44,9 @@ class StepClock:
     def __init__(self) -> None:
         self.times: dict[int, float] = {}
 
+    def encoded_video(self, frames: int, seconds: float) -> None:
+        pass
+
     def start(self, total_steps: int, done: int) -> None:
         pass
 

@@ -130,15 +130,25 @@ class ListenerModel(nn.Module):
         """
         return self.window_conditions(self._window_features(images, mel, valid))
 
-    def _window_features(self, images: torch.Tensor, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        items, frames = images.shape[:2]
-        images, mel = images.flatten(0, 1), mel.flatten(0, 1)
+    def _window_features(self, video: torch.Tensor, mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Frame features (B, F, D) of windows' video, mel windows and `valid` (B, F).
+
+        `video` is the frames (B, F, 3, S, S), or for a frozen encoder the features it gave them
+        (B, F, video_features), computed once before training (frozen_video.py).
+        """
+        items, frames = video.shape[:2]
+        video, mel = video.flatten(0, 1), mel.flatten(0, 1)
         if self.training:
             # oneDNN's convolutions run ~15% faster on channels-last (NHWC) tensors in training;
             # inference and export keep the default layout.
-            images = images.contiguous(memory_format=torch.channels_last)
             mel = mel.contiguous(memory_format=torch.channels_last)
-        features = self.encode(images, mel)
+        if video.dim() == 2:
+            if not self.video_frozen:
+                raise ValueError("precomputed video features stand in for a frozen video encoder only")
+        else:
+            video = self.encode_video(video.contiguous(memory_format=torch.channels_last) if self.training else video)
+        audio = self.encode_audio(mel)
+        features = torch.cat([video.to(audio.dtype), audio], dim=-1)
         return features.view(items, frames, -1) * valid.unsqueeze(-1)
 
     def speaker_loss(self, features: torch.Tensor, speaker: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
@@ -212,7 +222,10 @@ class ListenerModel(nn.Module):
         speaker: torch.Tensor | None = None,
         speaker_valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Training loss of a batch of windows (the forward DDP wraps): diffusion + speaker auxiliary."""
+        """Training loss of a batch of windows (the forward DDP wraps): diffusion + speaker auxiliary.
+
+        `images` may be a frozen video encoder's features of the frames instead (`_window_features`).
+        """
         features = self._window_features(images, mel, valid)
         loss = self.loss(self.window_conditions(self._scale_video_gradient(features)), self.clip_motion(motion),
                          generator, noise_draws)

@@ -28,6 +28,7 @@ from fad_edge.data.dataset import ClipDataset, load_split
 from fad_edge.data.normalization import Normalization
 from fad_edge.devices import parse_device, resolve_device
 from fad_edge.errors import FadEdgeError
+from fad_edge.frozen_video import encode_frozen_video
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig
 from fad_edge.models.presets import preset
@@ -72,6 +73,9 @@ class TrainConfig:
     # pick the fastest algorithm per shape (benchmark mode), and runs differ in the last bits.
     deterministic: bool = True
     channels_last: bool = True  # NHWC weights for the encoders' convolutions (a single process only)
+    # A frozen video encoder's features of every training frame computed once, not each step (frozen_video.py);
+    # False keeps encoding each step's frames, with their photometric augmentation.
+    frozen_video_once: bool = True
     # The weights validated, saved and inferred with: an exponential moving average of the trained
     # weights with this decay per step (0: the last step's weights). See train_state.weight_average.
     ema_decay: float = 0.98
@@ -94,6 +98,7 @@ class TrainResult:
 
 class TrainReporter(Protocol):
     def pretrained(self, report: PretrainReport) -> None: ...
+    def encoded_video(self, frames: int, seconds: float) -> None: ...
     def start(self, total_steps: int, done: int) -> None: ...
     def step(self, step: int, loss: float) -> None: ...
     def epoch(self, epoch: int, record: dict) -> None: ...
@@ -104,6 +109,7 @@ class SilentReporter:
     """A reporter that reports nothing (library use, tests, non-zero DDP ranks)."""
 
     def pretrained(self, report: PretrainReport) -> None: ...
+    def encoded_video(self, frames: int, seconds: float) -> None: ...
     def start(self, total_steps: int, done: int) -> None: ...
     def step(self, step: int, loss: float) -> None: ...
     def epoch(self, epoch: int, record: dict) -> None: ...
@@ -297,6 +303,14 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     inferred = inference_model(model, average)
     precision = MixedPrecision(device, dtype)
     noise = torch.Generator().manual_seed(config.seed * 1000 + rank)  # on the CPU whatever the device
+    progress = Progress()
+    if resuming:
+        progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average)
+    if model.video_frozen and config.frozen_video_once:  # after `restore`: a resumed run's encoder is the saved one
+        encoding = time.time()
+        train_set = train_set.with_video_features(
+            encode_frozen_video(model, [s.frames for s in train_set.sessions], precision))
+        reporter.encoded_video(sum(s.n_frames for s in train_set.sessions), time.time() - encoding)
     batches = StepBatches(train_set, config.batch_size, config.seed, rank, world)
     steps_per_epoch = batches.steps_per_epoch
     if steps_per_epoch == 0:
@@ -306,10 +320,6 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-
-    progress = Progress()
-    if resuming:
-        progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average)
 
     trainable: torch.nn.Module = model
     if world > 1:
@@ -328,8 +338,9 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
         batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
         if config.augment:
             batch = augment_step(batch, config.seed, rank, step, augmentation)
+        video = batch["video_features"] if "video_features" in batch else batch["images"]
         with precision.autocast():
-            loss = trainable(batch["images"], batch["mel"], batch["valid"], batch["motion"], noise,
+            loss = trainable(video, batch["mel"], batch["valid"], batch["motion"], noise,
                              config.noise_draws, batch["speaker"], batch["speaker_valid"])
         optimizer.zero_grad(set_to_none=True)
         precision.backward_and_step(loss, optimizer, MAX_GRAD_NORM)

@@ -91,6 +91,11 @@ def train(
         None, "--freeze-pretrained-video/--no-freeze-pretrained-video",
         help="Leave the pretrained video encoder as it is through FAD's steps; --no-freeze-pretrained-video: "
              "the speaker loss goes on training it (default: the preset's)."),
+    frozen_video_once: Optional[bool] = typer.Option(
+        None, "--frozen-video-once/--frozen-video-each-step",
+        help="With a frozen video encoder, encode every training frame once before FAD's steps; "
+             "--frozen-video-each-step encodes each step's frames, with their photometric augmentation "
+             "(default: once)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many steps in all."),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between resumable checkpoints."),
     threads: Optional[int] = typer.Option(None, min=1, help="Torch CPU threads (default: torch's choice)."),
@@ -162,6 +167,8 @@ def train(
     )
     if ema_decay is not None:  # unset: TrainConfig's default
         config = dataclasses.replace(config, ema_decay=ema_decay)
+    if frozen_video_once is not None:
+        config = dataclasses.replace(config, frozen_video_once=frozen_video_once)
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.data_wait_seconds:.0f} s of it "
                   f"waiting for data); latest: {result.checkpoint}; "

@@ -65,6 +65,9 @@ class RichTrainReporter:
             f"{report.last_loss:.3f} ({report.seconds:.0f} s)"
         )
 
+    def encoded_video(self, frames: int, seconds: float) -> None:
+        self.console.print(f"encoded the frozen video encoder's features of {frames} frames once ({seconds:.0f} s)")
+
     def start(self, total_steps: int, done: int) -> None:
         self.mark = (time.perf_counter(), done)
         self.progress.start()

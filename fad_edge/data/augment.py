@@ -82,6 +82,12 @@ def augment_mel(mel: torch.Tensor, generator: torch.Generator, config: AugmentCo
 
 def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator,
                   config: AugmentConfig = AugmentConfig()) -> dict[str, torch.Tensor]:
-    """A training batch with its speaker images and mel augmented (motion and masks untouched)."""
-    return {**batch, "images": augment_images(batch["images"], generator, config),
-            "mel": augment_mel(batch["mel"], generator, config)}
+    """A training batch with its speaker images and mel augmented (motion and masks untouched).
+
+    A batch of precomputed video features instead of images (frozen_video.py) has only its mel augmented.
+    """
+    augmented = {**batch}
+    if "images" in batch:
+        augmented["images"] = augment_images(batch["images"], generator, config)
+    augmented["mel"] = augment_mel(batch["mel"], generator, config)
+    return augmented

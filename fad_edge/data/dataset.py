@@ -7,6 +7,7 @@ size and the source files' sizes and times, so epochs never re-decode video.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 from dataclasses import dataclass
@@ -92,7 +93,9 @@ class ClipDataset(torch.utils.data.Dataset):
 
     Item: images (F, 3, S, S) float in [0, 1], mel (F, 1, W, M), valid (F,) 1 where the frame exists
     (0 for context before the session start), motion (K * L, 56) normalized, with F = (C + K) * L.
-    Windows start every `stride` frames, so successive epochs see the data at many offsets.
+    Windows start every `stride` frames, so successive epochs see the data at many offsets. A copy made
+    by `with_video_features` gives each frame's precomputed video features (F, video_features) as
+    "video_features" instead of its image.
     """
 
     def __init__(
@@ -125,6 +128,19 @@ class ClipDataset(torch.utils.data.Dataset):
         ]
         if not self.index:
             raise DataError(f"no window of {self.span} frames fits in the given sessions")
+        self.video_features: list[np.ndarray] | None = None
+
+    def with_video_features(self, features: list[np.ndarray]) -> ClipDataset:
+        """A copy of this dataset whose items carry these per-session video features (T, D) instead of images.
+
+        A copy, so that the dataset a caller passes to several runs keeps its images for the next one.
+        """
+        lengths, frames = [len(f) for f in features], [s.n_frames for s in self.sessions]
+        if lengths != frames:
+            raise ValueError(f"video features of {lengths} frames for sessions of {frames}")
+        clone = copy.copy(self)
+        clone.video_features = features
+        return clone
 
     def __len__(self) -> int:
         return len(self.index)
@@ -135,12 +151,10 @@ class ClipDataset(torch.utils.data.Dataset):
         frame_ids = np.arange(first, start + self.span)
         valid = frame_ids >= 0
         safe = np.clip(frame_ids, 0, None)
-        frames = self.sessions[session].frames[safe]  # (F, S, S, 3) uint8
-        images = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
         speaker = self.speaker[session]
         known = valid & (speaker is not None)
         return {
-            "images": images,
+            **self._video(session, safe),
             "mel": torch.from_numpy(np.ascontiguousarray(self.windows[session][safe])),
             "valid": torch.from_numpy(valid.astype(np.float32)),
             "speaker": torch.from_numpy(
@@ -150,3 +164,8 @@ class ClipDataset(torch.utils.data.Dataset):
             "motion": torch.from_numpy(self.motion[session][start : start + self.span].astype(np.float32)),
         }
 
+    def _video(self, session: int, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.video_features is not None:
+            return {"video_features": torch.from_numpy(self.video_features[session][frames])}
+        images = self.sessions[session].frames[frames]  # (F, S, S, 3) uint8
+        return {"images": torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)}
