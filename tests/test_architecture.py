@@ -117,14 +117,15 @@ def _module(path: Path) -> str:
 FORBIDDEN = {
     "fad_edge.data": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.models", "fad_edge.cli",
                       "fad_edge.bench", "fad_edge.evaluation", "fad_edge.artifact", "fad_edge.prosody_pretraining",
-                      "fad_edge.video_pretraining"),
+                      "fad_edge.video_pretraining", "fad_edge.frozen_video"),
     "fad_edge.sampling": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli"),
     "fad_edge.models": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli", "fad_edge.bench",
-                        "fad_edge.prosody_pretraining", "fad_edge.video_pretraining"),
+                        "fad_edge.prosody_pretraining", "fad_edge.video_pretraining", "fad_edge.frozen_video"),
     "fad_edge.artifact": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli"),
     "fad_edge.backends": ("fad_edge.runtime", "fad_edge.export", "fad_edge.train", "fad_edge.cli"),
     "fad_edge.runtime": ("fad_edge.export", "fad_edge.train", "fad_edge.cli", "fad_edge.bench",
-                         "fad_edge.evaluation", "fad_edge.prosody_pretraining", "fad_edge.video_pretraining"),
+                         "fad_edge.evaluation", "fad_edge.prosody_pretraining", "fad_edge.video_pretraining",
+                         "fad_edge.frozen_video"),
     "fad_edge.export": ("fad_edge.train", "fad_edge.cli", "fad_edge.bench", "fad_edge.evaluation"),
 }
 
