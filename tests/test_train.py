@@ -372,3 +372,13 @@ def test_the_augment_shift_must_be_in_range(tmp_path, shift):
     with pytest.raises(FadEdgeError, match=r"--augment-shift must be in 0\.\.16 pixels"):
         train(_config(tmp_path / "no-data", tmp_path / "run", augment_shift=shift))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
+def test_under_torchrun_only_rank_0_prints_the_runs_summary(monkeypatch, capsys, tmp_path, rank, says):
+    result = training.TrainResult(tmp_path / "checkpoint", tmp_path / "best", 3, 1, [], 2.0, ["hash"])
+    monkeypatch.setattr(training, "train", lambda *args, **kwargs: result)
+    monkeypatch.setenv("RANK", rank)
+    code, output = run_cli(monkeypatch, capsys, "train", "--data", tmp_path, "--out", tmp_path / "run")
+    assert code == 0, output
+    assert ("trained 3 steps" in output) == says

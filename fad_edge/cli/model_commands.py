@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -170,6 +171,8 @@ def train(
     if frozen_video_once is not None:
         config = dataclasses.replace(config, frozen_video_once=frozen_video_once)
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 speaks for the run
+        return
     console.print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.data_wait_seconds:.0f} s of it "
                   f"waiting for data); latest: {result.checkpoint}; "
                   f"best: {result.best}", markup=False)
