@@ -147,8 +147,7 @@ class ListenerModel(nn.Module):
                 raise ValueError("precomputed video features stand in for a frozen video encoder only")
         else:
             video = self.encode_video(video.contiguous(memory_format=torch.channels_last) if self.training else video)
-        audio = self.encode_audio(mel)
-        features = torch.cat([video.to(audio.dtype), audio], dim=-1)
+        features = torch.cat([video, self.encode_audio(mel)], dim=-1)  # float32 either way (the modality mask)
         return features.view(items, frames, -1) * valid.unsqueeze(-1)
 
     def speaker_loss(self, features: torch.Tensor, speaker: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
