@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -33,10 +32,11 @@ from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig
 from fad_edge.models.presets import preset
 from fad_edge.prosody_pretraining import PretrainReport, group_weights, pretrain_prosody, session_pairs
-from fad_edge.train_batches import StepBatches, augment_step, default_workers, stack_windows, step_loader
+from fad_edge.train_batches import StepBatches, augment_step, default_workers, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
 from fad_edge.train_setup import prepare_output, reproducible_kernels, start_distributed
 from fad_edge.train_state import Progress, inference_model, restore, save_latest, weight_average
+from fad_edge.train_validation import validate
 from fad_edge.video_pretraining import FramePool, pretrain_video
 
 MAX_GRAD_NORM = 1.0
@@ -164,27 +164,6 @@ def _mean_over_ranks(loss: torch.Tensor, world: int) -> float:
         dist.all_reduce(value)
         value /= world
     return float(value)
-
-
-@torch.no_grad()
-def validate(model: ListenerModel, dataset: ClipDataset, clips: int, seed: int) -> dict:
-    """Validation loss and 1-step L2 (FLAME units, all 56 dims) on a fixed subset of clips, on the model's device."""
-    model.eval()
-    device = next(model.parameters()).device
-    order = np.random.default_rng(seed).permutation(len(dataset))[:clips]
-    generator = torch.Generator().manual_seed(seed)  # on the CPU on any device: the same draws everywhere
-    sample_noise = np.random.default_rng(seed)
-    losses, errors = [], []
-    for start in range(0, len(order), 64):
-        batch = {key: value.to(device) for key, value in stack_windows(dataset, order[start : start + 64]).items()}
-        condition = model.batch_condition(batch["images"], batch["mel"], batch["valid"])
-        motion = model.clip_motion(batch["motion"])
-        losses.append(float(model.loss(condition, motion, generator)) * len(motion))
-        sample = model.sample_clips(condition, model.default_sampler(1), sample_noise)
-        error = model.denormalize(sample) - model.denormalize(motion)  # in FLAME units, as evaluation measures L2
-        errors.append(float(error.norm(dim=-1).mean()) * len(motion))
-    model.train()
-    return {"val_loss": sum(losses) / len(order), "val_l2": sum(errors) / len(order)}
 
 
 Datasets = tuple[ModelConfig, Normalization, ClipDataset, ClipDataset]
