@@ -19,8 +19,9 @@
 # at 8, 64 and 1024 frames and one ReactFace-like online call against one FAD call at 256 frames
 # (bench/gpu_profile.py); FAD_GPU_CHECK_COMPILE=1, the compiled graphs profiled beside plain FP16;
 # FAD_GPU_CHECK_PACE=1, the pace of training steps under the settings that could slow them
-# (bench/gpu_train_profile.py: the small preset at the demo's batch, which gives the demo's 1224-step
-# training time, and the paper preset at 32 windows with cuDNN deterministic or not).
+# (bench/gpu_train_profile.py: the small preset at the demo's batch, which times the demo's training:
+# its pretraining and encoding, then 350 FAD steps at the measured pace; and the paper preset at 32
+# windows with cuDNN deterministic or not).
 # FAD_GPU_CHECK_ONLY=tests,bench,train runs only the named parts; FAD_GPU_CHECK_TRAIN_S=300 sets the training's
 # limit (a longer training where a lease leaves time after the check).
 # A failing step is recorded and the next one runs; the script exits non-zero if any step failed.
