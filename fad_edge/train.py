@@ -94,6 +94,14 @@ class TrainResult:
     data_wait_seconds: float = 0.0  # of `seconds`, spent waiting for the loader: above a few percent, add --workers
     prosody_pretraining: PretrainReport | None = None  # None where the run did not pretrain (or resumed)
     video_pretraining: PretrainReport | None = None  # the same for the video encoder
+    video_encoding_seconds: float = 0.0  # of `seconds`, encoding a frozen video encoder's features once
+
+    def parts_seconds(self) -> dict[str, float]:
+        """Where `seconds` went: each pretraining, the encoding, and FAD's steps (validation and saving included)."""
+        before = {"prosody_pretraining": self.prosody_pretraining.seconds if self.prosody_pretraining else 0.0,
+                  "video_pretraining": self.video_pretraining.seconds if self.video_pretraining else 0.0,
+                  "video_encoding": self.video_encoding_seconds}
+        return {**before, "fad_steps": self.seconds - sum(before.values())}
 
 
 class TrainReporter(Protocol):
@@ -285,11 +293,13 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     progress = Progress()
     if resuming:
         progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average)
+    encoding_seconds = 0.0
     if model.video_frozen and config.frozen_video_once:  # after `restore`: a resumed run's encoder is the saved one
         encoding = time.time()
         train_set = train_set.with_video_features(
             encode_frozen_video(model, [s.frames for s in train_set.sessions], precision))
-        reporter.encoded_video(sum(s.n_frames for s in train_set.sessions), time.time() - encoding)
+        encoding_seconds = time.time() - encoding
+        reporter.encoded_video(sum(s.n_frames for s in train_set.sessions), encoding_seconds)
     batches = StepBatches(train_set, config.batch_size, config.seed, rank, world)
     steps_per_epoch = batches.steps_per_epoch
     if steps_per_epoch == 0:
@@ -367,7 +377,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     if not best.exists() and rank == 0 and weights_finite(inferred):
         save_checkpoint(best, inferred, normalization, {**extra, "step": progress.step})
     return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
-                       hashes, sum(waits), pretraining, video_pretraining)
+                       hashes, sum(waits), pretraining, video_pretraining, encoding_seconds)
 
 
 def _timed(batches: Iterable[dict[str, torch.Tensor]], waits: list[float]) -> Iterator[dict[str, torch.Tensor]]:

@@ -106,7 +106,10 @@ def test_a_run_that_encodes_once_trains_as_one_that_encodes_each_step_and_resume
         config = tiny_run_config(data, tmp_path / out, FROZEN, **{"max_steps": 3, "augment": False, **changes})
         reporter = SilentReporter()
         reporter.encoded_video = lambda frames, seconds: encoded.setdefault(out, []).append(frames)  # type: ignore
-        train(config, reporter, resume=(tmp_path / out).exists())
+        result = train(config, reporter, resume=(tmp_path / out).exists())
+        parts = result.parts_seconds()
+        assert (parts["video_encoding"] > 0) == config.frozen_video_once and parts["video_pretraining"] >= 0
+        assert sum(parts.values()) == pytest.approx(result.seconds) and parts["fad_steps"] > 0
         return training_weights(load_train_state(tmp_path / out / "checkpoint")[0])
 
     once, each_step = weights("once"), weights("each", frozen_video_once=False)

@@ -125,7 +125,7 @@ def demo(
     l2 = {g: fad[g]["L2"] for g in fad}
     ratio = {g: fad[g]["L2"] / median[g]["L2"] for g in fad}
     summary = {"l2_fad": l2, "l2_ratio_to_median": ratio, "train_seconds": result.seconds,
-               "train_arithmetic": trained_in,
+               "train_parts_seconds": result.parts_seconds(), "train_arithmetic": trained_in,
                "export_max_rel_error": parity, "int8": int8, "latency_ms_64_frames": timings,
                "stream": bench["stream"], "stage_seconds": stages, "total_seconds": time.time() - started}
     atomic_write_bytes(out / "demo_summary.json", json.dumps(summary, indent=2).encode())
