@@ -132,10 +132,10 @@ def add_compiled(figures: dict, timings: list[dict]) -> None:
 def targets(figures: dict) -> list[dict]:
     """(name, measured, goal, whether it holds) for each of the GPU targets."""
 
-    def row(name: str, value: float | None, goal: float, at_most: bool, unit: str, note: str = "") -> dict:
+    def row(name: str, value: float | None, goal: float, at_most: bool, unit: str) -> dict:
         holds = None if value is None else (value <= goal if at_most else value >= goal)
         return {"target": name, "measured": value, "goal": ("<= " if at_most else ">= ") + f"{goal:g} {unit}".strip(),
-                "holds": False if note else holds, "note": note}
+                "holds": holds}
 
     return [
         row("FAD paper preset, 64 frames, best CUDA backend", figures.get("fad_64_best_ms"), 2.0, True, "ms"),
@@ -188,8 +188,6 @@ def lines(summary: dict) -> list[str]:
         value = "not measured" if target["measured"] is None else f"{target['measured']:.4g}"
         verdict = {True: "met", False: "NOT met", None: "-"}[target["holds"]]
         out += [target["target"], f"    measured {value}, goal {target['goal']}: {verdict}"]
-        if target.get("note"):
-            out.append(f"    ({target['note']})")
     return out
 
 

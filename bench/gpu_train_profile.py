@@ -26,7 +26,6 @@ from pathlib import Path
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.cli.demo_command import DEMO_BATCH_SIZE, DEMO_CLIPS_PER_ITEM
 from fad_edge.errors import FadEdgeError
-from fad_edge.prosody_pretraining import PretrainReport
 from fad_edge.train import DatasetLoader, Datasets, SilentReporter, TrainConfig, load_datasets, train
 
 DEMO_STEPS = 350  # the demo's FAD steps (`fad-edge demo --steps`)
@@ -46,17 +45,10 @@ VARIANTS: list[tuple[str, dict]] = [
 
 class StepClock(SilentReporter):
     """A TrainReporter that keeps the time of each step (the loop syncs on the loss each step, so a step's time is
-    when its GPU work ended) and the seconds of the work before the first step (pretraining, encoding)."""
+    when its GPU work ended)."""
 
     def __init__(self) -> None:
         self.times: dict[int, float] = {}
-        self.before_steps_s = 0.0
-
-    def pretrained(self, report: PretrainReport) -> None:
-        self.before_steps_s += report.seconds
-
-    def encoded_video(self, frames: int, seconds: float) -> None:
-        self.before_steps_s += seconds
 
     def step(self, step: int, loss: float) -> None:
         self.times[step] = time.perf_counter()
@@ -94,7 +86,7 @@ def measure(name: str, changes: dict, data: Path, device: str, steps: int, scrat
     result = train(config, clock, datasets=datasets)
     return {"variant": name, "changes": changes, "steps": result.steps, "steps_per_s": clock.pace(),
             "windows_per_s": clock.pace() * config.batch_size, "data_wait_s": result.data_wait_seconds,
-            "before_steps_s": clock.before_steps_s, "train_s": result.seconds,
+            "before_steps_s": result.seconds - result.parts_seconds()["fad_steps"], "train_s": result.seconds,
             "wall_s": time.perf_counter() - started}
 
 
