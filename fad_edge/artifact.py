@@ -7,7 +7,9 @@ manifest.json names every file. Each ONNX file also carries the checkpoint hash 
 metadata_props, so a graph copied in from another model is caught when it is loaded.
 
 Everything read from a folder is checked: file names must resolve inside the folder (symlinks
-included), the config and normalization must be valid, and all four graphs must be present.
+included), the config and normalization must be valid, and all four graphs must be present. The
+manifest records each file's SHA-256, and a runner compares it as it opens the file, so a graph
+edited or damaged after the export is refused rather than run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.data.normalization import Normalization
+from fad_edge.digests import file_sha256
 from fad_edge.errors import EngineMismatchError, ExportError, FadEdgeError
 from fad_edge.models.config import ModelConfig
 
@@ -75,6 +78,9 @@ class ExportManifest:
     graphs: dict[str, dict[str, str]] = field(default_factory=dict)  # graph -> variant -> file name
     reports: dict[str, object] = field(default_factory=dict)  # parity, int8, fp16, trt
     format: str = FORMAT
+    # File name -> SHA-256 of its bytes, for every file in `graphs`, recorded by `save`. Empty in exports made
+    # before it was recorded: those are read unchecked.
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def model_config(self) -> ModelConfig:
@@ -98,8 +104,20 @@ class ExportManifest:
         return [v for v in every if self.graphs and all(v in files for files in self.graphs.values())]
 
     def save(self, folder: Path) -> Path:
+        """Write manifest.json, recording the digest of every file it names as the folder holds it now."""
+        self.files = {name: file_sha256(confined(folder, name)) for files in self.graphs.values()
+                      for name in files.values()}
         data = json.dumps(asdict(self), indent=2, sort_keys=True).encode()
         return atomic_write_bytes(Path(folder) / MANIFEST, data)
+
+    def check_contents(self, path: Path) -> None:
+        """A clear error unless the file's bytes are those `save` recorded for it (a file edited or damaged since)."""
+        if not self.files:
+            return
+        recorded = self.files.get(path.name)
+        if recorded is None or file_sha256(path) != recorded:
+            raise ExportError(f"{path}: its contents are not the ones this export recorded (changed or damaged "
+                              "since); re-export this folder")
 
     @classmethod
     def load(cls, folder: Path) -> ExportManifest:
@@ -133,6 +151,8 @@ class ExportManifest:
                 if not isinstance(name, str):
                     raise ExportError(f"{path}: malformed manifest (file name {name!r}); re-export")
                 confined(folder, name)
+        if not isinstance(self.files, dict) or not all(isinstance(v, str) for v in self.files.values()):
+            raise ExportError(f"{path}: malformed manifest (files must map each file to its SHA-256); re-export")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ corrupted or swapped file is refused by name instead of loading silently.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from fad_edge import __version__
 from fad_edge.atomic import staging_folder, swap_in_folder
 from fad_edge.data.normalization import Normalization
+from fad_edge.digests import file_sha256
 from fad_edge.errors import CheckpointError, DataError
 from fad_edge.listener_model import ListenerModel
 from fad_edge.models.config import ModelConfig
@@ -44,14 +44,6 @@ class LoadedCheckpoint:
     normalization: Normalization
     info: dict
     path: Path
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(

@@ -144,8 +144,36 @@ def test_a_graph_from_another_model_is_refused(tiny_export, tmp_path):
 
     set_metadata(model, meta)
     save_onnx(model, mixed / "audio_encoder.onnx")
+    with pytest.raises(ExportError, match="contents are not the ones this export recorded"):
+        OrtRunner(mixed)
+    ExportManifest.load(mixed).save(mixed)  # the new file's digest recorded: its metadata still names another model
     with pytest.raises(EngineMismatchError, match="another model"):
         OrtRunner(mixed)
+
+
+def test_a_graph_edited_after_the_export_is_refused_and_an_older_manifest_is_read_unchecked(tiny_export, tmp_path):
+    edited = tmp_path / "model"
+    shutil.copytree(tiny_export, edited)
+    data = bytearray((edited / "elnet_x0.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of a weight: still a valid graph, with other motion
+    (edited / "elnet_x0.onnx").write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="elnet_x0.onnx: its contents are not the ones"):
+        OrtRunner(edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    assert set(manifest["files"]) == {name for files in manifest["graphs"].values() for name in files.values()}
+    del manifest["files"]  # as an export made before digests were recorded
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    OrtRunner(edited).close()
+
+
+def test_a_manifest_whose_normalization_was_edited_is_refused(tiny_export, tmp_path):
+    edited = tmp_path / "model"
+    shutil.copytree(tiny_export, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["normalization"]["mean"] = [value + 1.0 for value in manifest["normalization"]["mean"]]
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineMismatchError, match="manifest's normalization is not the one"):
+        OrtRunner(edited)
 
 
 def test_a_folder_without_manifest_or_variant_is_a_clear_error(tiny_export, tmp_path):

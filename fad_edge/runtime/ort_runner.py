@@ -16,6 +16,7 @@ explicit batch range, and caches them (and its timing cache) in the export folde
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,7 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
     """An ORT session for one graph file, checked to belong to the manifest's checkpoint and to run on `providers`."""
     if not path.is_file():
         raise ExportError(f"{path}: file not found; re-run fad-edge export")
+    manifest.check_contents(path)
     providers = providers or list(CPU_PROVIDERS)
     options = session_options(threads, tuning, profile_prefix)
     try:
@@ -212,6 +214,12 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
             f"{path}: belongs to another model (graph {found_graph!r}, checkpoint {str(found_hash)[:12]}; "
             f"the manifest expects {graph!r}, {manifest.checkpoint_sha256[:12]}); re-export this folder"
         )
+    # The runner de-normalizes and sizes its inputs by the manifest: it must say what the graph was made with.
+    for key, expected in (("normalization", manifest.normalization), ("config", manifest.config)):
+        found = metadata.get(META_PREFIX + key)
+        if found is not None and found != json.dumps(expected, sort_keys=True):
+            raise EngineMismatchError(f"{path}: the manifest's {key} is not the one this graph was exported with "
+                                      "(manifest.json was edited); re-export this folder")
     return session
 
 

@@ -180,6 +180,7 @@ class TrtRunner(ClipRunner):
 
     def _check_engine(self, graph: str) -> None:
         engine = self.manifest.file(self.folder, graph, ENGINE_VARIANT)
+        self.manifest.check_contents(engine)
         check_engine_checkpoint(engine, check_engine_target(engine, self._target), self.manifest)
 
     def _start(self) -> None:
