@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fakes import FakeRunner
 
-from fad_edge.errors import StreamInputError
+from fad_edge.errors import FadEdgeError, StreamInputError
 from fad_edge.runtime import stream as stream_module
 from fad_edge.runtime.stream import ListenerStream
 
@@ -256,3 +256,86 @@ def test_close_closes_the_runner_only_when_the_stream_opened_it(monkeypatch):
     with pytest.raises(StreamInputError, match="color"):
         ListenerStream.from_export(Path("engines/any"), color="cmyk")
     assert refused.closed  # a stream that failed to start does not leak its runner
+
+
+def test_clips_with_a_timeout_waits_through_pushes_until_the_stream_is_idle():
+    stream, received = ListenerStream(FakeRunner()), []
+
+    def produce():
+        for k in range(40):  # 5 clips over about 0.6 s: every push wakes the consumer's condition
+            feed(stream, range(k, k + 1))
+            time.sleep(0.015)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    started = time.monotonic()
+    received = [clip.index for clip in stream.clips(timeout=0.5)]
+    assert received == [0, 1, 2, 3, 4] and time.monotonic() - started >= 0.5
+    producer.join()
+    stream.close()
+
+
+class FailingRunner(FakeRunner):
+    """Gives NaN motion for frames after the first clip's (`picture`'s brightness), as damaged weights might."""
+
+    def clips_motion(self, conditions, state, generator):
+        motion = super().clips_motion(conditions, state, generator)
+        return motion * np.nan if conditions[:, -1, 0].max() > picture(7).mean() / 255 + 1e-6 else motion
+
+
+def test_a_failed_worker_raises_from_clips_after_the_clips_it_made():
+    stream = ListenerStream(FailingRunner())
+    feed(stream, range(16))
+    assert wait_for(lambda: stream._error is not None)
+    clips = stream.clips()
+    assert next(clips).index == 0
+    with pytest.raises(RuntimeError, match="worker failed.*not finite"):
+        next(clips)
+    with pytest.raises(RuntimeError, match="not finite"):
+        stream.close()
+
+
+def test_callback_errors_are_logged_once_and_a_systemexit_does_not_end_the_deliveries(caplog):
+    calls = []
+
+    def on_clip(clip):
+        calls.append(clip.index)
+        if len(calls) == 1:
+            raise SystemExit
+        raise KeyError("motoin")
+
+    with ListenerStream(FakeRunner(), on_clip=on_clip) as stream:
+        feed(stream, range(24))
+    assert calls == [0, 1, 2] and stream.stats().callback_errors == 3 and stream.stats().clips_dropped == 0
+    logged = [record for record in caplog.records if "raised" in record.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+def test_close_from_the_callback_stops_the_stream_and_closes_its_runner(monkeypatch):
+    opened = FakeRunner()
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", fake_select(opened))
+    errors = []
+
+    def on_clip(clip):
+        try:
+            stream.close()
+        except BaseException as error:  # noqa: BLE001 - recorded for the assertion below
+            errors.append(error)
+
+    stream = ListenerStream.from_export(Path("engines/any"), on_clip=on_clip)
+    feed(stream, range(8))
+    assert wait_for(lambda: opened.closed)
+    assert errors == [] and stream.stats().callback_errors == 0
+    with pytest.raises(RuntimeError, match="closed"):
+        stream.push_video(picture(9), 9 / 30)
+
+
+def test_a_face_box_is_checked_when_the_stream_is_built_and_against_each_frame():
+    for bad in [(float("nan"),) * 4, (0, 0, 0, 0), (1, 2, 3), "10,10,50,50"]:
+        with pytest.raises(ValueError, match="box"):
+            ListenerStream(FakeRunner(), face="box", box=bad)
+    with ListenerStream(FakeRunner(), face="box", box=(700, 500, 100, 100)) as stream:
+        with pytest.raises(FadEdgeError, match="outside the 640x480 frame"):
+            stream.push_video(np.zeros((480, 640, 3), np.uint8), 0.0)
+        stream.push_video(np.zeros((720, 1280, 3), np.uint8), 0.0)  # the box is inside a larger frame
+    assert stream.stats().frames == 1

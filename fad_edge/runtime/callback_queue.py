@@ -1,17 +1,20 @@
 """Calls a user's callback on its own thread from a bounded queue, so a slow callback never holds up the stream.
 
 When the queue is full the oldest waiting item is dropped (a robot wants the newest motion) and
-counted; an exception from the callback is counted and the next item is delivered.
+counted; an exception from the callback (any, `SystemExit` included) is counted, the first one is
+logged with its traceback (the `logging` module), and the next item is delivered.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
+log = logging.getLogger(__name__)
 
 
 class CallbackQueue(Generic[Item]):
@@ -21,6 +24,7 @@ class CallbackQueue(Generic[Item]):
         self.callback, self.size = callback, size
         self.dropped = 0  # items dropped because the queue was full, or still queued when closed
         self.errors = 0  # items whose callback raised
+        self.first_error: BaseException | None = None
         self.delivered = 0
         self._items: collections.deque[Item] = collections.deque()
         self._ready = threading.Condition()
@@ -46,6 +50,8 @@ class CallbackQueue(Generic[Item]):
         with self._ready:
             self._closing = True
             self._ready.notify()
+        if self._thread is threading.current_thread():
+            return  # closed from inside the callback: the thread delivers what is queued once it returns
         if self._thread is not None:
             self._thread.join(timeout)
         with self._ready:
@@ -63,8 +69,12 @@ class CallbackQueue(Generic[Item]):
                 item = self._items.popleft()
             try:
                 self.callback(item)
-            except Exception:  # the caller's bug must not stop the stream; counted instead
+            except BaseException as error:  # the caller's bug must not stop the deliveries: counted, the first logged
                 with self._ready:
                     self.errors += 1
+                    first = self.first_error is None
+                    self.first_error = self.first_error or error
+                if first:
+                    log.error("the callback %r raised; later errors are only counted", self.callback, exc_info=error)
             with self._ready:
                 self.delivered += 1

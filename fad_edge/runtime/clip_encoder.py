@@ -28,6 +28,7 @@ import numpy as np
 from fad_edge.constants import CLIP_LEN, MELS_PER_FRAME, N_FFT
 from fad_edge.data.audio_features import frame_windows, log_mel
 from fad_edge.data.inputs import images_from_frames
+from fad_edge.errors import ExportError
 from fad_edge.runtime.aligner import PlacedAudio, ReadyClip
 
 if TYPE_CHECKING:
@@ -136,6 +137,9 @@ class ClipEncoder:
             guess = np.repeat(((self.previous[-1] - runner.mean) / runner.std)[None, None], CLIP_LEN, axis=1)
         state = runner.initial_state(1, self.generator, guess)
         motion = runner.clips_motion(condition, state, self.generator)[0][: clip.count]
+        if not np.all(np.isfinite(motion)):  # inputs are checked at the push: this is the model's own failure
+            raise ExportError(f"the model's motion for clip {clip.index} is not finite; its weights may be damaged, "
+                              "re-export")
         if len(motion):
             self.previous = motion
         return motion

@@ -13,6 +13,7 @@ The detector was chosen by measurement on real photographs (bench/face_detectors
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,6 +25,7 @@ from fad_edge.errors import DataError, FadEdgeError
 from fad_edge.runtime.box_filter import BoxSmoother
 
 Box = tuple[int, int, int, int]  # x, y, width, height in pixels
+MIN_BOX_SIDE = 2  # pixels of a box, and of its part inside the frame
 FACE_MODES = ("detect", "none", "box")
 
 
@@ -101,15 +103,29 @@ def file_detector() -> tuple[FaceDetector, str | None]:
         return HaarFaceDetector(max_side=640, cascade="haarcascade_frontalface_alt2.xml"), note
 
 
+def checked_box(box: object) -> Box:
+    """A box given in code: four whole pixel numbers x, y, width, height, with width and height at least 2."""
+    try:
+        values = [float(v) for v in box]  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 4 or not all(math.isfinite(v) and v == int(v) for v in values) \
+            or min(values[2:]) < MIN_BOX_SIDE:
+        raise ValueError(f"face mode 'box' needs a box of whole pixels (x, y, width, height), width and height at "
+                         f"least {MIN_BOX_SIDE}, got {box!r}")
+    x, y, w, h = (int(v) for v in values)
+    return x, y, w, h
+
+
 def parse_box(text: str) -> Box:
-    """'x,y,w,h' (pixels, w and h > 0) -> a Box; a clear error for anything else."""
+    """'x,y,w,h' (pixels, w and h at least 2) -> a Box; a clear error for anything else."""
     parts = text.replace(" ", "").split(",")
     try:
         x, y, w, h = (int(part) for part in parts)
     except ValueError:
         raise FadEdgeError(f"--box {text!r} is not x,y,w,h in whole pixels (e.g. --box 200,80,160,160)") from None
-    if w <= 0 or h <= 0:
-        raise FadEdgeError(f"--box {text!r}: width and height must be positive")
+    if min(w, h) < MIN_BOX_SIDE:
+        raise FadEdgeError(f"--box {text!r}: width and height must be at least {MIN_BOX_SIDE} pixels")
     return x, y, w, h
 
 
@@ -141,8 +157,8 @@ class FaceCropper:
     def __post_init__(self) -> None:
         if self.mode not in FACE_MODES:
             raise ValueError(f"face mode must be detect, none or box, got {self.mode!r}")
-        if self.mode == "box" and self.box is None:
-            raise ValueError("face mode 'box' needs a box (x, y, width, height)")
+        if self.mode == "box":
+            self.box = checked_box(self.box)
         if self.mode == "detect" and self.detector is None:
             self.detector = HaarFaceDetector(max_side=320)
         if self.smoother is None:
@@ -174,7 +190,14 @@ class FaceCropper:
         if self.mode == "none":
             return None
         if self.mode == "box":
-            return np.asarray(self.box, np.float64)
+            box = np.asarray(self.box, np.float64)
+            height, width = frame.shape[:2]
+            inside_x = min(box[0] + box[2], width) - max(box[0], 0)
+            inside_y = min(box[1] + box[3], height) - max(box[1], 0)
+            if min(inside_x, inside_y) < MIN_BOX_SIDE:
+                raise DataError(f"the face box {self.box} (x, y, width, height) lies outside the "
+                                f"{width}x{height} frame")
+            return box
         assert self.detector is not None and self.smoother is not None
         if self.frames % self.every == 0:
             self.frames_checked += 1

@@ -13,16 +13,20 @@ Feed it from any threads:
   (filled with silence) or an overlap (dropped) longer than a frame, so jitter never shifts audio
   against video. Empty chunks are ignored; NaN or infinite samples become silence. All counted.
 
-Bad input (a frame that is not uint8 (H, W, 3), a refused dtype or layout, a timestamp that is NaN,
-infinite or beyond 1e10 s, as nanoseconds would be) raises StreamInputError (a FadEdgeError and a
-ValueError) at the call, before anything changes: the stream stays usable.
+Bad input (a frame that is not uint8 (H, W, 3), a refused dtype or layout, float audio beyond
+[-16, 16], a timestamp that is NaN, infinite or beyond 1e10 s, as nanoseconds would be, or a third
+frame in a row that jumps, as milliseconds would) raises StreamInputError (a FadEdgeError and a
+ValueError) at the call, before anything changes: the stream stays usable. So do timing settings
+that cannot work (`AlignerConfig`).
 
 Clock jumps: a timestamp more than `max_jump` seconds (default 2) from where its input has got to
 is a jump (an NTP step, a clock switch, a long stall) and is never filled frame by frame. A video
 jump starts a new segment: the clip in progress is emitted as a partial clip, the frame starts the
 next clip, the audio is re-anchored to it and the model's context starts afresh. An audio jump lays
-the chunk end to end and reads later chunks on the shifted clock. Both are counted; the work and
-memory of any call stay bounded whatever the timestamps.
+the chunk end to end and reads later chunks on the shifted clock; but audio stamped on the old clock
+just before a video jump, pushed after it (microphones lag cameras), belongs to the sealed clips
+and is dropped, so the new clock's audio keeps its place. All counted; the work and memory of any
+call stay bounded whatever the timestamps.
 
 Dead audio: a clip whose frames are complete waits for its audio until `audio_timeout` seconds
 (default 1) pass without any audio, or until `max_pending_clips` clips (default 4, 1.07 s of video)
@@ -34,8 +38,10 @@ Output: a worker thread encodes each clip's 8 new frames (earlier frames' featur
 has arrived too (the clip's last frame when the clip is complete), runs ELNet and emits a
 `ClipMotion` (8, 56) to `clips()` and to `on_clip`. `on_clip` runs on its own thread from a queue
 of `callback_queue` clips: a slow callback never blocks the stream; when the queue is full the
-oldest waiting clip is dropped and counted. The runner is warmed up in the constructor, so the
-first clip's latency is an ordinary one.
+oldest waiting clip is dropped and counted; an exception from it is counted and the first is logged
+(`logging`). `close()` may be called from `on_clip`. If the worker fails, `push_*`, `close()` and
+`clips()` (once the clips made before are read) raise its error. The runner is warmed up in the
+constructor, so the first clip's latency is an ordinary one.
 
 Memory is bounded for any run length: the frames of unfinished clips, the audio they still need (at
 most `max_audio_seconds` ahead; older audio is forgotten and counted) and fixed windows of
@@ -190,17 +196,20 @@ class ListenerStream:
 
     # -- output ------------------------------------------------------------------------------
     def clips(self, timeout: float | None = None) -> Iterator[ClipMotion]:
-        """Clips as they are made, until the stream is closed and drained (or `timeout` passes idle)."""
+        """Clips as they are made, until the stream is closed and drained (or `timeout` seconds pass with no clip).
+
+        If the worker failed, the clips it made are yielded and then its error is raised, as `push_*` and
+        `close()` raise it.
+        """
         while True:
             with self._lock:
-                if not self._output and not self._closed:
-                    self._lock.wait(timeout=timeout)
-                if self._output:
-                    item = self._output.popleft()
-                elif self._closed or timeout is not None:
+                # wait_for keeps its deadline across wake-ups: pushes wake this condition too.
+                self._lock.wait_for(lambda: bool(self._output) or self._closed, timeout)
+                if not self._output:
+                    if self._error is not None:
+                        raise RuntimeError(f"the listener stream's worker failed: {self._error}") from self._error
                     return
-                else:
-                    continue
+                item = self._output.popleft()
             yield item
 
     def stats(self) -> StreamStats:
