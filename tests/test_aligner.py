@@ -313,3 +313,59 @@ def test_placed_audio_covers_frames_with_their_video_and_all_their_samples_but_n
     heard = log_mel(placed.audio, 7, 64, first_frame=0, offset=placed.audio_offset)
     whole = log_mel(clip.audio, CLIP_LEN, 64, first_frame=0, offset=clip.audio_offset)
     np.testing.assert_allclose(heard, whole[: len(heard)], rtol=0, atol=1e-6)  # the same mel as the clip's
+
+
+@pytest.mark.parametrize("step", [1000.0, -10.0])
+def test_audio_pushed_late_across_a_video_clock_jump_keeps_its_place(step):
+    """A shared clock steps at t = 3 s while the microphone's chunks arrive 100 ms after capture: the chunks
+    captured before the step and pushed after it are the old segment's, and the new clock's audio stays aligned."""
+    aligner, clips = ClipAligner(), []
+    clock = lambda t: t + (step if t >= 3.0 else 0.0)  # noqa: E731
+    video = [(k / 30, "video", k / 30) for k in range(240)]
+    audio = [(j / 50 + 0.1, "audio", j / 50) for j in range(400)]  # 20 ms chunks, pushed 100 ms late
+    for now, kind, t in sorted(video + audio):
+        if kind == "video":
+            aligner.push_frame(frame(int(round(t * 30))), clock(t), now)
+        else:  # each sample's value is its own capture time
+            aligner.push_audio((t + np.arange(320) / SAMPLE_RATE).astype(np.float32), SAMPLE_RATE, clock(t), now)
+        clips.extend(drain(aligner, now))
+    after = [clip for clip in clips if clip.new_segment and clip.index > 0]
+    assert len(after) == 1 and aligner.counts["clock_jumps_video"] == 1 and aligner.counts["clock_jumps_audio"] == 0
+    for clip in clips:
+        if clip.index >= after[0].index and clip.count == CLIP_LEN:
+            first = int(round((clip.times[0] - (step if clip.times[0] - step >= 3.0 - 1e-6 else 0.0)) * 30))
+            heard = clip.audio[slot_sample(clip.index * CLIP_LEN) - clip.audio_offset]
+            # The new segment's slot 0 is frame `first`: its audio must be that frame's, within a sample or two.
+            assert abs(heard - first / 30) < 2 / SAMPLE_RATE, (clip.index, heard, first / 30)
+    assert aligner.counts["audio_samples_dropped"] > 0  # the late old-clock audio
+
+
+def test_timestamps_in_milliseconds_are_refused_from_the_third_jumping_frame():
+    aligner = ClipAligner()
+    aligner.push_frame(frame(0), 5000.0, now=0.0)
+    aligner.push_frame(frame(1), 5033.3, now=0.0)  # a jump: a clock step can happen
+    aligner.push_frame(frame(2), 5066.7, now=0.0)  # two in a row
+    with pytest.raises(StreamInputError, match="must be seconds"):
+        aligner.push_frame(frame(3), 5100.0, now=0.0)
+    aligner.push_frame(frame(3), 5066.7 + 1 / 30, now=0.0)  # seconds again: accepted
+    assert aligner.counts["clock_jumps_video"] == 2 and aligner.counts["frames"] == 4
+
+
+@pytest.mark.parametrize("setting", [{"max_pending_clips": -1}, {"max_pending_clips": 0}, {"max_pending_clips": 1.5},
+                                     {"max_audio_seconds": 0}, {"max_audio_seconds": -5}, {"max_jump": 0},
+                                     {"max_jump": float("nan")}, {"audio_timeout": 0}, {"audio_timeout": "1"}])
+def test_timing_settings_that_cannot_work_are_refused(setting):
+    with pytest.raises(StreamInputError, match=next(iter(setting))):
+        AlignerConfig(**setting)
+
+
+def test_float_audio_far_beyond_full_scale_is_refused_not_misread():
+    aligner = ClipAligner()
+    with pytest.raises(StreamInputError, match="within \\[-1, 1\\].*32768"):
+        aligner.push_audio(np.full(100, 20000.0, np.float32), SAMPLE_RATE, 0.0, now=0.0)  # int16 values as float
+    chunk = np.zeros(100, np.float32)
+    chunk[5] = 1e20
+    with pytest.raises(StreamInputError, match="1e\\+20"):
+        aligner.push_audio(chunk, SAMPLE_RATE, 0.0, now=0.0)
+    aligner.push_audio(np.full(100, 1.5, np.float32), SAMPLE_RATE, 0.0, now=0.0)  # a hot signal is still audio
+    assert aligner.buffered_audio() == 100

@@ -16,6 +16,11 @@ from fad_edge.constants import CLIP_LEN, FPS, SAMPLE_RATE
 from fad_edge.data.audio_features import frame_windows, log_mel, resample_audio
 from fad_edge.errors import DataError
 
+MAX_CHANNELS = 8  # a 2-D audio array's channel axis is the one with at most this many entries
+# Float audio is nominally within [-1, 1]; a peak beyond this is not audio at that scale (int16 values in a
+# float array, say), and squared in the log-mel it overflows float32: refused rather than misread.
+MAX_AMPLITUDE = 16.0
+
 
 @dataclass
 class SpeakerInputs:
@@ -44,6 +49,23 @@ def images_from_frames(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
 
+def channel_axes(shape: tuple[int, ...]) -> list[int]:
+    """The axes of a 2-D audio array that could hold its channels: those with at most MAX_CHANNELS entries."""
+    return [axis for axis in (0, 1) if shape[axis] <= MAX_CHANNELS]
+
+
+def finite_peak(samples: np.ndarray) -> float:
+    """The largest |sample| among the finite ones (0 if none)."""
+    finite = np.abs(samples[np.isfinite(samples)])
+    return float(finite.max()) if finite.size else 0.0
+
+
+def out_of_range(peak: float) -> str:
+    """Why audio reaching `peak` is refused, and what to do."""
+    return (f"float audio must be within [-1, 1], but it reaches {peak:.3g}; scale it (int16 values stored as "
+            "float are divided by 32768)")
+
+
 def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: bool = False) -> np.ndarray:
     """Mono 16 kHz audio covering n_frames, resampled if needed.
 
@@ -51,12 +73,19 @@ def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: boo
     with silence; longer audio is kept (only the video's span is used).
     """
     audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
+    if audio.ndim == 2 and audio.size:
+        axes = channel_axes(audio.shape)
+        if len(axes) != 1:
+            which = "both" if axes else "neither"
+            raise DataError(f"audio of shape {audio.shape} is ambiguous: {which} axis could be the channels "
+                            f"(at most {MAX_CHANNELS}); give (N,), (N, channels) or (channels, N)")
+        audio = audio.mean(axis=axes[0])
     if audio.ndim != 1 or audio.size == 0:
         raise DataError(f"audio must be a non-empty mono signal, got shape {audio.shape}")
     if not np.all(np.isfinite(audio)):
         raise DataError("audio contains NaN or infinite samples")
+    if (peak := float(np.abs(audio).max())) > MAX_AMPLITUDE:
+        raise DataError(out_of_range(peak))
     if sample_rate <= 0:
         raise DataError(f"sample rate must be positive, got {sample_rate}")
     if sample_rate != SAMPLE_RATE:

@@ -11,11 +11,15 @@ Timing rules (the user documentation is in `fad_edge.runtime.stream`):
   switch between wall and monotonic clocks, a long camera stall), starts a new segment instead of
   being filled: the clip in progress is sealed as a partial clip, the frame starts the next clip, the
   audio is re-anchored there, and the model's context starts afresh. Work and memory per call are
-  therefore bounded by `max_jump` whatever the timestamps.
+  therefore bounded by `max_jump` whatever the timestamps. A third frame in a row that would jump is
+  refused (StreamInputError): such timestamps are in the wrong unit, milliseconds say.
 - Audio chunks are laid end to end; a timestamp only detects a gap (filled with silence) or an
   overlap (dropped) of more than one frame, so jitter never shifts audio against video. An audio
   timestamp more than `max_jump` from where the audio has got to is taken as its clock jumping:
-  the chunk is laid end to end and later chunks are read on the shifted clock (counted).
+  the chunk is laid end to end and later chunks are read on the shifted clock (counted). Except
+  after a video jump: a chunk stamped on the old clock, just before the jump, is audio captured
+  before it and pushed late (a microphone lags the camera); its clips are sealed, so it is dropped
+  (counted), and the new clock's audio keeps its place against the video.
 - A clip whose frames are complete waits for its audio until `audio_timeout` seconds pass without
   any audio, or until `max_pending_clips` clips wait: the audio is then dead (or too late) and the
   clip gets silence, as do later clips until a chunk arrives (counted).
@@ -24,6 +28,7 @@ Timing rules (the user documentation is in `fad_edge.runtime.stream`):
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +37,12 @@ import soxr
 
 from fad_edge.constants import CLIP_LEN, FPS, MELS_PER_FRAME, N_FFT, SAMPLE_RATE
 from fad_edge.data.audio_features import mel_centres
+from fad_edge.errors import StreamInputError
 from fad_edge.runtime.stream_inputs import check_rate, check_time, mono_samples
+
+# A clock jump is an event; frames that each jump are timestamps in the wrong unit (or a broken clock):
+# refused from the third in a row, instead of a segment and a context reset per frame.
+MAX_JUMPS_IN_A_ROW = 3
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,21 @@ class AlignerConfig:
     audio_timeout: float | None = 1.0  # seconds without audio before waiting clips get silence (None: no timeout)
     max_pending_clips: int = 4  # clips of pushed frames that may wait for audio or for the model
     max_audio_seconds: float = 10.0  # audio ahead of the video kept at most (a stalled camera); oldest dropped
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would hang a push, call every frame a jump or forget the audio a clip needs."""
+        _check_seconds("max_jump", self.max_jump, above=2 / FPS)
+        _check_seconds("max_audio_seconds", self.max_audio_seconds, above=2 * CLIP_LEN / FPS)
+        if self.audio_timeout is not None:
+            _check_seconds("audio_timeout", self.audio_timeout, above=0.0)
+        pending = self.max_pending_clips
+        if isinstance(pending, bool) or not isinstance(pending, int) or pending < 1:
+            raise StreamInputError(f"max_pending_clips must be a whole number of clips, 1 or more, got {pending!r}")
+
+
+def _check_seconds(name: str, value: object, above: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= above:
+        raise StreamInputError(f"{name} must be a number of seconds above {above:.3g}, got {value!r}")
 
 
 @dataclass
@@ -103,6 +128,10 @@ class ClipAligner:
         self._audio_offset = 0
         self._audio_clock = 0.0  # timeline seconds of input audio placed (slot k is at k / 30)
         self._audio_shift = 0.0  # added to audio timestamps after an audio clock jump
+        # After a video clock jump: (offset, end) of the segment before it, whose timeline seconds are t + offset
+        # and which ended at `end`. Audio stamped on that clock and pushed late is that segment's, not a jump.
+        self._before_jump: tuple[float, float] | None = None
+        self._jumps_in_a_row = 0  # frames in a row that each started a segment
         self._resamplers: dict[int, Any] = {}
         self._layout: tuple[int, int] | None = None
         self._last_audio_at: float | None = None
@@ -117,8 +146,16 @@ class ClipAligner:
             self._origin = t
         position = self._segment_slot + (t - self._origin) * FPS
         if abs(position - self._next_slot) > self.config.max_jump * FPS:
+            if self._jumps_in_a_row + 1 >= MAX_JUMPS_IN_A_ROW:
+                raise StreamInputError(
+                    f"{MAX_JUMPS_IN_A_ROW} frames in a row were each more than max_jump ({self.config.max_jump:g} s) "
+                    f"from where the video had got to (this one at t={t!r}): frame timestamps must be seconds, "
+                    "about 1/30 apart (milliseconds divided by 1000)")
+            self._jumps_in_a_row += 1
             self._new_segment(t)
             position = self._next_slot
+        else:
+            self._jumps_in_a_row = 0
         slot = int(round(position))
         if slot < self._next_slot:
             self.counts["frames_skipped"] += 1
@@ -145,6 +182,11 @@ class ClipAligner:
             if self._origin is None:
                 self._origin = t - self._audio_clock
             gap = self._segment_slot / FPS + (t + self._audio_shift - self._origin) - self._audio_clock
+            if abs(gap) > self.config.max_jump and self._before_the_jump(t, len(mono) / rate):
+                self.counts["audio_samples_dropped"] += len(mono) * SAMPLE_RATE // rate  # its clips are sealed
+                return
+            if abs(gap) <= self.config.max_jump:
+                self._before_jump = None  # audio on the new clock has come: no late audio follows it
             if abs(gap) > self.config.max_jump:
                 self._audio_shift -= gap
                 self.counts["clock_jumps_audio"] += 1
@@ -268,6 +310,8 @@ class ClipAligner:
             while self._next_slot < start:
                 self._append(self._last_frame, pushed=False)
                 self.counts["frames_padded"] += 1
+        assert self._origin is not None
+        self._before_jump = (self._segment_slot / FPS - self._origin + self._audio_shift, start / FPS)
         self._sealed, self._segment_slot, self._origin = start // CLIP_LEN, start, t
         self._segment_starts.add(self._sealed)
         anchor = slot_sample(start)
@@ -280,6 +324,14 @@ class ClipAligner:
             self._audio_offset = anchor if keep == 0 else self._audio_offset
         self._extend_silence(anchor)
         self._audio_clock = start / FPS
+
+    def _before_the_jump(self, t: float, seconds: float) -> bool:
+        """Whether a chunk stamped t (lasting `seconds`) lies, on the clock before the last video jump, just before
+        that jump: audio captured before it and pushed after it (microphones lag cameras)."""
+        if self._before_jump is None:
+            return False
+        offset, end = self._before_jump
+        return end - self.config.max_jump - seconds <= t + offset <= end + 1 / FPS
 
     def _has_audio(self, clip: int) -> bool:
         return self._audio_offset + len(self._audio) > audio_needed(clip)

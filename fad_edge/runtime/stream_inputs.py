@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
+from fad_edge.data.inputs import MAX_AMPLITUDE, MAX_CHANNELS, channel_axes, finite_peak, out_of_range
 from fad_edge.errors import StreamInputError
 
-MAX_CHANNELS = 8  # a 2-D chunk's channel axis is the one with at most this many entries
 MAX_TIMESTAMP = 1e10  # seconds (317 years): anything larger is nanoseconds or milliseconds by mistake
 SAMPLE_RATES = (1_000, 384_000)  # accepted input rates; bounds the silence a gap can ask for
 INTEGER_SCALES = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
@@ -44,12 +44,17 @@ def check_rate(sample_rate: object) -> int:
 def mono_samples(samples: object, layout: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:
     """Float32 mono in [-1, 1] from float, int16 or int32 audio, 1-D or 2-D in either layout.
 
+    Float samples beyond MAX_AMPLITUDE are refused (not audio at that scale); NaN and infinities are
+    left for the caller to count and silence.
+
     A 2-D chunk's channel axis is the one with at most MAX_CHANNELS entries; when both are that
     small, the `layout` (axis, channels) of an earlier chunk decides, and with none the chunk is
     refused rather than misread. Returns the samples and the layout to remember.
     """
     array = np.asarray(samples)
     if array.dtype.kind == "f":
+        if array.size and (peak := finite_peak(array)) > MAX_AMPLITUDE:
+            raise StreamInputError(out_of_range(peak))
         array = array.astype(np.float32, copy=False)
     elif array.dtype in INTEGER_SCALES:
         array = array.astype(np.float32) / np.float32(INTEGER_SCALES[array.dtype])
@@ -62,7 +67,7 @@ def mono_samples(samples: object, layout: tuple[int, int] | None = None) -> tupl
         raise StreamInputError(f"audio must be (N,), (N, channels) or (channels, N), got shape {array.shape}")
     if array.size == 0:
         return np.zeros(0, np.float32), layout
-    axes = [axis for axis in (0, 1) if array.shape[axis] <= MAX_CHANNELS]
+    axes = channel_axes(array.shape)
     if len(axes) == 2 and layout is not None and array.shape[layout[0]] == layout[1]:
         axes = [layout[0]]
     if len(axes) != 1:
