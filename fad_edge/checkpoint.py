@@ -32,6 +32,7 @@ MODEL_WEIGHTS = "model.safetensors"
 MODEL_JSON = "model.json"
 STATE_WEIGHTS = "train_state.safetensors"
 STATE_JSON = "train_state.json"
+CHECKPOINT_FILES = (MODEL_WEIGHTS, MODEL_JSON, STATE_WEIGHTS, STATE_JSON)  # all a checkpoint folder holds
 FORMAT = "fad-edge-checkpoint/1"
 
 
@@ -75,6 +76,10 @@ def save_checkpoint(
             info["train_state_sha256"] = file_sha256(staging / STATE_WEIGHTS)
         (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
         return swap_in_folder(staging, folder)
+    except SafetensorError as error:  # safetensors words a full disk its own way; the earlier checkpoint stays
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointError(f"{folder}: the checkpoint could not be written ({error}); the earlier one is kept") \
+            from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

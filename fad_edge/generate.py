@@ -53,6 +53,10 @@ def retime_frames(frames: np.ndarray, fps: float) -> np.ndarray:
     return frames[index]
 
 
+OUTPUT_NAMES = ("listener_coeffs.npy", "listener.json", "listener.png")
+PREVIEW_NAME = "preview.mp4"
+
+
 def generate_files(
     runner: ClipRunner,
     video: Path,
@@ -76,7 +80,16 @@ def generate_files(
     if motion.shape != (len(frames), N_COEFFS) or not np.all(np.isfinite(motion)):
         raise AssertionError(f"runner {runner.name} returned {motion.shape} or non-finite motion")
     out = Path(out)
+    names = OUTPUT_NAMES + ((PREVIEW_NAME,) if preview else ())
+    if in_the_way := [name for name in names if (out / name).is_dir()]:
+        raise DataError(f"{out / in_the_way[0]}: a folder is where this output goes; move it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    preview_path = None
+    if preview:  # first: the largest write, the likeliest to fail, and it fails before the others replace theirs
+        from fad_edge.preview import SIDE, render_preview
+
+        preview_path = render_preview(crop_frames(frames, track, SIDE), motion, runner.mean, runner.std,
+                                      out / PREVIEW_NAME)
     motion_path = atomic_save_npy(out / "listener_coeffs.npy", motion)
     record = {
         "fad_edge_version": __version__,
@@ -96,12 +109,6 @@ def generate_files(
     json_path = out / "listener.json"
     atomic_write_bytes(json_path, json.dumps(record, indent=2).encode())
     plot_path = plot_motion(motion, out / "listener.png", title=f"listener motion ({runner.name})")
-    preview_path = None
-    if preview:
-        from fad_edge.preview import SIDE, render_preview
-
-        preview_path = render_preview(crop_frames(frames, track, SIDE), motion, runner.mean, runner.std,
-                                      out / "preview.mp4")
     return GenerateResult(Path(motion_path), json_path, plot_path, len(frames), seconds, preview_path, track)
 
 

@@ -36,7 +36,13 @@ import numpy as np
 from fad_edge import metrics
 from fad_edge.appropriate import ReactWindows, build_windows
 from fad_edge.atomic import atomic_write_bytes, staging_folder, swap_in_folder
-from fad_edge.checkpoint import MODEL_JSON, LoadedCheckpoint, read_checkpoint_info, resolve_checkpoint
+from fad_edge.checkpoint import (
+    CHECKPOINT_FILES,
+    MODEL_JSON,
+    LoadedCheckpoint,
+    read_checkpoint_info,
+    resolve_checkpoint,
+)
 from fad_edge.errors import CheckpointError, DataError, FadEdgeError
 from fad_edge.evaluation import draw_settings, encoded_split, score_draws
 from fad_edge.models.config import DIVERSE_NOISE_LIMITS, ModelConfig
@@ -258,7 +264,7 @@ def write_calibrated_copy(checkpoint: Path, out: Path, settings: SamplerSettings
     """A copy of `checkpoint` at `out` whose config holds `settings` as its diverse sampler; atomically.
 
     The weights are copied byte for byte (their hash, which exports record, is unchanged). `out` must
-    not exist, or be the checkpoint itself, unless `overwrite`.
+    not exist unless `overwrite`, and then be a checkpoint folder (the input's own included).
     """
     source = resolve_checkpoint(checkpoint)
     out = Path(out)
@@ -267,6 +273,15 @@ def write_calibrated_copy(checkpoint: Path, out: Path, settings: SamplerSettings
     if out.exists() and not overwrite:
         what = "is the input checkpoint" if out.resolve() == source.resolve() else "exists"
         raise FadEdgeError(f"{out} {what}; give another folder, or --overwrite to replace it")
+    if out.exists():  # replaced whole: only ever a checkpoint, never a run, a dataset or the folder holding the input
+        if out.resolve() in source.resolve().parents:
+            raise FadEdgeError(f"{out} holds the checkpoint {source}; give a folder beside it")
+        held = sorted(p.name for p in out.iterdir()) if out.is_dir() else [out.name]
+        foreign = [name for name in held if name not in CHECKPOINT_FILES]
+        if foreign or not (out / MODEL_JSON).is_file():
+            what = f"holds {foreign[0]!r}" if foreign else "holds no checkpoint"
+            raise FadEdgeError(f"{out} {what}; --overwrite replaces only a checkpoint folder, so give one or a new "
+                               "folder")
     info = read_checkpoint_info(source)
     config = {**info["config"], **diverse_fields(settings)}
     try:

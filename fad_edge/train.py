@@ -34,7 +34,7 @@ from fad_edge.models.presets import preset
 from fad_edge.prosody_pretraining import PretrainReport, group_weights, pretrain_prosody, session_pairs
 from fad_edge.train_batches import StepBatches, augment_step, default_workers, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
-from fad_edge.train_setup import prepare_output, reproducible_kernels, start_distributed
+from fad_edge.train_setup import discard_previous_run, prepare_output, reproducible_kernels, start_distributed
 from fad_edge.train_state import Progress, inference_model, restore, save_latest, weight_average
 from fad_edge.train_validation import validate
 from fad_edge.video_pretraining import FramePool, pretrain_video
@@ -189,12 +189,12 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None)
     dtype = autocast_dtype(config.autocast, device)
-    prepare_output(Path(config.out), resume, overwrite, int(os.environ.get("RANK", "0")))
+    prepare_output(Path(config.out), resume, overwrite)
     rank, started_group = start_distributed(world, device)
     try:
         with reproducible_kernels(device, config.deterministic):
             return _train(config, reporter if rank == 0 and reporter is not None else SilentReporter(),
-                          resume, rank, world, device, dtype, datasets or load_datasets)
+                          resume, overwrite, rank, world, device, dtype, datasets or load_datasets)
     finally:
         if started_group:
             dist.destroy_process_group()
@@ -254,7 +254,7 @@ def _video_encoder_trainable(model_config: ModelConfig, speaker_known: bool) -> 
     return replace(model_config, video_diffusion_gradient=1.0)
 
 
-def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int, world: int,
+def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite: bool, rank: int, world: int,
            device: torch.device, dtype: torch.dtype | None, datasets: DatasetLoader) -> TrainResult:
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -266,6 +266,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, rank: int
     model = ListenerModel(model_config)
     model.set_normalization(torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std))
     model.to(device)
+    if overwrite and rank == 0:
+        discard_previous_run(out)
     started = time.time()  # the run's seconds include the pretraining
     resuming = resume and (latest.exists() or latest.with_name("checkpoint.old").exists())
     augmentation = AugmentConfig() if config.augment_shift is None else AugmentConfig(max_shift=config.augment_shift)

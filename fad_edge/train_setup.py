@@ -18,12 +18,9 @@ from fad_edge.errors import FadEdgeError
 RUN_FOLDERS = ("checkpoint", "best")  # what a run writes into its --out folder
 
 
-def prepare_output(out: Path, resume: bool, overwrite: bool, rank: int = 0) -> None:
-    """A run writes into an empty (or new) folder, continues the run there (resume), or replaces it (overwrite).
-
-    Overwriting removes only what a run writes (checkpoint/ and best/ with their swap twins), never
-    anything else in the folder.
-    """
+def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check that a run may write into `out`: an empty (or new) folder, its run to continue (resume), or its run
+    to replace (overwrite, see `discard_previous_run`)."""
     if resume and overwrite:
         raise FadEdgeError("--resume continues the run in --out and --overwrite discards it; give one of them")
     if out.exists() and not out.is_dir():
@@ -31,10 +28,16 @@ def prepare_output(out: Path, resume: bool, overwrite: bool, rank: int = 0) -> N
     if not (resume or overwrite) and out.is_dir() and any(out.iterdir()):
         raise FadEdgeError(f"{out}: the output folder is not empty; give --resume to continue its run "
                            "or --overwrite to start afresh")
-    if overwrite and rank == 0:
-        for name in RUN_FOLDERS:
-            for suffix in ("", ".old", ".new"):
-                shutil.rmtree(out / (name + suffix), ignore_errors=True)
+
+
+def discard_previous_run(out: Path) -> None:
+    """--overwrite: remove what an earlier run wrote (checkpoint/ and best/ with their swap twins), nothing else.
+
+    Called once the new run's data and model are loaded, so a run refused for its input leaves the earlier one.
+    """
+    for name in RUN_FOLDERS:
+        for suffix in ("", ".old", ".new"):
+            shutil.rmtree(out / (name + suffix), ignore_errors=True)
 
 
 def start_distributed(world: int, device: torch.device) -> tuple[int, bool]:

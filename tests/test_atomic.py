@@ -61,3 +61,24 @@ def test_a_staging_folder_starts_empty(tmp_path):
     first = staging_folder(tmp_path / "out")
     (first / "left-by-a-killed-run").write_text("x")
     assert list(staging_folder(tmp_path / "out").iterdir()) == []
+
+
+def test_a_video_write_that_loses_frames_is_an_error_and_keeps_the_earlier_video(tmp_path, monkeypatch):
+    import cv2
+
+    from fad_edge.data import media
+    from fad_edge.errors import DataError
+
+    good = media.write_video(tmp_path / "preview.mp4", np.zeros((6, 16, 16, 3), np.uint8), 30)
+    before = good.read_bytes()
+
+    class FullDisk(cv2.VideoWriter):  # OpenCV's writer says nothing when a frame cannot be written
+        def write(self, image):
+            self.written = getattr(self, "written", 0) + 1
+            if self.written <= 2:
+                super().write(image)
+
+    monkeypatch.setattr(media.cv2, "VideoWriter", FullDisk)
+    with pytest.raises(DataError, match="could not be written whole"):
+        media.write_video(good, np.full((6, 16, 16, 3), 255, np.uint8), 30)
+    assert good.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["preview.mp4"]

@@ -177,3 +177,30 @@ def test_progress_messages_become_timed_lines_in_a_log_but_not_on_a_terminal():
         else:
             assert timed[0] == "[   0.0 s] timing FAD (cuda), 64 frames"
             assert timed[1].endswith("s] timing deca on cuda")
+
+
+def test_a_folder_where_an_output_goes_is_refused_before_anything_is_replaced(monkeypatch, capsys, checkpoint, media,
+                                                                           tmp_path):
+    video, audio = media
+    out = tmp_path / "out"
+    assert run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", video, "--audio", audio,
+                   "--out", out)[0] == 0
+    before = (out / "listener.json").read_bytes()
+    (out / "preview.mp4").mkdir()
+    code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", video,
+                           "--audio", audio, "--out", out, "--preview", "--seed", "3")
+    _assert_one_line_error(code, output, "preview.mp4: a folder is where this output goes")
+    assert (out / "listener.json").read_bytes() == before
+
+
+def test_a_full_disk_is_one_line_and_exit_code_1(monkeypatch, capsys, tmp_path):
+    from fad_edge.data import synthetic_dataset
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "d" / "session_000"))
+
+    monkeypatch.setattr(synthetic_dataset, "write_synthetic_dataset", full)
+    code, output = run_cli(monkeypatch, capsys, "synth", "--out", tmp_path / "d", "--sessions", "3", "--seconds", "2")
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert code == 1 and "Traceback" not in output and len(lines) == 1, output
+    assert lines[0] == f"error: No space left on device: {tmp_path / 'd' / 'session_000'}"

@@ -206,6 +206,18 @@ def test_a_calibrated_copy_is_written_whole_and_replaces_a_folder_only_when_aske
         write_calibrated_copy(target, target, SamplerSettings(4, 40, 6.0, 0.8, 1.0))
     with pytest.raises(FadEdgeError, match="inside the checkpoint"):
         write_calibrated_copy(target, target / "sub", SamplerSettings(4, 40, 6.0, 0.8, 1.0))
+    run = tmp_path / "run"  # a run folder holding a checkpoint, and a dataset: never replaced whole
+    shutil.copytree(target, run / "best")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "splits.json").write_text("{}")
+    for folder, message in ((run, "holds the checkpoint"), (tmp_path / "data", "holds 'splits.json'")):
+        with pytest.raises(FadEdgeError, match=message):
+            write_calibrated_copy(run / "best", folder, SamplerSettings(4, 40, 6.0, 0.8, 1.0), overwrite=True)
+    with pytest.raises(FadEdgeError, match="holds 'best'"):
+        write_calibrated_copy(target, run, SamplerSettings(4, 40, 6.0, 0.8, 1.0), overwrite=True)
+    assert (run / "best" / MODEL_JSON).is_file() and (tmp_path / "data" / "splits.json").is_file()
+    shutil.rmtree(run)
+    shutil.rmtree(tmp_path / "data")
     write_calibrated_copy(target, target, SamplerSettings(4, 40, 6.0, 0.8, 1.0), overwrite=True)
     assert load_checkpoint(target).config.diverse_steps == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in_place"]  # no staging or .old folder left behind

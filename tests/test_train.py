@@ -266,6 +266,16 @@ def test_a_used_output_folder_needs_resume_or_overwrite(dataset, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"  # only what a run writes is replaced
 
 
+def test_overwrite_keeps_the_earlier_run_when_the_new_one_is_refused_for_its_data(dataset, tmp_path):
+    out = tmp_path / "run"
+    train(_config(dataset, out, max_steps=1))
+    before = _weights(out / "best")
+    with pytest.raises(FadEdgeError, match="splits.json"):
+        train(_config(tmp_path / "no-such-data", out, max_steps=1), overwrite=True)
+    after = _weights(out / "best")
+    assert (out / "checkpoint").exists() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def _finite(folder: Path) -> bool:
     return all(torch.isfinite(t).all() for t in _weights(folder).values() if t.is_floating_point())
 

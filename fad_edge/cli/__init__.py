@@ -75,7 +75,8 @@ FFMPEG_LOG_QUIET = ("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 def main() -> None:
-    """Entry point: user-facing errors, bad options included, are one red line and exit code 2, never a traceback."""
+    """Entry point: user-facing errors, bad options included, are one red line and exit code 2, never a traceback;
+    the system's (a full disk, say) one red line and exit code 1."""
     os.environ.setdefault(*FFMPEG_LOG_QUIET)
     try:
         # Usage errors come back to us instead of typer's boxed panel; the name is the installed command's.
@@ -105,9 +106,20 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)
+    except OSError as error:  # the machine's, not the input's: a full disk, a folder where a file goes, ...
+        _error_line(escape(os_error_text(error)))
+        sys.exit(1)
     if result == 130:  # typer turns Ctrl-C in a command into exit code 130
         console.print("[yellow]interrupted[/]")
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def os_error_text(error: OSError) -> str:
+    """'<what the system said>: <path>' (and the second path of a rename), else the error as Python words it."""
+    if not error.strerror:
+        return str(error)
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    return f"{error.strerror}: {' -> '.join(paths)}" if paths else error.strerror
 
 
 def _error_line(markup: str) -> None:

@@ -83,6 +83,8 @@ def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
     height, width = frames_rgb.shape[1:3]
     with atomic_output(path) as temporary:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height))
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a failed write warns per frame
         try:
             if not writer.isOpened():
                 raise DataError(f"{path}: OpenCV cannot write mp4 here")
@@ -90,7 +92,21 @@ def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
+            cv2.utils.logging.setLogLevel(level)
+        # VideoWriter.write reports nothing: read the file back, so a failed write never replaces a good video.
+        if _frame_count(temporary) != len(frames_rgb):
+            raise DataError(f"{path}: the video could not be written whole (is the disk full?); the earlier file, "
+                            "if any, is kept")
     return path
+
+
+def _frame_count(path: Path) -> int:
+    """Frames in a video file by its container, 0 when it cannot be opened."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    finally:
+        capture.release()
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
