@@ -72,11 +72,24 @@ def test_a_video_write_that_loses_frames_is_an_error_and_keeps_the_earlier_video
     good = media.write_video(tmp_path / "preview.mp4", np.zeros((6, 16, 16, 3), np.uint8), 30)
     before = good.read_bytes()
 
-    class FullDisk(cv2.VideoWriter):  # OpenCV's writer says nothing when a frame cannot be written
+    real = cv2.VideoWriter
+
+    class FullDisk:  # OpenCV's writer says nothing when a frame cannot be written (a wrapper: a subclass of
+        fourcc = staticmethod(real.fourcc)  # the native class crashed the interpreter when collected later)
+
+        def __init__(self, *args):
+            self.writer, self.written = real(*args), 0
+
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return self.writer.isOpened()
+
         def write(self, image):
-            self.written = getattr(self, "written", 0) + 1
+            self.written += 1
             if self.written <= 2:
-                super().write(image)
+                self.writer.write(image)
+
+        def release(self):
+            self.writer.release()
 
     monkeypatch.setattr(media.cv2, "VideoWriter", FullDisk)
     with pytest.raises(DataError, match="could not be written whole"):
