@@ -14,6 +14,7 @@ edited or damaged after the export is refused rather than run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,9 +105,14 @@ class ExportManifest:
         return [v for v in every if self.graphs and all(v in files for files in self.graphs.values())]
 
     def save(self, folder: Path) -> Path:
-        """Write manifest.json, recording the digest of every file it names as the folder holds it now."""
-        self.files = {name: file_sha256(confined(folder, name)) for files in self.graphs.values()
-                      for name in files.values()}
+        """Write manifest.json, recording the digest of every file it names as the folder holds it now (a name
+        that does not resolve to a file inside the folder gets none: `load` refuses it)."""
+        self.files = {}
+        for files in self.graphs.values():
+            for name in files.values():
+                with contextlib.suppress(ExportError):
+                    if (path := confined(folder, name)).is_file():
+                        self.files[name] = file_sha256(path)
         data = json.dumps(asdict(self), indent=2, sort_keys=True).encode()
         return atomic_write_bytes(Path(folder) / MANIFEST, data)
 

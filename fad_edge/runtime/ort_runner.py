@@ -214,12 +214,12 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
             f"{path}: belongs to another model (graph {found_graph!r}, checkpoint {str(found_hash)[:12]}; "
             f"the manifest expects {graph!r}, {manifest.checkpoint_sha256[:12]}); re-export this folder"
         )
-    # The runner de-normalizes and sizes its inputs by the manifest: it must say what the graph was made with.
-    for key, expected in (("normalization", manifest.normalization), ("config", manifest.config)):
-        found = metadata.get(META_PREFIX + key)
-        if found is not None and found != json.dumps(expected, sort_keys=True):
-            raise EngineMismatchError(f"{path}: the manifest's {key} is not the one this graph was exported with "
-                                      "(manifest.json was edited); re-export this folder")
+    # The runner de-normalizes by the manifest's statistics: they must be the ones the graph was exported with.
+    # (Its sampler settings may differ: samplers read them at run time.)
+    found = metadata.get(META_PREFIX + "normalization")
+    if found is not None and found != json.dumps(manifest.normalization, sort_keys=True):
+        raise EngineMismatchError(f"{path}: the manifest's normalization is not the one this graph was exported "
+                                  "with (manifest.json was edited); re-export this folder")
     return session
 
 
