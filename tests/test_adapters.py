@@ -100,3 +100,114 @@ def test_vico_bfm_files_are_refused_with_a_clear_message(tmp_path, monkeypatch, 
         read_flame(tmp_path / "vico" / "train" / "listener_flame" / "0.npy")
     code, output = run_cli(monkeypatch, capsys, "convert-vico", "--src", tmp_path / "vico", "--out", tmp_path / "o")
     assert code == 2 and "BFM" in output and "Traceback" not in output
+
+
+def _assert_one_line_error(code: int, output: str, fragment: str) -> None:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in output and len(lines) == 1 and lines[0].startswith("error:"), output
+    assert fragment in output.replace("\n", ""), output
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_reconversion_leaves_the_earlier_dataset_whole(tmp_path, monkeypatch, capsys):
+    _vico(tmp_path / "vico")
+    convert_vico(tmp_path / "vico", tmp_path / "ours")
+    before = _files(tmp_path / "ours")
+    np.save(tmp_path / "vico" / "train" / "listener_flame" / "0.npy", np.ones((24, 56), np.float32))
+    truncated = tmp_path / "vico" / "test" / "listener_flame" / "1.npy"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    code, output = run_cli(monkeypatch, capsys, "convert-vico", "--src", tmp_path / "vico", "--out", tmp_path / "ours")
+    _assert_one_line_error(code, output, "--overwrite")
+    code, output = run_cli(monkeypatch, capsys, "convert-vico", "--src", tmp_path / "vico", "--out", tmp_path / "ours",
+                           "--overwrite")
+    _assert_one_line_error(code, output, f"{truncated}: not a readable .npy file")
+    assert _files(tmp_path / "ours") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours", "vico"]  # no ours.new or ours.old left
+
+
+def test_an_overwriting_conversion_replaces_the_dataset_whole(tmp_path):
+    _vico(tmp_path / "vico")
+    convert_vico(tmp_path / "vico", tmp_path / "ours")
+    (tmp_path / "ours" / "train_9").mkdir()  # a session of the earlier dataset that the new one lacks
+    convert_vico(tmp_path / "vico", tmp_path / "ours", overwrite=True)
+    assert "train_9" not in {p.name for p in (tmp_path / "ours").iterdir()}
+    assert layout.read_splits(tmp_path / "ours")["train"] == ["train_0", "train_1"]
+
+
+def test_synth_refuses_another_dataset_unless_overwrite_and_then_replaces_it_whole(tmp_path, monkeypatch, capsys):
+    _vico(tmp_path / "vico", clips=1)
+    convert_vico(tmp_path / "vico", tmp_path / "ours")
+    before = _files(tmp_path / "ours")
+    synth = ["synth", "--sessions", "3", "--seconds", "2", "--image-size", "32", "--out", tmp_path / "ours"]
+    code, output = run_cli(monkeypatch, capsys, *synth)
+    _assert_one_line_error(code, output, "holds a dataset; give another folder, or --overwrite to replace it")
+    assert _files(tmp_path / "ours") == before
+    code, output = run_cli(monkeypatch, capsys, *synth, "--overwrite")
+    assert code == 0, output
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == [
+        "session_000", "session_001", "session_002", "splits.json"]
+
+
+def test_synth_never_replaces_a_folder_that_is_not_a_dataset(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    code, output = run_cli(monkeypatch, capsys, "synth", "--sessions", "3", "--seconds", "2", "--image-size", "32",
+                           "--out", tmp_path / "mine", "--overwrite")
+    _assert_one_line_error(code, output, "holds no dataset")
+    assert _files(tmp_path / "mine") == {"notes.txt": b"keep me"}
+
+
+def test_vico_flame_with_nan_is_refused_naming_the_file(tmp_path, monkeypatch, capsys):
+    _vico(tmp_path / "vico")
+    bad = tmp_path / "vico" / "test" / "speaker_flame" / "1.npy"
+    flame = np.load(bad)
+    flame[3, 7] = np.nan
+    np.save(bad, flame)
+    code, output = run_cli(monkeypatch, capsys, "convert-vico", "--src", tmp_path / "vico", "--out", tmp_path / "o")
+    _assert_one_line_error(code, output, f"{bad}: contains NaN or infinite values")
+    assert not (tmp_path / "o").exists()
+
+
+def test_vico_audio_shorter_than_its_video_is_refused_naming_the_file(tmp_path, monkeypatch, capsys):
+    _vico(tmp_path / "vico")
+    short = tmp_path / "vico" / "train" / "audio" / "1.wav"
+    write_wav(short, np.zeros(4800, np.float32), 48000)  # 0.1 s for a 0.8 s video
+    code, output = run_cli(monkeypatch, capsys, "convert-vico", "--src", tmp_path / "vico", "--out", tmp_path / "o")
+    _assert_one_line_error(code, output, f"{short}: audio is 0.10 s but the video is 0.80 s")
+
+
+def test_l2l_parameters_with_nan_are_refused_at_load_naming_the_file(tmp_path, monkeypatch, capsys):
+    _l2l(tmp_path, "conan", segments=4)
+    bad = tmp_path / "conan" / "train" / "p0_list_faces_clean_deca.npy"
+    array = np.load(bad)
+    array[1, 5, 52] = np.nan
+    np.save(bad, array)
+    code, output = run_cli(monkeypatch, capsys, "baselines-l2l", "--data", tmp_path, "--channel", "conan",
+                           "--out", tmp_path / "report")
+    _assert_one_line_error(code, output, f"{bad}: contains NaN or infinite values")
+
+
+def test_l2l_test_mels_of_another_width_are_refused_naming_both_shapes(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    _l2l(tmp_path, "conan", segments=4)
+    (tmp_path / "conan" / "test").unlink()
+    shutil.copytree(tmp_path / "conan" / "train", tmp_path / "conan" / "test")
+    audio = tmp_path / "conan" / "test" / "p1_speak_audio_clean_deca.npy"
+    np.save(audio, np.zeros((4, 256, 80), np.float32))
+    code, output = run_cli(monkeypatch, capsys, "baselines-l2l", "--data", tmp_path, "--channel", "conan",
+                           "--out", tmp_path / "report")
+    _assert_one_line_error(code, output, f"{audio}: mel spectrograms of shape (256, 80), but the train split's are "
+                                         "(256, 128)")
+
+
+def test_l2l_baselines_say_once_and_in_80_columns_that_there_is_no_video(tmp_path, monkeypatch, capsys):
+    _l2l(tmp_path, "conan", segments=4)
+    code, output = run_cli(monkeypatch, capsys, "baselines-l2l", "--data", tmp_path, "--channel", "conan",
+                           "--out", tmp_path / "report")
+    assert code == 0, output
+    notes = [line for line in output.splitlines() if "no video" in line or "no raw video" in line]
+    assert len(notes) == 1 and len(notes[0]) < 80, output

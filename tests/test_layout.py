@@ -80,3 +80,57 @@ def test_splits(tmp_path):
     (tmp_path / layout.SPLITS).write_text(json.dumps({"train": ["missing"]}))
     with pytest.raises(DataError, match="missing"):
         layout.read_splits(tmp_path)
+
+
+@pytest.mark.parametrize("listed", [5, None, ["a"], ""])
+def test_a_split_listing_a_non_name_is_refused_naming_the_split(tmp_path, listed):
+    _write(tmp_path / "a")
+    (tmp_path / layout.SPLITS).write_text(json.dumps({"train": ["a"], "val": ["a"], "test": [listed]}))
+    with pytest.raises(DataError, match=r"splits\.json: split 'test' lists .*not a session folder name"):
+        layout.read_splits(tmp_path)
+
+
+@pytest.mark.parametrize("fps", ["abc", None, [30], True, "nan"])
+def test_a_meta_fps_that_is_not_a_number_is_refused_naming_the_field(tmp_path, fps):
+    _write(tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / layout.META).read_text())
+    (tmp_path / "s" / layout.META).write_text(json.dumps({**meta, "fps": fps}))
+    with pytest.raises(DataError, match=r"meta\.json: field 'fps' is .*not a number"):
+        layout.load_session(tmp_path / "s")
+
+
+def test_a_meta_fps_written_as_text_of_30_still_reads(tmp_path):
+    _write(tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / layout.META).read_text())
+    (tmp_path / "s" / layout.META).write_text(json.dumps({**meta, "fps": "30"}))
+    assert len(layout.load_session(tmp_path / "s").listener) == 30
+
+
+def test_a_dataset_target_must_be_new_empty_or_a_dataset_to_overwrite(tmp_path):
+    assert layout.check_dataset_target(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    layout.check_dataset_target(tmp_path / "empty")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match="not empty and holds no dataset"):
+            layout.check_dataset_target(tmp_path / "other", overwrite)
+    _write(tmp_path / "data" / "a")
+    layout.write_splits(tmp_path / "data", {"train": ["a"], "val": ["a"], "test": ["a"]})
+    with pytest.raises(DataError, match="holds a dataset; give another folder, or --overwrite to replace it"):
+        layout.check_dataset_target(tmp_path / "data")
+    layout.check_dataset_target(tmp_path / "data", overwrite=True)
+    with pytest.raises(DataError, match="give the dataset folder a name"):
+        layout.check_dataset_target(tmp_path / "data" / "..", overwrite=True)
+
+
+def test_a_failed_staged_dataset_leaves_the_earlier_one_as_it_was(tmp_path):
+    _write(tmp_path / "data" / "a")
+    layout.write_splits(tmp_path / "data", {"train": ["a"], "val": ["a"], "test": ["a"]})
+    before = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(DataError, match="halfway"), layout.staged_dataset(tmp_path / "data", True) as staging:
+        (staging / "b").mkdir()
+        layout.write_splits(staging, {"train": ["b"], "val": ["b"], "test": ["b"]})
+        raise DataError("halfway")
+    after = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["data"]

@@ -15,6 +15,8 @@ console = Console()
 # The least a synthetic session writes per second: 16-bit 16 kHz audio and two (30, 56) float32
 # coefficient arrays (the video adds more).
 SESSION_BYTES_PER_SECOND = 2 * 16_000 + 2 * 30 * 56 * 4
+OVERWRITE_HELP = ("Replace OUT when it holds a dataset already; the new one is built beside it and swapped in "
+                  "only once complete.")
 
 
 def synth(
@@ -26,19 +28,22 @@ def synth(
     alternatives: Optional[int] = typer.Option(
         None, min=0, max=50, help="Other appropriate listeners per session, for the REACT metrics "
         "(listener_alternatives.npy; default: the generator's, 5; 0 writes none)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Write a synthetic dyadic dataset (speaker video + audio, listener motion) in our layout."""
+    from fad_edge.data.layout import check_dataset_target
     from fad_edge.data.synthetic_dataset import check_synthetic_size, write_synthetic_dataset
 
     check_finite(seconds, "--seconds", 2.0)
     check_synthetic_size(seconds, image_size)
     check_output_dir(out)
+    check_dataset_target(out, overwrite)  # refused now, not after the sessions are drawn
     check_disk(out, sessions * seconds * SESSION_BYTES_PER_SECOND, f"{sessions} sessions of {seconds:g} s",
                "--sessions")
     with console.status(f"writing {sessions} synthetic sessions of {seconds:g} s"):
         extra = {} if alternatives is None else {"alternatives": alternatives}
         splits = write_synthetic_dataset(out, sessions=sessions, seconds=seconds, seed=seed, image_size=image_size,
-                                         **extra)
+                                         overwrite=overwrite, **extra)
     counts = ", ".join(f"{name} {len(names)}" for name, names in splits.items())
     console.print(f"wrote {out} ({counts})", markup=False)
 
@@ -46,13 +51,14 @@ def synth(
 def convert_vico(
     src: Path = typer.Option(..., help="ViCo root with <split>/speaker/*.mp4, audio/*.wav and listener_flame/*.npy."),
     out: Path = typer.Option(..., help="Folder to write the dataset into (our layout)."),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Convert ViCo clips with FLAME re-extractions into our layout (BFM coefficient files are refused)."""
     from fad_edge.data.adapters import convert_vico as run
 
     check_output_dir(out)
     with console.status("converting ViCo clips"):
-        splits = run(src, out)
+        splits = run(src, out, overwrite=overwrite)
     console.print(f"wrote {out} (" + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")", markup=False)
 
 
@@ -64,18 +70,18 @@ def baselines_l2l(
 ) -> None:
     """The paper's coefficient baselines on Learning to Listen data (it has no video, so no FAD row)."""
     from fad_edge.baselines import BaselineSequence
-    from fad_edge.data.adapters import load_learning_to_listen
+    from fad_edge.data.adapters import NO_VIDEO_NOTE, load_learning_to_listen_splits
     from fad_edge.evaluation import evaluate_baselines
     from fad_edge.evaluation_report import rich_tables, write_reports
 
     check_output_stem(out, (".json", ".md"))
+    train, test = load_learning_to_listen_splits(data, channel, split)
+    console.print(f"[yellow]{escape(NO_VIDEO_NOTE)}[/]")
 
-    def sequences(name: str) -> list:
-        return [BaselineSequence(s.speaker, s.mel, s.listener) for s in load_learning_to_listen(data, channel, name)]
+    def sequences(segments: list) -> list[BaselineSequence]:
+        return [BaselineSequence(s.speaker, s.mel, s.listener) for s in segments]
 
-    test = load_learning_to_listen(data, channel, split)
-    table = evaluate_baselines(sequences("train"), [BaselineSequence(s.speaker, s.mel, s.listener) for s in test],
-                               split, [s.name for s in test])
+    table = evaluate_baselines(sequences(train), sequences(test), split, [s.name for s in test])
     title = f"Learning to Listen, {channel}/{split}"
     for rendered in rich_tables(table, escape(title)):
         console.print(rendered)

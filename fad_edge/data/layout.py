@@ -12,13 +12,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fad_edge.atomic import atomic_save_npy, atomic_write_bytes
+from fad_edge.atomic import atomic_save_npy, atomic_write_bytes, staging_folder, swap_in_folder
 from fad_edge.constants import FPS, N_COEFFS, SAMPLE_RATE
 from fad_edge.data.media import read_audio, read_video, write_video, write_wav
 from fad_edge.errors import DataError
@@ -113,9 +117,21 @@ def _read_meta(path: Path) -> dict:
         raise DataError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path}: expected a JSON object")
-    if abs(float(meta.get("fps", FPS)) - FPS) > 1e-3:
+    if abs(_meta_number(path, meta, "fps", FPS) - FPS) > 1e-3:
         raise DataError(f"{path}: fps is {meta.get('fps')}, fad-edge expects {FPS}")
     return meta
+
+
+def _meta_number(path: Path, meta: dict, key: str, default: float) -> float:
+    """meta[key] as a finite number: a hand-edited meta.json may hold text or null there."""
+    value = meta.get(key, default)
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise DataError(f"{path}: field {key!r} is {value!r}, not a number; write it as a number, e.g. {default:g}")
+    return number
 
 
 def load_session(folder: Path, image_size: int | None = None) -> Session:
@@ -137,10 +153,16 @@ def load_session(folder: Path, image_size: int | None = None) -> Session:
         if array is not None and abs(len(array) - n) > 1:
             raise DataError(f"{folder / name}: {len(array)} rows but the video has {n} frames")
     n = min([n, len(listener)] + ([len(speaker)] if speaker is not None else []))
-    video_seconds, audio_seconds = n / FPS, len(audio) / SAMPLE_RATE
-    if audio_seconds < video_seconds - 1.0 / FPS:
-        raise DataError(f"{folder / AUDIO}: audio is {audio_seconds:.2f} s but the video is {video_seconds:.2f} s")
+    check_audio_covers(folder / AUDIO, len(audio) / SAMPLE_RATE, n)
     return Session(folder.name, frames[:n], audio, rate, listener[:n], None if speaker is None else speaker[:n], meta)
+
+
+def check_audio_covers(path: Path, audio_seconds: float, frames: int) -> None:
+    """Refuse audio that ends more than a frame before the video: every frame's motion is conditioned on its audio."""
+    video_seconds = frames / FPS
+    if audio_seconds < video_seconds - 1.0 / FPS:
+        raise DataError(f"{path}: audio is {audio_seconds:.2f} s but the video is {video_seconds:.2f} s; "
+                        "give audio that covers the whole video")
 
 
 def write_splits(root: Path, splits: dict[str, list[str]]) -> Path:
@@ -158,8 +180,11 @@ def read_splits(root: Path) -> dict[str, list[str]]:
         raise DataError(f"{path}: not valid JSON ({error})") from None
     if not isinstance(splits, dict) or not all(isinstance(v, list) for v in splits.values()):
         raise DataError(f"{path}: expected {{split: [session, ...]}}")
-    for names in splits.values():
+    for split, names in splits.items():
         for name in names:
+            if not isinstance(name, str) or name in ("", ".", ".."):
+                raise DataError(f"{path}: split {split!r} lists {json.dumps(name)}, which is not a session folder "
+                                "name; list each session as its folder's name in quotes")
             if not (Path(root) / name).is_dir():
                 raise DataError(f"{path}: lists session {name!r}, but {Path(root) / name} does not exist")
     return splits
@@ -173,3 +198,43 @@ def list_sessions(root: Path, split: str) -> list[Path]:
     if not splits[split]:
         raise DataError(f"{Path(root) / SPLITS}: split {split!r} is empty")
     return [Path(root) / name for name in splits[split]]
+
+
+def check_dataset_target(out: Path, overwrite: bool = False) -> Path:
+    """Refuse an `out` that a dataset writer may not replace; returns the folder it replaces (a link's target).
+
+    A writer replaces its folder whole: so `out` must be new, empty, or (with `overwrite`) a dataset.
+    """
+    out = Path(out)
+    if out.name in ("", ".", ".."):  # the swap renames OUT itself: it needs a name of its own
+        raise DataError(f"--out {out}: give the dataset folder a name, e.g. data/synthetic")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder; give --out a new or dataset folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / SPLITS).is_file():
+            raise DataError(f"{out}: the output folder is not empty and holds no dataset (no {SPLITS}); "
+                            "give a new or empty folder")
+        if not overwrite:
+            raise DataError(f"{out}: the output folder holds a dataset; give another folder, "
+                            "or --overwrite to replace it")
+    return out.resolve() if out.is_symlink() else out
+
+
+@contextlib.contextmanager
+def staged_dataset(out: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder to write a dataset in; it replaces `out` only once the block ends without error.
+
+    So a failed or killed run leaves the earlier dataset at `out` as it was, never a mix of two.
+    """
+    final = check_dataset_target(out, overwrite)
+    try:
+        staging = staging_folder(final)
+    except OSError as error:
+        raise DataError(f"{out}: cannot create {final.name}.new beside it to build the dataset in "
+                        f"({error.strerror or error})") from None
+    try:
+        yield staging
+        swap_in_folder(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -19,7 +19,7 @@ import numpy as np
 
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.constants import FPS, SAMPLE_RATE
-from fad_edge.data.layout import META, write_session, write_splits
+from fad_edge.data.layout import META, staged_dataset, write_session, write_splits
 from fad_edge.data.synthetic import DEFAULT_ALTERNATIVES, SyntheticConfig, generate_session
 from fad_edge.errors import DataError
 from fad_edge.resources import check_fits
@@ -31,6 +31,8 @@ SESSION_RECORD = "synthetic.json"
 RECORD_GENERATOR = "fad-edge synthetic"
 # Below this many seconds of sessions in all, writing in-process beats starting worker processes.
 PARALLEL_MIN_SECONDS = 120.0
+# One session to write: the dataset folder, the dataset's seed, the session's index, its config and alternatives.
+Job = tuple[Path, int, int, SyntheticConfig, int]
 _SOURCE = re.compile(r"fad-edge synthetic \(seed (\d+), index (\d+),")  # meta.json's source, before the record
 
 
@@ -60,8 +62,12 @@ def session_seed(dataset_seed: int, index: int) -> int:
 
 
 def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128,
-                            alternatives: int = DEFAULT_ALTERNATIVES, workers: int | None = None) -> dict:
+                            alternatives: int = DEFAULT_ALTERNATIVES, workers: int | None = None,
+                            overwrite: bool = False) -> dict:
     """Write `sessions` synthetic sessions and splits.json in our layout; returns the splits.
+
+    The dataset is built beside `out_dir` and swapped in once whole (`layout.staged_dataset`): `out_dir`
+    must be new or empty, or a dataset to replace with `overwrite`; a failed run leaves it as it was.
 
     With `alternatives` > 0 each session also gets listener_alternatives.npy (K, T, 56); every other
     file is the same, byte for byte, whatever `alternatives` is. Each session folder also gets
@@ -74,22 +80,25 @@ def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: 
     if seed < 0:
         raise DataError(f"the seed must be 0 or more, got {seed}")
     check_synthetic_size(seconds, image_size)
-    out_dir = Path(out_dir)
     config = SyntheticConfig(seconds=seconds, image_size=image_size)
-    jobs = [(out_dir, seed, index, config, alternatives) for index in range(sessions)]
-    workers = min(sessions, workers or _cores())
-    if workers > 1 and sessions * seconds >= PARALLEL_MIN_SECONDS:
-        # spawn, not fork: the parent may hold OpenCV's or torch's threads, which a forked child inherits locked.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            names = list(pool.map(_write_one, jobs))
-    else:
-        names = [_write_one(job) for job in jobs]
-    splits = split_names(names, np.random.default_rng(seed))
-    write_splits(out_dir, splits)
+    with staged_dataset(Path(out_dir), overwrite) as staging:
+        jobs = [(staging, seed, index, config, alternatives) for index in range(sessions)]
+        names = _write_all(jobs, min(sessions, workers or _cores()), sessions * seconds)
+        splits = split_names(names, np.random.default_rng(seed))
+        write_splits(staging, splits)
     return splits
 
 
-def _write_one(job: tuple[Path, int, int, SyntheticConfig, int]) -> str:
+def _write_all(jobs: list[Job], workers: int, total_seconds: float) -> list[str]:
+    """Run `_write_one` on every job, in worker processes when there is enough to write; the folder names."""
+    if workers > 1 and total_seconds >= PARALLEL_MIN_SECONDS:
+        # spawn, not fork: the parent may hold OpenCV's or torch's threads, which a forked child inherits locked.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(_write_one, jobs))
+    return [_write_one(job) for job in jobs]
+
+
+def _write_one(job: Job) -> str:
     """Draw and write session `index` of the dataset (a worker process's unit of work); its folder name."""
     out_dir, seed, index, config, alternatives = job
     session = generate_session(session_seed(seed, index), config, alternatives)
