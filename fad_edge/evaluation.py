@@ -66,6 +66,21 @@ def check_compatible(loaded: LoadedCheckpoint, samples: list[LabelledInputs]) ->
         raise DataError(f"{loaded.path}: the checkpoint's normalization does not fit {config.n_coeffs} dims")
 
 
+def input_key(config: ModelConfig) -> tuple[int, int, int]:
+    """What preparing a split's inputs depends on: models that differ here cannot share prepared inputs."""
+    return config.image_size, config.n_mels, config.audio_window_frames
+
+
+def model_samples(config: ModelConfig, data: Path, split: str,
+                  prepared: dict[tuple[int, int, int], list[LabelledInputs]]) -> list[LabelledInputs]:
+    """The split prepared for this model's inputs, read once per distinct `input_key` (models of several
+    presets, e.g. 32 and 48 pixels, are compared on the same sessions)."""
+    key = input_key(config)
+    if key not in prepared:
+        prepared[key] = split_samples(config, data, split)
+    return prepared[key]
+
+
 def fit_shannon_indices(truths: list[np.ndarray], split: str) -> dict[str, metrics.ShannonIndex]:
     """SI's k-means per group, fitted on the split's pooled ground-truth frames."""
     truth_frames = np.concatenate(truths)
@@ -160,8 +175,12 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     REACT table too."""
     if not models:
         raise ValueError("evaluate needs at least one checkpoint")
+    labels = [label for label, _ in models]
+    if len(set(labels)) < len(labels) or set(labels) & {*BASELINE_NAMES, "GT"}:
+        raise ValueError(f"each checkpoint needs a row name of its own, not a baseline's or GT; got {labels}")
     config = models[0][1].config
-    test = split_samples(config, data, split)
+    prepared = {input_key(config): split_samples(config, data, split)}
+    test = prepared[input_key(config)]
     train = split_samples(config, data, "train")
     table = EvaluationTable(split, [s.name for s in test], int(sum(len(s.listener) for s in test)))
     truths = [s.listener for s in test]
@@ -181,11 +200,12 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
 
     encoded_models = []
     for label, loaded in models:
-        check_compatible(loaded, test)
+        model_test = model_samples(loaded.config, data, split, prepared)
+        check_compatible(loaded, model_test)
         settings = sampler_settings(loaded.config, sampler, steps, start_noise)
         runner = TorchRunner(loaded.model, settings=settings, device=device)
         table.samplers[label] = {"sampler": sampler, "settings": dataclasses.asdict(settings), "samples": samples}
-        encoded = [encode_inputs(runner, sample.inputs) for sample in test]  # shared with the REACT table
+        encoded = [encode_inputs(runner, sample.inputs) for sample in model_test]  # shared with the REACT table
         encoded_models.append((label, TorchRunner(loaded.model, settings=settings, device=device), encoded))
         draws = draw_settings(runner, encoded, settings, samples)
         row = group_metrics(draws[0], truths, speakers, si)

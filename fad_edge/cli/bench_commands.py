@@ -21,6 +21,7 @@ from fad_edge.cli.validate import (
     check_sampler_name,
     check_threads,
 )
+from fad_edge.constants import CLIP_LEN
 from fad_edge.models.config import ModelConfig
 from fad_edge.report_paths import report_path
 from fad_edge.sampling import DEFAULT_SAMPLER
@@ -48,7 +49,8 @@ def _names(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
 
 
 def bench(
-    frames: str = typer.Option("64", help="Frames per run; a list (8,64,256,1024) draws latency against frames."),
+    frames: str = typer.Option("64", help=f"Frames per run, whole {CLIP_LEN}-frame clips for FAD; a list "
+                               "(8,64,256,1024) draws latency against frames."),
     backends: Optional[str] = typer.Option(None, help=f"FAD backends: {', '.join(bench_labels())} (default: "
                                            f"torch,ort,ort-int8; with --device: {','.join(GPU_BACKENDS)}, "
                                            "those installed)."),
@@ -69,7 +71,7 @@ def bench(
                                          "that GPU, plus batch throughput (cpu: the same bench on the CPU, a plumbing "
                                          "check)."),
     throughput_frames: str = typer.Option("1024,2048,4096", help="With --device: frames per call for batch "
-                                          "throughput."),
+                                          f"throughput (whole {CLIP_LEN}-frame clips)."),
     deca_batch: int = typer.Option(32, min=1, help="With --device: frames per call in the batched DECA variant."),
     out: Optional[Path] = typer.Option(None, help="Writes OUT.json and OUT.png (default: bench/results/bench, "
                                        "bench/results/gpu_bench with --device)."),
@@ -90,6 +92,11 @@ def bench(
     frame_counts = _ints(frames, "--frames")
     timed = _model_config(model, preset)
     preset = timed.preset
+    fad_pipeline = "fad" in _names(pipelines, ("fad", "deca", "reactface"), "--pipelines")
+    if fad_pipeline:
+        _check_whole_clips(frame_counts, timed, "--frames")
+    if fad_pipeline and device is not None:
+        _check_whole_clips(_ints(throughput_frames, "--throughput-frames"), timed, "--throughput-frames")
     check_frames_fit(max(frame_counts), timed, "--frames", "time fewer frames")
     check_finite(replica_budget, "--replica-budget", 1.0)
     check_threads(threads)
@@ -140,6 +147,17 @@ def stream_lines(stream: dict) -> list[str]:
     return lines
 
 
+def _check_whole_clips(frame_counts: list[int], config: ModelConfig, option: str) -> None:
+    """FAD runs whole clips: a count that is not one would be cut or padded, and the timing would not be
+    of the frames asked for."""
+    clip = config.clip_len
+    for count in frame_counts:
+        if count % clip:
+            near = sorted({max(clip, count // clip * clip), -(-count // clip) * clip})
+            raise typer.BadParameter(f"FAD runs whole clips of {clip} frames, and {count} is not a multiple of "
+                                     f"{clip}: use {' or '.join(map(str, near))}", param_hint=option)
+
+
 def _model_config(model: Path | None, preset_name: str | None) -> ModelConfig:
     """The config of the model the bench will time: the export's, or the preset's (paper by default).
 
@@ -165,7 +183,7 @@ def profile(
     runs: int = typer.Option(10, min=1, max=MAX_RUNS, help="Profiled runs, after the warm-up."),
     warmup: int = typer.Option(2, min=0, max=100, help="Runs first, left out of the figures."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime's intra-op threads per session."),
-    steps: Optional[int] = typer.Option(None, min=1, help="Denoising steps (default: the model's)."),
+    steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the model's)."),
     out: Optional[Path] = typer.Option(None, help="Also write the summary (every op type of every graph) as JSON."),
     trace: Optional[Path] = typer.Option(None, help="Keep ONNX Runtime's raw traces in this folder, one GRAPH.json "
                                          "per graph (for Perfetto or chrome://tracing); by default they are deleted."),

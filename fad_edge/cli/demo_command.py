@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fad_edge.cli.validate import MAX_SEED, check_choice, check_finite, check_output_dir, check_preset
+from fad_edge.cli.data_commands import SESSION_BYTES_PER_SECOND
+from fad_edge.cli.validate import MAX_SEED, check_choice, check_disk, check_finite, check_output_dir, check_preset
 
 console = Console()
 DEMO_BATCH_SIZE, DEMO_CLIPS_PER_ITEM = 4, 8
@@ -58,6 +59,7 @@ def demo(
     check_finite(seconds, "--seconds", 4.0)
     check_choice(autocast, "--autocast", AUTOCAST_MODES)
     check_output_dir(out)
+    _check_dataset_disk(out / "data", sessions, seconds)
     started = time.time()
     stages: dict[str, float] = {}  # seconds per stage, in the summary: where the demo's time goes
 
@@ -139,6 +141,13 @@ def demo(
     console.print(where)
     console.print("L2 of FAD / L2 of the Median baseline on the test split: "
                   + ", ".join(f"{group} {value:.2f}x" for group, value in ratio.items()))
+
+
+def _check_dataset_disk(data: Path, sessions: int, seconds: float) -> None:
+    """Refuse, as `fad-edge synth` does, a synthetic dataset the disk cannot hold (a re-run reuses it)."""
+    if not (data / "splits.json").exists():
+        check_disk(data, sessions * seconds * SESSION_BYTES_PER_SECOND, f"{sessions} sessions of {seconds:g} s",
+                   "--sessions")
 
 
 def register(app: typer.Typer) -> None:

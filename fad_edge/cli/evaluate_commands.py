@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fad_edge.cli.validate import SAMPLER_HELP, check_output_stem, check_sampler_name
+from fad_edge.models.config import ModelConfig
 from fad_edge.report_paths import report_path
 from fad_edge.sampling import DEFAULT_SAMPLER
 
@@ -90,7 +91,7 @@ def evaluate(
     if curve_steps:
         check_output_stem(report_path(out, "_steps"), (".png", ".json"))
     loaded = [load_checkpoint(path) for path in checkpoint]
-    labels = [_label(model, len(loaded)) for model in loaded]
+    labels = model_labels([model.config for model in loaded], checkpoint)
     with console.status(f"evaluating on the {escape(split)} split"):
         table = run_evaluation(list(zip(labels, loaded)), data, split, steps, samples, start_noise, device=run_on,
                                react=react_options, sampler=sampler)
@@ -121,11 +122,30 @@ def evaluate(
         console.print(f"wrote {png} and {curve_json}", markup=False)
 
 
-def _label(loaded, count: int) -> str:
-    if count == 1:
-        return "FAD"
-    config = loaded.config
-    return f"FAD ({config.modalities}, context {config.context_clips})"
+def model_labels(configs: list[ModelConfig], paths: list[Path]) -> list[str]:
+    """One distinct row name per checkpoint: what sets it apart (modalities, context), and where two
+    alike (e.g. one preset trained with two seeds) the end of its path, else the rows would merge."""
+    if len(configs) == 1:
+        return ["FAD"]
+    labels = [f"FAD ({config.modalities}, context {config.context_clips})" for config in configs]
+    for label in set(labels):
+        alike = [index for index, other in enumerate(labels) if other == label]
+        if len(alike) > 1:
+            for index, where in zip(alike, _distinct_tails([paths[i] for i in alike])):
+                labels[index] = f"{label[:-1]}, {where})"
+    return labels
+
+
+def _distinct_tails(paths: list[Path]) -> list[str]:
+    """The shortest path endings that tell different folders apart; a folder given twice gets #2, #3..."""
+    parts = [Path(path).absolute().parts for path in paths]
+    folders = list(dict.fromkeys(parts))
+    depth = 1
+    while len({p[-depth:] for p in folders}) < len(folders):
+        depth += 1
+    tails = [str(Path(*p[-depth:])) if p else "." for p in parts]
+    return [tail if tails.index(tail) == index else f"{tail} #{tails[:index + 1].count(tail)}"
+            for index, tail in enumerate(tails)]
 
 
 def register(app: typer.Typer) -> None:

@@ -145,8 +145,17 @@ def check_disk(path: Path, nbytes: float, what: str, option: str = "--out") -> N
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if nbytes > free:
-        _refuse(option, f"{what} needs at least {nbytes / 2**30:.1f} GiB, and {existing} has "
-                        f"{free / 2**30:.1f} GiB free")
+        _refuse(option, f"{what} needs at least {readable_size(nbytes)}, and {existing} has "
+                        f"{readable_size(free)} free")
+
+
+def readable_size(nbytes: float) -> str:
+    """A byte count in the largest binary unit it fills, with 3 significant digits or more: 0.0 GiB says nothing."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            value = nbytes / scale
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
+    return f"{nbytes:.0f} bytes"
 
 
 def _check_writable_place(folder: Path, path: Path, option: str) -> None:

@@ -1,0 +1,169 @@
+"""Bad or awkward input to evaluate, bench, profile and demo: a clear one-line refusal, or a run that is right."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+from helpers import capture_train_configs, run_cli, tiny_checkpoint
+
+from fad_edge.cli import main
+from fad_edge.cli.validate import check_disk, readable_size
+from fad_edge.models.presets import preset
+
+Usage = namedtuple("Usage", "total used free")
+
+
+class BenchReached(Exception):
+    """Raised in place of the bench's work: its arguments passed the CLI's checks."""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from fad_edge.data.synthetic_dataset import write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("checks")
+    write_synthetic_dataset(root / "data", sessions=4, seconds=5.0, seed=11, image_size=48)
+    return root / "data"
+
+
+def _one_line_refusal(code: int, output: str) -> None:
+    assert code == 2, output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+
+
+@pytest.mark.slow
+def test_evaluate_feeds_each_checkpoint_inputs_of_its_own_image_size(dataset, tmp_path):
+    from fad_edge.checkpoint import load_checkpoint
+    from fad_edge.evaluation import evaluate
+
+    small = load_checkpoint(tiny_checkpoint(tmp_path / "small"))
+    large = load_checkpoint(tiny_checkpoint(tmp_path / "large", image_size=48))
+    assert (small.config.image_size, large.config.image_size) == (32, 48)
+    both = evaluate([("small", small), ("large", large)], dataset, react=None)
+    alone = evaluate([("large", large)], dataset, react=None)
+    assert both.rows["large"] == alone.rows["large"]
+    assert both.rows["small"]["expression"]["L2"] > 0
+
+
+@pytest.mark.slow
+def test_evaluate_keeps_a_row_per_checkpoint_of_the_same_config(dataset, tmp_path, monkeypatch, capsys):
+    first = tiny_checkpoint(tmp_path / "seed0" / "best", seed=0)
+    second = tiny_checkpoint(tmp_path / "seed1" / "best", seed=1)
+    code, output = run_cli(monkeypatch, capsys, "evaluate", "--checkpoint", first, "--checkpoint", second,
+                           "--data", dataset, "--no-react", "--out", tmp_path / "report")
+    assert code == 0, output
+    labels = ["FAD (both, context 0, seed0/best)", "FAD (both, context 0, seed1/best)"]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [row for row in report["rows"] if row.startswith("FAD")] == labels
+    assert report["rows"][labels[0]] != report["rows"][labels[1]]
+    assert list(report["samplers"]) == labels
+    markdown = (tmp_path / "report.md").read_text()
+    assert all(f"| {label} |" in markdown for label in labels)
+    assert output.count("seed0/best") >= 2 and output.count("seed1/best") >= 2  # both groups' tables
+    assert max(len(line) for line in output.splitlines()) <= 80
+
+
+def test_model_labels_are_distinct_and_short():
+    from fad_edge.cli.evaluate_commands import model_labels
+
+    tiny, ablated = preset("tiny"), preset("tiny", modalities="audio")
+    assert model_labels([tiny], [Path("a")]) == ["FAD"]
+    assert model_labels([tiny, ablated], [Path("a/best"), Path("b/best")]) == [
+        "FAD (both, context 0)", "FAD (audio, context 0)"]
+    assert model_labels([tiny, tiny, ablated, tiny], [Path("x/best"), Path("x/best"), Path("y"), Path("z/best")]) == [
+        "FAD (both, context 0, x/best)", "FAD (both, context 0, x/best #2)", "FAD (audio, context 0)",
+        "FAD (both, context 0, z/best)"]
+
+
+def _bench_reached(monkeypatch) -> list:
+    import fad_edge.bench.run as bench_run
+
+    seen: list = []
+
+    def reached(config, *args, **kwargs):
+        seen.append(config)
+        raise BenchReached
+
+    monkeypatch.setattr(bench_run, "run_bench", reached)
+    return seen
+
+
+@pytest.mark.parametrize(("frames", "advice"), [("12", "use 8 or 16"), ("3", "use 8"), ("8,20", "use 16 or 24")])
+def test_bench_refuses_fad_frames_that_are_not_whole_clips(frames, advice, tmp_path, monkeypatch, capsys):
+    seen = _bench_reached(monkeypatch)
+    code, output = run_cli(monkeypatch, capsys, "bench", "--preset", "tiny", "--frames", frames, "--runs", "1",
+                           "--pipelines", "fad", "--no-stream", "--out", tmp_path / "bench")
+    _one_line_refusal(code, output)
+    assert "--frames" in output and "multiple of 8" in output and advice in output and not seen
+
+
+def test_bench_refuses_throughput_frames_that_are_not_whole_clips(tmp_path, monkeypatch, capsys):
+    seen = _bench_reached(monkeypatch)
+    code, output = run_cli(monkeypatch, capsys, "bench", "--preset", "tiny", "--frames", "8", "--device", "cpu",
+                           "--throughput-frames", "1000,1001", "--out", tmp_path / "bench")
+    _one_line_refusal(code, output)
+    assert "--throughput-frames" in output and "1001" in output and not seen
+
+
+def test_bench_takes_any_frame_count_for_the_replicas_alone(tmp_path, monkeypatch):
+    seen = _bench_reached(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["fad-edge", "bench", "--preset", "tiny", "--frames", "12", "--pipelines",
+                                      "deca", "--out", str(tmp_path / "bench")])
+    with pytest.raises(BenchReached):
+        main()
+    assert seen[0].frames == [12]
+
+
+def test_profile_refuses_more_than_100_steps_before_any_work(tmp_path, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "profile", tmp_path / "no-export", "--steps", "1000", "--runs", "1")
+    _one_line_refusal(code, output)
+    assert "--steps" in output and "100" in output
+
+
+@pytest.fixture
+def no_dataset_writes(monkeypatch) -> None:
+    """Writing a synthetic dataset fails the test (a refusal must come first)."""
+    import fad_edge.data.synthetic_dataset as synthetic_dataset
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the demo started writing its dataset")
+
+    monkeypatch.setattr(synthetic_dataset, "write_synthetic_dataset", refused)
+
+
+def test_demo_refuses_a_dataset_the_disk_cannot_hold(no_dataset_writes, tmp_path, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "demo", "--out", tmp_path / "demo", "--sessions", "100000000",
+                           "--steps", "1", "--preset", "tiny")
+    _one_line_refusal(code, output)
+    assert "--sessions" in output and "free" in output and not (tmp_path / "demo" / "data").exists()
+
+
+def test_demo_reuses_a_written_dataset_whatever_its_size(no_dataset_writes, tmp_path, monkeypatch, capsys):
+    from helpers import TrainingStopped
+
+    (tmp_path / "demo" / "data").mkdir(parents=True)
+    (tmp_path / "demo" / "data" / "splits.json").write_text("{}")
+    trained = capture_train_configs(monkeypatch)
+    monkeypatch.setattr(sys, "argv", ["fad-edge", "demo", "--out", str(tmp_path / "demo"), "--sessions",
+                                      "100000000", "--steps", "1", "--preset", "tiny"])
+    with pytest.raises(TrainingStopped):
+        main()
+    assert trained and trained[0].max_steps == 1
+
+
+def test_the_disk_check_prints_small_sizes_in_a_unit_that_shows_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(2**30, 2**30 - 3 * 2**20, 3 * 2**20))
+    with pytest.raises(Exception) as refusal:
+        check_disk(tmp_path, 50 * 2**20, "the dataset")
+    message = str(refusal.value)
+    assert "needs at least 50 MiB" in message and "3 MiB free" in message and "0.0" not in message
+
+
+def test_readable_sizes_keep_their_digits():
+    assert [readable_size(n) for n in (512, 1536, 1.25 * 2**20, 1023.9 * 2**20, 2**30, 3.456 * 2**30)] == [
+        "512 bytes", "1.5 KiB", "1.25 MiB", "1,024 MiB", "1 GiB", "3.46 GiB"]
