@@ -55,18 +55,23 @@ class TrainingStopped(Exception):
     """Raised in place of training by `capture_train_configs`."""
 
 
+def stop_at(monkeypatch, module, name: str, stop: type[Exception]) -> list:
+    """Replace `module.name` by a stand-in that records its first argument and raises `stop`; returns the records."""
+    seen: list = []
+
+    def record_and_stop(first, *args, **kwargs):
+        seen.append(first)
+        raise stop
+
+    monkeypatch.setattr(module, name, record_and_stop)
+    return seen
+
+
 def capture_train_configs(monkeypatch) -> list:
     """Make `fad-edge train` stop with TrainingStopped where it would train; returns the TrainConfigs it was given."""
     import fad_edge.train as training
 
-    seen: list = []
-
-    def stop_before_training(config, *args, **kwargs):
-        seen.append(config)
-        raise TrainingStopped
-
-    monkeypatch.setattr(training, "train", stop_before_training)
-    return seen
+    return stop_at(monkeypatch, training, "train", TrainingStopped)
 
 
 def assert_seed_decides(first: torch.nn.Module, same_seed: torch.nn.Module, other_seed: torch.nn.Module) -> None:

@@ -9,7 +9,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from helpers import capture_train_configs, run_cli, tiny_checkpoint
+from helpers import capture_train_configs, run_cli, stop_at, tiny_checkpoint
 
 from fad_edge.cli import main
 from fad_edge.cli.validate import check_disk, readable_size
@@ -83,14 +83,7 @@ def test_model_labels_are_distinct_and_short():
 def _bench_reached(monkeypatch) -> list:
     import fad_edge.bench.run as bench_run
 
-    seen: list = []
-
-    def reached(config, *args, **kwargs):
-        seen.append(config)
-        raise BenchReached
-
-    monkeypatch.setattr(bench_run, "run_bench", reached)
-    return seen
+    return stop_at(monkeypatch, bench_run, "run_bench", BenchReached)
 
 
 @pytest.mark.parametrize(("frames", "advice"), [("12", "use 8 or 16"), ("3", "use 8"), ("8,20", "use 16 or 24")])
