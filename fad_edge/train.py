@@ -266,8 +266,6 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     model = ListenerModel(model_config)
     model.set_normalization(torch.from_numpy(normalization.mean), torch.from_numpy(normalization.std))
     model.to(device)
-    if overwrite and rank == 0:
-        discard_previous_run(out)
     started = time.time()  # the run's seconds include the pretraining
     resuming = resume and (latest.exists() or latest.with_name("checkpoint.old").exists())
     augmentation = AugmentConfig() if config.augment_shift is None else AugmentConfig(max_shift=config.augment_shift)
@@ -294,7 +292,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     noise = torch.Generator().manual_seed(config.seed * 1000 + rank)  # on the CPU whatever the device
     progress = Progress()
     if resuming:
-        progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average)
+        progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average, asdict(config),
+                           normalization)
     encoding_seconds = 0.0
     if model.video_frozen and config.frozen_video_once:  # after `restore`: a resumed run's encoder is the saved one
         encoding = time.time()
@@ -305,9 +304,10 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     batches = StepBatches(train_set, config.batch_size, config.seed, rank, world)
     steps_per_epoch = batches.steps_per_epoch
     if steps_per_epoch == 0:
-        raise FadEdgeError(
-            f"the training split has {len(train_set)} clips, fewer than one batch of {config.batch_size}"
-        )
+        raise FadEdgeError(f"the training split has {len(train_set)} windows of {config.clips_per_item} clips, "
+                           f"fewer than one batch of {config.batch_size}; lower --batch-size or --clips-per-item")
+    if overwrite and rank == 0:  # every check passed: the earlier run's checkpoints go only now
+        discard_previous_run(out)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)

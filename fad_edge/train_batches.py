@@ -60,7 +60,8 @@ def augment_step(batch: dict[str, torch.Tensor], seed: int, rank: int, step: int
                  config: AugmentConfig = AugmentConfig()) -> dict[str, torch.Tensor]:
     """Step `step`'s batch augmented on its own device, with the draws of a CPU generator seeded from (seed, rank,
     step): the same augmentation on any device, with any number of workers, resumed or not."""
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + rank) * 10_000_019 + step)
+    # Below 2^63 as manual_seed needs (any seed the CLI takes); identical to the plain product where that fits.
+    generator = torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 10_000_019 + step) % (2**63 - 1))
     return augment_batch(batch, generator, config)
 
 

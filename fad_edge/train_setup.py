@@ -28,6 +28,14 @@ def prepare_output(out: Path, resume: bool, overwrite: bool) -> None:
     if not (resume or overwrite) and out.is_dir() and any(out.iterdir()):
         raise FadEdgeError(f"{out}: the output folder is not empty; give --resume to continue its run "
                            "or --overwrite to start afresh")
+    if resume and not _run_output(out, "checkpoint") and _run_output(out, "best"):
+        raise FadEdgeError(f"{out}: holds a best model but no checkpoint/ to resume from; give --overwrite to "
+                           "start afresh (replacing best/), or a new --out")
+
+
+def _run_output(out: Path, name: str) -> bool:
+    """Whether the run folder holds `name` (or its twin of a save cut between renames)."""
+    return (out / name).exists() or (out / (name + ".old")).exists()
 
 
 def discard_previous_run(out: Path) -> None:

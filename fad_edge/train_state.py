@@ -11,14 +11,22 @@ diffusion noise generator always lives on the CPU, so its state means the same o
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from fad_edge.checkpoint import load_checkpoint, load_train_state, resolve_checkpoint, save_checkpoint
+from fad_edge.checkpoint import (
+    LoadedCheckpoint,
+    load_checkpoint,
+    load_train_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError
 from fad_edge.listener_model import ListenerModel
@@ -110,9 +118,33 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
     return tensors, scalars
 
 
+# What a resumed run must share with the run it continues for the two to be one run (the step budget,
+# --epochs and --max-steps, may grow; where the files are and how many threads run may change; and a run
+# may start keeping a weight average, --ema-decay, as `restore` provides for).
+TRAJECTORY_FIELDS = ("preset", "batch_size", "clips_per_item", "noise_draws", "lr", "weight_decay", "warmup_steps",
+                     "seed", "stride", "context_clips", "modalities", "augment", "augment_shift", "autocast",
+                     "frozen_video_once", "overrides")
+
+
+def check_same_run(folder: Path, saved: dict, now: dict, saved_normalization: Normalization,
+                   normalization: Normalization) -> None:
+    """Refuse to resume a run with other training settings or other data: it would continue as another run."""
+    for name in TRAJECTORY_FIELDS:  # compared as saved: JSON has lists where the config may hold tuples
+        if name in saved and name in now and saved[name] != json.loads(json.dumps(now[name])):
+            option = "--" + name.replace("_", "-")
+            raise CheckpointError(f"{folder}: the run was trained with {option} {saved[name]!r}, not {now[name]!r}; "
+                                  "resume with the run's settings, or start afresh in a new --out")
+    same = all(np.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in
+               ((saved_normalization.mean, normalization.mean), (saved_normalization.std, normalization.std)))
+    if not same:
+        raise CheckpointError(f"{folder}: the run was trained on other data (its motion statistics differ from "
+                              "--data's); resume on the run's data, or start afresh in a new --out")
+
+
 def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer, noise: torch.Generator,
             precision: MixedPrecision, rank: int, model_config: ModelConfig,
-            average: AveragedModel | None = None) -> Progress:
+            average: AveragedModel | None = None, train_config: dict | None = None,
+            normalization: Normalization | None = None) -> Progress:
     """Load a checkpoint's weights and training state into a run's model, optimizer, generators and scaler.
 
     The model and optimizer may be on any device: weights are copied into the model's own tensors
@@ -125,9 +157,22 @@ def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer
         raise CheckpointError(
             f"{resolve_checkpoint(folder)}: saved with another model config; use a new --out to start afresh"
         )
+    if train_config is not None and normalization is not None:
+        check_same_run(resolve_checkpoint(folder), loaded.info.get("train_config") or {}, train_config,
+                       loaded.normalization, normalization)
     saved = load_train_state(folder)
     if saved is None:
         raise CheckpointError(f"{folder}: has no training state to resume from")
+    try:
+        return _restore_state(saved, loaded, model, optimizer, noise, precision, rank, average)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as error:
+        raise CheckpointError(f"{resolve_checkpoint(folder)}: its training state is malformed ({error!s:.120}); "
+                              "start afresh in a new --out") from error
+
+
+def _restore_state(saved: tuple[dict[str, torch.Tensor], dict], loaded: LoadedCheckpoint, model: ListenerModel,
+                   optimizer: torch.optim.Optimizer, noise: torch.Generator, precision: MixedPrecision, rank: int,
+                   average: AveragedModel | None) -> Progress:
     tensors, state = saved
     training = training_weights(tensors)
     model.load_state_dict(training or loaded.model.state_dict())
@@ -145,4 +190,7 @@ def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer
         noise.set_state(tensors["noise_generator"])
     torch.set_rng_state(tensors["torch_rng"])
     precision.load_state_dict(state.get("grad_scaler") or {})
-    return Progress(int(state["step"]), list(state["history"]), float(state["best_val_l2"]))
+    step, history, best = int(state["step"]), list(state["history"]), float(state["best_val_l2"])
+    if step < 0 or not all(isinstance(record, dict) for record in history):
+        raise ValueError(f"step {step!r} or history entries that are not records")
+    return Progress(step, history, best)

@@ -71,7 +71,8 @@ def test_listener_rows_far_from_the_frame_count(tmp_path):
 
 def test_splits(tmp_path):
     _write(tmp_path / "a")
-    layout.write_splits(tmp_path, {"train": ["a"], "val": [], "test": ["a"]})
+    _write(tmp_path / "b")
+    layout.write_splits(tmp_path, {"train": ["a"], "val": [], "test": ["b"]})
     assert layout.list_sessions(tmp_path, "train") == [tmp_path / "a"]
     with pytest.raises(DataError, match="empty"):
         layout.list_sessions(tmp_path, "val")
@@ -134,3 +135,15 @@ def test_a_failed_staged_dataset_leaves_the_earlier_one_as_it_was(tmp_path):
         raise DataError("halfway")
     after = {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before and sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+@pytest.mark.parametrize("splits, message", [
+    ({"train": ["s", "s"], "val": ["v"], "test": ["t"]}, "lists session 's' twice in 'train'"),
+    ({"train": ["s", "t"], "val": ["v"], "test": ["t"]}, "lists session 't' in both 'train' and 'test'"),
+])
+def test_a_session_listed_twice_or_in_two_splits_is_refused(tmp_path, splits, message):
+    for name in ("s", "v", "t"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(DataError, match=message):
+        layout.read_splits(tmp_path)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -137,7 +138,7 @@ def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(dataset, tmp_path
         process.wait()
     step = load_train_state(out / "checkpoint")[1]["step"]
     assert step >= 1
-    resumed = train(_config(dataset, out, epochs=50, max_steps=step + 2), resume=True)
+    resumed = train(_config(dataset, out, epochs=50, max_steps=step + 2, warmup_steps=50), resume=True)  # the CLI's
     assert resumed.steps == step + 2
 
 
@@ -266,14 +267,39 @@ def test_a_used_output_folder_needs_resume_or_overwrite(dataset, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"  # only what a run writes is replaced
 
 
-def test_overwrite_keeps_the_earlier_run_when_the_new_one_is_refused_for_its_data(dataset, tmp_path):
+def test_overwrite_keeps_the_earlier_run_when_the_new_one_is_refused_for_its_input(dataset, tmp_path):
     out = tmp_path / "run"
     train(_config(dataset, out, max_steps=1))
     before = _weights(out / "best")
     with pytest.raises(FadEdgeError, match="splits.json"):
         train(_config(tmp_path / "no-such-data", out, max_steps=1), overwrite=True)
+    with pytest.raises(FadEdgeError, match="fewer than one batch of 10000; lower --batch-size"):
+        train(_config(dataset, out, max_steps=1, batch_size=10000), overwrite=True)
     after = _weights(out / "best")
     assert (out / "checkpoint").exists() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_refuses_another_run_and_a_run_it_cannot_continue(dataset, tmp_path):
+    out = tmp_path / "run"
+    train(_config(dataset, out, max_steps=2))
+    for change, message in (({"batch_size": 4}, "--batch-size 8, not 4"), ({"seed": 5}, "--seed 0, not 5"),
+                            ({"lr": 1e-3}, "--lr 0.002, not 0.001")):
+        with pytest.raises(FadEdgeError, match=re.escape(message)):
+            train(_config(dataset, out, max_steps=3, **change), resume=True)
+    other = tmp_path / "other"
+    write_synthetic_dataset(other, sessions=4, seconds=6.0, seed=4, image_size=48)
+    with pytest.raises(FadEdgeError, match="trained on other data"):
+        train(_config(other, out, max_steps=3), resume=True)
+    state = out / "checkpoint" / "train_state.json"
+    saved = state.read_text()
+    state.write_text(saved.replace('"history"', '"was history"'))
+    with pytest.raises(FadEdgeError, match="training state is malformed"):
+        train(_config(dataset, out, max_steps=3), resume=True)
+    state.write_text(saved)
+    shutil.rmtree(out / "checkpoint")
+    with pytest.raises(FadEdgeError, match="holds a best model but no checkpoint/ to resume from"):
+        train(_config(dataset, out, max_steps=3), resume=True)
+    assert train(_config(dataset, out, max_steps=3, seed=4294967295), overwrite=True).steps == 3  # the largest seed
 
 
 def _finite(folder: Path) -> bool:

@@ -50,8 +50,8 @@ def train(
     epochs: int = typer.Option(2, min=1),
     batch_size: int = typer.Option(8, min=1, help="Windows per step (each of --clips-per-item clips)."),
     clips_per_item: int = typer.Option(4, min=1, help="Consecutive clips per window; their frames are encoded once."),
-    noise_draws: int = typer.Option(4, min=1, help="Diffusion (step, noise) draws per clip and step."),
-    lr: float = typer.Option(2e-3, min=0.0),
+    noise_draws: int = typer.Option(4, min=1, max=64, help="Diffusion (step, noise) draws per clip and step."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate, above 0 (warm-up, then a cosine to 0)."),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     weight_decay: float = typer.Option(1e-4, min=0.0),
     ema_decay: Optional[float] = typer.Option(None, help="Infer with an exponential moving average of the trained "
@@ -110,7 +110,8 @@ def train(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, or auto (CUDA when there is a GPU). Under torchrun "
                                "each process takes cuda:LOCAL_RANK."),
     workers: Optional[int] = typer.Option(None, min=0, help="Data loader worker processes (default: 0 on a CPU, "
-                                          "where they would take cores from training; 4 on a GPU)."),
+                                          "where they would take cores from training; on a GPU up to 4, leaving a "
+                                          "core per process)."),
     deterministic: bool = typer.Option(True, help="On a GPU: cuDNN's deterministic algorithms, so --resume repeats "
                                        "an unbroken run; --no-deterministic lets cuDNN pick the fastest ones."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint if it exists."),

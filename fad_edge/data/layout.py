@@ -187,6 +187,13 @@ def read_splits(root: Path) -> dict[str, list[str]]:
                                 "name; list each session as its folder's name in quotes")
             if not (Path(root) / name).is_dir():
                 raise DataError(f"{path}: lists session {name!r}, but {Path(root) / name} does not exist")
+    seen: dict[str, str] = {}
+    for split, names in splits.items():  # a session in two places would be trained on and scored, or counted twice
+        for name in names:
+            if name in seen:
+                where = f"twice in {split!r}" if seen[name] == split else f"in both {seen[name]!r} and {split!r}"
+                raise DataError(f"{path}: lists session {name!r} {where}; each session belongs to one split, once")
+            seen[name] = split
     return splits
 
 
