@@ -11,8 +11,10 @@ def test_box_and_none_modes():
     assert FaceCropper("none")(frame) is frame
     crop = FaceCropper("box", box=(10, 20, 30, 40))(frame)
     assert crop.shape == (40, 30, 3) and np.array_equal(crop, frame[20:60, 10:40])
-    # a box reaching outside the frame is clamped, never empty
-    assert FaceCropper("box", box=(110, 90, 50, 50))(frame).shape == (10, 10, 3)
+    # a box reaching outside the frame is moved inside it, keeping its shape (never cut, so never stretched)
+    assert np.array_equal(FaceCropper("box", box=(110, 90, 50, 50))(frame), frame[50:100, 70:120])
+    # ... and one larger than the frame is shrunk about its centre to fit
+    assert FaceCropper("box", box=(-100, 10, 400, 80))(frame).shape == (80, 120, 3)
     with pytest.raises(ValueError):
         FaceCropper("box")
 

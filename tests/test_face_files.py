@@ -223,3 +223,9 @@ def test_bad_face_options_are_one_clear_line(room_video, tmp_path, monkeypatch, 
                            "--video", video, "--audio", audio, "--out", tmp_path / "out", *args)
     assert code == 2 and "Traceback" not in output
     assert len(output.strip().splitlines()) == 1 and ("--box" in output or "--face" in output), output
+
+
+def test_a_box_near_the_edge_is_recorded_as_the_region_cropped():
+    frames = np.zeros((3, 240, 320, 3), np.uint8)
+    track = track_faces(frames, FaceCropper.for_files("box", (220, 60, 180, 180)))
+    assert track.record()["boxes"] == [[140, 60, 180, 180]] * 3  # moved inside the frame, its shape kept

@@ -235,28 +235,38 @@ class FaceCropper:
 
 
 def crop(frame: np.ndarray, box: np.ndarray, square: bool = False) -> np.ndarray:
-    """The part of the frame inside box, never empty.
+    """The part of the frame inside box, never empty (`crop_region`)."""
+    x, y, w, h = crop_region(frame.shape[:2], box, square)
+    return frame[y : y + h, x : x + w]
 
-    A square box is kept square: moved inside the frame, and shrunk about its centre to the frame's
-    shorter side if larger, so that resizing it to the model's square input never stretches the face.
-    Any other box is clamped to the frame as given.
+
+def crop_region(frame_shape: tuple[int, ...], box: np.ndarray, square: bool = False) -> tuple[int, int, int, int]:
+    """The region (x, y, width, height, whole pixels inside the frame) that a crop to `box` takes.
+
+    A box is moved inside the frame and shrunk about its centre only where it is larger than the
+    frame, so its shape is kept: a face box given or found near an edge is never squeezed. A square
+    box is kept square (shrunk to the frame's shorter side if larger), so that resizing it to the
+    model's square input never stretches the face.
     """
-    height, width = frame.shape[:2]
+    height, width = frame_shape[:2]
     x, y, w, h = (float(v) for v in box)
     if square:
         side = min(w, height, width)
-        x, y = x + (w - side) / 2, y + (h - side) / 2
-        x, y, w, h = float(np.clip(x, 0, width - side)), float(np.clip(y, 0, height - side)), side, side
+        x, y, w, h = x + (w - side) / 2, y + (h - side) / 2, side, side
+    else:
+        fit_w, fit_h = min(w, width), min(h, height)
+        x, y, w, h = x + (w - fit_w) / 2, y + (h - fit_h) / 2, fit_w, fit_h
+    x, y = float(np.clip(x, 0, width - w)), float(np.clip(y, 0, height - h))
     x0, y0 = int(np.clip(round(x), 0, width - 1)), int(np.clip(round(y), 0, height - 1))
     x1, y1 = int(np.clip(round(x + w), x0 + 1, width)), int(np.clip(round(y + h), y0 + 1, height))
-    return frame[y0:y1, x0:x1]
+    return x0, y0, x1 - x0, y1 - y0
 
 
 @dataclass
 class FaceTrack:
     """Where the face is in every frame of a file, and how often it was not found."""
 
-    boxes: list[np.ndarray | None]  # crop box per frame; None = the whole frame
+    boxes: list[np.ndarray | None]  # the region cropped in each frame (inside it); None = the whole frame
     frames_without_face: int  # frames where the detector ran and found no face
     face_found: bool  # False when detect mode found no face in any frame (the whole frame was used)
     mode: str
@@ -277,7 +287,11 @@ def track_faces(frames: np.ndarray, cropper: FaceCropper) -> FaceTrack:
         x, y, w, h = cropper.box  # type: ignore[misc]
         if w <= 0 or h <= 0 or x >= width or y >= height or x + w <= 0 or y + h <= 0:
             raise DataError(f"--box {x},{y},{w},{h} lies outside the {width}x{height} video; give x,y,w,h inside it")
-    boxes = [cropper.locate(frame) for frame in frames]
+    square = cropper.mode == "detect"
+    located = [cropper.locate(frame) for frame in frames]
+    # The region each crop takes, as generate records it (a box near an edge is moved inside the frame).
+    boxes = [None if box is None else np.array(crop_region((height, width), box, square), np.float64)
+             for box in located]
     first = next((box for box in boxes if box is not None), None)
     face_found = cropper.mode != "detect" or first is not None
     if first is not None:
