@@ -147,3 +147,14 @@ def test_a_session_listed_twice_or_in_two_splits_is_refused(tmp_path, splits, me
     (tmp_path / "splits.json").write_text(json.dumps(splits))
     with pytest.raises(DataError, match=message):
         layout.read_splits(tmp_path)
+
+
+def test_sessions_shorter_than_a_window_name_themselves_and_what_to_change():
+    from fad_edge.data.dataset import ClipDataset, SessionFeatures
+    from fad_edge.data.normalization import Normalization
+
+    sessions = [SessionFeatures(f"short_{k}", np.zeros((20, 4, 4, 3), np.uint8), np.zeros((80, 80), np.float32),
+                                np.zeros((20, 56), np.float32), None) for k in range(2)]
+    with pytest.raises(DataError, match=r"no window of 32 frames \(4 clips\) fits in the sessions short_0, short_1 "
+                                        r"\(the longest has 20 frames\).*--clips-per-item"):
+        ClipDataset(sessions, Normalization.identity(), audio_window_frames=2, clips_per_item=4)

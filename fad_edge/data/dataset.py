@@ -127,7 +127,10 @@ class ClipDataset(torch.utils.data.Dataset):
             for start in range(0, s.n_frames - self.span + 1, stride)
         ]
         if not self.index:
-            raise DataError(f"no window of {self.span} frames fits in the given sessions")
+            names = ", ".join(s.name for s in sessions[:3]) + (", ..." if len(sessions) > 3 else "")
+            longest = max((s.n_frames for s in sessions), default=0)
+            raise DataError(f"no window of {self.span} frames ({clips_per_item} clips) fits in the sessions {names} "
+                            f"(the longest has {longest} frames); give longer sessions or a smaller --clips-per-item")
         self.video_features: list[np.ndarray] | None = None
 
     def with_video_features(self, features: list[np.ndarray]) -> ClipDataset:
