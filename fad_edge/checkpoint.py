@@ -74,6 +74,7 @@ def save_checkpoint(
             save_file(state, str(staging / STATE_WEIGHTS))
             (staging / STATE_JSON).write_text(json.dumps(train_json or {}, indent=2))
             info["train_state_sha256"] = file_sha256(staging / STATE_WEIGHTS)
+            info["train_state_json_sha256"] = file_sha256(staging / STATE_JSON)  # its step and history too
         (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
         return swap_in_folder(staging, folder)
     except SafetensorError as error:  # safetensors words a full disk its own way; the earlier checkpoint stays
@@ -141,9 +142,10 @@ def load_train_state(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | Non
     folder = resolve_checkpoint(folder)
     if not (folder / STATE_WEIGHTS).exists():
         return None
-    expected = read_checkpoint_info(folder).get("train_state_sha256")
-    if expected is not None:  # checkpoints from before the hash was recorded have none
-        _check_hash(folder / STATE_WEIGHTS, expected, MODEL_JSON)
+    info = read_checkpoint_info(folder)
+    for name, key in ((STATE_WEIGHTS, "train_state_sha256"), (STATE_JSON, "train_state_json_sha256")):
+        if info.get(key) is not None:  # checkpoints from before a hash was recorded have none
+            _check_hash(folder / name, info[key], MODEL_JSON)
     try:
         tensors = load_file(str(folder / STATE_WEIGHTS))
         state = json.loads((folder / STATE_JSON).read_text())

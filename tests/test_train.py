@@ -20,6 +20,7 @@ import fad_edge.train as training
 from fad_edge import train_precision
 from fad_edge.checkpoint import load_checkpoint, load_train_state
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
+from fad_edge.digests import file_sha256
 from fad_edge.errors import FadEdgeError
 from fad_edge.train import TrainConfig, train
 from fad_edge.train_batches import StepBatches, step_loader
@@ -290,12 +291,17 @@ def test_resume_refuses_another_run_and_a_run_it_cannot_continue(dataset, tmp_pa
     write_synthetic_dataset(other, sessions=4, seconds=6.0, seed=4, image_size=48)
     with pytest.raises(FadEdgeError, match="trained on other data"):
         train(_config(other, out, max_steps=3), resume=True)
-    state = out / "checkpoint" / "train_state.json"
-    saved = state.read_text()
-    state.write_text(saved.replace('"history"', '"was history"'))
+    state, record = out / "checkpoint" / "train_state.json", out / "checkpoint" / "model.json"
+    saved, recorded = state.read_text(), record.read_text()
+    state.write_text(saved.replace('"step": 2', '"step": 1'))  # an edit the hash catches
+    with pytest.raises(FadEdgeError, match="train_state.json: SHA-256 .* does not match"):
+        train(_config(dataset, out, max_steps=3), resume=True)
+    state.write_text(saved.replace('"history"', '"was history"'))  # and with its hash recorded anew
+    record.write_text(json.dumps({**json.loads(recorded), "train_state_json_sha256": file_sha256(state)}))
     with pytest.raises(FadEdgeError, match="training state is malformed"):
         train(_config(dataset, out, max_steps=3), resume=True)
     state.write_text(saved)
+    record.write_text(recorded)
     shutil.rmtree(out / "checkpoint")
     with pytest.raises(FadEdgeError, match="holds a best model but no checkpoint/ to resume from"):
         train(_config(dataset, out, max_steps=3), resume=True)
