@@ -24,7 +24,6 @@ class CallbackQueue(Generic[Item]):
         self.callback, self.size = callback, size
         self.dropped = 0  # items dropped because the queue was full, or still queued when closed
         self.errors = 0  # items whose callback raised
-        self.first_error: BaseException | None = None
         self.delivered = 0
         self._items: collections.deque[Item] = collections.deque()
         self._ready = threading.Condition()
@@ -72,8 +71,7 @@ class CallbackQueue(Generic[Item]):
             except BaseException as error:  # the caller's bug must not stop the deliveries: counted, the first logged
                 with self._ready:
                     self.errors += 1
-                    first = self.first_error is None
-                    self.first_error = self.first_error or error
+                    first = self.errors == 1
                 if first:
                     log.error("the callback %r raised; later errors are only counted", self.callback, exc_info=error)
             with self._ready:
