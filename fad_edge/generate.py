@@ -53,8 +53,7 @@ def retime_frames(frames: np.ndarray, fps: float) -> np.ndarray:
     return frames[index]
 
 
-OUTPUT_NAMES = ("listener_coeffs.npy", "listener.json", "listener.png")
-PREVIEW_NAME = "preview.mp4"
+MOTION_NAME, JSON_NAME, PLOT_NAME, PREVIEW_NAME = "listener_coeffs.npy", "listener.json", "listener.png", "preview.mp4"
 
 
 def generate_files(
@@ -80,7 +79,7 @@ def generate_files(
     if motion.shape != (len(frames), N_COEFFS) or not np.all(np.isfinite(motion)):
         raise AssertionError(f"runner {runner.name} returned {motion.shape} or non-finite motion")
     out = Path(out)
-    names = OUTPUT_NAMES + ((PREVIEW_NAME,) if preview else ())
+    names = (MOTION_NAME, JSON_NAME, PLOT_NAME) + ((PREVIEW_NAME,) if preview else ())
     if in_the_way := [name for name in names if (out / name).is_dir()]:
         raise DataError(f"{out / in_the_way[0]}: a folder is where this output goes; move it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +89,7 @@ def generate_files(
 
         preview_path = render_preview(crop_frames(frames, track, SIDE), motion, runner.mean, runner.std,
                                       out / PREVIEW_NAME)
-    motion_path = atomic_save_npy(out / "listener_coeffs.npy", motion)
+    motion_path = atomic_save_npy(out / MOTION_NAME, motion)
     record = {
         "fad_edge_version": __version__,
         "backend": runner.name,
@@ -106,9 +105,9 @@ def generate_files(
         "face": track.record(),
         "settings": settings or {},
     }
-    json_path = out / "listener.json"
+    json_path = out / JSON_NAME
     atomic_write_bytes(json_path, json.dumps(record, indent=2).encode())
-    plot_path = plot_motion(motion, out / "listener.png", title=f"listener motion ({runner.name})")
+    plot_path = plot_motion(motion, out / PLOT_NAME, title=f"listener motion ({runner.name})")
     return GenerateResult(Path(motion_path), json_path, plot_path, len(frames), seconds, preview_path, track)
 
 
