@@ -4,7 +4,7 @@ Why: a frozen encoder (`ListenerModel.freeze_video`) runs on its BatchNorm's run
 no gradient, so each frame's features are the same at every step. Encoding the step's frames anyway
 took about a third of a FAD step held to AVX2 (0.10 s of 0.34 for the demo's 384 frames), every one of
 the demo's 40,800 training frames being encoded three times on average over its 350 steps; once over
-the split takes 3 s in bf16 and about 12 s held to AVX2 (README, "Results": the frozen encoder's
+the split takes 3 s in bf16 and about 12 s held to AVX2 (docs/studies.md: the frozen encoder's
 features computed once). What is lost: the per-window photometric augmentation of the images in FAD's
 steps (the encoder was pretrained with it; the audio keeps its own).
 """

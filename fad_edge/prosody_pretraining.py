@@ -62,7 +62,7 @@ def group_weights(device: torch.device | None = None) -> torch.Tensor:
 
     Not FAD's own loss weights (`ListenerModel.dim_weights`), which weigh the expression by its variance and each
     rotation dim as a mean expression dim: with those the readout's head pitch followed the nod at r 0.29 after 400
-    steps, with these at 0.50 (README, "Results": prosody pretraining).
+    steps, with these at 0.50 (docs/studies.md: prosody pretraining).
     """
     weights = torch.ones(N_COEFFS, device=device)
     weights[ROTATION] = EXPRESSION.stop / (N_COEFFS - ROTATION.start)

@@ -7,7 +7,7 @@ nearly alike, from four speakers a step, and the encoder is still learning the f
 ends: over five seeds of the demo's training the listener's smile followed the held-out speaker's at
 r 0.91-0.95 (`fad-edge rules`). The same encoder and head first trained on frames drawn at random
 from every training session, each with its own photometric change, see the face from FAD's first
-step: 0.98-0.99 on every seed, for 19-39 s of 2-core time (README, "Results": video pretraining).
+step: 0.98-0.99 on every seed, for 19-39 s of 2-core time (docs/studies.md: video pretraining).
 FAD's training then goes on training both with the same loss.
 """
 

@@ -30,7 +30,8 @@ def demo(
     # Many short sessions: more speakers for the same frames, which is what held-out accuracy needs.
     sessions: int = typer.Option(96, min=3, help="Synthetic sessions to generate (each a new speaker)."),
     seconds: float = typer.Option(20.0, min=4.0, help="Length of each synthetic session."),
-    # 350 FAD steps: 78 s on 2 cores with native bf16, 135 s held to AVX2; 300 scored worse (README, "Results").
+    # 350 FAD steps (70-107 s on 2 cores: the README's first table); 300 scored worse
+    # (docs/studies.md: what holds the nod back).
     steps: int = typer.Option(350, min=1, help="Training steps (the learning rate's cosine runs over them)."),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     preset: str = typer.Option("small", help="Model preset."),
@@ -71,7 +72,7 @@ def demo(
     data = out / "data"
     # As many epochs as the steps need: the step budget, not the epochs, ends the run.
     # Each step 4 windows of 8 clips: as many clips as 8 windows of 4, with fewer context frames encoded
-    # (4 context clips a window; README, "Results": seed study).
+    # (4 context clips a window; docs/studies.md: every seed learns, and what holds the nod back).
     config = TrainConfig(data=str(data), out=str(out / "run"), preset=preset, epochs=steps, max_steps=steps,
                          seed=seed, stride=stride, batch_size=DEMO_BATCH_SIZE, clips_per_item=DEMO_CLIPS_PER_ITEM,
                          autocast=autocast)

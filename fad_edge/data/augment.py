@@ -7,9 +7,9 @@ the training speakers only (seen here: the smile-mirroring rule at r = 0.98 on t
 contrast), one audio gain and one masked band of mel bins (SpecAugment's frequency mask), and
 optionally one shift of a few pixels (`max_shift`, off by default: on the demo's 48x48 faces a
 3-pixel shift slowed the video encoder's learning of the expression, held-out L2 0.763 -> 0.710 and
-0.691 -> 0.675 on two seeds without it; README, "Results"). None of these changes what the listener
-reacts to: no flips (a mirrored head would turn the other way) and no time warps (the rules have
-exact lags).
+0.691 -> 0.675 on two seeds without it; docs/studies.md: every seed learns). None of these changes
+what the listener reacts to: no flips (a mirrored head would turn the other way) and no time warps
+(the rules have exact lags).
 
 The random draws come from a CPU generator whatever the batch's device, so a batch is augmented
 alike on the CPU and on a GPU; the arithmetic runs where the batch is (on a GPU, in the training

@@ -126,7 +126,7 @@ class RotationHead(nn.Module):
     3 (each frame's convolutions reach 2 * sum(dilations) frames back and none ahead; their GroupNorms
     take statistics over the window, as the condition path's do), and a 1x1 output. Its weights serve
     only jaw and head: in the shared condition path a nod, a twentieth of the yaw's variance, is
-    outweighed by the expression and is not learned there (README, "Results": what holds the nod back).
+    outweighed by the expression and is not learned there (docs/studies.md: what holds the nod back).
     """
 
     def __init__(self, heard_dim: int, channels: int, dilations: tuple[int, ...], groups: int, outputs: int) -> None:
