@@ -48,6 +48,22 @@ class EvaluationTable:
         return dataclasses.asdict(self)
 
 
+def short_sequence_notes(truths: list[np.ndarray]) -> list[str]:
+    """A note per group whose per-sequence FD and P-FD rest on too few frames for their covariances.
+
+    Each sequence's covariance has the group's dims (twice that for P-FD); from fewer than ten frames a dim
+    (Learning to Listen's 64-frame clips against 50 expression dims) its estimate dominates the distance.
+    """
+    shortest = min(len(truth) for truth in truths)
+    notes = []
+    for group, columns in metrics.GROUPS.items():
+        dims = columns.stop - columns.start
+        if shortest < 10 * dims:
+            notes.append(f"{group}: the shortest sequence has {shortest} frames for a {dims}-dim covariance, so its "
+                         f"per-sequence FD and P-FD are mostly estimation error; read the pooled ones")
+    return notes
+
+
 def _baseline_sequence(sample: LabelledInputs) -> BaselineSequence:
     if sample.mel is None:
         raise DataError(f"{sample.name}: no mel features to evaluate the audio baselines on")
@@ -184,6 +200,7 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     train = split_samples(config, data, "train")
     table = EvaluationTable(split, [s.name for s in test], int(sum(len(s.listener) for s in test)))
     truths = [s.listener for s in test]
+    table.notes += short_sequence_notes(truths)
     speakers = [s.speaker for s in test]
     si = fit_shannon_indices(truths, split)
 
@@ -251,6 +268,7 @@ def evaluate_baselines(train: list[BaselineSequence], test: list[BaselineSequenc
     truths = [s.listener for s in test]
     si = fit_shannon_indices(truths, split)
     table = EvaluationTable(split, names, int(sum(len(t) for t in truths)))
+    table.notes += short_sequence_notes(truths)
     baselines = Baselines(train)
     speakers = [s.speaker for s in test]
     for name in BASELINE_NAMES:

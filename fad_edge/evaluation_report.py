@@ -16,22 +16,32 @@ from fad_edge.report_paths import report_path
 from fad_edge.sampling import SamplerSettings
 
 COLUMNS = [("L2", "L2"), ("FD", "FD"), ("P-FD", "P-FD"), ("SI", "SI"), ("TLCC lag", "TLCC lag"), ("TLCC r", "TLCC r")]
+# The whole split at once: every frame's L2 over all 56 dims, and FD and P-FD with every frame pooled.
+POOLED = [("expression", "FD pooled", "exp FD"), ("expression", "P-FD pooled", "exp P-FD"),
+          ("rotation", "FD pooled", "rot FD"), ("rotation", "P-FD pooled", "rot P-FD")]
 DEFINITIONS = [
-    "L2: mean per-frame Euclidean norm of the difference (Learning to Listen); MSE is in the JSON.",
-    "FD: Frechet distance per sequence against its ground truth, averaged; pooled FD is in the JSON.",
-    "P-FD: FD of [speaker, listener] concatenated per frame (Learning to Listen's paired FD), as FD; "
-    "pooled in the JSON.",
+    "L2: mean per-frame Euclidean norm of the difference (Learning to Listen), in the coefficients' own units; "
+    "MSE is in the JSON.",
+    "FD: Frechet distance of each sequence against its own ground truth, averaged over sequences (does each "
+    "session move as its listener did?). Pooled FD: all the split's frames at once against all its real ones "
+    "(the FID-style reading: is the motion distributed as real motion is?), in the last table.",
+    "P-FD: FD of [speaker, listener] concatenated per frame (Learning to Listen's paired FD), per sequence and "
+    "pooled as FD.",
     "SI: entropy (bits) of k-means cluster use, k-means fitted on the split's ground truth "
     "(k=40 expression, 20 rotation).",
-    "TLCC: speaker vs listener, lags -59..+59 frames; TLCC lag = mean absolute peak lag (frames), "
-    "TLCC r = mean peak Pearson r.",
+    "TLCC: speaker vs listener over lags up to +-59 frames (at most a quarter of a shorter sequence); "
+    "TLCC lag = mean absolute peak lag (frames), TLCC r = mean peak Pearson r.",
 ]
 
 
 def _format(value: float | None) -> str:
+    """Three significant digits, never in exponent form: rotation FDs of 0.00036 and 0.00074 must differ."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    decimals = 3 if value == 0 else max(1, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
 
 
 def _keys(table: EvaluationTable) -> list[str]:
@@ -73,20 +83,26 @@ def rich_tables(table: EvaluationTable, title: str) -> list[Table]:
     tables = []
     for group, group_title in GROUP_TITLES.items():
         out = Table(title=f"{title}: {group_title}")
-        out.add_column("method")
+        out.add_column("method", overflow="fold")  # two models' labels may differ only at their end
         for label in _labels(table):
             out.add_column(label, justify="right")
         for name in table.rows:
             out.add_row(name, *_cells(table, name, group))
         tables.append(out)
-    overall = Table(title=f"{title}: all 56 dims")
-    overall.add_column("method")
-    overall.add_column("L2", justify="right")
+    overall = Table(title=f"{title}: the whole split (L2 of all 56 dims; FD and P-FD pooled)")
+    overall.add_column("method", overflow="fold")
+    for label in ["L2 (56)", *[label for _, _, label in POOLED]]:
+        overall.add_column(label, justify="right")
     for name in table.rows:
         if name != "GT":
-            overall.add_row(name, _format(table.rows[name]["all"]["L2"]))
+            overall.add_row(name, *_whole_split_cells(table, name))
     tables.append(overall)
     return tables
+
+
+def _whole_split_cells(table: EvaluationTable, name: str) -> list[str]:
+    row = table.rows[name]
+    return [_format(row["all"]["L2"]), *[_format(row[group].get(key)) for group, key, _ in POOLED]]
 
 
 def markdown(table: EvaluationTable, title: str) -> str:
@@ -98,6 +114,11 @@ def markdown(table: EvaluationTable, title: str) -> str:
     lines += ["| " + " | ".join([name, *_cells(table, name, "expression"), *_cells(table, name, "rotation"),
                                  "-" if name == "GT" else _format(table.rows[name]["all"]["L2"])]) + " |"
               for name in table.rows]
+    pooled_header = ["method", "all-56 L2", *[label for _, _, label in POOLED]]
+    lines += ["", "Pooled over the whole split:", "", "| " + " | ".join(pooled_header) + " |",
+              "|" + "---|" * len(pooled_header)]
+    lines += ["| " + " | ".join([name, *_whole_split_cells(table, name)]) + " |"
+              for name in table.rows if name != "GT"]
     lines += ["", *[f"- {d}" for d in DEFINITIONS], *[f"- {note}" for note in table.notes], ""]
     if table.react is not None:
         lines += react_markdown(table.react)
@@ -108,7 +129,7 @@ REACT_DEFINITIONS = [
     ("FRCorr: per generated reaction, the best CCC (per dim, averaged over dims) with any appropriate real "
      "reaction; averaged over the m samples (REACT's code adds them up) and the windows. Higher is better."),
     ("FRDist: per generated reaction, the least DTW distance (all the group's dims at once, divided by their "
-     "number, as REACT weighs its groups) to an appropriate reaction; averaged like FRCorr. Lower is better."),
+     "number) to an appropriate reaction, per group; averaged like FRCorr. Lower is better."),
     ("FRDiv: mean squared difference between the m samples for one speaker window (S-MSE); FRDvs: the same "
      "between samples for different windows; FRVar: variance over frames. Higher is more diverse."),
     "FRSyn: mean |peak lag| (frames) of the speaker-reaction TLCC over lags -59..+59, every sample counted.",
@@ -156,12 +177,23 @@ def react_markdown(react: ReactTable) -> list[str]:
     return lines
 
 
+def without_nan(value: object) -> object:
+    """`value` with every NaN float as None: JSON has no NaN, and strict parsers refuse Python's `NaN` token."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: without_nan(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [without_nan(item) for item in value]
+    return value
+
+
 def write_reports(table: EvaluationTable, out: Path, title: str) -> tuple[Path, Path]:
     out = Path(out)
     json_path = atomic_write_bytes(report_path(out, ".json"), json.dumps(
-        {**table.to_dict(), "title": title, "definitions": DEFINITIONS,
-         "react_definitions": REACT_DEFINITIONS if table.react is not None else []},
-        indent=2, allow_nan=True).encode())
+        without_nan({**table.to_dict(), "title": title, "definitions": DEFINITIONS,
+                     "react_definitions": REACT_DEFINITIONS if table.react is not None else []}),
+        indent=2, allow_nan=False).encode())
     md_path = atomic_write_bytes(report_path(out, ".md"), markdown(table, title).encode())
     return json_path, md_path
 

@@ -1,12 +1,14 @@
 """The paper's metrics on de-normalized FLAME coefficients, per group (expression 50, rotation = jaw + head 6).
 
 Published listener papers disagree on names and definitions, so each function states its own:
-L2 follows Learning to Listen's test code (mean per-frame Euclidean norm, not the MSE others call
-"L2"; MSE is given too), FD follows the FID formula of Heusel et al. as implemented in
-pytorch-fid (full covariance, scipy's sqrtm, a small ridge when the product is singular),
-P-FD is Learning to Listen's paired FD (FD of speaker and listener concatenated per frame), SI
-follows Learning to Listen's diversity measure (Shannon index of k-means cluster usage), and
-TLCC follows Boker et al.'s windowless time-lagged cross-correlation as used by ViCo/ReactFace.
+- L2 follows Learning to Listen's test code (mean per-frame Euclidean norm, not the MSE others call
+  "L2"; MSE is given too), but in the coefficients' own units, where that code scores coefficients
+  standardized by its training statistics (so its figures are not comparable with these);
+- FD follows the FID formula of Heusel et al. as implemented in pytorch-fid (full covariance, scipy's
+  sqrtm, a small ridge when the product is singular), per sequence and pooled over all sequences;
+- P-FD is Learning to Listen's paired FD (FD of speaker and listener concatenated per frame);
+- SI follows Learning to Listen's diversity measure (Shannon index of k-means cluster usage);
+- TLCC follows Boker et al.'s windowless time-lagged cross-correlation as used by ViCo/ReactFace.
 """
 
 from __future__ import annotations
@@ -181,10 +183,22 @@ def tlcc(speaker: np.ndarray, listener: np.ndarray, max_lag: int = MAX_LAG) -> t
     return best - max_lag, float(values[best])
 
 
+def lag_range(frames: int, max_lag: int = MAX_LAG) -> int:
+    """The lags TLCC scans on a sequence of `frames`: up to `max_lag`, and at most a quarter of the frames.
+
+    So every lag correlates at least three quarters of the sequence: at +-59 lags a 64-frame clip (Learning
+    to Listen's) would correlate 5 frames at the extremes, and the peak would mostly be noise there.
+    """
+    return min(max_lag, frames // 4)
+
+
 def tlcc_summary(speakers: list[np.ndarray], listeners: list[np.ndarray], max_lag: int = MAX_LAG) -> dict[str, float]:
-    """Mean |peak lag| (frames) and mean peak r over sequences: every sequence counts once."""
-    results = [tlcc(speaker, listener, max_lag) for speaker, listener in zip(speakers, listeners)
-               if len(speaker) > max_lag + 1]
+    """Mean |peak lag| (frames) and mean peak r over sequences: every sequence counts once.
+
+    Each sequence is scanned over `lag_range` lags; one of fewer than 4 frames has none and is left out.
+    """
+    results = [tlcc(speaker, listener, lag_range(len(speaker), max_lag))
+               for speaker, listener in zip(speakers, listeners) if lag_range(len(speaker), max_lag) > 0]
     results = [(lag, r) for lag, r in results if not math.isnan(r)]  # a constant listener has no correlation
     if not results:
         return {"lag": math.nan, "r": math.nan}

@@ -125,9 +125,11 @@ def fr_dist(
     distance to any appropriate real reaction; averaged over the m samples and the windows.
 
     The DTW runs over all the group's dims together (`dtw_distance`) and is divided by the group's
-    number of dims: REACT weighs each attribute group's DTW by 1 / its dims (1/15 for its AUs,
-    1/2 for valence-arousal, 1/8 for its expressions) and sums the groups; we report each group on
-    its own, so the sum of our two groups is REACT's all-dims figure. As for FRCorr, samples are averaged, not added.
+    number of dims, so a group's figure does not grow with its width. REACT's code weighs its groups
+    1/15 (its 15 AUs), 1 (its 2 valence-arousal dims, not 1/2) and 1/8 (its 8 expressions), and takes
+    the nearest appropriate reaction by the weighted sum over its groups; we report each group on its
+    own, nearest by that group alone, so our two groups' figures do not add up to an all-dims one. As
+    for FRCorr, samples are averaged, not added.
     """
     dims = samples.shape[-1]
     return _best(samples, appropriate, allowed, lambda a, b, mask: _nearest_dtw(a, b, mask) / dims, np.min)
@@ -173,14 +175,15 @@ def fr_var(samples: np.ndarray) -> float:
 def fr_syn(samples: np.ndarray, speakers: np.ndarray, max_lag: int = metrics.MAX_LAG) -> float:
     """FRSyn (synchrony, lower is better): the mean absolute lag (frames) of the peak time-lagged
     cross-correlation between the speaker window and each generated reaction, over lags
-    -max_lag..+max_lag (2 s: REACT uses +-(2 s x 25 fps - 1) at its 25 fps, we use +-59 at 30 fps),
-    averaged over all m samples and windows. The correlation at a lag is Pearson's r per dim,
-    averaged over dims (`metrics.tlcc`); a constant reaction has none and is left out.
+    -max_lag..+max_lag (2 s: REACT uses +-(2 s x 25 fps - 1) at its 25 fps, we use +-59 at 30 fps;
+    at most a quarter of a shorter window, `metrics.lag_range`), averaged over all m samples and
+    windows. The correlation at a lag is Pearson's r per dim, averaged over dims (`metrics.tlcc`); a
+    constant reaction has none and is left out.
     """
     lags = []
     for speaker, window_samples in zip(speakers, samples):
         for sample in window_samples:
-            lag, r = metrics.tlcc(speaker, sample, max_lag)
+            lag, r = metrics.tlcc(speaker, sample, metrics.lag_range(len(speaker), max_lag))
             if not math.isnan(r):
                 lags.append(abs(lag))
     return float(np.mean(lags)) if lags else math.nan

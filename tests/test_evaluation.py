@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
-import math
 import shutil
 
 import numpy as np
 import pytest
 import torch
 from helpers import run_cli, tiny_checkpoint
+from rich.console import Console
 
 from fad_edge.baselines import Baselines, BaselineSequence
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data import layout
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
-from fad_edge.evaluation import evaluate
+from fad_edge.evaluation import EvaluationTable, evaluate
+from fad_edge.evaluation_report import rich_tables
 
 pytestmark = pytest.mark.slow
 
@@ -113,7 +115,7 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
                            "--samples", "2", "--start-noise", "1",
                            "--steps-curve", "1,3")
     assert code == 0, output
-    report = json.loads((tmp_path / "lr1.5e-3.json").read_text())
+    report = json.loads((tmp_path / "lr1.5e-3.json").read_text(), parse_constant=refuse_non_json)
     assert list(report["rows"]) == ["NN motion", "NN audio", "Random", "Mirror", "Median", "FAD", "GT"]
     for group in ("expression", "rotation"):
         assert report["rows"]["FAD"][group]["L2"] > 0 and report["rows"]["GT"][group]["L2"] == 0
@@ -122,16 +124,41 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
         assert report["rows"]["GT"][group]["P-FD"] == pytest.approx(0, abs=1e-6)
     # the test session is 144 frames: shorter than one REACT window of 256, so that table is left out, and said so
     assert report["react"] is None and any("REACT metrics: skipped" in note for note in report["notes"])
+    # 144 frames against the expression's 50 dims: its per-sequence FD is said to be weak; the rotation's is not
+    assert [note.split(":")[0] for note in report["notes"] if "covariance" in note] == ["expression"]
+    assert report["rows"]["FAD"]["expression"]["FD pooled"] > 0 and "rot P-FD" in output
     # per frame, the 56-dim norm lies between the larger group's norm and the sum of both
     rows = report["rows"]["FAD"]
     groups = (rows["expression"]["L2"], rows["rotation"]["L2"])
     assert max(groups) <= rows["all"]["L2"] <= sum(groups) + 1e-9
     markdown = (tmp_path / "lr1.5e-3.md").read_text()
     assert "| Median |" in markdown and "Frechet" in markdown and "all-56 L2" in markdown and "P-FD" in markdown
+    assert "Pooled over the whole split" in markdown
     assert (tmp_path / "lr1.5e-3_steps.png").stat().st_size > 5000
     curve = json.loads((tmp_path / "lr1.5e-3_steps.json").read_text())
     assert set(curve) == {"1", "3"} and curve["3"]["expression"]["L2"] > 0
     assert not (tmp_path / "lr1.json").exists()
+
+
+def refuse_non_json(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
+def test_the_tables_show_small_figures_apart_and_long_labels_whole():
+    long_a, long_b = "FAD (both, context 0, runs/experiment_a/best)", "FAD (both, context 0, runs/experiment_b/best)"
+    table = EvaluationTable("test", ["s"], 600)
+    for name, rotation_fd in (("NN motion", 0.00086), (long_a, 0.00036), (long_b, 0.00074)):
+        group = {"L2": 0.279, "FD": 0.059, "FD pooled": 0.0123, "P-FD": 0.1, "P-FD pooled": 0.2, "SI": 4.2,
+                 "TLCC lag": 53.5, "TLCC r": 0.031}
+        table.rows[name] = {"expression": group, "rotation": {**group, "FD": rotation_fd, "FD pooled": 0.00001},
+                            "all": {"L2": 0.282}}
+    console = Console(width=80, record=True, file=io.StringIO())
+    for rich_table in rich_tables(table, "test"):
+        console.print(rich_table)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert all(f in text for f in ("0.000360", "0.000740", "0.000860", "0.0000100", "0.0123", "53.5", "0.100"))
+    assert text.count("experiment_a/best") == 3 and text.count("experiment_b/best") == 3  # folded, not cut
 
 
 def test_an_empty_split_is_a_clear_error(dataset, tmp_path, monkeypatch, capsys):
@@ -185,7 +212,7 @@ def test_evaluate_adds_the_react_table(dataset, tmp_path, monkeypatch, capsys):
     for group in ("expression", "rotation"):
         assert set(rows["FAD"][group]) == {"FRCorr", "FRDist", "FRDiv", "FRDvs", "FRVar", "FRSyn"}
         assert rows["FAD"][group]["FRDiv"] > 0  # sampled at start noise 1: the seeds differ
-        assert rows["Random"][group]["FRDiv"] > 0 and math.isnan(rows["Mirror"][group]["FRDiv"])
+        assert rows["Random"][group]["FRDiv"] > 0 and rows["Mirror"][group]["FRDiv"] is None  # NaN: JSON's null
         assert -1 <= rows["Alternatives"][group]["FRCorr"] < 1  # scored without itself
         assert rows["GT held out"][group]["FRDist"] > 0
         ratio = react["ratios"]["FAD"][group]["FRDiv / Alternatives"]

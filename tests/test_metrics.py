@@ -74,6 +74,20 @@ def test_tlcc_needs_more_frames_than_lags_and_skips_constant_listeners():
     assert math.isnan(summary["r"]) and math.isnan(summary["lag"])
 
 
+def test_a_short_sequence_is_scanned_over_a_quarter_of_its_frames():
+    # A 64-frame clip: at +-59 lags its extremes would correlate 5 frames; it gets +-16.
+    assert metrics.lag_range(64) == 16 and metrics.lag_range(600) == metrics.MAX_LAG and metrics.lag_range(3) == 0
+    rng = np.random.default_rng(1)
+    speakers = [rng.standard_normal((64, 3)).cumsum(0) for _ in range(40)]
+    listeners = [rng.standard_normal((64, 3)).cumsum(0) for _ in range(40)]  # unrelated random walks
+    summary = metrics.tlcc_summary(speakers, listeners)
+    assert summary["lag"] <= 16  # at +-59 lags such walks peak near the edges (about 40 frames)
+    speaker = _smooth_signal(64, 3, 2)
+    follows = metrics.tlcc_summary([speaker], [np.roll(speaker, 5, axis=0)])
+    assert follows["lag"] == 5 and follows["r"] > 0.5
+    assert math.isnan(metrics.tlcc_summary([np.ones((3, 2))], [np.ones((3, 2))])["lag"])  # no lag to scan
+
+
 def test_si_of_a_uniform_histogram_over_k_clusters_is_log2_k():
     centres = np.array([[10.0 * i, -5.0 * i] for i in range(8)])
     truth = np.repeat(centres, 20, axis=0) + 0.01 * np.random.default_rng(0).standard_normal((160, 2))

@@ -119,6 +119,12 @@ def test_fr_syn_is_the_mean_absolute_lag_of_every_sample(lags):
     assert rm.fr_syn(samples, speaker[None]) == pytest.approx(np.mean(np.abs(lags)))
 
 
+def test_fr_syn_scans_a_short_window_over_a_quarter_of_its_frames():
+    speaker = _smooth(64, 3, 4)
+    samples = np.stack([np.roll(speaker, 20, axis=0)])[None]  # a lag beyond 64 // 4 frames
+    assert rm.fr_syn(samples, speaker[None]) <= 16
+
+
 def test_windows_are_cut_end_to_end_and_the_rest_left_out():
     assert window_starts(600, 256) == [0, 256]
     assert window_starts(255, 256) == []
