@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from rich.table import Table
 
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.evaluation import EvaluationTable
+from fad_edge.json_report import json_report_bytes
 from fad_edge.plots import plt, save_figure
 from fad_edge.react_evaluation import REACT_METRICS, ReactTable
 from fad_edge.report_paths import report_path
@@ -177,23 +177,11 @@ def react_markdown(react: ReactTable) -> list[str]:
     return lines
 
 
-def without_nan(value: object) -> object:
-    """`value` with every NaN float as None: JSON has no NaN, and strict parsers refuse Python's `NaN` token."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: without_nan(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [without_nan(item) for item in value]
-    return value
-
-
 def write_reports(table: EvaluationTable, out: Path, title: str) -> tuple[Path, Path]:
     out = Path(out)
-    json_path = atomic_write_bytes(report_path(out, ".json"), json.dumps(
-        without_nan({**table.to_dict(), "title": title, "definitions": DEFINITIONS,
-                     "react_definitions": REACT_DEFINITIONS if table.react is not None else []}),
-        indent=2, allow_nan=False).encode())
+    json_path = atomic_write_bytes(report_path(out, ".json"), json_report_bytes(
+        {**table.to_dict(), "title": title, "definitions": DEFINITIONS,
+         "react_definitions": REACT_DEFINITIONS if table.react is not None else []}))
     md_path = atomic_write_bytes(report_path(out, ".md"), markdown(table, title).encode())
     return json_path, md_path
 

@@ -11,7 +11,6 @@ is cut to the video.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from fad_edge.atomic import atomic_save_npy, atomic_write_bytes
 from fad_edge.constants import FPS, N_COEFFS
 from fad_edge.data.media import read_audio, read_audio_track, read_video
 from fad_edge.errors import DataError
+from fad_edge.json_report import json_report_bytes
 from fad_edge.plots import plot_motion
 from fad_edge.resources import check_fits
 from fad_edge.runtime.base import ClipRunner
@@ -106,7 +106,7 @@ def generate_files(
         "settings": settings or {},
     }
     json_path = out / JSON_NAME
-    atomic_write_bytes(json_path, json.dumps(record, indent=2).encode())
+    atomic_write_bytes(json_path, json_report_bytes(record))
     plot_path = plot_motion(motion, out / PLOT_NAME, title=f"listener motion ({runner.name})")
     return GenerateResult(Path(motion_path), json_path, plot_path, len(frames), seconds, preview_path, track)
 

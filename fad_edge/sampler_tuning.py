@@ -45,6 +45,7 @@ from fad_edge.checkpoint import (
 )
 from fad_edge.errors import CheckpointError, DataError, FadEdgeError
 from fad_edge.evaluation import draw_settings, encoded_split, score_draws
+from fad_edge.json_report import json_report_bytes
 from fad_edge.models.config import DIVERSE_NOISE_LIMITS, ModelConfig
 from fad_edge.react_evaluation import ReactOptions, react_sessions
 from fad_edge.react_metrics import fr_div
@@ -344,6 +345,6 @@ def markdown(report: GridReport) -> str:
 def write_report(report: GridReport, stem: Path) -> tuple[Path, Path]:
     """STEM.json and STEM.md, atomically."""
     stem = Path(stem)
-    json_path = atomic_write_bytes(report_path(stem, ".json"), json.dumps(report.to_dict(), indent=2).encode())
+    json_path = atomic_write_bytes(report_path(stem, ".json"), json_report_bytes(report.to_dict()))
     md_path = atomic_write_bytes(report_path(stem, ".md"), markdown(report).encode())
     return json_path, md_path

@@ -17,7 +17,6 @@ exists, but keeps running the ones already open.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from rich.table import Table
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.bench.profile import random_inputs
 from fad_edge.bench.tables import figure_table, number, number_column, text_column
+from fad_edge.json_report import json_report_bytes
 from fad_edge.runtime.base import clip_condition_windows
 from fad_edge.runtime.ort_runner import OrtRunner, SessionTuning
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"{args.rounds} calls each", highlight=False)
         console.print(binding_table(result))
         if args.out:
-            atomic_write_bytes(args.out, json.dumps(result, indent=2).encode())
+            atomic_write_bytes(args.out, json_report_bytes(result))
         return
     names = args.variants.split(",") if args.variants else None
     result = compare(args.folder, args.precision, args.rounds, args.gap, names)
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     for variant in result["variants"]:
         console.print(f"  {variant['name']}: {variant['note']}", highlight=False)
     if args.out:
-        atomic_write_bytes(args.out, json.dumps(result, indent=2).encode())
+        atomic_write_bytes(args.out, json_report_bytes(result))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ Within each graph, op types that take under `MINOR_SHARE` of the graph's time ar
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rich.table import Table
 
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.bench.tables import figure_table, number, number_column, text_column
+from fad_edge.json_report import json_report_bytes
 
 MINOR_SHARE = 0.02  # op types under 2% of their graph's time are summed into one row per graph
 BETWEEN_OPS = "(between ops)"
@@ -83,4 +83,4 @@ def footer(summary: dict) -> list[str]:
 
 
 def write_summary(summary: dict, path: Path) -> Path:
-    return atomic_write_bytes(Path(path), json.dumps(summary, indent=2).encode())
+    return atomic_write_bytes(Path(path), json_report_bytes(summary))

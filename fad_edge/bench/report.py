@@ -6,7 +6,6 @@ backend are stacked in one text column, the one that folds when a terminal is na
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from fad_edge.atomic import atomic_write_bytes
 from fad_edge.bench.tables import figure_table, number, number_column, text_column
+from fad_edge.json_report import json_report_bytes
 from fad_edge.plots import plt, save_figure
 
 
@@ -103,7 +103,7 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def write_json(result: dict, path: Path) -> Path:
-    return atomic_write_bytes(Path(path), json.dumps(result, indent=2).encode())
+    return atomic_write_bytes(Path(path), json_report_bytes(result))
 
 
 def plot(result: dict, path: Path) -> Path:

@@ -28,7 +28,6 @@ The report checks: memory growth <= 20 MB, p99 <= 2x p50, and that every clip is
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import threading
@@ -44,6 +43,7 @@ from fad_edge.atomic import atomic_write_bytes
 from fad_edge.bench.timing import cpu_features, cpu_name
 from fad_edge.constants import CLIP_LEN, FPS, SAMPLE_RATE
 from fad_edge.errors import FadEdgeError, StreamInputError
+from fad_edge.json_report import json_report_bytes
 from fad_edge.runtime.stream import ClipMotion, ListenerStream
 
 if TYPE_CHECKING:
@@ -350,7 +350,7 @@ def main() -> None:
             close()
     result["export"] = {"folder": str(args.export), "precision": args.precision, "threads": args.threads,
                         "preset": runner.config.preset}
-    atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(args.out, json_report_bytes(result))
     latency, memory = result["latency_ms"], result["memory_mb"]
     print(f"{result['clips']} clips in {result['wall_seconds']:.0f} s; latency p50 {latency['p50']:.1f} ms, "
           f"p99 {latency['p99']:.1f} ms (x{latency['p99_over_p50']:.2f}); RSS growth {memory['growth']:+.1f} MB")

@@ -8,7 +8,6 @@ resumes training from the last checkpoint.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import cast
@@ -20,6 +19,7 @@ from rich.table import Table
 
 from fad_edge.cli.data_commands import SESSION_BYTES_PER_SECOND
 from fad_edge.cli.validate import MAX_SEED, check_choice, check_disk, check_finite, check_output_dir, check_preset
+from fad_edge.json_report import json_report_bytes
 
 console = Console()
 DEMO_BATCH_SIZE, DEMO_CLIPS_PER_ITEM = 4, 8
@@ -131,7 +131,7 @@ def demo(
                "train_parts_seconds": result.parts_seconds(), "train_arithmetic": trained_in,
                "export_max_rel_error": parity, "int8": int8, "latency_ms_64_frames": timings,
                "stream": bench["stream"], "stage_seconds": stages, "total_seconds": time.time() - started}
-    atomic_write_bytes(out / "demo_summary.json", json.dumps(summary, indent=2).encode())
+    atomic_write_bytes(out / "demo_summary.json", json_report_bytes(summary))
     outputs.append(("summary", str(out / "demo_summary.json")))
 
     where = Table(title=f"fad-edge demo ({time.time() - started:.0f} s)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from fad_edge.cli.validate import SAMPLER_HELP, check_output_stem, check_sampler_name
+from fad_edge.json_report import json_report_bytes
 from fad_edge.models.config import ModelConfig
 from fad_edge.report_paths import report_path
 from fad_edge.sampling import DEFAULT_SAMPLER
@@ -115,7 +115,7 @@ def evaluate(
         curve_stem = report_path(out, "_steps")
         png = plot_steps_curve(curve, report_path(curve_stem, ".png"))
         curve_json = atomic_write_bytes(report_path(curve_stem, ".json"),
-                                        json.dumps({str(k): v for k, v in curve.items()}, indent=2).encode())
+                                        json_report_bytes({str(k): v for k, v in curve.items()}))
         for count in curve_steps:
             l2 = {group: curve[count][group]["L2"] for group in ("expression", "rotation")}
             console.print(f"steps {count:3d}: L2 exp {l2['expression']:.4f} rot {l2['rotation']:.4f}")

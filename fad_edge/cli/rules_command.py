@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -14,6 +13,7 @@ from rich.table import Table
 
 from fad_edge.backends import all_precisions, backend_names
 from fad_edge.cli.validate import MAX_SEED, check_output_file, check_threads
+from fad_edge.json_report import json_report_bytes
 
 console = Console()
 
@@ -69,7 +69,7 @@ def rules(
     console.print(LEGEND, markup=False, highlight=False)  # wrapped to the terminal's width (80 when piped)
     if out is not None:
         record = {"settings": settings, **report.to_dict()}
-        atomic_write_bytes(out, json.dumps(record, indent=2).encode())
+        atomic_write_bytes(out, json_report_bytes(record))
         console.print(f"wrote {out}", markup=False, highlight=False)
 
 
