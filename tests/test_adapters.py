@@ -9,7 +9,7 @@ import pytest
 from helpers import run_cli
 
 from fad_edge.data import layout
-from fad_edge.data.adapters import convert_vico, l2l_to_ours, load_learning_to_listen, read_flame
+from fad_edge.data.adapters import FOLDER_LAYOUT, convert_vico, l2l_to_ours, load_learning_to_listen, read_flame
 from fad_edge.data.media import write_video, write_wav
 from fad_edge.errors import DataError
 
@@ -67,9 +67,10 @@ def test_l2l_missing_file_is_named(tmp_path):
         load_learning_to_listen(tmp_path, "conan", "test")
 
 
-def _vico(root, clips: int = 2, frames: int = 24, bfm: bool = False):
+def _vico(root, clips: int = 2, frames: int = 24, bfm: bool = False, splits=("train", "val", "test")):
+    """ViCo clips in per-split folders (`test_vico_layout.py` has its release layout)."""
     rng = np.random.default_rng(1)
-    for split in ("train", "test"):
+    for split in splits:
         for name in ("speaker", "audio", "listener_flame", "speaker_flame"):
             (root / split / name).mkdir(parents=True)
         for i in range(clips):
@@ -85,8 +86,10 @@ def _vico(root, clips: int = 2, frames: int = 24, bfm: bool = False):
 
 def test_vico_converts_to_our_layout(tmp_path):
     _vico(tmp_path / "vico")
-    splits = convert_vico(tmp_path / "vico", tmp_path / "ours")
-    assert splits == {"train": ["train_0", "train_1"], "test": ["test_0", "test_1"]}
+    conversion = convert_vico(tmp_path / "vico", tmp_path / "ours")
+    assert conversion.layout == FOLDER_LAYOUT
+    assert conversion.splits == {"train": ["train_0", "train_1"], "val": ["val_0", "val_1"],
+                                 "test": ["test_0", "test_1"]}
     session = layout.load_session(tmp_path / "ours" / "train_0", None)
     raw = np.load(tmp_path / "vico" / "train" / "listener_flame" / "0.npy")
     np.testing.assert_allclose(session.listener[:, 50:53], raw[:, 53:56])  # jaw
@@ -211,3 +214,73 @@ def test_l2l_baselines_say_once_and_in_80_columns_that_there_is_no_video(tmp_pat
     assert code == 0, output
     notes = [line for line in output.splitlines() if "no video" in line or "no raw video" in line]
     assert len(notes) == 1 and len(notes[0]) < 80, output
+
+
+def _run_l2l(monkeypatch, capsys, root, *more) -> tuple[int, str]:
+    return run_cli(monkeypatch, capsys, "baselines-l2l", "--data", root, "--channel", "conan",
+                   "--out", root / "report", *more)
+
+
+def test_l2l_speaker_frames_other_than_the_listeners_are_refused_naming_the_file(tmp_path, monkeypatch, capsys):
+    _l2l(tmp_path, "conan", segments=4)
+    speaker = tmp_path / "conan" / "train" / "p1_speak_faces_clean_deca.npy"
+    np.save(speaker, np.ascontiguousarray(np.load(speaker).transpose(0, 2, 1)))  # (N, 184, 64): 64 >= 56 passes
+    code, output = _run_l2l(monkeypatch, capsys, tmp_path)
+    _assert_one_line_error(code, output, f"{speaker}: speaker parameters have shape (4, 184, 64), 184 frames a "
+                                         "segment, but the listener's p0_list_faces_clean_deca.npy has 64")
+
+
+def test_l2l_scoring_on_the_split_the_baselines_fit_on_is_refused(tmp_path, monkeypatch, capsys):
+    _l2l(tmp_path, "conan", segments=4)
+    code, output = _run_l2l(monkeypatch, capsys, tmp_path, "--split", "train")
+    _assert_one_line_error(code, output, "--split train: the baselines are fitted on train, so scoring them there "
+                                         "is in-sample")
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_l2l_a_split_without_segments_is_refused_naming_the_file(tmp_path, monkeypatch, capsys):
+    import shutil
+
+    _l2l(tmp_path, "conan", segments=4)
+    (tmp_path / "conan" / "test").unlink()
+    shutil.copytree(tmp_path / "conan" / "train", tmp_path / "conan" / "test")
+    for path in (tmp_path / "conan" / "test").glob("*.npy"):
+        np.save(path, np.load(path)[:0])
+    code, output = _run_l2l(monkeypatch, capsys, tmp_path)
+    _assert_one_line_error(code, output, f"{tmp_path / 'conan' / 'test' / 'p0_list_faces_clean_deca.npy'}: "
+                                         "listener parameters has shape (0, 64, 184): no segments")
+
+
+def test_l2l_a_refusal_after_loading_is_one_line_without_the_no_video_note(tmp_path, monkeypatch, capsys):
+    _l2l(tmp_path, "conan", segments=4, frames=32)  # loads, but shorter than the baselines' 64-frame window
+    code, output = _run_l2l(monkeypatch, capsys, tmp_path)
+    _assert_one_line_error(code, output, "no training session has 64 frames")
+
+
+def test_l2l_an_absurd_coefficient_is_refused_naming_the_file(tmp_path, monkeypatch, capsys):
+    _l2l(tmp_path, "conan", segments=4)
+    bad = tmp_path / "conan" / "train" / "p0_list_faces_clean_deca.npy"
+    array = np.load(bad)
+    array[0, 0, 3] = 1e38  # finite: passes a NaN check, then overflows the metrics to inf
+    np.save(bad, array)
+    code, output = _run_l2l(monkeypatch, capsys, tmp_path)
+    _assert_one_line_error(code, output, f"{bad}: a coefficient of magnitude 1e+38, beyond 10000")
+
+
+def test_l2l_columns_past_the_56_coefficients_are_not_bounded(tmp_path):
+    _l2l(tmp_path, "conan", segments=2)
+    path = tmp_path / "conan" / "train" / "p0_list_faces_clean_deca.npy"
+    array = np.load(path)
+    array[..., 150] = 1e6  # not a FLAME coefficient we read (DECA's camera, light, ...)
+    np.save(path, array)
+    assert len(load_learning_to_listen(tmp_path, "conan", "train")) == 2
+
+
+def test_docs_say_learning_to_listen_feeds_no_model_and_how_to_reorder_deca():
+    from pathlib import Path
+
+    from fad_edge.data import adapters
+
+    assert adapters.__doc__ is not None and "audio branch" not in adapters.__doc__
+    contract = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    assert "np.concatenate([exp, pose[:, 3:6], pose[:, 0:3]], axis=1)" in contract

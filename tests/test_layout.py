@@ -158,3 +158,16 @@ def test_sessions_shorter_than_a_window_name_themselves_and_what_to_change():
     with pytest.raises(DataError, match=r"no window of 32 frames \(4 clips\) fits in the sessions short_0, short_1 "
                                         r"\(the longest has 20 frames\).*--clips-per-item"):
         ClipDataset(sessions, Normalization.identity(), audio_window_frames=2, clips_per_item=4)
+
+
+@pytest.mark.parametrize(("value", "message"), [(np.nan, "NaN or infinite"), (1e38, "magnitude 1e\\+38")])
+def test_coefficients_that_are_not_finite_or_absurd_are_refused_naming_the_file(tmp_path, value, message):
+    path = tmp_path / layout.LISTENER
+    coefficients = np.zeros((30, 56), np.float32)
+    coefficients[3, 7] = value
+    np.save(path, coefficients)
+    with pytest.raises(DataError, match=f"{path}: .*{message}"):
+        layout.load_coefficients(path)
+    coefficients[3, 7] = -9.5e3  # large, but a value a coefficient may have
+    np.save(path, coefficients)
+    assert layout.load_coefficients(path)[3, 7] == pytest.approx(-9.5e3)

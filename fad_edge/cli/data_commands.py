@@ -1,4 +1,4 @@
-"""`fad-edge synth`: write a synthetic dyadic dataset."""
+"""`fad-edge synth`, `convert-vico` and `baselines-l2l`: write a dataset, convert ViCo, score Learning to Listen."""
 
 from __future__ import annotations
 
@@ -49,23 +49,34 @@ def synth(
 
 
 def convert_vico(
-    src: Path = typer.Option(..., help="ViCo root with <split>/speaker/*.mp4, audio/*.wav and listener_flame/*.npy."),
+    src: Path = typer.Option(..., help="ViCo root: its release layout (<split>.csv, videos/<uuid>.speaker.mp4, "
+                             "audios/<uuid>.wav, listener_flame/<uuid>.npy) or per-split folders "
+                             "(<split>/speaker/<id>.mp4, audio/<id>.wav, listener_flame/<id>.npy)."),
     out: Path = typer.Option(..., help="Folder to write the dataset into (our layout)."),
+    val_fraction: Optional[float] = typer.Option(
+        None, help="Where the release has no val.csv: move about this fraction of train's clips, whole speakers "
+        "(by the CSVs' speaker_id) not also in test, to val."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of --val-fraction's choice of speakers."),
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Convert ViCo clips with FLAME re-extractions into our layout (BFM coefficient files are refused)."""
+    from fad_edge.data.adapters import ValSplit
     from fad_edge.data.adapters import convert_vico as run
 
+    check_finite(val_fraction, "--val-fraction", 0.0, 1.0, low_open=True, high_open=True)
     check_output_dir(out)
+    val = None if val_fraction is None else ValSplit(val_fraction, seed)
     with console.status("converting ViCo clips"):
-        splits = run(src, out, overwrite=overwrite)
-    console.print(f"wrote {out} (" + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")", markup=False)
+        conversion = run(src, out, overwrite=overwrite, val=val)
+    counts = ", ".join(f"{k} {len(v)}" for k, v in conversion.splits.items())
+    console.print(f"wrote {out} ({counts}) from {conversion.layout}", markup=False)
 
 
 def baselines_l2l(
     data: Path = typer.Option(..., help="Learning to Listen root (<channel>/<split>/p*_faces_clean_deca.npy)."),
     channel: str = typer.Option(..., help="Channel, e.g. conan, fallon, kimmel, stephen, trevor."),
-    split: str = typer.Option("test", help="Split to evaluate on (the baselines fit on 'train')."),
+    split: str = typer.Option("test", help="Split to evaluate on: val or test (the baselines fit on train, so "
+                              "train is refused as in-sample)."),
     out: Path = typer.Option(Path("l2l_baselines"), help="Report path stem (.json and .md)."),
 ) -> None:
     """The paper's coefficient baselines on Learning to Listen data (it has no video, so no FAD row)."""
@@ -76,12 +87,12 @@ def baselines_l2l(
 
     check_output_stem(out, (".json", ".md"))
     train, test = load_learning_to_listen_splits(data, channel, split)
-    console.print(f"[yellow]{escape(NO_VIDEO_NOTE)}[/]")
 
     def sequences(segments: list) -> list[BaselineSequence]:
         return [BaselineSequence(s.speaker, s.mel, s.listener) for s in segments]
 
     table = evaluate_baselines(sequences(train), sequences(test), split, [s.name for s in test])
+    console.print(f"[yellow]{escape(NO_VIDEO_NOTE)}[/]")  # only now: a refusal above stays one line
     title = f"Learning to Listen, {channel}/{split}"
     for rendered in rich_tables(table, escape(title)):
         console.print(rendered)

@@ -35,6 +35,9 @@ LISTENER_ALTERNATIVES = "listener_alternatives.npy"
 META = "meta.json"
 SPLITS = "splits.json"
 SPLIT_NAMES = ("train", "val", "test")
+# Far beyond any FLAME value (expression within about +-10, axis-angle pose within +-pi): a larger one is a
+# corrupt file, whose finite 1e38 would overflow the metrics to inf far from its cause.
+MAX_COEFFICIENT_MAGNITUDE = 1e4
 
 
 @dataclass
@@ -75,8 +78,28 @@ def write_session(
     return folder
 
 
+def check_finite_values(path: Path, array: np.ndarray) -> None:
+    """Refuse non-numbers, NaN and infinities here, naming the file: downstream they fail far from their cause."""
+    if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise DataError(f"{path}: expected real numbers, got dtype {array.dtype}")
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"{path}: contains NaN or infinite values; re-extract or drop this file")
+
+
+def check_coefficient_values(path: Path, array: np.ndarray) -> None:
+    """Refuse FLAME coefficients that are not finite or absurdly large, naming the file.
+
+    A finite 1e38 passes a finiteness check but overflows the metrics to inf far from its cause.
+    """
+    check_finite_values(path, array)
+    largest = float(np.max(np.abs(array))) if array.size else 0.0
+    if largest > MAX_COEFFICIENT_MAGNITUDE:
+        raise DataError(f"{path}: a coefficient of magnitude {largest:.3g}, beyond {MAX_COEFFICIENT_MAGNITUDE:g}; "
+                        "FLAME values are within about +-10, so this file is corrupt or not FLAME parameters")
+
+
 def load_coefficients(path: Path) -> np.ndarray:
-    """A (T, 56) finite float32 coefficient array, or a DataError naming the file and the problem."""
+    """A (T, 56) float32 coefficient array of sane values, or a DataError naming the file and the problem."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -85,10 +108,7 @@ def load_coefficients(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy array ({str(error).splitlines()[0]})") from None
     if array.ndim != 2 or array.shape[1] != N_COEFFS:
         raise DataError(f"{path}: expected shape (T, {N_COEFFS}), got {array.shape}")
-    if not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{path}: expected numbers, got dtype {array.dtype}")
-    if not np.all(np.isfinite(array)):
-        raise DataError(f"{path}: contains NaN or infinite values")
+    check_coefficient_values(path, array)
     return array.astype(np.float32)
 
 
