@@ -52,6 +52,13 @@ SIGNATURES: dict[str, GraphSignature] = {
 META_PREFIX = "fad_edge."
 
 MANIFEST = "manifest.json"
+# The config fields the samplers read at run time, from the manifest, and no graph holds: the mean sampler's steps
+# and start noise, and the diverse sampler's settings (which `fad-edge tune-sampler` calibrates). Every other field
+# is fixed in the graphs (their shapes, weights, schedule; `elnet_x0` folds in sample_start_step and clip_sample),
+# so a manifest whose config differs from its graphs' in any other field was edited and would fail mid-run.
+RUN_TIME_SAMPLER_FIELDS = frozenset({"inference_steps", "sample_start_noise", "diverse_start_step",
+                                     "diverse_start_noise", "diverse_steps", "diverse_temperature",
+                                     "diverse_rotation_noise"})
 FORMAT = "fad-edge-export/1"
 ONNX_VARIANTS = ("fp32", "int8", "fp16")  # the ONNX graph variants an export can hold
 ENGINE_VARIANT = "trt"  # the manifest key of TensorRT engines
@@ -124,6 +131,27 @@ class ExportManifest:
         if recorded is None or file_sha256(path) != recorded:
             raise ExportError(f"{path}: its contents are not the ones this export recorded (changed or damaged "
                               "since); re-export this folder")
+
+    def check_graph_config(self, path: Path, recorded: str | None) -> None:
+        """Refuse a graph whose recorded config (its `config` metadata, JSON) differs from the manifest's in a field
+        the graph fixes: a manifest edited by hand would otherwise fail mid-run, or run with other shapes than it
+        says. Graphs that record no config are read unchecked."""
+        if recorded is None:
+            return
+        try:
+            graph_config = json.loads(recorded)
+        except json.JSONDecodeError:
+            graph_config = None
+        if not isinstance(graph_config, dict):
+            raise EngineMismatchError(f"{path}: its recorded model config is unreadable; re-export this folder")
+        manifest_config = json.loads(json.dumps(self.config))  # tuples as lists, as the graph's JSON holds them
+        differ = sorted(name for name in set(graph_config) | set(manifest_config)
+                        if name not in RUN_TIME_SAMPLER_FIELDS and graph_config.get(name) != manifest_config.get(name))
+        if differ:
+            shown = ", ".join(f"{name} {manifest_config.get(name)!r} (graph: {graph_config.get(name)!r})"
+                              for name in differ[:3]) + (", ..." if len(differ) > 3 else "")
+            raise EngineMismatchError(f"{path}: manifest.json's model config is not the one this graph was exported "
+                                      f"with ({shown}): manifest.json was edited; re-export this folder")
 
     @classmethod
     def load(cls, folder: Path) -> ExportManifest:

@@ -78,6 +78,24 @@ def atomic_output(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def atomic_write_together(files: dict[Path, bytes]) -> list[Path]:
+    """Write every file to a temporary beside it, then rename each into place: a failure while writing leaves
+    every old file as it was (never a new JSON beside an old chart). An OSError names the target, not the
+    temporary."""
+    targets: dict[str, Path] = {}
+    current = Path()
+    try:
+        with contextlib.ExitStack() as stack:
+            for current, data in files.items():
+                temporary = stack.enter_context(atomic_output(current))
+                targets[str(temporary)] = current
+                temporary.write_bytes(data)
+    except OSError as error:
+        target = targets.get(str(error.filename), current)
+        raise OSError(error.errno, error.strerror or str(error), str(target)) from error
+    return list(files)
+
+
 def staging_folder(folder: Path) -> Path:
     """A fresh, empty FOLDER.new beside `folder` to build its replacement in (then `swap_in_folder`).
 

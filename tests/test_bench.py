@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 def test_summarize_scales_per_unit_samples():
     latency = summarize([0.01, 0.02, 0.03], scale=10, extra=0.5)
     assert latency.median == pytest.approx(0.7) and latency.runs == 3 and latency.scale == 10
+    assert latency.p99 is None  # ten frames in a row are not ten times the slowest frame
 
 
 def test_ratios_compare_with_the_fastest_fad_backend():
@@ -31,12 +32,14 @@ def test_ratios_compare_with_the_fastest_fad_backend():
 
 def test_bench_cli_writes_table_json_and_chart(tmp_path, monkeypatch, capsys):
     out = tmp_path / "result"
-    code, output = run_cli(monkeypatch, capsys, "bench", "--frames", "8,16", "--pipelines", "fad", "--preset", "tiny",
-                           "--runs", "2", "--backends", "torch,ort", "--no-stream", "--threads", "1", "--out", out)
+    code, output = run_cli(monkeypatch, capsys, "bench", "--frames", "8,16,8", "--pipelines", "fad", "--preset",
+                           "tiny", "--runs", "2", "--backends", "torch,ort", "--no-stream", "--threads", "1",
+                           "--out", out)
     assert code == 0, output
     result = json.loads(out.with_suffix(".json").read_text())
     expected = {("torch", 8), ("ort", 8), ("torch", 16), ("ort", 16)}
-    assert {(r["backend"], r["frames"]) for r in result["rows"]} == expected
+    assert {(r["backend"], r["frames"]) for r in result["rows"]} == expected and len(result["rows"]) == 4
+    assert result["units"]["latency"] == "seconds per call"
     assert all(r["flops"] > 0 and r["latency"]["median"] > 0 for r in result["rows"])
     # FLOPs grow with frames
     flops = {r["frames"]: r["flops"] for r in result["rows"] if r["backend"] == "torch"}
@@ -92,6 +95,7 @@ def test_deca_is_timed_per_frame_once_and_scaled_to_every_length(monkeypatch):
     for a, b in zip(short, long):
         assert b.latency.median == pytest.approx(1024 * 0.5 + 0.001)
         assert a.latency.median == pytest.approx(8 * 0.5 + 0.001)
+        assert a.latency.p99 is None and b.latency.p99 is None
         assert b.flops == pytest.approx(128 * a.flops, rel=1e-3)
 
 

@@ -149,6 +149,20 @@ def test_the_cli_runs_the_device_bench_and_refuses_what_it_cannot_run(tmp_path, 
         assert code == 2 and "use --device cpu" in output and "Traceback" not in output
 
 
+def test_the_cpu_check_writes_beside_the_gpu_figures_and_says_where_its_rows_ran(tmp_path, monkeypatch, capsys):
+    """`--device cpu` without --out must not replace the committed GPU figures (bench/results/gpu_bench)."""
+    monkeypatch.chdir(tmp_path)
+    code, output = run_cli(monkeypatch, capsys, "bench", "--device", "cpu", "--preset", "tiny", "--pipelines", "fad",
+                           "--frames", "8", "--runs", "1", "--throughput-frames", "8", "--no-stream",
+                           "--backends", "cuda", "--threads", "1")
+    assert code == 0, output
+    results = tmp_path / "bench" / "results"
+    assert sorted(path.name for path in results.iterdir()) == ["gpu_bench_cpu_check.json", "gpu_bench_cpu_check.png"]
+    result = json.loads((results / "gpu_bench_cpu_check.json").read_text())
+    assert [row["device"] for row in result["rows"]] == ["cpu"] and result["throughput"][0]["device"] == "cpu"
+    assert output.count("cuda on cpu") == 2  # the timing table and the throughput table
+
+
 def test_the_stream_runs_on_the_cuda_graph_variant_fastest_at_one_clip():
     from fad_edge.bench.device import stream_variant
     from fad_edge.bench.run import Row

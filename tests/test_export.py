@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -174,6 +175,86 @@ def test_a_manifest_whose_normalization_was_edited_is_refused(tiny_export, tmp_p
     (edited / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EngineMismatchError, match="manifest's normalization is not the one"):
         OrtRunner(edited)
+
+
+@pytest.mark.parametrize("field, value", [("image_size", 64), ("n_mels", 40), ("n_coeffs", 58), ("clip_len", 16),
+                                          ("sample_start_step", 50)])
+def test_a_manifest_whose_config_was_edited_is_refused_before_any_run(field, value, tiny_export, tmp_path, monkeypatch,
+                                                                      capsys):
+    """ONNX Runtime would fail mid-run on the new shapes (or, for the folded step, run another sampler silently)."""
+    edited = tmp_path / "model"
+    shutil.copytree(tiny_export, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["config"][field] = value
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EngineMismatchError, match=f"{field} {value}.*manifest.json was edited; re-export"):
+        OrtRunner(edited)
+    code, output = run_cli(monkeypatch, capsys, "profile", edited, "--frames", "16", "--runs", "1", "--threads", "1")
+    assert code == 2 and "manifest.json was edited" in output and "Traceback" not in output
+    assert len([line for line in output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_the_sampler_settings_of_a_manifest_may_differ_from_its_graphs(tiny_export, tmp_path):
+    """tune-sampler's settings are read at run time, from the manifest: no graph fixes them."""
+    edited = tmp_path / "model"
+    shutil.copytree(tiny_export, edited)
+    manifest = json.loads((edited / "manifest.json").read_text())
+    manifest["config"].update(inference_steps=2, sample_start_noise=0.5, diverse_steps=2, diverse_temperature=1.3,
+                              diverse_rotation_noise=0.5, diverse_start_step=60, diverse_start_noise=0.8)
+    (edited / "manifest.json").write_text(json.dumps(manifest))
+    with OrtRunner(edited, "int8", threads=1, sampler="diverse") as runner:
+        assert runner.settings.temperature == 1.3 and runner.settings.steps == 2
+
+
+def test_a_graph_config_is_compared_field_by_field_without_a_model(tmp_path):
+    config = {"image_size": 32, "video_widths": (8, 16), "diverse_temperature": 1.0}
+    manifest = ExportManifest("v", "0" * 64, config, {}, 18)
+    recorded = json.dumps({**config, "video_widths": [8, 16], "diverse_temperature": 1.4})
+    manifest.check_graph_config(tmp_path / "g.onnx", recorded)  # tuples as JSON lists; a sampler setting may differ
+    manifest.check_graph_config(tmp_path / "g.onnx", None)  # a graph that records no config: unchecked
+    for bad in (json.dumps({**config, "image_size": 64}), json.dumps({**config, "extra": 1}), "not json", "[1]"):
+        with pytest.raises(EngineMismatchError, match="g.onnx"):
+            manifest.check_graph_config(tmp_path / "g.onnx", bad)
+
+
+@pytest.mark.parametrize("width", [40, 80])
+def test_the_parity_table_cuts_no_label_or_number_at_any_width(width, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from fad_edge.cli import export_commands
+
+    console = Console(file=io.StringIO(), width=width, record=True)
+    monkeypatch.setattr(export_commands, "console", console)
+    export_commands.print_reports({"parity": [
+        {"graph": "video_encoder", "inputs": "random", "max_abs": 2.68e-07, "max_rel": 6.77e-07},
+        {"graph": "motion (ort-fp32 vs torch)", "inputs": "2 synthetic sessions", "max_abs": 3.74e-07,
+         "max_rel": 1.49e-06}]})
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= width
+    for whole in ("2.68e-07", "6.77e-07", "3.74e-07", "1.49e-06"):
+        assert whole in text, whole
+    if width == 80:  # narrower, the labels fold (never the numbers)
+        assert "motion (ort-fp32 vs torch)" in text and "2 synthetic sessions" in text
+
+
+@pytest.mark.parametrize("out, fragment", [("/proc/fad-edge-test", "cannot be written"),
+                                           ("/dev/fad-edge-test", "where devices are")])
+def test_an_export_folder_that_cannot_be_written_is_refused_before_any_work(out, fragment, tmp_path, monkeypatch,
+                                                                            capsys):
+    from fad_edge.export import pipeline
+
+    if not Path(out).parent.exists():
+        pytest.skip(f"no {Path(out).parent} here")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the export ran")
+
+    monkeypatch.setattr(pipeline, "export_model", no_work)
+    code, output = run_cli(monkeypatch, capsys, "export", "--checkpoint", tmp_path / "ck", "--out", out)
+    assert code == 2 and fragment in output and out in output and "Traceback" not in output
+    assert ".tmp" not in output and not Path(out).exists()
 
 
 def test_a_folder_without_manifest_or_variant_is_a_clear_error(tiny_export, tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 from helpers import run_cli
@@ -133,12 +135,22 @@ def test_profile_keeps_the_traces_where_asked(tiny_export, tmp_path, monkeypatch
     (["{export}", "--trace", "{tmp}/afile"], "is not a folder"),
     (["{export}", "--frames", "0"], "--frames"),
     (["{export}", "--frames", "1000000000"], "memory"),
+    (["{export}", "--out", "{export}/manifest.json"], "inside the export folder"),
+    (["{export}", "--out", "{export}/reports/profile.json"], "inside the export folder"),
+    (["{export}", "--trace", "{export}"], "inside the export folder"),
+    (["{export}", "--out", "/dev/null"], "where devices are"),
+    (["{export}", "--trace", "/dev/fad-edge-traces"], "where devices are"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tiny_export, tmp_path, monkeypatch, capsys):
-    values = {"missing": tmp_path / "nowhere", "export": tiny_export, "tmp": tmp_path}
+    export = tmp_path / "export"  # a copy: a profile that wrote into it would spoil the shared one
+    shutil.copytree(tiny_export, export)
+    before = {path.name: path.read_bytes() for path in export.iterdir()}
+    values = {"missing": tmp_path / "nowhere", "export": export, "tmp": tmp_path}
     (tmp_path / "afile").write_text("not a folder")
     code, output = run_cli(monkeypatch, capsys, "profile", *[arg.format(**values) for arg in args])
     assert code == 2, output
     assert "Traceback" not in output
     lines = [line for line in output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in output, output
+    assert {path.name: path.read_bytes() for path in export.iterdir()} == before
+    assert not Path("/dev/null").is_file() and not Path("/dev/fad-edge-traces").exists()

@@ -31,8 +31,8 @@ from fad_edge.bench.run import (
     DECA_LABELS,
     NOT_TIMED,
     PAPER_CLAIMS,
-    REACTFACE_FLOPS_MAX,
     REACTFACE_LABELS,
+    UNITS,
     BenchConfig,
     Row,
     bench_model_config,
@@ -41,6 +41,7 @@ from fad_edge.bench.run import (
     fad_flops,
     fad_label,
     ratios,
+    reactface_counted,
     reactface_flops,
     speaker_inputs,
     stream_figures,
@@ -145,7 +146,7 @@ def device_replica_rows(name: str, frames: int, config: BenchConfig, say: Say, p
     """The replicas on `device`: DECA frame by frame and batched (per-frame times kept in `per_frame`), ReactFace
     online."""
     rng = torch.Generator().manual_seed(0)
-    backend = f"torch-{device.type}"
+    backend, ran_on = f"torch-{device.type}", str(device)
     rows: list[Row] = []
     if name == "deca":
         batch = config.deca_batch
@@ -168,17 +169,17 @@ def device_replica_rows(name: str, frames: int, config: BenchConfig, say: Say, p
             flops, params = deca_flops(full, frames), count_params(pipeline)
             rows.append(Row(key, DECA_LABELS[key], backend, frames, flops, params,
                             summarize(per_frame[key], scale=frames, extra=lstm),
-                            f"per-frame x {frames} + LSTM over {frames}"))
+                            f"per-frame x {frames} + LSTM over {frames}", ran_on))
             rows.append(Row(key + "-batched", f"{DECA_LABELS[key]}, {batch} frames per call", backend, frames, flops,
                             params, summarize(per_frame[key + "-batched"], scale=frames, extra=lstm),
-                            f"per {batch}-frame batch / {batch} x {frames} + LSTM over {frames}"))
+                            f"per {batch}-frame batch / {batch} x {frames} + LSTM over {frames}", ran_on))
             del pipeline
     elif name == "reactface":
         audio_len = int(round(frames * SAMPLE_RATE / FPS))
         react = ReactFacePipeline().eval().to(device)
         for key, window in (("reactface", 8), ("reactface-frame", 1)):
-            if frames > REACTFACE_FLOPS_MAX[window]:
-                rows.append(uncounted_reactface_row(key, window, backend, frames))
+            if not reactface_counted(frames, window):
+                rows.append(uncounted_reactface_row(key, window, backend, frames, ran_on))
                 continue
             latency = None
             if frames <= config.replica_max_frames and (window == 8 or config.strict_reactface):
@@ -190,14 +191,14 @@ def device_replica_rows(name: str, frames: int, config: BenchConfig, say: Say, p
                     latency = summarize(time_calls(call, config.runs, warmup=1, budget=config.replica_budget))
             note = "" if latency else NOT_TIMED[window]
             rows.append(Row(key, REACTFACE_LABELS[window], backend, frames, reactface_flops(frames, window),
-                            count_params(react), latency, note))
+                            count_params(react), latency, note, ran_on))
         del react
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
 
 
-def throughput(runner: ClipRunner, label: str, config: BenchConfig, say: Say) -> list[dict]:
+def throughput(runner: ClipRunner, label: str, config: BenchConfig, say: Say, device: torch.device) -> list[dict]:
     """Frames per second when one call carries many frames (e.g. the latest clips of many robots)."""
     out = []
     for frames in config.throughput_frames:
@@ -205,8 +206,9 @@ def throughput(runner: ClipRunner, label: str, config: BenchConfig, say: Say) ->
         inputs = speaker_inputs(runner.config, frames)
         seconds = float(np.median(time_calls(lambda: runner.run_inputs(inputs), min(config.runs, 5), warmup=1,
                                              budget=config.replica_budget)))
-        out.append({"backend": label, "frames": frames, "seconds": seconds, "frames_per_second": frames / seconds,
-                    "clips_per_second": frames / seconds / runner.config.clip_len})
+        rate = frames / seconds
+        out.append({"backend": label, "device": str(device), "frames": frames, "seconds": seconds,
+                    "frames_per_second": rate, "clips_per_second": rate / runner.config.clip_len})
     return out
 
 
@@ -243,8 +245,8 @@ def run_device_bench(config: BenchConfig, say: Say = silent) -> dict:
                 inputs = speaker_inputs(model.config, frames)
                 latency = summarize(time_calls(lambda: runner.run_inputs(inputs), config.runs, warmup=3))
                 rows.append(Row("fad", fad_label(config, runner), label, frames, flops[frames],
-                                count_params(model), latency, runner.name))
-            rates.extend(throughput(runner, label, config, say))
+                                count_params(model), latency, runner.name, str(device)))
+            rates.extend(throughput(runner, label, config, say, device))
             runner.close()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -262,9 +264,9 @@ def run_device_bench(config: BenchConfig, say: Say = silent) -> dict:
                 rows.extend(device_replica_rows(name, frames, config, say, per_frame, device))
     record = machine(device)
     record["onnxruntime_providers"] = _providers()
-    return {"machine": record, "device": str(device), "gemm_gflops": reference,
+    return {"machine": record, "device": str(device), "units": UNITS, "gemm_gflops": reference,
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()},
-            "rows": [row.to_dict() for row in rows], "ratios": ratios(rows), "throughput": rates,
+            "rows": [row.to_dict() for row in rows], "ratios": ratios(rows, model.config.preset), "throughput": rates,
             "fp16": fp16_speedups(rows), "skipped": skipped, "stream": stream, "paper_claims": PAPER_CLAIMS}
 
 

@@ -58,3 +58,15 @@ def parse_label(label: str) -> Variant:
             precision = None if base == name else base[len(name) + 1 :]
             return Variant(name, precision, "eager" in modes, "cl" in modes, "compiled" in modes)
     raise FadEdgeError(f"unknown bench backend {label!r}; choose one of {', '.join(bench_labels())}")
+
+
+def shown_label(label: str, device: str | None) -> str:
+    """A label as the tables print it: with the device where a GPU backend ran on another (the device bench's CPU
+    check runs the `cuda` runners on the CPU), so a row never reads as a GPU figure it is not."""
+    if device is None or device.startswith("cuda"):
+        return label
+    try:
+        variant = parse_label(label)
+    except FadEdgeError:  # the replicas' labels (torch-cpu) name their device already
+        return label
+    return f"{label} on {device}" if BACKENDS[variant.backend].device == "cuda" else label

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
-from fad_edge.atomic import atomic_write_bytes
+from fad_edge.atomic import atomic_write_together
 from fad_edge.constants import CLIP_LEN
 from fad_edge.data.inputs import SpeakerInputs
 from fad_edge.models.config import ModelConfig
@@ -134,8 +134,8 @@ def run_profile(config: ProfileConfig, say: Say = silent) -> dict:
         graphs = [summarize_trace(read_trace(path), graph, config.runs, config.warmup)
                   for graph, path in traces.items()]
         if config.trace_dir is not None:
-            for graph, path in traces.items():
-                atomic_write_bytes(config.trace_dir / f"{graph}.json", path.read_bytes())
+            atomic_write_together({config.trace_dir / f"{graph}.json": path.read_bytes()
+                                   for graph, path in traces.items()})
     graphs.sort(key=lambda g: GRAPH_ORDER.index(g.graph))
     return {
         "export": str(config.folder), "precision": config.precision, "frames": config.frames,

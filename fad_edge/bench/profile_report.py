@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fad_edge.atomic import atomic_write_bytes
+from fad_edge.atomic import atomic_write_together
 from fad_edge.bench.tables import figure_table, number, number_column, text_column
 from fad_edge.json_report import json_report_bytes
 
@@ -83,4 +83,6 @@ def footer(summary: dict) -> list[str]:
 
 
 def write_summary(summary: dict, path: Path) -> Path:
-    return atomic_write_bytes(Path(path), json_report_bytes(summary))
+    """The summary as JSON, atomically; an error names `path`, not its temporary."""
+    atomic_write_together({Path(path): json_report_bytes(summary)})
+    return Path(path)

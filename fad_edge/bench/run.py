@@ -9,6 +9,7 @@ is measured per frame and multiplied by T (stated as "per-frame x T"); everythin
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,9 +40,16 @@ from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 # Longest sequence whose ReactFace FLOPs are counted, per window: counting traces every window's ops on the meta
 # device, about half a second a window on one core (frame by frame at 256 frames took over 2 minutes).
 REACTFACE_FLOPS_MAX = {8: 256, 1: 64}
-PAPER_CLAIMS = {"deca": {"flops": 40.0, "time": 600.0}, "deca-encoder-only": {"flops": 40.0, "time": 600.0},
-                "reactface": {"flops": 1.185, "time": 101.0}, "reactface-frame": {"flops": 1.185, "time": 101.0}}
+# The paper's ratios for its own model (the paper preset) against the whole DECA-based pipeline (detector and
+# landmarks included: not against the encoder alone) and against ReactFace.
+PAPER_CLAIMS = {"deca": {"flops": 40.0, "time": 600.0}, "reactface": {"flops": 1.185, "time": 101.0},
+                "reactface-frame": {"flops": 1.185, "time": 101.0}}
 PAPER_CLAIMS |= {f"{key}-batched": claim for key, claim in PAPER_CLAIMS.items() if key.startswith("deca")}
+PAPER_PRESET = "paper"
+# What the result's numbers are in: its latencies are seconds, where the tables print ms.
+UNITS = {"latency": "seconds per call", "flops": "FLOPs per call (2 per multiply-add)", "params": "parameters",
+         "gemm_gflops": "GFLOP/s (fp32 GEMM, the best of several samples)", "throughput.seconds": "seconds per call",
+         "stream": "ms (the keys that end in _ms)"}
 
 
 @dataclass
@@ -53,7 +61,7 @@ class BenchConfig:
     threads: int = 2
     preset: str = "paper"
     model: Path | None = None  # an export folder; default: a random-weight export of `preset`
-    replica_budget: float = 60.0  # seconds of timed runs per replica and frame count, at most
+    replica_budget: float = 60.0  # seconds of timed runs per replica and frame count, past which timing stops
     replica_max_frames: int = 64  # ReactFace is timed up to this many frames (FLOPs always; DECA at any length)
     strict_reactface: bool = False  # also time ReactFace frame by frame (minutes)
     stream: bool = True
@@ -74,16 +82,43 @@ class Row:
     params: int
     latency: Latency | None
     note: str = ""
+    device: str = "cpu"  # where it ran (the device bench's CPU check runs its GPU backends on the CPU)
 
     def to_dict(self) -> dict:
         return {**{k: v for k, v in self.__dict__.items() if k != "latency"},
                 "latency": None if self.latency is None else self.latency.to_dict()}
 
 
-def uncounted_reactface_row(key: str, window: int, backend: str, frames: int) -> Row:
-    """The row of a ReactFace variant past its FLOPs-counting limit (REACTFACE_FLOPS_MAX): no figures, a note."""
-    return Row(key, REACTFACE_LABELS[window], backend, frames, float("nan"), 0, None,
-               f"not counted beyond {REACTFACE_FLOPS_MAX[window]} frames")
+def uncounted_reactface_row(key: str, window: int, backend: str, frames: int, device: str = "cpu") -> Row:
+    """The row of a ReactFace variant past its FLOPs-counting limit (REACTFACE_FLOPS_MAX): its parameters (which
+    no length changes), no FLOPs or time, a note."""
+    return Row(key, REACTFACE_LABELS[window], backend, frames, float("nan"), reactface_params(), None,
+               f"not counted beyond {REACTFACE_FLOPS_MAX[window]} frames", device)
+
+
+@functools.cache
+def reactface_params() -> int:
+    """ReactFace's parameter count, counted on the meta device (no memory, no weights drawn)."""
+    with torch.device("meta"):
+        return count_params(ReactFacePipeline())
+
+
+def reactface_counted(frames: int, window: int) -> bool:
+    """Whether ReactFace's FLOPs are counted at this length (see REACTFACE_FLOPS_MAX)."""
+    return frames <= REACTFACE_FLOPS_MAX[window]
+
+
+def nothing_to_measure(config: BenchConfig) -> str | None:
+    """Why the bench would count and time nothing, or None: only ReactFace asked for, at lengths past its FLOPs
+    limit (its timing stops before it). Said before any work, so an empty run never replaces a result."""
+    if any(name in config.pipelines for name in ("fad", "deca")):
+        return None
+    if "reactface" in config.pipelines and any(reactface_counted(frames, window) for frames in config.frames
+                                               for window in REACTFACE_LABELS):
+        return None
+    limits = ", ".join(f"{limit} frames ({REACTFACE_LABELS[window]})" for window, limit in REACTFACE_FLOPS_MAX.items())
+    return (f"nothing to measure at {', '.join(map(str, config.frames))} frames: ReactFace is counted (and timed) "
+            f"up to {limits}; give fewer --frames or add fad or deca to --pipelines")
 
 
 def speaker_inputs(config, frames: int, seed: int = 0) -> SpeakerInputs:
@@ -232,7 +267,7 @@ def replica_rows(name: str, frames: int, config: BenchConfig, say: Say,
         audio_len = int(round(frames * SAMPLE_RATE / FPS))
         for key, window in variants:
             label = REACTFACE_LABELS[window]
-            if frames > REACTFACE_FLOPS_MAX[window]:  # left out rather than stalling the run
+            if not reactface_counted(frames, window):  # left out rather than stalling the run
                 rows.append(uncounted_reactface_row(key, window, "torch", frames))
                 continue
             flops = reactface_flops(frames, window)
@@ -322,13 +357,15 @@ def run_bench(config: BenchConfig, say: Say = silent) -> dict:
                 stream = stream_figures(streamed)
         for runner in runners.values():
             runner.close()
-    return {"machine": machine(), "gemm_gflops": reference, "config": {k: str(v) if isinstance(v, Path) else v
-            for k, v in config.__dict__.items()}, "rows": [row.to_dict() for row in rows],
-            "ratios": ratios(rows), "stream": stream, "paper_claims": PAPER_CLAIMS}
+    return {"machine": machine(), "units": UNITS, "gemm_gflops": reference,
+            "config": {k: str(v) if isinstance(v, Path) else v for k, v in config.__dict__.items()},
+            "rows": [row.to_dict() for row in rows], "ratios": ratios(rows, model.config.preset), "stream": stream,
+            "paper_claims": PAPER_CLAIMS}
 
 
-def ratios(rows: list[Row]) -> list[dict]:
-    """Each replica against FAD's fastest backend at the same frame count."""
+def ratios(rows: list[Row], preset_name: str = PAPER_PRESET) -> list[dict]:
+    """Each replica against FAD's fastest backend at the same frame count, with the paper's claim where there is
+    one for that replica and FAD is the paper's model."""
     out = []
     for frames in sorted({row.frames for row in rows}):
         fad = [r for r in rows if r.pipeline == "fad" and r.frames == frames and r.latency]
@@ -343,6 +380,6 @@ def ratios(rows: list[Row]) -> list[dict]:
                 "flops_ratio": row.flops / best.flops,
                 "time_ratio": (row.latency.median / best.latency.median  # type: ignore[union-attr]
                                if row.latency else None),
-                "paper": PAPER_CLAIMS.get(row.pipeline),
+                "paper": PAPER_CLAIMS.get(row.pipeline) if preset_name == PAPER_PRESET else None,
             })
     return out

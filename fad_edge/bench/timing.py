@@ -19,16 +19,25 @@ if TYPE_CHECKING:
     import torch
 
 
+MIN_TIMED_RUNS = 3  # timed calls made whatever the budget: fewer give no median worth printing
+GEMM_SAMPLES = 5  # the GEMM reference is the best of this many samples: a busy machine only ever slows one down
+
+
 @dataclass
 class Latency:
-    """Seconds per run: median, p90, p99, and the spread (p90 - p10) / median."""
+    """Seconds per run: median, p90, p99, and the spread (p90 - p10) / median.
+
+    Runs timed one unit (a frame) each and scaled to many (`scale` > 1) have their median scaled
+    and no p90 or p99 (None): the slowest of many frames in a row is not `scale` times the slowest
+    one, so scaled tails would overstate them. Their spread is that of the per-unit times.
+    """
 
     runs: int
     median: float
-    p90: float
-    p99: float
+    p90: float | None
+    p99: float | None
     spread: float
-    scale: int = 1  # runs timed one unit (e.g. one frame) each; figures are already multiplied by it
+    scale: int = 1  # runs timed one unit (e.g. one frame) each; the median is already multiplied by it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -36,14 +45,18 @@ class Latency:
 
 def summarize(seconds: list[float], scale: int = 1, extra: float = 0.0) -> Latency:
     """Latency of `scale` units run one after another (+ `extra` seconds), from per-unit samples."""
-    values = np.asarray(seconds) * scale + extra
+    values = np.asarray(seconds, dtype=float)
     p10, median, p90, p99 = np.percentile(values, [10, 50, 90, 99])
-    return Latency(len(values), float(median), float(p90), float(p99), float((p90 - p10) / median), scale)
+    spread = float((p90 - p10) / median)
+    if scale != 1:
+        return Latency(len(values), float(median * scale + extra), None, None, spread, scale)
+    return Latency(len(values), float(median + extra), float(p90 + extra), float(p99 + extra), spread, scale)
 
 
 def time_calls(fn: Callable[[], object], runs: int, warmup: int = 2, budget: float | None = None,
                on_run: Callable[[], None] | None = None) -> list[float]:
-    """Wall time of `runs` calls after `warmup` calls; stops early once `budget` seconds are spent."""
+    """Wall time of `runs` calls after `warmup` calls; once `budget` seconds of timed calls are spent, stops after
+    the call that passed it (but never before MIN_TIMED_RUNS calls: the warm-up and those are made whatever it is)."""
     for _ in range(warmup):
         fn()
     times: list[float] = []
@@ -55,17 +68,24 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int = 2, budget: flo
         spent += times[-1]
         if on_run is not None:
             on_run()
-        if budget is not None and spent > budget and len(times) >= 3:
+        if budget is not None and spent > budget and len(times) >= MIN_TIMED_RUNS:
             break
     return times
 
 
-def gemm_gflops(size: int = 1024, seconds: float = 1.0, device: torch.device | None = None) -> float:
-    """Achieved fp32 GEMM GFLOP/s through torch: the machine's (or the GPU's) practical peak for these models.
+def gemm_gflops(size: int = 1024, seconds: float = 0.4, device: torch.device | None = None,
+                samples: int = GEMM_SAMPLES) -> float:
+    """Achieved fp32 GEMM GFLOP/s through torch, the best of `samples` samples of `seconds` each: the machine's
+    (or the GPU's) practical peak for these models.
 
     On a GPU the products are queued in groups and the clock stops after the GPU has finished them;
     torch's default matmul precision keeps them IEEE fp32 (no TF32).
     """
+    return max(gemm_sample(size, seconds, device) for _ in range(samples))
+
+
+def gemm_sample(size: int, seconds: float, device: torch.device | None = None) -> float:
+    """One sample of the GEMM throughput: products of two size x size matrices for `seconds`, in GFLOP/s."""
     import torch
 
     device = device or torch.device("cpu")

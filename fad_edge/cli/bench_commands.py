@@ -3,6 +3,7 @@ ONNX Runtime's time goes."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,7 @@ import typer
 from rich.console import Console
 
 from fad_edge.bench.labels import GPU_BACKENDS, bench_labels
+from fad_edge.bench.timing import MIN_TIMED_RUNS
 from fad_edge.cli.validate import (
     SAMPLER_HELP,
     check_finite,
@@ -17,35 +19,55 @@ from fad_edge.cli.validate import (
     check_output_dir,
     check_output_file,
     check_output_stem,
+    check_outside,
     check_preset,
     check_sampler_name,
     check_threads,
 )
 from fad_edge.constants import CLIP_LEN
 from fad_edge.models.config import ModelConfig
-from fad_edge.report_paths import report_path
 from fad_edge.sampling import DEFAULT_SAMPLER
 
 console = Console()
 MAX_RUNS = 10_000  # timed runs per measurement; more add nothing to a median
+# Where bench writes by default: the CPU bench, the GPU bench, and the GPU bench's plumbing check on the CPU (whose
+# figures must never replace a GPU's).
+DEFAULT_OUT = {"cpu": Path("bench/results/bench"), "gpu": Path("bench/results/gpu_bench"),
+               "cpu check": Path("bench/results/gpu_bench_cpu_check")}
 
 
 def _ints(text: str, name: str) -> list[int]:
+    """The positive integers of a comma-separated list, each once, in the order given."""
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise typer.BadParameter("a comma-separated list of integers", param_hint=name) from None
     if not values or any(v < 1 for v in values):
         raise typer.BadParameter("values must be positive", param_hint=name)
-    return values
+    return list(dict.fromkeys(values))
 
 
 def _names(text: str, allowed: tuple[str, ...], name: str) -> list[str]:
+    """The names of a comma-separated list, each once, in the order given."""
     values = [part.strip() for part in text.split(",") if part.strip()]
     unknown = [v for v in values if v not in allowed]
     if unknown or not values:
         raise typer.BadParameter(f"choose from {', '.join(allowed)}", param_hint=name)
-    return values
+    return list(dict.fromkeys(values))
+
+
+def default_out(device: str | None) -> Path:
+    """The default --out: the GPU bench's own, or with --device cpu (a plumbing check) one beside it."""
+    if device is None:
+        return DEFAULT_OUT["cpu"]
+    return DEFAULT_OUT["cpu check" if device.strip().lower().startswith("cpu") else "gpu"]
+
+
+def _check_report_place(out: Path, model: Path | None) -> None:
+    """STEM.json and STEM.png can be written, outside any export being timed; before any work."""
+    for path in check_output_stem(out, (".json", ".png")):
+        if model is not None:
+            check_outside(path, model, "--out")
 
 
 def bench(
@@ -61,7 +83,10 @@ def bench(
                                          "default: paper, or with --model the export's)."),
     model: Optional[Path] = typer.Option(None, help="An export folder to time instead of a random-weight export."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, help=f"The sampler FAD is timed with. {SAMPLER_HELP}"),
-    replica_budget: float = typer.Option(60.0, min=1.0, help="Seconds of timed runs per replica, at most."),
+    replica_budget: float = typer.Option(60.0, min=1.0, help="Seconds of timed runs per replica and length, after "
+                                         "which its timing stops; a warm-up call and "
+                                         f"{MIN_TIMED_RUNS} timed calls are made whatever it is (a slow replica "
+                                         "can take longer)."),
     replica_max_frames: int = typer.Option(64, min=1, help="Longest input ReactFace is timed on (its online mode is "
                                            "quadratic in length); FLOPs are counted at every length."),
     strict_reactface: bool = typer.Option(False, help="Also time ReactFace frame by frame (minutes)."),
@@ -73,65 +98,75 @@ def bench(
     throughput_frames: str = typer.Option("1024,2048,4096", help="With --device: frames per call for batch "
                                           f"throughput (whole {CLIP_LEN}-frame clips)."),
     deca_batch: int = typer.Option(32, min=1, help="With --device: frames per call in the batched DECA variant."),
-    out: Optional[Path] = typer.Option(None, help="Writes OUT.json and OUT.png (default: bench/results/bench, "
-                                       "bench/results/gpu_bench with --device)."),
+    out: Optional[Path] = typer.Option(None, help=f"Writes OUT.json and OUT.png (default: {DEFAULT_OUT['cpu']}, "
+                                       f"{DEFAULT_OUT['gpu']} with --device, {DEFAULT_OUT['cpu check']} with "
+                                       "--device cpu)."),
 ) -> None:
     """FAD vs DECA-based and ReactFace-like pipelines: FLOPs, parameters, latency and ratios, in one run."""
     from fad_edge.bench.report import (
         legend,
-        plot,
+        notes,
         ratio_table,
         rich_table,
         summary_lines,
         throughput_table,
-        write_json,
+        write_reports,
     )
-    from fad_edge.bench.run import BenchConfig, run_bench
+    from fad_edge.bench.run import BenchConfig, nothing_to_measure, run_bench
+    from fad_edge.bench.tables import print_table
     from fad_edge.cli.progress import make_progress, status_reporter
+    from fad_edge.errors import FadEdgeError
 
     frame_counts = _ints(frames, "--frames")
     timed = _model_config(model, preset)
     preset = timed.preset
-    fad_pipeline = "fad" in _names(pipelines, ("fad", "deca", "reactface"), "--pipelines")
-    if fad_pipeline:
-        _check_whole_clips(frame_counts, timed, "--frames")
-    if fad_pipeline and device is not None:
-        _check_whole_clips(_ints(throughput_frames, "--throughput-frames"), timed, "--throughput-frames")
+    chosen_pipelines = _names(pipelines, ("fad", "deca", "reactface"), "--pipelines")
+    rates_at = _ints(throughput_frames, "--throughput-frames")
+    # Memory first: a count no machine holds is refused as such, not with a whole-clip count near it.
     check_frames_fit(max(frame_counts), timed, "--frames", "time fewer frames")
+    if device is not None:
+        check_frames_fit(max(rates_at), timed, "--throughput-frames", "give fewer frames per call")
+    if "fad" in chosen_pipelines:
+        _check_whole_clips(frame_counts, timed, "--frames")
+    if "fad" in chosen_pipelines and device is not None:
+        _check_whole_clips(rates_at, timed, "--throughput-frames")
     check_finite(replica_budget, "--replica-budget", 1.0)
     check_threads(threads)
     check_sampler_name(sampler)
     on_device = device is not None
-    out = out or Path("bench/results/gpu_bench" if on_device else "bench/results/bench")
-    check_output_stem(out, (".json", ".png"))
+    out = out or default_out(device)
+    _check_report_place(out, model)
     chosen = backends or (",".join(GPU_BACKENDS) if on_device else "torch,ort,ort-int8")
     config = BenchConfig(
         frames=frame_counts, backends=_names(chosen, bench_labels(), "--backends"),
-        pipelines=_names(pipelines, ("fad", "deca", "reactface"), "--pipelines"), runs=runs, threads=threads,
+        pipelines=chosen_pipelines, runs=runs, threads=threads,
         preset=preset, model=model, replica_budget=replica_budget, replica_max_frames=replica_max_frames,
         strict_reactface=strict_reactface, stream=stream, device=device,
-        throughput_frames=_ints(throughput_frames, "--throughput-frames"), deca_batch=deca_batch,
+        throughput_frames=rates_at, deca_batch=deca_batch,
         skip_unavailable=on_device and backends is None, sampler=sampler,
     )
+    empty = nothing_to_measure(config)
+    if empty is not None:
+        raise typer.BadParameter(empty, param_hint="'--frames'")
     progress = make_progress(console, transient=not console.is_terminal)  # a log gets status_reporter's lines
     with progress:
         task = progress.add_task("bench", total=None, status="")
         result = run_bench(config, say=status_reporter(console, progress, task))
-    console.print(rich_table(result))
-    for line in legend(result):
+    if not any(row["latency"] or not math.isnan(row["flops"]) for row in result["rows"]):
+        raise FadEdgeError(f"the bench measured nothing (every backend was skipped); {out} is left as it was")
+    print_table(console, rich_table(result))
+    for line in legend(result) + notes(result):
         console.print(f"  {line}", highlight=False, markup=False)
-    console.print(ratio_table(result))
-    rates = throughput_table(result)
-    if rates is not None:
-        console.print(rates)
+    for table in (ratio_table(result), throughput_table(result)):
+        if table is not None:
+            print_table(console, table)
     for line in summary_lines(result):
         console.print(line, highlight=False, markup=False)  # install hints hold [extras]
     if result["stream"]:
         s = result["stream"]
         for line in stream_lines(s):
             console.print(line, highlight=False, markup=False)
-    json_path = write_json(result, report_path(out, ".json"))
-    png = plot(result, report_path(out, ".png"))
+    json_path, png = write_reports(result, out)
     console.print(f"wrote {json_path} and {png}", markup=False)
 
 
@@ -193,6 +228,7 @@ def profile(
     from fad_edge.backends import get_backend
     from fad_edge.bench.profile import ProfileConfig, run_profile
     from fad_edge.bench.profile_report import footer, graph_table, headline, op_table, write_summary
+    from fad_edge.bench.tables import print_table
     from fad_edge.cli.progress import make_progress, status_reporter
 
     manifest = ExportManifest.load(folder)
@@ -201,8 +237,10 @@ def profile(
     check_threads(threads)
     if out is not None:
         check_output_file(out)
+        check_outside(out, folder, "--out")
     if trace is not None:
         check_output_dir(trace, "--trace")
+        check_outside(trace, folder, "--trace")
     config = ProfileConfig(folder=folder, precision=precision, frames=frames, runs=runs, warmup=warmup,
                            threads=threads, steps=steps, trace_dir=trace)
     progress = make_progress(console, transient=not console.is_terminal)  # a log gets status_reporter's lines
@@ -212,9 +250,9 @@ def profile(
     for line in headline(summary):
         console.print(line, highlight=False, markup=False)
     console.print("\ntime per run, by graph", highlight=False, markup=False)
-    console.print(graph_table(summary))
+    print_table(console, graph_table(summary))
     console.print("\ntime per run, by op type within each graph", highlight=False, markup=False)
-    console.print(op_table(summary))
+    print_table(console, op_table(summary))
     for line in footer(summary):
         console.print(line, highlight=False, markup=False)
     if out is not None:

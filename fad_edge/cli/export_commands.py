@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from fad_edge.bench.tables import figure_table, number_column, print_table, text_column
 from fad_edge.cli.validate import check_choice, check_finite, check_output_dir, check_threads
 
 console = Console()
@@ -51,12 +51,14 @@ def export(
 
 
 def print_reports(reports: dict) -> None:
-    table = Table(title="parity against PyTorch (max rel = max |error| / max |reference|)")
-    for column in ("graph", "inputs", "max abs", "max rel"):
-        table.add_column(column, justify="right" if column.startswith("max") else "left")
+    table = figure_table("parity against PyTorch (max rel = max |error| / max |reference|)")
+    for column in ("graph", "inputs"):
+        text_column(table, column)
+    for column in ("max abs", "max rel"):
+        number_column(table, column)
     for row in reports.get("parity", []):
         table.add_row(row["graph"], row["inputs"], f"{row['max_abs']:.2e}", f"{row['max_rel']:.2e}")
-    console.print(table)
+    print_table(console, table)
     if "int8" in reports:
         r = reports["int8"]
         console.print(f"INT8: L2 {r['l2_int8']:.4f} vs FP32 {r['l2_fp32']:.4f} ({100 * (r['ratio'] - 1):+.2f}%), "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
@@ -30,11 +31,14 @@ THREADS_PER_CORE = 4  # more threads than this per core only slows ONNX Runtime 
 # (torch, paper and small presets, 64-256 frames). Training also keeps activations for the backward
 # pass, so there it is a lower bound: the check refuses only what cannot fit.
 MEMORY_PER_INPUT_BYTE = 16
+# Where device files are: an atomic write replaces its target by a rename, which would replace /dev/null itself.
+DEVICE_FILES = Path("/dev")
 
 
 def check_output_dir(path: Path, option: str = "--out") -> Path:
     """`path` is, or can be made as, a folder we can write into."""
     path = Path(path)
+    check_not_device(path, option)
     try:
         if path.exists() and not path.is_dir():
             _refuse(option, f"{path} exists and is not a folder; give a folder to write into")
@@ -49,6 +53,7 @@ def check_output_file(path: Path, option: str = "--out") -> Path:
     path = Path(path)
     if not path.name or path.name in (".", ".."):
         _refuse(option, f"{path!s} names no file; give a file name")
+    check_not_device(path, option)
     try:
         if path.is_dir():
             _refuse(option, f"{path} is a folder; give a file name")
@@ -68,6 +73,21 @@ def check_output_stem(stem: Path, suffixes: Iterable[str], option: str = "--out"
     if stem.is_dir():  # the reports would land beside it as STEM.json, not in it
         _refuse(option, f"{stem} is a folder; give a path stem inside it, such as {stem / 'eval'}")
     return [check_output_file(report_path(stem, suffix), option) for suffix in suffixes]
+
+
+def check_not_device(path: Path, option: str = "--out") -> None:
+    """Refuse a path under /dev (as typed or as its links resolve)."""
+    for seen in (Path(path).absolute(), Path(path).resolve()):
+        if seen == DEVICE_FILES or DEVICE_FILES in seen.parents:
+            _refuse(option, f"{path} is under {DEVICE_FILES}, where devices are, not files; give a path elsewhere")
+
+
+def check_outside(path: Path, folder: Path, option: str = "--out") -> None:
+    """Refuse an output inside `folder`, the export being measured: it could replace manifest.json or collide
+    with the records the export keeps beside its TensorRT engines (GRAPH.json)."""
+    inside, root = Path(path).resolve(), Path(folder).resolve()
+    if inside == root or root in inside.parents:
+        _refuse(option, f"{path} is inside the export folder {folder} being measured; write it elsewhere")
 
 
 def check_finite(value: float | None, option: str, low: float = -math.inf, high: float = math.inf,
@@ -169,6 +189,18 @@ def _check_writable_place(folder: Path, path: Path, option: str) -> None:
         _refuse(option, f"{path}: {existing} is a file, so nothing can be written under it")
     if not os.access(existing, os.W_OK | os.X_OK):
         _refuse(option, f"{path}: the folder {existing} cannot be written (check its permissions)")
+    _probe(existing, path, option)
+
+
+def _probe(folder: Path, path: Path, option: str) -> None:
+    """Create and remove a real file in `folder`: permissions do not tell, since root passes every such check
+    and a read-only mount or a pseudo file system (/proc) refuses only the write itself, after the whole run."""
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        _refuse(option, f"{path} cannot be written: no file can be created in {folder} ({error.strerror or error})")
 
 
 def _refuse(option: str, message: str) -> NoReturn:

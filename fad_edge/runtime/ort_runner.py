@@ -214,8 +214,9 @@ def open_session(path: Path, manifest: ExportManifest, graph: str, threads: int 
             f"{path}: belongs to another model (graph {found_graph!r}, checkpoint {str(found_hash)[:12]}; "
             f"the manifest expects {graph!r}, {manifest.checkpoint_sha256[:12]}); re-export this folder"
         )
-    # The runner de-normalizes by the manifest's statistics: they must be the ones the graph was exported with.
-    # (Its sampler settings may differ: samplers read them at run time.)
+    # The runner feeds inputs of the manifest config's shapes and de-normalizes by the manifest's statistics: both
+    # must be the ones the graph was exported with (but the sampler's settings, read at run time).
+    manifest.check_graph_config(path, metadata.get(META_PREFIX + "config"))
     found = metadata.get(META_PREFIX + "normalization")
     if found is not None and found != json.dumps(manifest.normalization, sort_keys=True):
         raise EngineMismatchError(f"{path}: the manifest's normalization is not the one this graph was exported "
