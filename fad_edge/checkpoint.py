@@ -112,6 +112,20 @@ def read_checkpoint_info(folder: Path) -> dict:
     return info
 
 
+MAX_MISMATCH_CHARS = 240  # one terminal line or three: a mismatch can list hundreds of keys
+
+
+def state_dict_mismatch(error: RuntimeError) -> str:
+    """The first mismatch torch names, for a one-line error: its first line is only a header
+    ("Error(s) in loading state_dict for ListenerModel:")."""
+    details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+    detail = details[0] if details else str(error).strip()
+    if len(detail) > MAX_MISMATCH_CHARS:
+        detail = detail[:MAX_MISMATCH_CHARS].rsplit(" ", 1)[0] + " [cut]"
+    more = len(details) - 1
+    return detail + (f"; and {more} more mismatch{'es' if more > 1 else ''}" if more > 0 else "")
+
+
 def load_checkpoint(folder: Path) -> LoadedCheckpoint:
     """Load weights (safetensors, no pickle) into a fresh model in eval mode."""
     folder = resolve_checkpoint(folder)
@@ -131,8 +145,8 @@ def load_checkpoint(folder: Path) -> LoadedCheckpoint:
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise CheckpointError(f"{weights_path}: weights do not fit the saved config ({first})") from None
+        raise CheckpointError(f"{weights_path}: weights do not fit the saved config "
+                              f"({state_dict_mismatch(error)})") from None
     model.eval()
     return LoadedCheckpoint(model, config, normalization, info, folder)
 

@@ -19,10 +19,12 @@ import numpy as np
 
 from fad_edge import __version__
 from fad_edge.atomic import atomic_save_npy, atomic_write_bytes
-from fad_edge.constants import FPS, N_COEFFS
+from fad_edge.constants import FPS, N_COEFFS, SAMPLE_RATE
+from fad_edge.data.inputs import SpeakerInputs, fit_audio, prepare_inputs
 from fad_edge.data.media import read_audio, read_audio_track, read_video
 from fad_edge.errors import DataError
 from fad_edge.json_report import json_report_bytes
+from fad_edge.models.config import ModelConfig
 from fad_edge.plots import plot_motion
 from fad_edge.resources import check_fits
 from fad_edge.runtime.base import ClipRunner
@@ -54,6 +56,44 @@ def retime_frames(frames: np.ndarray, fps: float) -> np.ndarray:
 
 
 MOTION_NAME, JSON_NAME, PLOT_NAME, PREVIEW_NAME = "listener_coeffs.npy", "listener.json", "listener.png", "preview.mp4"
+OUTPUT_NAMES = (MOTION_NAME, JSON_NAME, PLOT_NAME, PREVIEW_NAME)  # every file generate may write into its folder
+
+
+@dataclass
+class SpeakerMedia:
+    """A speaker's video brought to 30 fps, where its face is in each frame, and its audio fitted to the frames."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB at FPS, uncropped
+    source_fps: float
+    samples: np.ndarray  # mono float32 at SAMPLE_RATE, covering the frames
+    source_sample_rate: int
+    track: FaceTrack
+
+    def faces(self, size: int) -> np.ndarray:
+        """(T, size, size, 3) face crops: what the model sees of each frame."""
+        return crop_frames(self.frames, self.track, size)
+
+
+def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = None, pad_audio: bool = False,
+                 pad_option: str | None = None) -> SpeakerMedia:
+    """The speaker's media as generate reads it (the module's docstring): one function, so that whatever
+    else reads a speaker for a model (explain) sees what generate's model saw.
+
+    The audio is fitted before the faces are tracked, so audio too short is refused (naming `pad_option`,
+    the caller's option that pads it) before that work.
+    """
+    frames, fps = read_video(Path(video))
+    frames = retime_frames(frames, fps)
+    samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
+    fitted = fit_audio(samples, sample_rate, len(frames), pad_audio, pad_option)
+    track = track_faces(frames, face or FaceCropper("none"))
+    return SpeakerMedia(frames, fps, fitted, sample_rate, track)
+
+
+def speaker_inputs(media: SpeakerMedia, config: ModelConfig) -> SpeakerInputs:
+    """The model's inputs for the speaker: the face crops and mel windows, padded to whole clips."""
+    return prepare_inputs(media.faces(config.image_size), media.samples, SAMPLE_RATE, config.image_size,
+                          config.audio_window_frames, config.n_mels)
 
 
 def generate_files(
@@ -65,21 +105,21 @@ def generate_files(
     settings: dict | None = None,
     preview: bool = False,
     face: FaceCropper | None = None,
+    pad_option: str | None = None,
 ) -> GenerateResult:
-    """Read the speaker's media, crop the face (`face`; None: the whole frame), run the runner, write into `out`."""
-    frames, fps = read_video(Path(video))
-    source_fps = fps
-    frames = retime_frames(frames, fps)
-    samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
-    track = track_faces(frames, face or FaceCropper("none"))
-    speaker = crop_frames(frames, track, runner.config.image_size)
+    """Read the speaker's media, crop the face (`face`; None: the whole frame), run the runner, write into `out`.
+
+    `pad_option` names the caller's option that sets `pad_audio`, for the error about audio too short.
+    """
+    media = read_speaker(video, audio, face, pad_audio, pad_option)
+    frames, track = media.frames, media.track
     started = time.perf_counter()
-    motion = runner.run(speaker, samples, sample_rate, pad_audio=pad_audio)
+    motion = runner.run_inputs(speaker_inputs(media, runner.config))
     seconds = time.perf_counter() - started
     if motion.shape != (len(frames), N_COEFFS) or not np.all(np.isfinite(motion)):
         raise AssertionError(f"runner {runner.name} returned {motion.shape} or non-finite motion")
     out = Path(out)
-    names = (MOTION_NAME, JSON_NAME, PLOT_NAME) + ((PREVIEW_NAME,) if preview else ())
+    names = OUTPUT_NAMES if preview else OUTPUT_NAMES[:-1]
     if in_the_way := [name for name in names if (out / name).is_dir()]:
         raise DataError(f"{out / in_the_way[0]}: a folder is where this output goes; move it or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -96,8 +136,8 @@ def generate_files(
         "video": str(video),
         "audio": str(audio) if audio is not None else f"{video} (its audio track)",
         "fps": FPS,
-        "source_fps": source_fps,
-        "source_sample_rate": sample_rate,
+        "source_fps": media.source_fps,
+        "source_sample_rate": media.source_sample_rate,
         "n_frames": len(frames),
         "layout": "[expression 0:50, jaw 50:53, head rotation 53:56], FLAME",
         "timestamps_s": [round(i / FPS, 6) for i in range(len(frames))],

@@ -55,6 +55,10 @@ from fad_edge.samples import LabelledInputs, split_samples
 from fad_edge.sampling import SamplerSettings
 
 MAX_L2_RATIO = 1.25  # a candidate's L2 may exceed the mean sampler's by this factor, in each group
+# The most settings one grid scores. Each samples the whole split: on the demo's validation split (14 sessions
+# of 20 s, the small preset, 2 CPU cores) about 2 minutes a setting of 1 step and 6 of 4 steps, so a grid this
+# large already takes hours, and prints a table row each. Beyond it, search coarsely, then around the choice.
+MAX_GRID_SETTINGS = 64
 RULES = ("fd", "frdiv")
 # The "frdiv" rule's band: a candidate's FRDiv over the alternative listeners', in each group (REACT's
 # diversity as real listeners show it, neither much less nor much more).
@@ -78,6 +82,13 @@ class SamplerGrid:
         start = config.sample_start_step
         return cls(tuple(sorted({max(0, start - 20), max(0, start - 10), start})))
 
+    def size(self) -> int:
+        """How many distinct settings `candidates` lists, counted without listing them: one step adds no
+        posterior noise, so with one step the temperatures and rotation noises collapse into one setting."""
+        steps = set(self.steps)
+        noisy = len(steps - {1}) * len(set(self.temperatures)) * len(set(self.rotation_noises))
+        return len(set(self.start_steps)) * len(set(self.start_noises)) * (noisy + (1 in steps))
+
     def candidates(self, config: ModelConfig) -> list[SamplerSettings]:
         """Each distinct setting once, in grid order; values no sampler of this model takes are one error line."""
         for start in self.start_steps:
@@ -93,16 +104,15 @@ class SamplerGrid:
             for value in values:
                 if not (math.isfinite(value) and 0 <= value <= high):
                     raise FadEdgeError(f"{name} {value:g} is outside [0, {high:g}]")
-        found: list[SamplerSettings] = []
+        found: dict[SamplerSettings, None] = {}  # ordered, and a lookup that costs nothing however large the grid
         for start, steps, noise, temperature, rotation in itertools.product(
                 self.start_steps, self.steps, self.start_noises, self.temperatures, self.rotation_noises):
             # One step adds no posterior noise, so its temperature and rotation noise change nothing.
             several = steps > 1
             settings = SamplerSettings(steps, start, config.clip_sample, noise, temperature if several else 1.0,
                                        rotation if several else 1.0)
-            if settings not in found:
-                found.append(settings)
-        return found
+            found.setdefault(settings)
+        return list(found)
 
 
 @dataclass(frozen=True)
@@ -206,10 +216,12 @@ def check_rule(rule: str) -> str:
     return rule
 
 
-def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid, samples: int = 2,
-             device: str = "cpu", max_l2_ratio: float = MAX_L2_RATIO, say: Say = silent, rule: str = "fd",
-             react: ReactOptions | None = None, frdiv_range: tuple[float, float] = FRDIV_RANGE) -> GridReport:
-    """The mean sampler and every candidate of `grid`, scored on `split`, and the rule's choice.
+def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid | list[SamplerSettings],
+             samples: int = 2, device: str = "cpu", max_l2_ratio: float = MAX_L2_RATIO, say: Say = silent,
+             rule: str = "fd", react: ReactOptions | None = None,
+             frdiv_range: tuple[float, float] = FRDIV_RANGE) -> GridReport:
+    """The mean sampler and every candidate of `grid` (or the candidates a caller listed already), scored on
+    `split`, and the rule's choice.
 
     `frdiv_range` is the "frdiv" rule's band; a narrower one than `FRDIV_RANGE` keeps a margin from its
     edges, where the least-L2 choice otherwise lands and another split's FRDiv can fall out of it.
@@ -219,7 +231,7 @@ def run_grid(loaded: LoadedCheckpoint, data: Path, split: str, grid: SamplerGrid
     without it.
     """
     check_rule(rule)
-    candidates = grid.candidates(loaded.config)
+    candidates = grid.candidates(loaded.config) if isinstance(grid, SamplerGrid) else grid
     sessions = split_samples(loaded.config, data, split)
     diversity = diversity_reference(sessions, data, split, react or ReactOptions()) if rule == "frdiv" else None
     say(f"encoding the {split} split")
@@ -261,11 +273,12 @@ def diverse_fields(settings: SamplerSettings) -> dict[str, int | float]:
             "diverse_rotation_noise": settings.rotation_noise}
 
 
-def write_calibrated_copy(checkpoint: Path, out: Path, settings: SamplerSettings, overwrite: bool = False) -> Path:
-    """A copy of `checkpoint` at `out` whose config holds `settings` as its diverse sampler; atomically.
+def check_copy_target(checkpoint: Path, out: Path, overwrite: bool = False) -> Path:
+    """Refuse an `out` that a calibrated copy of `checkpoint` may not go to; returns the checkpoint folder read.
 
-    The weights are copied byte for byte (their hash, which exports record, is unchanged). `out` must
-    not exist unless `overwrite`, and then be a checkpoint folder (the input's own included).
+    `out` must not lie inside the checkpoint, nor exist unless `overwrite`, and then be a checkpoint
+    folder (the input's own included), never a run, a dataset or a folder holding the input. A caller
+    checks this before its work, so that a refusal costs nothing.
     """
     source = resolve_checkpoint(checkpoint)
     out = Path(out)
@@ -283,6 +296,17 @@ def write_calibrated_copy(checkpoint: Path, out: Path, settings: SamplerSettings
             what = f"holds {foreign[0]!r}" if foreign else "holds no checkpoint"
             raise FadEdgeError(f"{out} {what}; --overwrite replaces only a checkpoint folder, so give one or a new "
                                "folder")
+    return source
+
+
+def write_calibrated_copy(checkpoint: Path, out: Path, settings: SamplerSettings, overwrite: bool = False) -> Path:
+    """A copy of `checkpoint` at `out` whose config holds `settings` as its diverse sampler; atomically.
+
+    The weights are copied byte for byte (their hash, which exports record, is unchanged). `out` must
+    be a place `check_copy_target` allows.
+    """
+    source = check_copy_target(checkpoint, out, overwrite)
+    out = Path(out)
     info = read_checkpoint_info(source)
     config = {**info["config"], **diverse_fields(settings)}
     try:

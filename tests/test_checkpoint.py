@@ -13,6 +13,7 @@ from fad_edge.checkpoint import (
     load_checkpoint,
     load_train_state,
     save_checkpoint,
+    state_dict_mismatch,
 )
 from fad_edge.data.normalization import Normalization
 from fad_edge.errors import CheckpointError
@@ -77,8 +78,17 @@ def test_weights_of_another_config_are_refused(tmp_path):
     info = json.loads((folder / MODEL_JSON).read_text())
     info["config"]["unet_dim"] = 32
     (folder / MODEL_JSON).write_text(json.dumps(info))
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match=r"do not fit the saved config \(size mismatch for [\w.]+: .*"
+                                              r"; and \d+ more mismatches\)") as refused:
         load_checkpoint(folder)
+    assert "\n" not in str(refused.value) and "Error(s) in loading" not in str(refused.value)
+
+
+def test_a_mismatch_listing_many_keys_is_cut_to_a_few_lines():
+    error = RuntimeError("Error(s) in loading state_dict for ListenerModel:\n\tUnexpected key(s) in state_dict: "
+                         + ", ".join(f'"block.{i}.weight"' for i in range(500)) + ". ")
+    detail = state_dict_mismatch(error)
+    assert detail.startswith("Unexpected key(s)") and detail.endswith("[cut]") and len(detail) <= 250
 
 
 def test_a_pickle_is_never_loaded(tmp_path):

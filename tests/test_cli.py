@@ -76,6 +76,7 @@ def test_audio_shorter_than_the_video(monkeypatch, capsys, checkpoint, media, tm
     code, output = run_cli(monkeypatch, capsys, "generate", "--checkpoint", checkpoint, "--video", media[0],
                            "--audio", short, "--out", tmp_path / "o")
     _assert_one_line_error(code, output, "audio is 0.19 s but the video is 0.67 s")
+    assert "give --pad-audio to pad it with silence" in output
 
 
 def test_checkpoint_that_is_not_ours(monkeypatch, capsys, media, tmp_path):

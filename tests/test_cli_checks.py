@@ -160,3 +160,46 @@ def test_the_disk_check_prints_small_sizes_in_a_unit_that_shows_them(tmp_path, m
 def test_readable_sizes_keep_their_digits():
     assert [readable_size(n) for n in (512, 1536, 1.25 * 2**20, 1023.9 * 2**20, 2**30, 3.456 * 2**30)] == [
         "512 bytes", "1.5 KiB", "1.25 MiB", "1,024 MiB", "1 GiB", "3.46 GiB"]
+
+
+def test_generate_never_writes_into_a_dataset(dataset, tmp_path, monkeypatch, capsys):
+    session = dataset / "session_000"
+    truth = (session / "listener_coeffs.npy").read_bytes()
+    (tmp_path / "linked").symlink_to(session)
+    checkpoint = tiny_checkpoint(tmp_path / "ck")
+    for out, fragment in ((session, "is a dataset session"), (tmp_path / "linked", "is a dataset session"),
+                          (dataset / "generated", f"inside the dataset {dataset.resolve()}"),
+                          (session / "deeper", "inside the dataset")):
+        code, output = run_cli(monkeypatch, capsys, "generate", "--model", checkpoint,
+                               "--video", session / "speaker.mp4", "--out", out)
+        _one_line_refusal(code, output)
+        assert fragment in output, output
+    assert (session / "listener_coeffs.npy").read_bytes() == truth and not (dataset / "generated").exists()
+
+
+def test_an_output_reached_by_a_link_is_still_the_input(tmp_path):
+    import typer
+
+    from fad_edge.cli.validate import check_not_inputs
+
+    video = tmp_path / "talk.mp4"
+    video.write_bytes(b"video")
+    (tmp_path / "soft.png").symlink_to(video)
+    (tmp_path / "hard.png").hardlink_to(video)
+    for out in (tmp_path / "soft.png", tmp_path / "hard.png", tmp_path / "." / "talk.mp4"):
+        with pytest.raises(typer.BadParameter, match="would replace the input"):
+            check_not_inputs([out], [None, video])
+    check_not_inputs([tmp_path / "saliency.png", tmp_path / "talk"], [video, None])  # beside it: fine
+
+
+@pytest.mark.parametrize("backend, device, hint", [
+    ("ort", "cuda", "for a GPU use --backend trt or ort-cuda or ort-trt"),
+    ("cuda", "cpu", "for a CPU use --backend torch"),
+    ("ort-cuda", "cpu", "for a CPU use --backend ort"),
+])
+def test_the_device_hint_names_only_backends_that_read_the_same_folder(backend, device, hint, tmp_path, monkeypatch,
+                                                                      capsys):
+    code, output = run_cli(monkeypatch, capsys, "generate", "--model", tmp_path / "model", "--backend", backend,
+                           "--device", device, "--video", tmp_path / "v.mp4", "--out", tmp_path / "o")
+    _one_line_refusal(code, output)
+    assert output.strip().endswith(f"{hint}"), output

@@ -28,3 +28,10 @@ def test_two_dimensional_audio_is_down_mixed_on_its_channel_axis_in_either_layou
 def test_what_is_not_audio_is_refused(audio, message):
     with pytest.raises(DataError, match=message):
         fit_audio(audio, 16000, n_frames=30, pad_audio=True)
+
+
+def test_audio_too_short_names_the_option_that_pads_it_where_the_caller_has_one():
+    with pytest.raises(DataError, match=r"\(or pad it with silence\)"):
+        fit_audio(np.zeros(8000, np.float32), 16000, n_frames=30)
+    with pytest.raises(DataError, match="give --pad-audio to pad it with silence"):
+        fit_audio(np.zeros(8000, np.float32), 16000, n_frames=30, pad_option="--pad-audio")

@@ -107,3 +107,14 @@ def test_retiming_beyond_memory_is_refused(monkeypatch):
     monkeypatch.setattr(resources, "memory_bytes", lambda: 200_000)  # 300 frames x 3 KiB = 922 KB
     with pytest.raises(DataError, match="brought to 30 fps"):
         retime_frames(frames, 1.0)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".mp4"])
+def test_an_image_is_not_a_video_whatever_its_name(tmp_path, suffix):
+    import cv2
+
+    image = tmp_path / f"speaker{suffix}"
+    ok, encoded = cv2.imencode(".png" if suffix == ".mp4" else suffix, np.zeros((40, 40, 3), np.uint8))
+    image.write_bytes(encoded.tobytes())
+    with pytest.raises(DataError, match=f"speaker{suffix}: an image, not a video"):
+        read_video(image)

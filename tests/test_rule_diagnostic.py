@@ -166,12 +166,15 @@ def dataset(tmp_path_factory):
 
 def test_the_command_prints_the_table_and_writes_json(monkeypatch, capsys, dataset, tmp_path):
     data, checkpoint = dataset
+    out = tmp_path / ("a_folder_for_the_rule_scores_" * 2) / "rules.json"
     code, output = run_cli(monkeypatch, capsys, "rules", checkpoint, "--data", data, "--split", "test",
-                           "--out", tmp_path / "rules.json", "--device", "cpu")
+                           "--out", out, "--device", "cpu")
     assert code == 0, output
-    assert all(len(line) <= 80 for line in output.splitlines()), output
+    written = f"wrote {out}"
+    assert output.splitlines()[-1] == written  # whole, however long
+    assert all(len(line) <= 80 for line in output.splitlines() if line != written), output
     assert all(f"│ {rule}" in output for rule in RULES) and "amplitude" in output
-    report = json.loads((tmp_path / "rules.json").read_text())
+    report = json.loads(out.read_text())
     assert report["split"] == "test" and report["settings"]["backend"] == "torch"
     assert set(report["rules"]) == set(RULES) and set(report["per_session_r"]) == set(report["sessions"])
     assert report["rules"]["head"]["frames"] == 88  # 3 s cut to whole clips

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import run_cli, tiny_checkpoint
 
+import fad_edge.sampler_tuning as sampler_tuning
 from fad_edge.appropriate import ReactSession, build_windows
 from fad_edge.checkpoint import MODEL_JSON, MODEL_WEIGHTS, load_checkpoint
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
@@ -16,6 +17,7 @@ from fad_edge.errors import FadEdgeError
 from fad_edge.evaluation import encoded_split, score_settings
 from fad_edge.sampler_tuning import (
     FRDIV_RATIO,
+    MAX_GRID_SETTINGS,
     DiversityReference,
     GridRow,
     SamplerGrid,
@@ -144,7 +146,11 @@ def test_tune_sampler_writes_a_calibrated_copy_and_leaves_the_input_alone(datase
     report = json.loads((tmp_path / "grid.json").read_text())
     assert [row["name"] for row in report["rows"]] == ["mean", "#1", "#2", "#3", "#4"]
     assert "| setting |" in (tmp_path / "grid.md").read_text() and "rot FD" in output
-    assert all(len(line) <= 80 for line in output.splitlines())
+    assert output.splitlines()[0] == "sampling 4 settings and the mean sampler on the val split"
+    written = [line for line in output.splitlines() if line.startswith("wrote ")]
+    assert written[0] == f"wrote {tmp_path / 'grid.json'} and {tmp_path / 'grid.md'}"  # whole, however long
+    assert written[1].startswith(f"wrote {copy}: diverse sampler #2")
+    assert all(len(line) <= 80 for line in output.splitlines() if line not in written)
     loaded = load_checkpoint(copy)
     assert SamplerSettings.named("diverse", loaded.config) == SamplerSettings(3, 60, 6.0, 1.0, 0.5, 0.7)  # row #2
     assert (copy / MODEL_WEIGHTS).read_bytes() == (checkpoint / MODEL_WEIGHTS).read_bytes()
@@ -168,7 +174,8 @@ def test_tune_sampler_chooses_by_frdiv_where_the_data_has_alternative_listeners(
     assert ratios[0] == [0.0, 0.0]  # the mean sampler: one answer for every seed
     assert ratios[3][0] > ratios[2][0] > 0  # three steps at temperature 1.5 scatter more than at 0.5
     assert report["chosen"] == choose_by_diversity(rows)
-    assert "FRDiv / the alternative" in output and all(len(line) <= 80 for line in output.splitlines())
+    assert "FRDiv / the alternative" in output
+    assert all(len(line) <= 80 for line in output.splitlines() if not line.startswith("wrote "))
     assert "FRDiv / alternatives" in (tmp_path / "grid.md").read_text()
 
     code, output = run_cli(monkeypatch, capsys, *args[:-4], "--react-window", "3000", "--data", dataset,
@@ -223,3 +230,70 @@ def test_a_calibrated_copy_is_written_whole_and_replaces_a_folder_only_when_aske
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in_place"]  # no staging or .old folder left behind
     assert np.array_equal(np.frombuffer((target / MODEL_WEIGHTS).read_bytes(), np.uint8),
                           np.frombuffer((checkpoint / MODEL_WEIGHTS).read_bytes(), np.uint8))
+
+
+class GridReached(Exception):
+    """Raised in place of the grid's sampling: every check before it passed."""
+
+
+@pytest.fixture
+def grid_calls(monkeypatch):
+    """Make tune-sampler stop where it would sample; returns the candidates run_grid was given."""
+    given: list = []
+
+    def stop(loaded, data, split, grid, *args, **kwargs):
+        given.append(grid)
+        raise GridReached
+
+    monkeypatch.setattr(sampler_tuning, "run_grid", stop)
+    return given
+
+
+@pytest.mark.parametrize("write_to, overwrite, message", [
+    ("run", True, "holds 'best'"), ("data", True, "inside the input folder"),
+    ("ck/sub", False, "inside the checkpoint"), ("data_copy", True, "replaces only a checkpoint folder"),
+], ids=["a run folder", "inside the dataset", "inside the checkpoint", "another dataset"])
+def test_every_write_to_check_comes_before_the_grid(dataset, checkpoint, tmp_path, monkeypatch, capsys, grid_calls,
+                                                    write_to, overwrite, message):
+    shutil.copytree(checkpoint, tmp_path / "run" / "best")
+    shutil.copytree(dataset, tmp_path / "data_copy")
+    target = {"data": dataset / "calibrated", "ck/sub": checkpoint / "sub"}.get(write_to, tmp_path / write_to)
+    code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
+                           "--out", tmp_path / "grid", "--write-to", target, *(["--overwrite"] if overwrite else []))
+    assert code == 2 and message in output and "--write-to" in output and not grid_calls, output
+    assert len(output.strip().splitlines()) == 1, output
+
+
+def test_the_grid_is_listed_once_counted_aloud_and_bounded(dataset, checkpoint, tmp_path, monkeypatch, capsys,
+                                                          grid_calls):
+    with pytest.raises(GridReached):
+        run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
+                "--start-steps", "60,70", "--steps", "1,3", "--temperature", "0.5,1", "--out", tmp_path / "grid")
+    assert "sampling 6 settings and the mean sampler" in capsys.readouterr().out
+    assert isinstance(grid_calls[0], list) and len(grid_calls[0]) == 6  # the CLI's own list: not listed again
+    many = ",".join(str(step) for step in range(60, 99))
+    code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
+                           "--start-steps", many, "--steps", "1,2,3", "--temperature", "0.5,1", "--out",
+                           tmp_path / "grid")
+    assert code == 2 and len(grid_calls) == 1 and len(output.strip().splitlines()) == 1, output
+    assert f"the grid has 195 settings (from 39 x 3 x 2 values), more than the {MAX_GRID_SETTINGS}" in output
+    assert "'--start-steps' / '--steps' / '--temperature'" in output
+
+
+@pytest.mark.parametrize("grid", [
+    SamplerGrid((70,)), SamplerGrid((50, 70, 70), (1, 2, 1), (1.0, 0.5), (1.0, 0.5, 1), (1.0, 0.7)),
+    SamplerGrid((60,), (1,), temperatures=(0.5, 1.5), rotation_noises=(0.5, 1.0)), SamplerGrid((60,), (2, 4)),
+])
+def test_the_grid_size_is_the_number_of_candidates_without_listing_them(checkpoint, grid):
+    assert grid.size() == len(grid.candidates(load_checkpoint(checkpoint).config))
+
+
+def test_listing_a_large_grid_takes_no_time(checkpoint):
+    import time
+
+    config = load_checkpoint(checkpoint).config
+    grid = SamplerGrid(tuple(range(70, 99)), (1, 2, 3, 4, 5), tuple(i / 10 for i in range(11)),
+                       tuple(i / 10 for i in range(12)))
+    started = time.perf_counter()
+    assert len(grid.candidates(config)) == grid.size() == 29 * 11 * (1 + 4 * 12)
+    assert time.perf_counter() - started < 2.0  # listing it with a list's membership test took 20 s

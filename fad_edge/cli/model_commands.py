@@ -17,6 +17,8 @@ from fad_edge.cli.validate import (
     SAMPLER_HELP,
     check_choice,
     check_finite,
+    check_not_dataset,
+    check_not_inputs,
     check_output_dir,
     check_output_file,
     check_preset,
@@ -38,9 +40,18 @@ from fad_edge.sampling import DEFAULT_SAMPLER
 
 if TYPE_CHECKING:
     from fad_edge.runtime.base import ClipRunner
+    from fad_edge.runtime.face import FaceCropper
 
 console = Console()
 notes = Console(stderr=True)  # what a person should read, kept off the JSON on stdout
+
+# Options generate and explain share, so that explain reads a speaker as generate does.
+AUDIO_HELP = "Speaker audio (.wav/.flac, any rate); default: the video's own audio track."
+PAD_AUDIO_OPTION = "--pad-audio"
+PAD_AUDIO_HELP = "Pad audio shorter than the video with silence."
+FACE_HELP = ("Crop each frame to the speaker's face: detect (default), box (the default when --box is given) or "
+             "none (the whole frame).")
+BOX_HELP = "The face box for --face box: x,y,w,h in pixels of the video frame."
 
 
 def train(
@@ -188,42 +199,35 @@ def generate(
                                             f"{', '.join(all_precisions())} (default: the backend's first)."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
     video: Path = typer.Option(..., help="Speaker video (30 fps, any size OpenCV reads)."),
-    audio: Optional[Path] = typer.Option(None, help="Speaker audio (.wav/.flac, any rate); "
-                                         "default: the video's own audio track."),
+    audio: Optional[Path] = typer.Option(None, help=AUDIO_HELP),
     out: Path = typer.Option(..., help="Output folder."),
     preview: bool = typer.Option(False, "--preview",
                                  help="Also write preview.mp4: the speaker beside a drawn listener."),
     sampler: str = typer.Option(DEFAULT_SAMPLER, help=SAMPLER_HELP),
     steps: Optional[int] = typer.Option(None, min=1, max=100, help="Denoising steps (default: the sampler's)."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED),
-    pad_audio: bool = typer.Option(False, help="Pad audio shorter than the video with silence."),
+    pad_audio: bool = typer.Option(False, PAD_AUDIO_OPTION, help=PAD_AUDIO_HELP),
     device: str = typer.Option("auto", help="Where the torch backend runs a checkpoint: cpu, cuda, cuda:N, or "
                                "auto (CUDA when there is a GPU). Export backends keep theirs (ort: CPU, trt: GPU)."),
-    face: Optional[str] = typer.Option(None, help="Crop each frame to the speaker's face: detect (default), "
-                                       "box (the default when --box is given) or none (the whole frame)."),
-    box: Optional[str] = typer.Option(None, help="The face box for --face box: x,y,w,h in pixels of the video frame."),
+    face: Optional[str] = typer.Option(None, help=FACE_HELP),
+    box: Optional[str] = typer.Option(None, help=BOX_HELP),
 ) -> None:
     """Listener motion for a speaker video + audio: listener_coeffs.npy, listener.json, listener.png."""
-    from fad_edge.generate import face_summary, generate_files
-    from fad_edge.runtime.face import FACE_MODES, FaceCropper, parse_box
+    from fad_edge.generate import OUTPUT_NAMES, face_summary, generate_files
 
     check_threads(threads)
     check_sampler_name(sampler)
     check_output_dir(out)
-    mode = face or ("box" if box is not None else "detect")
-    if mode not in FACE_MODES:
-        raise FadEdgeError(f"--face {mode!r}: use detect, box or none")
-    if (mode == "box") != (box is not None):
-        raise FadEdgeError("--face box needs --box x,y,w,h" if mode == "box"
-                           else f"--box is used only with --face box, not with --face {mode}")
-    cropper = FaceCropper.for_files(mode, parse_box(box) if box is not None else None)
+    check_not_inputs([out, *(out / name for name in OUTPUT_NAMES)], [model, video, audio])
+    check_not_dataset(out)
+    cropper = _face_cropper(face, box)
     with _open_runner_on(model, backend, precision, steps, seed, threads, device, sampler) as runner:
         settings = {"model": str(model), "backend": runner.name, "sampler": sampler, "steps": runner.settings.steps,
                     "seed": seed, "start_step": runner.settings.start_step,
                     "start_noise": runner.settings.start_noise, "temperature": runner.settings.temperature,
-                    "rotation_noise": runner.settings.rotation_noise, "face": mode}
+                    "rotation_noise": runner.settings.rotation_noise, "face": cropper.mode}
         result = generate_files(runner, video, audio, out, pad_audio=pad_audio, settings=settings,
-                                preview=preview, face=cropper)
+                                preview=preview, face=cropper, pad_option=PAD_AUDIO_OPTION)
     assert result.face is not None
     notes.print(face_summary(result.face, result.n_frames), style=None if result.face.face_found else "bold yellow",
                 highlight=False, markup=False)
@@ -232,6 +236,19 @@ def generate(
                               "frames_without_face": result.face.frames_without_face,
                               "preview": str(result.preview_path) if result.preview_path else None}),
                   markup=False, highlight=False, soft_wrap=True)  # one line of JSON, whatever the paths hold
+
+
+def _face_cropper(face: Optional[str], box: Optional[str]) -> FaceCropper:
+    """The face crop that --face and --box ask for: the detector unless a box is given."""
+    from fad_edge.runtime.face import FACE_MODES, FaceCropper, parse_box
+
+    mode = face or ("box" if box is not None else "detect")
+    if mode not in FACE_MODES:
+        raise FadEdgeError(f"--face {mode!r}: use detect, box or none")
+    if (mode == "box") != (box is not None):
+        raise FadEdgeError("--face box needs --box x,y,w,h" if mode == "box"
+                           else f"--box is used only with --face box, not with --face {mode}")
+    return FaceCropper.for_files(mode, parse_box(box) if box is not None else None)
 
 
 def _open_runner_on(model: Path, backend: str, precision: Optional[str], steps: Optional[int], seed: int,
@@ -248,8 +265,9 @@ def _open_runner_on(model: Path, backend: str, precision: Optional[str], steps: 
     request = parse_device(device)
     if chosen.name != "torch":
         if request.kind != AUTO and (request.kind != chosen.device or request.index is not None):
-            gpu = " or ".join(b.name for b in BACKENDS.values() if b.device == "cuda")
-            hint = f"for a GPU use --backend {gpu}" if chosen.device == "cpu" else "for a CPU use --backend ort"
+            # Only the backends that read what this one reads (an export, or a checkpoint) can take its place.
+            others = [b.name for b in BACKENDS.values() if b.reads == chosen.reads and b.device != chosen.device]
+            hint = f"for {'a GPU' if chosen.device == 'cpu' else 'a CPU'} use --backend {' or '.join(others)}"
             place = "the CPU" if chosen.device == "cpu" else "a CUDA GPU"
             raise FadEdgeError(f"--device {request}: backend {chosen.name} runs on {place} "
                                f"(--device moves only the torch backend); {hint}")
@@ -268,46 +286,43 @@ def _open_runner_on(model: Path, backend: str, precision: Optional[str], steps: 
 def explain(
     checkpoint: Path = typer.Option(..., help="Checkpoint folder."),
     video: Path = typer.Option(..., help="Speaker video."),
-    audio: Optional[Path] = typer.Option(None, help="Speaker audio (default: silence)."),
-    frame: int = typer.Option(0, min=0, help="Frame to explain."),
+    audio: Optional[Path] = typer.Option(None, help=AUDIO_HELP),
+    frame: int = typer.Option(0, min=0, help="Frame to explain, counted at 30 fps as generate's output rows."),
     target: str = typer.Option("motion", help="motion: what drives the predicted reaction; "
                                "features: the video features."),
     out: Path = typer.Option(Path("saliency.png"), help="PNG to write."),
     device: str = typer.Option("auto", help="Where the gradients are computed: cpu, cuda, cuda:N, or auto "
                                "(CUDA when there is a GPU)."),
+    pad_audio: bool = typer.Option(False, PAD_AUDIO_OPTION, help=PAD_AUDIO_HELP),
+    face: Optional[str] = typer.Option(None, help=FACE_HELP),
+    box: Optional[str] = typer.Option(None, help=BOX_HELP),
 ) -> None:
-    """Gradient saliency of the video encoder over a speaker frame (the paper's Figure 5)."""
+    """Gradient saliency of the video encoder over a speaker frame (the paper's Figure 5), for the motion
+    `generate` predicts with the same video, audio and face options (its default sampler and seed)."""
     import numpy as np
-    import torch
 
     from fad_edge.checkpoint import load_checkpoint
-    from fad_edge.constants import SAMPLE_RATE
-    from fad_edge.data.inputs import prepare_inputs
-    from fad_edge.data.media import read_audio, read_video
     from fad_edge.devices import resolve_device
-    from fad_edge.explain import clip_of_frame, saliency_map, save_saliency_figure
+    from fad_edge.explain import TARGETS, check_explainable, frame_saliency, save_saliency_figure
+    from fad_edge.generate import read_speaker, speaker_inputs
 
-    if target not in ("motion", "features"):
-        raise typer.BadParameter("must be motion or features", param_hint="--target")
+    check_choice(target, "--target", TARGETS)
     check_output_file(out)
+    check_not_inputs([out], [checkpoint, video, audio])
+    cropper = _face_cropper(face, box)
     run_on = resolve_device(device)
     loaded = load_checkpoint(checkpoint)
-    config = loaded.config
-    frames, _ = read_video(video)
-    if frame >= len(frames):
-        raise typer.BadParameter(f"{frame} is past the video's last frame ({len(frames) - 1})", param_hint="--frame")
-    if audio:
-        samples, rate = read_audio(audio)
-    else:
-        samples, rate = np.zeros(len(frames) * SAMPLE_RATE // 30 + 1, np.float32), SAMPLE_RATE
-    start, index = clip_of_frame(frame, len(frames))
-    inputs = prepare_inputs(frames, samples, rate, config.image_size, config.audio_window_frames, config.n_mels)
-    images = torch.from_numpy(inputs.images[start : start + config.clip_len])
-    mel = torch.from_numpy(inputs.mel[start : start + config.clip_len])
-    heat = saliency_map(loaded.model, images, mel, index, target, run_on)
-    picture = (inputs.images[start + index].transpose(1, 2, 0) * 255).astype(np.uint8)
+    check_explainable(loaded.config, target)
+    media = read_speaker(video, audio, cropper, pad_audio, PAD_AUDIO_OPTION)
+    if frame >= len(media.frames):
+        raise typer.BadParameter(f"{frame} is past the video's last frame ({len(media.frames) - 1})",
+                                 param_hint="'--frame'")
+    inputs = speaker_inputs(media, loaded.config)
+    heat = frame_saliency(loaded.model, inputs, frame, target, run_on)
+    picture = (inputs.images[frame].transpose(1, 2, 0) * 255).astype(np.uint8)
     path = save_saliency_figure(picture, heat, out, f"{video.name}, frame {frame} ({target})")
-    console.print(f"wrote {path}", markup=False)
+    console.print(f"wrote {path} (the map is scaled to its largest gradient magnitude, {heat.max():.3g})",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

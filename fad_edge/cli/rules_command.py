@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fad_edge.backends import all_precisions, backend_names
-from fad_edge.cli.validate import MAX_SEED, check_output_file, check_threads
+from fad_edge.cli.validate import MAX_SEED, check_not_inputs, check_output_file, check_threads
 from fad_edge.json_report import json_report_bytes
 
 console = Console()
@@ -51,6 +51,7 @@ def rules(
     check_threads(threads)
     if out is not None:
         check_output_file(out)
+        check_not_inputs([out], [model, data])
     with _open_runner_on(model, backend, precision, steps, seed, threads, device) as runner:
         with console.status(f"running the model on the {escape(split)} split"):
             report = diagnose(runner, data, split)
@@ -70,7 +71,7 @@ def rules(
     if out is not None:
         record = {"settings": settings, **report.to_dict()}
         atomic_write_bytes(out, json_report_bytes(record))
-        console.print(f"wrote {out}", markup=False, highlight=False)
+        console.print(f"wrote {out}", markup=False, highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fad_edge.cli.validate import check_output_dir, check_output_stem
+from fad_edge.cli.validate import check_not_inputs, check_output_dir, check_output_stem
 from fad_edge.errors import FadEdgeError
 
 if TYPE_CHECKING:
-    from fad_edge.sampler_tuning import GridReport
+    from fad_edge.sampler_tuning import GridReport, SamplerGrid
 
 console = Console()
 
@@ -74,8 +74,10 @@ def tune_sampler(
     from fad_edge.sampler_tuning import (
         MAX_L2_RATIO,
         SamplerGrid,
+        check_copy_target,
         check_frdiv_range,
         check_rule,
+        plural,
         rule_text,
         run_grid,
         worse_than_mean,
@@ -88,12 +90,14 @@ def tune_sampler(
     if len(band) != 2:
         raise typer.BadParameter("give two ratios, LOW,HIGH", param_hint="'--frdiv-band'")
     frdiv_range = check_frdiv_range(band[0], band[1])
-    check_output_stem(out, (".json", ".md"))
-    if write_to is not None:
+    check_not_inputs(check_output_stem(out, (".json", ".md")), [checkpoint, data])
+    if write_to is not None:  # all refused now, not after minutes of sampling
         check_output_dir(write_to, "--write-to")
-        if write_to.exists() and not overwrite:  # refused now, not after minutes of sampling
-            raise typer.BadParameter(f"{write_to} exists; give another folder, or --overwrite to replace it",
-                                     param_hint="'--write-to'")
+        try:
+            check_copy_target(checkpoint, write_to, overwrite)
+        except FadEdgeError as error:
+            raise typer.BadParameter(str(error), param_hint="'--write-to'") from None
+        check_not_inputs([write_to], [data], "--write-to")
     run_on = str(resolve_device(device))
     loaded = load_checkpoint(checkpoint)
     default = SamplerGrid.around(loaded.config)
@@ -101,12 +105,15 @@ def tune_sampler(
                        _values(steps, "--steps", int), _values(start_noise, "--start-noise", float),
                        _values(temperature, "--temperature", float),
                        _values(rotation_noise, "--rotation-noise", float))
-    count = len(grid.candidates(loaded.config))  # bad values are one line before any work
-    if pick is not None and pick > count:
-        raise typer.BadParameter(f"the grid has rows #1..#{count}", param_hint="'--pick'")
+    _check_grid_size(grid)
+    candidates = grid.candidates(loaded.config)  # bad values are one line before any work
+    if pick is not None and pick > len(candidates):
+        raise typer.BadParameter(f"the grid has rows #1..#{len(candidates)}", param_hint="'--pick'")
     ratio = MAX_L2_RATIO if max_l2_ratio is None else max_l2_ratio
+    console.print(f"sampling {plural(len(candidates), 'setting')} and the mean sampler on the {split} split",
+                  markup=False, highlight=False)
     with console.status("sampler grid") as status:
-        report = run_grid(loaded, data, split, grid, samples, run_on, ratio,
+        report = run_grid(loaded, data, split, candidates, samples, run_on, ratio,
                           say=lambda message: status.update(escape(message)), rule=rule,
                           react=ReactOptions(samples=react_samples, window=react_window), frdiv_range=frdiv_range)
     for table in _tables(report):
@@ -123,14 +130,33 @@ def tune_sampler(
         console.print(f"note: {report.rows[chosen].name} has no lower FD than the mean sampler in "
                       f"{' and '.join(worse)}", style="yellow", markup=False, highlight=False)
     json_path, md_path = write_report(report, out)
-    console.print(f"wrote {json_path} and {md_path}", markup=False, highlight=False)
+    console.print(f"wrote {json_path} and {md_path}", markup=False, highlight=False, soft_wrap=True)
     if write_to is not None and chosen is not None:
         settings = report.rows[chosen].settings
         copy = write_calibrated_copy(checkpoint, write_to, settings, overwrite)
         console.print(f"wrote {copy}: diverse sampler {report.rows[chosen].name}, {settings.describe()}",
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
     elif write_to is not None:
         raise FadEdgeError(f"nothing written to {write_to}: no setting was chosen; --pick a row")
+
+
+# The grid's options, with the SamplerGrid field each fills, for the refusal of a grid too large.
+GRID_OPTIONS = {"--start-steps": "start_steps", "--steps": "steps", "--start-noise": "start_noises",
+                "--temperature": "temperatures", "--rotation-noise": "rotation_noises"}
+
+
+def _check_grid_size(grid: SamplerGrid) -> None:
+    """Refuse, before anything is listed or sampled, a grid of more than MAX_GRID_SETTINGS settings."""
+    from fad_edge.sampler_tuning import MAX_GRID_SETTINGS
+
+    if (count := grid.size()) <= MAX_GRID_SETTINGS:
+        return
+    varied = {option: len(set(getattr(grid, field))) for option, field in GRID_OPTIONS.items()}
+    varied = {option: values for option, values in varied.items() if values > 1}
+    product = " x ".join(map(str, varied.values()))
+    raise typer.BadParameter(f"the grid has {count:,} settings (from {product} values), more than the "
+                             f"{MAX_GRID_SETTINGS} one run scores; give fewer values",
+                             param_hint=" / ".join(f"'{option}'" for option in varied))
 
 
 def _tables(report: GridReport) -> list[Table]:

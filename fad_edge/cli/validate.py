@@ -1,7 +1,8 @@
 """Checks every command runs on its arguments before any work, so bad input costs seconds, not a finished run.
 
 Typer checks what an option's declaration can say (types, fixed ranges); these check the rest:
-output paths (an existing file where a folder goes, a folder that cannot be written), numbers that
+output paths (an existing file where a folder goes, a folder that cannot be written, an output that would
+replace an input or land in a dataset), numbers that
 must be finite, preset names, thread counts and frame counts against the machine. Each failure is a
 typer.BadParameter, which the CLI prints as one line naming the option.
 """
@@ -88,6 +89,40 @@ def check_outside(path: Path, folder: Path, option: str = "--out") -> None:
     inside, root = Path(path).resolve(), Path(folder).resolve()
     if inside == root or root in inside.parents:
         _refuse(option, f"{path} is inside the export folder {folder} being measured; write it elsewhere")
+
+
+def check_not_inputs(outputs: Iterable[Path], inputs: Iterable[Path | None], option: str = "--out") -> None:
+    """Refuse an output that would replace an input: the same file (as its links resolve), or a file inside an
+    input folder (a checkpoint, an export, a dataset). Unset inputs (None) are skipped."""
+    given = [Path(path) for path in inputs if path is not None]
+    for output in map(Path, outputs):
+        written = output.resolve()
+        for source in given:
+            if written == source.resolve() or _same_file(output, source):
+                _refuse(option, f"{output} would replace the input {source}; write it elsewhere")
+            if source.resolve() in written.parents:
+                _refuse(option, f"{output} is inside the input folder {source}; write it elsewhere")
+
+
+def check_not_dataset(folder: Path, option: str = "--out") -> None:
+    """Refuse a folder that is a dataset's session or lies inside a dataset: generate's files carry the names of
+    a session's own (listener_coeffs.npy is its ground truth)."""
+    from fad_edge.data.layout import META, SPLITS, VIDEO  # here: it imports OpenCV, which --help need not
+
+    place = Path(folder).resolve()
+    if held := [name for name in (META, VIDEO) if (place / name).is_file()]:
+        _refuse(option, f"{folder} holds {held[0]}, so it is a dataset session; write elsewhere")
+    for above in (place, *place.parents):
+        if (above / SPLITS).is_file():
+            _refuse(option, f"{folder} is inside the dataset {above} ({SPLITS}); write elsewhere")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    """Whether two existing paths are one file (hard links included); False when either is missing."""
+    try:
+        return first.exists() and second.exists() and os.path.samefile(first, second)
+    except OSError:
+        return False
 
 
 def check_finite(value: float | None, option: str, low: float = -math.inf, high: float = math.inf,

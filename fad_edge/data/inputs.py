@@ -66,11 +66,13 @@ def out_of_range(peak: float) -> str:
             "float are divided by 32768)")
 
 
-def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: bool = False) -> np.ndarray:
+def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: bool = False,
+              pad_option: str | None = None) -> np.ndarray:
     """Mono 16 kHz audio covering n_frames, resampled if needed.
 
     Audio shorter than the video by more than one frame is an error unless pad_audio, which pads
-    with silence; longer audio is kept (only the video's span is used).
+    with silence; longer audio is kept (only the video's span is used). `pad_option` is the caller's
+    option that sets pad_audio (generate's --pad-audio), named in that error where there is one.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 2 and audio.size:
@@ -92,10 +94,9 @@ def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: boo
         audio = resample_audio(audio, sample_rate, SAMPLE_RATE)
     needed = int(round(n_frames * SAMPLE_RATE / FPS))
     if len(audio) < needed - SAMPLE_RATE // FPS and not pad_audio:
-        raise DataError(
-            f"audio is {len(audio) / SAMPLE_RATE:.2f} s but the video is {n_frames / FPS:.2f} s; "
-            "give audio covering the video (or pad it with silence)"
-        )
+        remedy = f"give {pad_option} to pad it with silence" if pad_option else "pad it with silence"
+        raise DataError(f"audio is {len(audio) / SAMPLE_RATE:.2f} s but the video is {n_frames / FPS:.2f} s; "
+                        f"give audio covering the video (or {remedy})")
     if len(audio) < needed:
         audio = np.concatenate([audio, np.zeros(needed - len(audio), np.float32)])
     return audio

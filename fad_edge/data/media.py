@@ -14,6 +14,7 @@ from fad_edge.atomic import atomic_output, atomic_write_bytes
 from fad_edge.errors import DataError
 
 MIN_FPS, MAX_FPS = 1.0, 240.0  # frame rates a camera or screen recording really has
+IMAGE_READER = cv2.videoio_registry.getBackendName(cv2.CAP_IMAGES)  # OpenCV's image sequence "video" backend
 
 
 def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
@@ -30,6 +31,9 @@ def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
     try:
         if not capture.isOpened():
             raise DataError(f"{path}: not a readable video (OpenCV could not open it)")
+        if _is_image(path, capture):
+            raise DataError(f"{path}: an image, not a video (OpenCV would read it as one frame at a made-up "
+                            "frame rate); give the speaker's video file")
         fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         if not MIN_FPS <= fps <= MAX_FPS:  # also refuses NaN
             raise DataError(f"{path}: the video declares {fps:g} fps; fad-edge reads {MIN_FPS:g} to {MAX_FPS:g} fps "
@@ -61,6 +65,12 @@ def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
     if not frames:
         raise DataError(f"{path}: the video has no readable frames (corrupt or empty file)")
     return np.stack(frames), fps
+
+
+def _is_image(path: Path, capture: cv2.VideoCapture) -> bool:
+    """Whether an opened capture reads a still image: OpenCV's image sequence reader, or (as its FFmpeg backend
+    opens a PNG or JPEG too, as a one-frame 25 fps video) a file whose signature OpenCV's image codecs know."""
+    return capture.getBackendName() == IMAGE_READER or cv2.haveImageReader(str(path))
 
 
 def _frame_bytes(capture: cv2.VideoCapture, size: int | None) -> int:
