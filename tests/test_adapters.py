@@ -9,8 +9,9 @@ import pytest
 from helpers import run_cli
 
 from fad_edge.data import layout
-from fad_edge.data.adapters import FOLDER_LAYOUT, convert_vico, l2l_to_ours, load_learning_to_listen, read_flame
+from fad_edge.data.adapters import l2l_to_ours, load_learning_to_listen
 from fad_edge.data.media import write_video, write_wav
+from fad_edge.data.vico import FOLDER_LAYOUT, convert_vico, read_flame
 from fad_edge.errors import DataError
 
 

@@ -10,8 +10,8 @@ from helpers import run_cli
 from test_adapters import _assert_one_line_error, _vico
 
 from fad_edge.data import layout
-from fad_edge.data.adapters import RELEASE_LAYOUT, ValSplit, carve_val_split, find_vico_clips
 from fad_edge.data.media import write_video, write_wav
+from fad_edge.data.vico import RELEASE_LAYOUT, ValSplit, carve_val_split, find_vico_clips
 from fad_edge.errors import DataError
 
 HEADER = "video_id,uuid,speaker_id,listener_id"

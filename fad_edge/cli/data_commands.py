@@ -60,8 +60,8 @@ def convert_vico(
     overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
 ) -> None:
     """Convert ViCo clips with FLAME re-extractions into our layout (BFM coefficient files are refused)."""
-    from fad_edge.data.adapters import ValSplit
-    from fad_edge.data.adapters import convert_vico as run
+    from fad_edge.data.vico import ValSplit
+    from fad_edge.data.vico import convert_vico as run
 
     check_finite(val_fraction, "--val-fraction", 0.0, 1.0, low_open=True, high_open=True)
     check_output_dir(out)
