@@ -259,6 +259,52 @@ def test_close_closes_the_runner_only_when_the_stream_opened_it(monkeypatch):
     assert refused.closed  # a stream that failed to start does not leak its runner
 
 
+class ThreadBoundRunner(FakeRunner):
+    """A runner whose context belongs to the thread that ran it, as a pycuda TensorRT runner's does."""
+
+    def __init__(self, fail_warm_up: bool = False) -> None:
+        super().__init__()
+        self.fail_warm_up = fail_warm_up
+        self.closed_on: str | None = None
+
+    def encode_video_batch(self, images: np.ndarray) -> np.ndarray:
+        if self.fail_warm_up:
+            raise RuntimeError("no CUDA device")
+        return super().encode_video_batch(images)
+
+    def close(self) -> None:
+        if self.threads and threading.current_thread().name not in self.threads:
+            raise FadEdgeError("close this runner from the thread that ran it")
+        self.closed_on = threading.current_thread().name
+        super().close()
+
+
+def test_an_owned_runner_is_closed_on_the_thread_that_ran_it(monkeypatch):
+    runner = ThreadBoundRunner()
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", fake_select(runner))
+    with ListenerStream.from_export(Path("engines/any")) as stream:
+        feed(stream, range(16))
+    assert runner.closed and runner.closed_on == "listener-stream" and stream.stats().clips == 2
+    failing = ThreadBoundRunner(fail_warm_up=True)
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", fake_select(failing))
+    with pytest.raises(RuntimeError, match="warm-up failed: no CUDA device"):
+        ListenerStream.from_export(Path("engines/any"))
+    assert failing.closed and failing.closed_on == "listener-stream"  # not leaked, and closed where it ran
+
+
+def test_from_export_leaves_the_precision_to_the_backend_unless_asked(monkeypatch):
+    asked: list[object] = []
+
+    def open_runner(folder, backend, precision, **kwargs):
+        asked.append((backend, precision))
+        return FakeRunner()
+
+    monkeypatch.setitem(sys.modules, "fad_edge.runtime.select", types.SimpleNamespace(open_runner=open_runner))
+    ListenerStream.from_export(Path("engines/any"), backend="trt").close()  # trt runs fp16 only: not "fp32"
+    ListenerStream.from_export(Path("engines/any"), precision="int8").close()
+    assert asked == [("trt", None), ("ort", "int8")]
+
+
 def test_clips_with_a_timeout_waits_through_pushes_until_the_stream_is_idle():
     stream, received = ListenerStream(FakeRunner()), []
 
@@ -333,10 +379,12 @@ def test_close_from_the_callback_stops_the_stream_and_closes_its_runner(monkeypa
 
 def test_a_face_box_is_checked_when_the_stream_is_built_and_against_each_frame():
     for bad in [(float("nan"),) * 4, (0, 0, 0, 0), (1, 2, 3), "10,10,50,50"]:
-        with pytest.raises(ValueError, match="box"):
+        with pytest.raises(StreamInputError, match="box"):  # a ValueError too
             ListenerStream(FakeRunner(), face="box", box=bad)
+    with pytest.raises(StreamInputError, match="face mode"):
+        ListenerStream(FakeRunner(), face="dlib-cnn")
     with ListenerStream(FakeRunner(), face="box", box=(700, 500, 100, 100)) as stream:
-        with pytest.raises(FadEdgeError, match="outside the 640x480 frame"):
+        with pytest.raises(StreamInputError, match="outside the 640x480 frame"):
             stream.push_video(np.zeros((480, 640, 3), np.uint8), 0.0)
         stream.push_video(np.zeros((720, 1280, 3), np.uint8), 0.0)  # the box is inside a larger frame
     assert stream.stats().frames == 1

@@ -69,7 +69,7 @@ import numpy as np
 
 from fad_edge.constants import CLIP_LEN
 from fad_edge.data.inputs import resize_frames
-from fad_edge.errors import StreamInputError
+from fad_edge.errors import DataError, StreamInputError
 from fad_edge.runtime.aligner import AlignerConfig, ClipAligner, PlacedAudio, ReadyClip
 from fad_edge.runtime.callback_queue import CallbackQueue
 from fad_edge.runtime.clip_encoder import ClipEncoder
@@ -93,24 +93,50 @@ class ListenerStream:
     """See the module docstring. Use as a context manager or call `close()` to flush the last clip.
 
     `encode_ahead=False` encodes each clip's frames only once the clip is complete (the same motion,
-    later: for comparison). `timing` takes AlignerConfig's fields: max_jump, audio_timeout,
-    max_pending_clips, max_audio_seconds. `clock` (monotonic seconds) times the dead-audio timeout;
-    a simulation may pass its own.
+    later: for comparison). `owns_runner=True` (what `from_export` passes): the stream closes the
+    runner when it stops, on the worker thread that ran it, also when it fails to start. `timing`
+    takes AlignerConfig's fields: max_jump, audio_timeout, max_pending_clips, max_audio_seconds.
+    `clock` (monotonic seconds) times the dead-audio timeout; a simulation may pass its own.
     """
 
     def __init__(self, runner: ClipRunner, color: str = "rgb", face: str = "none", box: Box | None = None,
                  on_clip: Callable[[ClipMotion], None] | None = None, carry_motion: bool = False,
                  keep_clips: int = 256, callback_queue: int = 16, clock: Callable[[], float] = time.monotonic,
-                 encode_ahead: bool = True, **timing: Any) -> None:
+                 encode_ahead: bool = True, owns_runner: bool = False, **timing: Any) -> None:
+        try:
+            self._set_up(runner, color, face, box, on_clip, carry_motion, keep_clips, callback_queue, clock,
+                         encode_ahead, timing)
+        except BaseException:
+            if owns_runner:  # no worker has run it: this thread may close it
+                _close_runner(runner)
+            raise
+        # From here the worker thread owns an owned runner: it runs it and closes it when it stops, on
+        # that thread, as a thread-bound CUDA context (pycuda's) requires.
+        self.owns_runner = owns_runner
+        self._worker = threading.Thread(target=self._work, name="listener-stream", daemon=True)
+        self._worker.start()
+        self._warm.wait()
+        if self._error is not None:
+            self._worker.join()  # it closes an owned runner before it ends
+            self._callbacks.close(0)
+            raise RuntimeError(f"the listener stream's warm-up failed: {self._error}") from self._error
+
+    def _set_up(self, runner: ClipRunner, color: str, face: str, box: Box | None,
+                on_clip: Callable[[ClipMotion], None] | None, carry_motion: bool, keep_clips: int,
+                callback_queue: int, clock: Callable[[], float], encode_ahead: bool, timing: dict[str, Any]) -> None:
+        """Everything but the worker: each setting checked here, before a thread runs the runner."""
         if color not in ("rgb", "bgr"):
             raise StreamInputError(f"color must be rgb or bgr, got {color!r}")
         self.runner, self.config, self.color, self.clock = runner, runner.config, color, clock
-        self.cropper = FaceCropper(face, box)
+        try:
+            self.cropper = FaceCropper(face, box)
+        except ValueError as error:  # an unknown mode or a malformed box: the stream's one input error type
+            raise StreamInputError(str(error)) from None
         self.aligner = ClipAligner(AlignerConfig(**timing))
         self.max_pending_clips = self.aligner.config.max_pending_clips
         self.encoder = ClipEncoder(runner, carry_motion)
         self.encode_ahead = encode_ahead
-        self.owns_runner = False  # from_export: close() closes the runner too
+        self.owns_runner = False
         self._lock = threading.Condition()
         self._crop_lock = threading.Lock()  # the face tracker keeps state between frames
         self._closing = self._closed = False
@@ -122,17 +148,14 @@ class ListenerStream:
         self._meter = StreamMeter()
         self._callbacks: CallbackQueue[ClipMotion] = CallbackQueue(on_clip, callback_queue, "listener-callbacks")
         self._warm = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="listener-stream", daemon=True)
-        self._worker.start()
-        self._warm.wait()
-        if self._error is not None:
-            self._callbacks.close(0)
-            raise RuntimeError(f"the listener stream's warm-up failed: {self._error}") from self._error
 
     @classmethod
-    def from_export(cls, folder: Path, precision: str = "fp32", threads: int = STREAM_THREADS, backend: str = "ort",
-                    seed: int = 0, sampler: str = DEFAULT_SAMPLER, **options: Any) -> ListenerStream:
-        """A stream over a runner it opens and owns: `close()` closes the runner as well.
+    def from_export(cls, folder: Path, precision: str | None = None, threads: int = STREAM_THREADS,
+                    backend: str = "ort", seed: int = 0, sampler: str = DEFAULT_SAMPLER,
+                    **options: Any) -> ListenerStream:
+        """A stream over a runner it opens and owns: it closes the runner when it stops, on its worker thread.
+
+        `precision`: None is the backend's first (fp32 for "ort", fp16 for "trt", which runs nothing else).
 
         `sampler`: "mean" (the same motion for the same speaker, every run) or "diverse" (a draw from the
         reactions the model learned; see `fad_edge.sampling`).
@@ -140,13 +163,7 @@ class ListenerStream:
         from fad_edge.runtime.select import open_runner
 
         runner = open_runner(folder, backend, precision, seed=seed, threads=threads, sampler=sampler)
-        try:
-            stream = cls(runner, **options)
-        except BaseException:
-            _close_runner(runner)
-            raise
-        stream.owns_runner = True
-        return stream
+        return cls(runner, owns_runner=True, **options)  # closes the runner itself, also when it fails
 
     # -- input -------------------------------------------------------------------------------
     def push_video(self, frame: np.ndarray, t: float) -> None:
@@ -154,7 +171,11 @@ class ListenerStream:
         if self.color == "bgr":
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         with self._crop_lock:
-            small = resize_frames(self.cropper(frame)[None], self.config.image_size)[0]
+            try:
+                cropped = self.cropper(frame)
+            except DataError as error:  # a box outside this frame: the stream's one input error type
+                raise StreamInputError(str(error)) from None
+            small = resize_frames(cropped[None], self.config.image_size)[0]
         with self._lock:
             self._check_open()
             self.aligner.push_frame(small, t, self.clock())
@@ -225,11 +246,8 @@ class ListenerStream:
                 self.aligner.finish()
                 self._closing = True
             self._lock.notify_all()
-        self._worker.join()
+        self._worker.join()  # which closed an owned runner on its own thread
         self._callbacks.close(CALLBACK_DRAIN_SECONDS)
-        if self.owns_runner:
-            self.owns_runner = False
-            _close_runner(self.runner)
         if self._error is not None:
             raise RuntimeError(f"the listener stream's worker failed: {self._error}") from self._error
 
@@ -241,6 +259,13 @@ class ListenerStream:
 
     # -- worker ------------------------------------------------------------------------------
     def _work(self) -> None:
+        try:
+            self._serve()
+        finally:
+            if self.owns_runner:
+                self._close_owned_runner()
+
+    def _serve(self) -> None:
         try:
             self.encoder.warm_up()  # here, not in the caller: a TensorRT context belongs to this thread
         except BaseException as error:
@@ -296,6 +321,14 @@ class ListenerStream:
                 self._output.append(out)
             self._lock.notify_all()
         self._callbacks.put(out)
+
+    def _close_owned_runner(self) -> None:
+        """Close the runner this stream opened, on the worker's thread; a failure is the stream's error."""
+        try:
+            _close_runner(self.runner)
+        except BaseException as error:
+            if self._error is None:
+                self._fail(error)
 
     def _fail(self, error: BaseException) -> None:
         with self._lock:
