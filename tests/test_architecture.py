@@ -128,17 +128,32 @@ FORBIDDEN = {
                          "fad_edge.frozen_video"),
     "fad_edge.export": ("fad_edge.train", "fad_edge.cli", "fad_edge.bench", "fad_edge.evaluation"),
 }
+# A forbidden name covers its submodules and its siblings of one family: "fad_edge.train" also forbids
+# train_state, train_precision, ...; "fad_edge.evaluation" also evaluation_report.
+FAMILY_SEPARATORS = (".", "_")
+
+
+def _forbidden(name: str, forbidden: tuple[str, ...]) -> bool:
+    return any(name == f or name.startswith(tuple(f + sep for sep in FAMILY_SEPARATORS)) for f in forbidden)
 
 
 def test_imports_flow_one_way():
     broken = []
     for path in sorted(PACKAGE.rglob("*.py")):
         module = _module(path)
+        imports = sorted(_imports(path))
         for layer, forbidden in FORBIDDEN.items():
             if module == layer or module.startswith(layer + "."):
-                broken += [f"{module} imports {name}" for name in sorted(_imports(path))
-                           if any(name == f or name.startswith(f + ".") for f in forbidden)]
+                broken += [f"{module} imports {name}" for name in imports if _forbidden(name, forbidden)]
+        if not module.startswith("fad_edge.cli") and module != "fad_edge.__main__":  # the CLI is the top layer
+            broken += [f"{module} imports {name}" for name in imports if _forbidden(name, ("fad_edge.cli",))]
     assert not broken, "\n".join(broken)
+
+
+def test_a_forbidden_name_covers_its_family_but_not_a_longer_word():
+    assert _forbidden("fad_edge.train_state", ("fad_edge.train",))
+    assert _forbidden("fad_edge.evaluation_report.markdown", ("fad_edge.evaluation",))
+    assert not _forbidden("fad_edge.trainer", ("fad_edge.train",)) and not _forbidden("fad_edge.data", ("fad_edge.d",))
 
 
 def test_no_source_cites_files_outside_the_repository():
