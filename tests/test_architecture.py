@@ -40,6 +40,27 @@ def test_the_blocker_really_blocks_torch():
     assert completed.returncode != 0 and "blocked by the test" in completed.stderr
 
 
+# The runtime modules that run PyTorch (the `torch` and `cuda` backends); every other runtime module, and
+# what they stand on, imports without the training packages.
+TORCH_RUNTIME = ("torch_runner", "cuda_runner", "cuda_graphs", "half_precision")
+
+
+def test_every_edge_runtime_module_imports_where_torch_cannot():
+    runtime = sorted(path.stem for path in (PACKAGE / "runtime").glob("*.py")
+                     if path.stem not in TORCH_RUNTIME and path.stem != "__init__")
+    modules = [f"fad_edge.runtime.{name}" for name in runtime] + [
+        "fad_edge.backends", "fad_edge.artifact", "fad_edge.sampling", "fad_edge.digests", "fad_edge.json_report",
+        "fad_edge.data.inputs", "fad_edge.data.audio_features", "fad_edge.data.normalization"]
+    completed = _run_without_training_packages(f"""
+        import importlib
+        for name in {modules!r}:
+            importlib.import_module(name)
+        print("imported", len({modules!r}))
+    """)
+    assert completed.returncode == 0, completed.stderr
+    assert "fad_edge.runtime.trt_runner" in modules and "fad_edge.runtime.face" in modules
+
+
 @pytest.mark.slow
 def test_ort_runner_and_stream_run_where_torch_cannot_be_imported(tiny_export):
     completed = _run_without_training_packages(f"""
