@@ -31,13 +31,25 @@ def memory_bytes() -> int:
     return total
 
 
-def gib(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.1f} GiB"
+# Binary units, largest first; a size beyond the last is still said in it (1.67e+08 EiB).
+UNITS = (("EiB", 2**60), ("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+
+
+def readable_size(nbytes: float) -> str:
+    """A byte count in the largest binary unit it fills, with 3 significant digits or more: 0.0 GiB says nothing,
+    and neither do eighteen digits of GiB."""
+    for unit, scale in UNITS:
+        if nbytes >= scale:
+            value = nbytes / scale
+            if value < 1000:
+                return f"{value:.3g} {unit}"
+            return f"{value:,.0f} {unit}" if value < 1e6 else f"{value:.3g} {unit}"  # only in the largest unit
+    return f"{nbytes:.0f} bytes"
 
 
 def check_fits(nbytes: float, what: str, hint: str, error: type[FadEdgeError] = FadEdgeError) -> None:
     """Raise a one-line `error` when `nbytes` is more than this machine's memory."""
     total = memory_bytes()
     if total and nbytes > total:
-        raise error(f"{what} would need about {gib(nbytes)}, more than this machine's {gib(total)} of "
-                           f"memory; {hint}")
+        raise error(f"{what} would need about {readable_size(nbytes)}, more than this machine's "
+                    f"{readable_size(total)} of memory; {hint}")

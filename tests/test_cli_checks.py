@@ -12,8 +12,9 @@ import pytest
 from helpers import capture_train_configs, run_cli, stop_at, tiny_checkpoint
 
 from fad_edge.cli import main
-from fad_edge.cli.validate import check_disk, readable_size
+from fad_edge.cli.validate import check_disk
 from fad_edge.models.presets import preset
+from fad_edge.resources import readable_size
 
 Usage = namedtuple("Usage", "total used free")
 
@@ -160,6 +161,8 @@ def test_the_disk_check_prints_small_sizes_in_a_unit_that_shows_them(tmp_path, m
 def test_readable_sizes_keep_their_digits():
     assert [readable_size(n) for n in (512, 1536, 1.25 * 2**20, 1023.9 * 2**20, 2**30, 3.456 * 2**30)] == [
         "512 bytes", "1.5 KiB", "1.25 MiB", "1,024 MiB", "1 GiB", "3.46 GiB"]
+    # --frames 99999999999999999999 asked for 166702270507812512.0 GiB
+    assert [readable_size(n) for n in (2.5 * 2**40, 1.79e20, 2**60 * 3e6)] == ["2.5 TiB", "155 EiB", "3e+06 EiB"]
 
 
 def test_generate_never_writes_into_a_dataset(dataset, tmp_path, monkeypatch, capsys):

@@ -23,7 +23,7 @@ from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import ModelConfig
 from fad_edge.models.presets import PRESETS
 from fad_edge.report_paths import report_path
-from fad_edge.resources import check_fits
+from fad_edge.resources import check_fits, readable_size
 from fad_edge.sampling import check_sampler
 
 MAX_SEED = 2**32 - 1  # what every generator we seed (NumPy, torch) accepts
@@ -202,15 +202,6 @@ def check_disk(path: Path, nbytes: float, what: str, option: str = "--out") -> N
     if nbytes > free:
         _refuse(option, f"{what} needs at least {readable_size(nbytes)}, and {existing} has "
                         f"{readable_size(free)} free")
-
-
-def readable_size(nbytes: float) -> str:
-    """A byte count in the largest binary unit it fills, with 3 significant digits or more: 0.0 GiB says nothing."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= scale:
-            value = nbytes / scale
-            return f"{value:.3g} {unit}" if value < 1000 else f"{value:,.0f} {unit}"
-    return f"{nbytes:.0f} bytes"
 
 
 def _check_writable_place(folder: Path, path: Path, option: str) -> None:
