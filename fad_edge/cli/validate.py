@@ -79,15 +79,14 @@ def check_output_stem(stem: Path, suffixes: Iterable[str], option: str = "--out"
 def check_not_device(path: Path, option: str = "--out") -> None:
     """Refuse a path under /dev (as typed or as its links resolve)."""
     for seen in (Path(path).absolute(), Path(path).resolve()):
-        if seen == DEVICE_FILES or DEVICE_FILES in seen.parents:
+        if _within(seen, DEVICE_FILES):
             _refuse(option, f"{path} is under {DEVICE_FILES}, where devices are, not files; give a path elsewhere")
 
 
 def check_outside(path: Path, folder: Path, option: str = "--out") -> None:
     """Refuse an output inside `folder`, the export being measured: it could replace manifest.json or collide
     with the records the export keeps beside its TensorRT engines (GRAPH.json)."""
-    inside, root = Path(path).resolve(), Path(folder).resolve()
-    if inside == root or root in inside.parents:
+    if _within(Path(path).resolve(), Path(folder).resolve()):
         _refuse(option, f"{path} is inside the export folder {folder} being measured; write it elsewhere")
 
 
@@ -100,7 +99,7 @@ def check_not_inputs(outputs: Iterable[Path], inputs: Iterable[Path | None], opt
         for source in given:
             if written == source.resolve() or _same_file(output, source):
                 _refuse(option, f"{output} would replace the input {source}; write it elsewhere")
-            if source.resolve() in written.parents:
+            if _within(written, source.resolve()):  # the same file was refused just above
                 _refuse(option, f"{output} is inside the input folder {source}; write it elsewhere")
 
 
@@ -115,6 +114,11 @@ def check_not_dataset(folder: Path, option: str = "--out") -> None:
     for above in (place, *place.parents):
         if (above / SPLITS).is_file():
             _refuse(option, f"{folder} is inside the dataset {above} ({SPLITS}); write elsewhere")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    """`path` is `folder` or lies below it (both absolute, resolved as the caller needs)."""
+    return path == folder or folder in path.parents
 
 
 def _same_file(first: Path, second: Path) -> bool:

@@ -136,7 +136,6 @@ class ListenerStream:
         self.max_pending_clips = self.aligner.config.max_pending_clips
         self.encoder = ClipEncoder(runner, carry_motion)
         self.encode_ahead = encode_ahead
-        self.owns_runner = False
         self._lock = threading.Condition()
         self._crop_lock = threading.Lock()  # the face tracker keeps state between frames
         self._closing = self._closed = False
