@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from fad_edge.atomic import atomic_write_bytes
+from fad_edge.bench.tables import TEXT_MIN_WIDTH
 from fad_edge.evaluation import EvaluationTable
 from fad_edge.json_report import json_report_bytes
 from fad_edge.plots import plt, save_figure
@@ -79,20 +80,21 @@ def sampler_lines(table: EvaluationTable) -> list[str]:
 
 
 def rich_tables(table: EvaluationTable, title: str) -> list[Table]:
-    """One table per group, narrow enough for a terminal."""
+    """One table per group, narrow enough for a terminal; its numbers never wrap, so that `print_table` can
+    stack the rows where a terminal is narrower than they need."""
     tables = []
     for group, group_title in GROUP_TITLES.items():
         out = Table(title=f"{title}: {group_title}")
-        out.add_column("method", overflow="fold")  # two models' labels may differ only at their end
+        out.add_column("method", overflow="fold", min_width=TEXT_MIN_WIDTH)  # labels may differ only at their end
         for label in _labels(table):
-            out.add_column(label, justify="right")
+            out.add_column(label, justify="right", no_wrap=True)
         for name in table.rows:
             out.add_row(name, *_cells(table, name, group))
         tables.append(out)
     overall = Table(title=f"{title}: the whole split (L2 of all 56 dims; FD and P-FD pooled)")
-    overall.add_column("method", overflow="fold")
+    overall.add_column("method", overflow="fold", min_width=TEXT_MIN_WIDTH)
     for label in ["L2 (56)", *[label for _, _, label in POOLED]]:
-        overall.add_column(label, justify="right")
+        overall.add_column(label, justify="right", no_wrap=True)
     for name in table.rows:
         if name != "GT":
             overall.add_row(name, *_whole_split_cells(table, name))
@@ -154,9 +156,9 @@ def react_rich_tables(react: ReactTable, title: str) -> list[Table]:
     tables = []
     for group, group_title in GROUP_TITLES.items():
         out = Table(title=f"{title}: REACT, {group_title}")
-        out.add_column("method")
+        out.add_column("method", overflow="fold", min_width=TEXT_MIN_WIDTH)
         for metric in REACT_METRICS:
-            out.add_column(metric, justify="right")
+            out.add_column(metric, justify="right", no_wrap=True)
         for name, row in react.rows.items():
             out.add_row(name, *[_react_format(row[group][metric]) for metric in REACT_METRICS])
         tables.append(out)

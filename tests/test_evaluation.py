@@ -14,6 +14,7 @@ from helpers import run_cli, tiny_checkpoint
 from rich.console import Console
 
 from fad_edge.baselines import Baselines, BaselineSequence
+from fad_edge.bench.tables import min_width, print_table
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data import layout
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
@@ -144,7 +145,9 @@ def refuse_non_json(constant: str) -> None:
     raise AssertionError(f"{constant} is not JSON")
 
 
-def test_the_tables_show_small_figures_apart_and_long_labels_whole():
+@pytest.mark.parametrize("width", [40, 60, 80])
+def test_the_tables_show_small_figures_apart_and_long_labels_whole(width):
+    """At 80 columns the labels fold; narrower than the numbers need, each row is stacked lines."""
     long_a, long_b = "FAD (both, context 0, runs/experiment_a/best)", "FAD (both, context 0, runs/experiment_b/best)"
     table = EvaluationTable("test", ["s"], 600)
     for name, rotation_fd in (("NN motion", 0.00086), (long_a, 0.00036), (long_b, 0.00074)):
@@ -152,13 +155,15 @@ def test_the_tables_show_small_figures_apart_and_long_labels_whole():
                  "TLCC lag": 53.5, "TLCC r": 0.031}
         table.rows[name] = {"expression": group, "rotation": {**group, "FD": rotation_fd, "FD pooled": 0.00001},
                             "all": {"L2": 0.282}}
-    console = Console(width=80, record=True, file=io.StringIO())
-    for rich_table in rich_tables(table, "test"):
-        console.print(rich_table)
+    console = Console(width=width, record=True, file=io.StringIO())
+    tables = rich_tables(table, "test")
+    for rich_table in tables:
+        print_table(console, rich_table)
     text = console.export_text()
-    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= width
     assert all(f in text for f in ("0.000360", "0.000740", "0.000860", "0.0000100", "0.0123", "53.5", "0.100"))
     assert text.count("experiment_a/best") == 3 and text.count("experiment_b/best") == 3  # folded, not cut
+    assert ("TLCC lag: 53.5" in text) == (width < min(min_width(t) for t in tables))  # stacked only when narrow
 
 
 def test_an_empty_split_is_a_clear_error(dataset, tmp_path, monkeypatch, capsys):

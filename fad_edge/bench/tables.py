@@ -4,7 +4,8 @@ They fit an 80-column terminal (and a file, which rich renders 80 wide) without 
 short: no vertical rules, one space between columns, no decimals from 1,000 up, numbers never
 wrapped, and the text columns the ones that fold when a terminal is narrower still. Narrower than
 the numbers need (rich would crop them silently), `print_table` prints each row as stacked
-`header: value` lines instead. This module imports neither torch nor matplotlib, so the edge
+`header: value` lines instead; it serves any table whose number columns are `no_wrap` (the
+evaluation's boxed tables too). This module imports neither torch nor matplotlib, so the edge
 install's commands can use it.
 """
 
@@ -56,11 +57,25 @@ def _width_needed(column: Column) -> int:
     return max(map(cell_len, lines), default=0)
 
 
+def _frame_width(table: Table) -> int:
+    """What rich adds to the cells' own widths: rules, edges and padding. Computed from the table's public
+    settings the way rich lays them out, since rich exposes no measure of it."""
+    count = len(table.columns)
+    width = (count - 1 + (2 if table.show_edge else 0)) if table.box else 0
+    _, right, _, left = table.padding
+    for index in range(count):
+        pad_left, pad_right = (0, abs(left - right)) if table.collapse_padding else (left, right)
+        if not table.pad_edge:
+            pad_left = 0 if index == 0 else pad_left
+            pad_right = 0 if index == count - 1 else pad_right
+        width += pad_left + pad_right
+    return width
+
+
 def min_width(table: Table) -> int:
     """The narrowest console this table prints in without cutting a number: every number column at its widest
-    cell, every text column folded to its minimum, one space between columns (`figure_table`'s layout)."""
-    columns = table.columns
-    return sum(_width_needed(column) for column in columns) + max(0, len(columns) - 1)
+    cell, every text column folded to its minimum, plus the table's rules and padding."""
+    return sum(_width_needed(column) for column in table.columns) + _frame_width(table)
 
 
 def stacked_lines(table: Table) -> list[str]:

@@ -81,6 +81,7 @@ def baselines_l2l(
 ) -> None:
     """The paper's coefficient baselines on Learning to Listen data (it has no video, so no FAD row)."""
     from fad_edge.baselines import BaselineSequence
+    from fad_edge.bench.tables import print_table
     from fad_edge.data.adapters import NO_VIDEO_NOTE, load_learning_to_listen_splits
     from fad_edge.evaluation import evaluate_baselines
     from fad_edge.evaluation_report import rich_tables, write_reports
@@ -95,7 +96,7 @@ def baselines_l2l(
     console.print(f"[yellow]{escape(NO_VIDEO_NOTE)}[/]")  # only now: a refusal above stays one line
     title = f"Learning to Listen, {channel}/{split}"
     for rendered in rich_tables(table, escape(title)):
-        console.print(rendered)
+        print_table(console, rendered)
     json_path, md_path = write_reports(table, out, title)
     console.print(f"wrote {json_path} and {md_path}", markup=False)
 

@@ -43,6 +43,7 @@ def demo(
     """Synthesize data, train, evaluate, export, run on ONNX Runtime and bench: prints where everything went."""
     from fad_edge.atomic import atomic_write_bytes
     from fad_edge.bench.run import BenchConfig, run_bench
+    from fad_edge.bench.tables import print_table
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.cli.progress import RichTrainReporter
     from fad_edge.data.layout import list_sessions
@@ -93,7 +94,7 @@ def demo(
     with console.status("[3/6] evaluating FAD and the baselines on the test split"):
         table = evaluate([("FAD", load_checkpoint(result.best))], data, "test")
     for rendered in rich_tables(table, "held-out test sessions"):
-        console.print(rendered)
+        print_table(console, rendered)
     json_path, md_path = write_reports(table, out / "evaluation", "fad-edge demo: held-out synthetic test sessions")
     outputs += [("evaluation table", str(md_path))]
     console.print(f"[3/6] evaluated ({lap('evaluate'):.0f} s)")

@@ -60,6 +60,7 @@ def evaluate(
     appropriate real reactions.
     """
     from fad_edge.atomic import atomic_write_bytes
+    from fad_edge.bench.tables import print_table
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.devices import resolve_device
     from fad_edge.evaluation import evaluate as run_evaluation
@@ -99,12 +100,12 @@ def evaluate(
     for line in sampler_lines(table):
         console.print(line, markup=False, highlight=False)
     for rendered in rich_tables(table, escape(title)):
-        console.print(rendered)
+        print_table(console, rendered)
     for note in table.notes:
         console.print(f"[yellow]{escape(note)}[/]")
     if table.react is not None:
         for rendered in react_rich_tables(table.react, escape(title)):
-            console.print(rendered)
+            print_table(console, rendered)
         for line in react_lines(table.react) + table.react.notes[:2]:  # what was sampled and scored against
             console.print(escape(line))
     json_path, md_path = write_reports(table, out, title)
