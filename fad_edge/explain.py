@@ -122,9 +122,9 @@ def _predicted_motion(model: ListenerModel, images: torch.Tensor, mel: torch.Ten
     cond = model.elnet.read_condition(model.window_conditions(window))
     x = torch.from_numpy(draws.state).unsqueeze(0).to(images.device)
     for (t, t_prev), noise in zip(sampler.pairs(), draws.noises, strict=True):
-        epsilon = model.elnet.denoise(x, torch.full((1,), t, dtype=torch.long, device=images.device), cond)
+        x0 = model.elnet.denoise_x0(x, torch.full((1,), t, dtype=torch.long, device=images.device), cond)
         noise_tensor = None if noise is None else torch.from_numpy(noise).unsqueeze(0).to(images.device)
-        x = sampler.step(epsilon.float(), t, x, t_prev, noise_tensor)
+        x = sampler.step_x0(x0.float(), t, x, t_prev, noise_tensor)
     return x
 
 

@@ -262,11 +262,11 @@ class ListenerModel(nn.Module):
             initial = to_device(torch.from_numpy(start), device)
         x = initial
         cond = self.elnet.read_condition(condition)  # the same for every step
-        for t, t_prev in sampler.pairs():
-            epsilon = self.elnet.denoise(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), cond)
+        for t, t_prev in sampler.pairs():  # x0 from ELNet itself, not through its noise (see `step`)
+            x0 = self.elnet.denoise_x0(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), cond)
             noise = sampler.noise(tuple(x.shape), generator, t_prev)
             noise_tensor = None if noise is None else to_device(torch.from_numpy(noise), device)
-            x = sampler.step(epsilon.float(), t, x, t_prev, noise_tensor)
+            x = sampler.step_x0(x0.float(), t, x, t_prev, noise_tensor)
         return x
 
     @torch.no_grad()

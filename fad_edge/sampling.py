@@ -108,11 +108,23 @@ class SamplerSettings:
                    temperature=config.diverse_temperature, rotation_noise=config.diverse_rotation_noise)
 
     def describe(self) -> str:
-        """One short line: "4 steps from t = 90, start noise 1, temperature 1" (and the rotation noise if not 1)."""
-        steps = f"{self.steps} step{'s' if self.steps > 1 else ''}"
+        """One short line: "4 steps from t = 90, start noise 1, temperature 1" (and the rotation noise if not 1).
+
+        The steps are the network calls made: more steps than timesteps from the start down to 0 make no more.
+        """
+        calls = len(sampling_timesteps(self.steps, self.start_step))
+        steps = f"{calls} step{'s' if calls > 1 else ''}"
         rotation = f", rotation noise {self.rotation_noise:g}" if self.rotation_noise != 1.0 else ""
         return (f"{steps} from t = {self.start_step}, start noise {self.start_noise:g}, "
                 f"temperature {self.temperature:g}{rotation}")
+
+
+def sampling_timesteps(steps: int, start_step: int) -> list[int]:
+    """Evenly spaced timesteps from start_step down to 0, duplicates dropped: one network call each."""
+    if steps == 1:
+        return [start_step]
+    spaced = np.round(np.linspace(start_step, 0, steps)).astype(int).tolist()
+    return sorted(set(spaced), reverse=True)
 
 
 class DiffusionSampler:
@@ -131,15 +143,7 @@ class DiffusionSampler:
         self.alphas_cumprod = cumulative_alphas(squared_cosine_betas(train_steps))
         # As Python floats: torch.compile traces NumPy indexing as tensor ops, and float() of one as a graph break.
         self._alpha_bars = tuple(float(a) for a in self.alphas_cumprod)
-        self.timesteps = self._timesteps(settings)
-
-    @staticmethod
-    def _timesteps(settings: SamplerSettings) -> list[int]:
-        """Evenly spaced timesteps from start_step down to 0, duplicates dropped."""
-        if settings.steps == 1:
-            return [settings.start_step]
-        spaced = np.round(np.linspace(settings.start_step, 0, settings.steps)).astype(int).tolist()
-        return sorted(set(spaced), reverse=True)
+        self.timesteps = sampling_timesteps(settings.steps, settings.start_step)
 
     def pairs(self) -> list[tuple[int, int | None]]:
         """(t, t_prev) for each network call; t_prev is None at the last one, which returns x0."""
@@ -179,22 +183,34 @@ class DiffusionSampler:
 
     def predict_x0(self, epsilon: Array, t: int, x: Array) -> Array:
         """Closed-form x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) (DDPM eq. 15), clamped to +-clip_sample."""
+        return self.clip_x0(self._x0_from_epsilon(epsilon, t, x))
+
+    def _x0_from_epsilon(self, epsilon: Array, t: int, x: Array) -> Array:
         alpha_bar = self.alpha_bar(t)
-        return self.clip_x0((x - math.sqrt(1 - alpha_bar) * epsilon) / math.sqrt(alpha_bar))
+        return (x - math.sqrt(1 - alpha_bar) * epsilon) / math.sqrt(alpha_bar)
 
     def clip_x0(self, x0: Array) -> Array:
         """An x0 estimate clamped to +-clip_sample, as every step's is (for a network that gives x0 itself)."""
         return x0.clip(-self.settings.clip_sample, self.settings.clip_sample)
 
     def step(self, epsilon: Array, t: int, x: Array, t_prev: int | None, noise: Array | None = None) -> Array:
-        """One DDPM step from x_t to x_{t_prev}; with t_prev None, the predicted x0 itself.
+        """One DDPM step from x_t to x_{t_prev} given the network's noise estimate (see `step_x0`).
 
-        1. the predicted x0 from the network's noise estimate (DDPM eq. 15), clamped;
+        For a network that can give x0 itself, `step_x0` is the better call: near t = 99, x0 from the
+        noise divides its rounding by sqrt(a_t) (1 / 2000), which float32 keeps near 1e-4 of the motion
+        and float16 does not.
+        """
+        return self.step_x0(self._x0_from_epsilon(epsilon, t, x), t, x, t_prev, noise)
+
+    def step_x0(self, x0: Array, t: int, x: Array, t_prev: int | None, noise: Array | None = None) -> Array:
+        """One DDPM step from x_t to x_{t_prev} given an x0 estimate; with t_prev None, that x0 itself.
+
+        1. the x0 estimate, clamped to +-clip_sample;
         2. the mean of the posterior q(x_prev | x_t, x0) for a possibly strided pair of steps (eq. 7);
         3. plus its standard deviation times `noise` (the "fixed small" variance, floored at 1e-20), times
            the temperature (1: DDPM).
         """
-        x0 = self.predict_x0(epsilon, t, x)
+        x0 = self.clip_x0(x0)
         if t_prev is None:
             return x0
         if noise is None:

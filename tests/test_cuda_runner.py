@@ -19,6 +19,7 @@ from fad_edge.runtime.cuda_graphs import EagerCapture
 from fad_edge.runtime.cuda_runner import CudaRunner
 from fad_edge.runtime.half_precision import Float32Island, islands, to_reduced_precision
 from fad_edge.runtime.torch_runner import TorchRunner
+from fad_edge.sampling import SamplerSettings
 
 CUDA = torch.cuda.is_available()
 on_gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (torch sees none here)")
@@ -46,7 +47,7 @@ def model():
 
 # --- on the CPU -------------------------------------------------------------------------------------
 
-UNUSED: dict[str, list[int]] = {name: [] for name in ("encode", "video", "audio", "x0", "whole", "epsilon")}
+UNUSED: dict[str, list[int]] = {name: [] for name in ("encode", "video", "audio", "x0", "whole", "step_x0")}
 
 
 @pytest.mark.parametrize("frames, steps, max_frames", [(40, 1, 64), (40, 1, 16), (24, 3, 64)])
@@ -60,7 +61,7 @@ def test_graph_buckets_give_the_torch_motion_on_the_cpu(model, frames, steps, ma
                         max_frames=max_frames)
     np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
     if steps > 1:
-        assert runner.captured == {**UNUSED, "encode": [32], "epsilon": [4]}  # 24 frames, 3 clips
+        assert runner.captured == {**UNUSED, "encode": [32], "step_x0": [4]}  # 24 frames, 3 clips
     elif frames <= max_frames:
         assert runner.captured == {**UNUSED, "whole": [8]}  # 5 clips in the bucket of 8
     else:  # chunks of 16 frames, 2 clips
@@ -99,6 +100,16 @@ def test_fp16_keeps_standardizers_softmax_and_the_schedule_in_fp32(model):
     half = CudaRunner(model, "fp16", seed=2, device="cpu", graphs=False).run_inputs(inputs)
     assert half.dtype == np.float32
     assert 0 < relative_error(half, reference) < 5e-3
+
+
+def test_fp16_steps_from_the_last_timestep_keep_the_fp32_motion(model):
+    """Several FP16 steps from t = 99 (the small preset's diverse sampler): each step's x0 comes from ELNet
+    itself. Through its FP16 noise estimate, x0 would carry that rounding times 1 / sqrt(a_99) = 2000."""
+    settings = SamplerSettings(steps=3, start_step=99, start_noise=1.0, temperature=1.4, rotation_noise=0.55)
+    inputs = speaker_inputs(model.config, 24)
+    reference = TorchRunner(model, seed=3, settings=settings).run_inputs(inputs)
+    half = CudaRunner(model, "fp16", seed=3, device="cpu", graphs=False, settings=settings).run_inputs(inputs)
+    assert relative_error(half, reference) < 5e-3
 
 
 def test_cudnn_benchmark_mode_holds_for_the_call_only():
@@ -327,4 +338,4 @@ def test_graph_buckets_serve_the_diverse_sampler_and_recapture_for_replaced_sett
         reference = TorchRunner(model, seed=3, settings=settings).run_inputs(inputs)
         np.testing.assert_allclose(runner.run_inputs(inputs), reference, rtol=0, atol=1e-5 * np.abs(reference).max())
     # start step 40 captured 'whole' again; three steps captured the encoder and the noise predictor
-    assert capture.captured == 4 and runner.captured["epsilon"] == [4]
+    assert capture.captured == 4 and runner.captured["step_x0"] == [4]

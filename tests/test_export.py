@@ -106,6 +106,25 @@ def test_multi_step_sampling_matches_torch(tiny_export, session):
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4 * np.abs(reference).max())
 
 
+def test_fp16_noise_graph_keeps_the_step_and_the_preconditioning_in_fp32(tiny_export):
+    """eps = sqrt(1 - a_t) x_t + sqrt(a_t) F summed in FP16 would be rounded by ~5e-4, which a sampler's x0 from
+    eps multiplies by up to 2000 at t = 99; the step embedding's sines reach ~100 radians."""
+    manifest = ExportManifest.load(tiny_export)
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(tiny_export / manifest.graphs["elnet_eps"]["fp16"]))).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]}
+    types |= {i.name: i.data_type for i in graph.initializer}
+    assert types[graph.output[0].name] == onnx.TensorProto.FLOAT
+    producers = {output: node for node in graph.node for output in node.output}
+    last = producers[graph.output[0].name]
+    if last.op_type == "Cast":  # the converter's own cast at the output: the sum is before it
+        last = producers[last.input[0]]
+    assert last.op_type == "Add"
+    for node in graph.node:
+        if node.op_type in ("Sin", "Cos") or node is last:
+            assert all(types.get(name) == onnx.TensorProto.FLOAT for name in node.input), (node.name, list(node.input))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph.initializer)  # the U-Net is FP16
+
+
 def test_int8_and_fp16_graphs_are_really_converted_and_close(tiny_export, session):
     manifest = ExportManifest.load(tiny_export)
     int8 = onnx.load(str(tiny_export / manifest.graphs["video_encoder"]["int8"]))

@@ -127,6 +127,14 @@ def test_describe_is_one_short_line():
     assert SamplerSettings(steps=1, start_step=70, start_noise=0.0).describe().startswith("1 step from t = 70")
 
 
+@pytest.mark.parametrize("steps, start_step, calls", [(100, 70, 71), (5, 2, 3), (5, 99, 5)])
+def test_describe_counts_the_network_calls_the_sampler_makes(steps, start_step, calls):
+    """More steps than timesteps down to 0 make no more calls: the line says what runs."""
+    settings = SamplerSettings(steps=steps, start_step=start_step)
+    assert len(DiffusionSampler(settings).pairs()) == calls
+    assert settings.describe().startswith(f"{calls} steps from t = {start_step}")
+
+
 def test_replacing_a_runners_settings_moves_its_sampler_too():
     """Evaluation gives a mean-start runner start noise for its REACT draws; the start state must follow."""
     from fad_edge.runtime.base import ClipRunner

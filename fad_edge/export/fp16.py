@@ -73,8 +73,36 @@ def audit_activations(
     return audit
 
 
+# Ops that end a path kept in FP32 from the step input: the network's own arithmetic, which FP16 is for.
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", *NORMALIZATION_AND_SOFTMAX})
+
+
+def step_path_nodes(model: onnx.ModelProto) -> list[str]:
+    """The nodes computed from an integer input (the diffusion step) before any compute op.
+
+    In `elnet_eps` these are the step embedding's sines of up to ~100 radians and the preconditioning
+    eps = sqrt(1 - a_t) x_t + sqrt(a_t) F, whose scales are gathered by the step. In FP16 that sum rounds
+    eps by ~5e-4, and a sampler's x0 = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t) multiplies it by up to 2000
+    at t = 99: the steps of the diverse sampler. In FP32 they cost a few casts around ~13 small nodes.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    integer_types = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+    front = [i.name for i in model.graph.input if i.type.tensor_type.elem_type in integer_types]
+    kept: set[str] = set()
+    while front:
+        for node in consumers.get(front.pop(), []):
+            if node.op_type not in COMPUTE_OPS and node.name not in kept:
+                kept.add(node.name)
+                front.extend(node.output)
+    return sorted(kept)
+
+
 def convert_to_fp16(model: onnx.ModelProto, audit: ActivationAudit, escalate: bool) -> onnx.ModelProto:
-    """FP16 graph with FP32 I/O; the audit's nodes (and normalization/softmax if `escalate`) stay FP32."""
+    """FP16 graph with FP32 I/O; the audit's nodes, the step's path (`step_path_nodes`) and, if `escalate`,
+    normalization and softmax stay FP32."""
     op_block_list = list(float16.DEFAULT_OP_BLOCK_LIST) + (NORMALIZATION_AND_SOFTMAX if escalate else [])
     # Casts *to* float32 (the exporter's int -> float of the step) keep their type: the converter
     # would relabel their outputs as float16 without changing the Cast, an invalid graph.
@@ -85,11 +113,31 @@ def convert_to_fp16(model: onnx.ModelProto, audit: ActivationAudit, escalate: bo
             warnings.simplefilter("ignore", UserWarning)
             converted = float16.convert_float_to_float16(
                 model, keep_io_types=True, op_block_list=op_block_list,
-                node_block_list=sorted(set(audit.blocked_nodes) | set(casts_to_float)),
+                node_block_list=sorted(set(audit.blocked_nodes) | set(casts_to_float) | set(step_path_nodes(model))),
             )
     except Exception as error:
         raise ExportError(f"FP16 conversion failed ({type(error).__name__}: {error})") from error
+    _keep_output_types(converted, model)
     return converted
+
+
+def _keep_output_types(converted: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Give each graph output its original type where the converter cast it to FP16 after all.
+
+    With `keep_io_types` the converter still ends a graph with a Cast to FP16 when the output's own node
+    is on the block list (the step path's last sum): that Cast is made a Cast to the original type.
+    """
+    types = {output.name: output.type.tensor_type.elem_type for output in original.graph.output}
+    producers = {name: node for node in converted.graph.node for name in node.output}
+    for output in converted.graph.output:
+        wanted = types[output.name]
+        node = producers.get(output.name)
+        if output.type.tensor_type.elem_type == wanted or node is None or node.op_type != "Cast":
+            continue
+        for attribute in node.attribute:
+            if attribute.name == "to":
+                attribute.i = wanted
+        output.type.tensor_type.elem_type = wanted
 
 
 def fp16_node_share(model: onnx.ModelProto) -> float:

@@ -161,7 +161,7 @@ class CudaRunner(ClipRunner):
             "-cl" if channels_last else "") + ("-compiled" if compiled else "")
         self._functions: dict[str, Callable[..., torch.Tensor]] = {
             "encode": self._encode, "video": self._encode_video, "audio": self._encode_audio,
-            "x0": self._x0, "whole": self._whole, "epsilon": self._epsilon}
+            "x0": self._x0, "whole": self._whole, "step_x0": self._step_x0}
         self._lock = threading.RLock()  # held around each call, and by the graph sets inside it
         self._sets: dict[str, GraphBuckets] = {}
         self._one_step_key = self._baked()  # what the one-step graphs are captured with
@@ -200,7 +200,7 @@ class CudaRunner(ClipRunner):
                 "audio": graphed("audio", [mel], max_frames),
                 "x0": graphed("x0", [condition, state], clips),
                 "whole": graphed("whole", framed, clips),
-                "epsilon": graphed("epsilon", [state, Operand((), dtype=torch.long), condition], clips)}
+                "step_x0": graphed("step_x0", [state, Operand((), dtype=torch.long), condition], clips)}
 
     def _baked(self) -> tuple[int, float]:
         """What the one-step graphs bake in when captured: the start step and the x0 clamp."""
@@ -224,8 +224,10 @@ class CudaRunner(ClipRunner):
     def _encode_audio(self, mel: torch.Tensor) -> torch.Tensor:
         return self._model().encode_audio(self._input(mel)).float()
 
-    def _epsilon(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        return self._model().elnet(x.to(self.dtype), steps, condition.to(self.dtype)).float()
+    def _step_x0(self, x: torch.Tensor, steps: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """ELNet's x0 estimate at `steps` for a step of several, unclamped. Not its noise: in FP16, x0 from the
+        noise near t = 99 multiplies the noise's rounding by 1 / sqrt(a_t), up to 2000 (`DiffusionSampler.step`)."""
+        return self._model().elnet.forward_x0(x.to(self.dtype), steps, condition.to(self.dtype)).float()
 
     def _x0(self, condition: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The 1-step sampler: ELNet's x0 estimate, clamped and de-normalized (the runners' `elnet_x0`)."""
@@ -284,8 +286,8 @@ class CudaRunner(ClipRunner):
         x = state
         for t, t_prev in self.sampler.pairs():
             steps = np.full(len(x), t, dtype=np.int64)
-            epsilon = self._call("epsilon", x, steps, conditions)
-            x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
+            x0 = self._call("step_x0", x, steps, conditions)
+            x = self.sampler.step_x0(x0, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
         return (x * self.std + self.mean).astype(np.float32)
 
     def run_inputs(self, inputs: SpeakerInputs) -> np.ndarray:
