@@ -166,3 +166,12 @@ def test_the_dataset_writes_alternatives_without_changing_the_other_files(tmp_pa
     loaded = layout.load_listener_alternatives(tmp_path / "with" / "session_000", 80)
     assert loaded is not None and loaded.shape == (2, 80, 56)
     assert layout.load_listener_alternatives(tmp_path / "without" / "session_000", 80) is None
+
+
+@pytest.mark.parametrize("seconds", [0.3, 0.5])
+def test_a_session_shorter_than_the_listeners_lags_is_whole(seconds):
+    """The library call has no CLI minimum: a session shorter than a reaction lag is all first-value motion
+    for that rule, and still one listener frame per video frame."""
+    short = generate_session(3, SyntheticConfig(seconds=seconds, image_size=32))
+    assert len(short.listener) == len(short.frames) == round(seconds * FPS)
+    assert np.all(np.isfinite(short.listener))

@@ -123,7 +123,9 @@ def _smooth(signal: np.ndarray, frames: int) -> np.ndarray:
 
 
 def _delay(signal: np.ndarray, lag: int) -> np.ndarray:
-    """signal delayed by `lag` frames (the start repeats the first value)."""
+    """signal delayed by `lag` frames (the start repeats the first value); a lag beyond the signal repeats it
+    throughout."""
+    lag = min(lag, len(signal))
     return np.concatenate([np.full(lag, signal[0]), signal[: len(signal) - lag]]) if lag > 0 else signal.copy()
 
 
