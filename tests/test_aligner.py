@@ -9,7 +9,14 @@ import pytest
 
 from fad_edge.constants import CLIP_LEN, SAMPLE_RATE
 from fad_edge.errors import FadEdgeError, StreamInputError
-from fad_edge.runtime.aligner import AlignerConfig, ClipAligner, ReadyClip, audio_needed, slot_sample
+from fad_edge.runtime.aligner import (
+    AlignerConfig,
+    ClipAligner,
+    ReadyClip,
+    audio_needed,
+    audio_seconds_needed,
+    slot_sample,
+)
 from fad_edge.runtime.stream_inputs import check_rate, mono_samples
 
 
@@ -132,6 +139,9 @@ def test_a_clock_jump_starts_a_new_segment_instead_of_filling_it(jump):
     samples = placed(clips)
     assert samples[slot_sample(16) - 1] == pytest.approx(0.5) and samples[slot_sample(16)] == pytest.approx(0.25)
     assert samples[slot_sample(12) - 1] == pytest.approx(0.5)  # the old segment kept its audio
+    # The new segment hears nothing of the old one: its first windows reach before its anchor, where a
+    # session's start hears silence.
+    assert clips[2].audio_offset == slot_sample(16) and np.all(clips[2].audio == np.float32(0.25))
     assert aligner.counts["clock_jumps_video"] == 1 and aligner.counts["frames_padded"] == 4
     assert aligner.counts["frames_repeated"] == 0 and aligner.counts["clock_jumps_audio"] == 0
 
@@ -247,7 +257,7 @@ def test_video_far_ahead_of_absent_audio_does_not_wait_for_ever():
 
 def test_any_timestamp_sequence_keeps_work_and_memory_bounded():
     rng = np.random.default_rng(3)
-    config = AlignerConfig(max_jump=1.0, audio_timeout=0.2, max_audio_seconds=2.0)
+    config = AlignerConfig(max_jump=1.0, audio_timeout=0.2, max_audio_seconds=3.0)
     aligner, t_video, t_audio, now, taken = ClipAligner(config), 0.0, 0.0, 0.0, 0
     choices = [1 / 30, 0.0, -0.01, 0.9, -0.9, 1e6, -1e6, 1e9, float("nan"), float("inf")]
     for step in range(3000):
@@ -353,7 +363,8 @@ def test_timestamps_in_milliseconds_are_refused_from_the_third_jumping_frame():
 
 @pytest.mark.parametrize("setting", [{"max_pending_clips": -1}, {"max_pending_clips": 0}, {"max_pending_clips": 1.5},
                                      {"max_audio_seconds": 0}, {"max_audio_seconds": -5}, {"max_jump": 0},
-                                     {"max_jump": float("nan")}, {"audio_timeout": 0}, {"audio_timeout": "1"}])
+                                     {"max_jump": float("nan")}, {"audio_timeout": 0}, {"audio_timeout": "1"},
+                                     {"max_pending_clips": 64}])  # 17 s of waiting frames against 10 s of audio
 def test_timing_settings_that_cannot_work_are_refused(setting):
     with pytest.raises(StreamInputError, match=next(iter(setting))):
         AlignerConfig(**setting)
@@ -369,3 +380,40 @@ def test_float_audio_far_beyond_full_scale_is_refused_not_misread():
         aligner.push_audio(chunk, SAMPLE_RATE, 0.0, now=0.0)
     aligner.push_audio(np.full(100, 1.5, np.float32), SAMPLE_RATE, 0.0, now=0.0)  # a hot signal is still audio
     assert aligner.buffered_audio() == 100
+
+
+def test_a_new_segments_frames_heard_ahead_start_at_its_anchor():
+    """What a stream encodes ahead for a segment's first frames is what its clip will hear: no old audio."""
+    aligner = ClipAligner()
+    aligner.push_audio(np.full(SAMPLE_RATE, 0.5, np.float32), SAMPLE_RATE, 0.0, now=0.0)
+    for k in range(8):
+        aligner.push_frame(frame(k), k / 30, now=0.0)
+    assert aligner.take_ready(0.0) is not None
+    aligner.push_frame(frame(8), 50.0, now=0.0)  # the jump
+    aligner.push_audio(np.full(SAMPLE_RATE, 0.25, np.float32), SAMPLE_RATE, 50.0, now=0.0)
+    for k in range(9, 14):
+        aligner.push_frame(frame(k), 50.0 + (k - 8) / 30, now=0.0)
+    placed = aligner.placed_audio(0)
+    assert placed is not None and placed.new_segment and placed.stop == 6
+    assert placed.audio_offset == slot_sample(8) and np.all(placed.audio == np.float32(0.25))
+
+
+def test_waiting_clips_keep_their_audio_at_the_smallest_audio_cap_allowed():
+    """A stalled model: every frame the stream lets wait, with the microphone 0.9 s ahead of the camera. The cap
+    forgets only audio no waiting clip needs; each clip hears its own samples."""
+    pending = 8
+    aligner = ClipAligner(AlignerConfig(audio_timeout=None, max_pending_clips=pending,
+                                        max_audio_seconds=audio_seconds_needed(pending)))
+    frames, lead = (pending + 1) * CLIP_LEN, int(0.9 * SAMPLE_RATE)
+    pushed = 0
+    for k in range(frames):
+        until = slot_sample(k + 1) + lead
+        times = (np.arange(pushed, until) / SAMPLE_RATE).astype(np.float32)  # each sample's value is its time
+        aligner.push_audio(times, SAMPLE_RATE, pushed / SAMPLE_RATE, now=0.0)
+        pushed = until
+        aligner.push_frame(frame(k), k / 30, now=0.0)
+    clips = drain(aligner)
+    assert len(clips) == pending + 1 and aligner.counts["audio_samples_dropped"] == 0
+    for clip in clips:
+        first = slot_sample(clip.index * CLIP_LEN)
+        assert clip.audio[first - clip.audio_offset] == pytest.approx(first / SAMPLE_RATE)

@@ -10,7 +10,8 @@ Timing rules (the user documentation is in `fad_edge.runtime.stream`):
 - A frame more than `max_jump` seconds from the next expected slot, either way (an NTP step, a
   switch between wall and monotonic clocks, a long camera stall), starts a new segment instead of
   being filled: the clip in progress is sealed as a partial clip, the frame starts the next clip, the
-  audio is re-anchored there, and the model's context starts afresh. Work and memory per call are
+  audio is re-anchored there, and the model's context starts afresh (its first frames' mel windows hear
+  silence before the anchor, as a session's start does, not the old segment's tail). Work and memory per call are
   therefore bounded by `max_jump` whatever the timestamps. A third frame in a row that would jump is
   refused (StreamInputError): such timestamps are in the wrong unit, milliseconds say.
 - Audio chunks are laid end to end; a timestamp only detects a gap (filled with silence) or an
@@ -23,6 +24,9 @@ Timing rules (the user documentation is in `fad_edge.runtime.stream`):
 - A clip whose frames are complete waits for its audio until `audio_timeout` seconds pass without
   any audio, or until `max_pending_clips` clips wait: the audio is then dead (or too late) and the
   clip gets silence, as do later clips until a chunk arrives (counted).
+- At most `max_audio_seconds` of audio is kept (the oldest is forgotten, counted): a setting too small
+  for the `max_pending_clips` clips that may wait plus a second of microphone lead is refused, since
+  it would forget audio that waiting clips have not heard (`audio_seconds_needed`).
 """
 
 from __future__ import annotations
@@ -61,6 +65,23 @@ class AlignerConfig:
         pending = self.max_pending_clips
         if isinstance(pending, bool) or not isinstance(pending, int) or pending < 1:
             raise StreamInputError(f"max_pending_clips must be a whole number of clips, 1 or more, got {pending!r}")
+        needed = audio_seconds_needed(pending)
+        if self.max_audio_seconds < needed:
+            raise StreamInputError(
+                f"max_audio_seconds ({self.max_audio_seconds:g}) must hold the audio of the "
+                f"max_pending_clips={pending} clips that may wait, and a second of microphone lead: "
+                f"at least {needed:.2f}")
+
+
+# A microphone may run this far ahead of the camera without its audio counting against the waiting clips'.
+MICROPHONE_LEAD_SECONDS = 1.0
+
+
+def audio_seconds_needed(max_pending_clips: int) -> float:
+    """The audio the aligner must keep for its waiting frames: up to max_pending_clips + 1 clips of them wait
+    (the stream's push blocks beyond), one more clip's windows reach past them, plus the microphone's lead.
+    A cap below this drops audio that waiting clips have not heard yet: they would get silence."""
+    return (max_pending_clips + 2) * CLIP_LEN / FPS + 2 * N_FFT / SAMPLE_RATE + MICROPHONE_LEAD_SECONDS
 
 
 def _check_seconds(name: str, value: object, above: float) -> None:
@@ -254,7 +275,7 @@ class ClipAligner:
             stop += 1
         if stop <= start:
             return None
-        begin = max(frame_audio_start(first_slot + start) - self._audio_offset, 0)
+        begin = max(self._audio_start(self._taken, first_slot + start) - self._audio_offset, 0)
         until = max(frame_audio_needed(first_slot + stop - 1) + 1 - self._audio_offset, 0)
         return PlacedAudio(start, stop, self._audio[begin:until].copy(), self._audio_offset + begin,
                            self._taken in self._segment_starts)
@@ -281,7 +302,7 @@ class ClipAligner:
         self.counts["frames_padded"] += CLIP_LEN - len(taken)
         count = self._partial.pop(k, len(taken))
         frames = np.stack([frame for frame, _, _ in taken] + [taken[-1][0]] * (CLIP_LEN - len(taken)))
-        first = frame_audio_start(k * CLIP_LEN)
+        first = self._audio_start(k, k * CLIP_LEN)
         start, end = max(first - self._audio_offset, 0), max(audio_needed(k) + 1 - self._audio_offset, 0)
         clip = ReadyClip(k, frames, count, np.array([time for _, time, _ in taken[:count]]),
                          self._audio[start:end].copy(), self._audio_offset + start, k in self._segment_starts)
@@ -294,6 +315,14 @@ class ClipAligner:
         return clip
 
     # -- internals ---------------------------------------------------------------------------
+    def _audio_start(self, clip: int, slot: int) -> int:
+        """The first sample that slot `slot` of clip `clip` hears: its first mel window's start, but never
+        before the anchor of a segment's first clip. There the context starts afresh, as at a session's
+        start, where the windows reaching before sample 0 hear silence; behind the anchor lies the old
+        segment's audio."""
+        start = frame_audio_start(slot)
+        return max(start, slot_sample(clip * CLIP_LEN)) if clip in self._segment_starts else start
+
     def _append(self, frame: np.ndarray, pushed: bool) -> None:
         assert self._origin is not None
         self._slots.append((frame, self._origin + (self._next_slot - self._segment_slot) / FPS, pushed))
