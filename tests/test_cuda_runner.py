@@ -236,6 +236,18 @@ def test_cuda_variants_match_the_cpu_torch_runner(paper_model, options):
 
 
 @pytest.mark.cuda
+@on_gpu
+def test_fp16_graphs_of_several_steps_from_the_last_timestep_match_the_cpu(paper_model):
+    """The diverse sampler's kind of steps in FP16 on the GPU, graphs replayed, against the CPU in FP32."""
+    settings = SamplerSettings(steps=3, start_step=99, start_noise=1.0, temperature=1.4, rotation_noise=0.55)
+    inputs = speaker_inputs(paper_model.config, 64)
+    reference = TorchRunner(paper_model, seed=3, settings=settings).run_inputs(inputs)
+    with CudaRunner(paper_model, "fp16", seed=3, settings=settings) as runner:
+        assert runner.graphs
+        assert relative_error(runner.run_inputs(inputs), reference) < 1e-2
+
+
+@pytest.mark.cuda
 @pytest.mark.compile
 @on_gpu
 def test_compiled_fp16_matches_the_cpu_torch_runner(paper_model):
