@@ -4,6 +4,7 @@
 FPS = 30
 # Audio: mono 16 kHz.
 SAMPLE_RATE = 16_000
+INPUT_SAMPLE_RATES = (1_000, 384_000)  # audio rates accepted as input; bounds what resampling can ask for
 
 # Clips: l = 8 frames, frame-aligned across video, audio and motion; a window of 64 frames is 8 clips.
 CLIP_LEN = 8

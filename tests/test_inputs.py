@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fad_edge.constants import SAMPLE_RATE
+from fad_edge.data.audio_features import resample_audio
 from fad_edge.data.inputs import fit_audio
 from fad_edge.errors import DataError
 
@@ -35,3 +37,16 @@ def test_audio_too_short_names_the_option_that_pads_it_where_the_caller_has_one(
         fit_audio(np.zeros(8000, np.float32), 16000, n_frames=30)
     with pytest.raises(DataError, match="give --pad-audio to pad it with silence"):
         fit_audio(np.zeros(8000, np.float32), 16000, n_frames=30, pad_option="--pad-audio")
+
+
+def test_only_the_videos_span_of_long_audio_is_resampled_and_rates_outside_speech_are_refused():
+    """A minute of 44.1 kHz audio for 40 frames: the resampled span equals resampling it all; a rate of 1 Hz (which
+    would ask for 16,000 samples a sample) is refused in one line."""
+    rng = np.random.default_rng(0)
+    long = (0.1 * rng.standard_normal(44100 * 60)).astype(np.float32)
+    fitted = fit_audio(long, 44100, 40)
+    span = 40 * SAMPLE_RATE // 30 + SAMPLE_RATE // 2  # the video's, and half a second past it (clip padding, mel)
+    assert span <= len(fitted) < len(long)
+    np.testing.assert_allclose(fitted[:span], resample_audio(long, 44100, SAMPLE_RATE)[:span], rtol=0, atol=1e-6)
+    with pytest.raises(DataError, match="1 Hz"):
+        fit_audio(long[:1000], 1, 40)

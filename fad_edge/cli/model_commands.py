@@ -198,7 +198,8 @@ def generate(
     precision: Optional[str] = typer.Option(None, help="Graph precision, one the backend runs: "
                                             f"{', '.join(all_precisions())} (default: the backend's first)."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
-    video: Path = typer.Option(..., help="Speaker video (30 fps, any size OpenCV reads)."),
+    video: Path = typer.Option(..., help="Speaker video (any size and frame rate OpenCV reads; brought to 30 fps "
+                               "by its frames' times)."),
     audio: Optional[Path] = typer.Option(None, help=AUDIO_HELP),
     out: Path = typer.Option(..., help="Output folder."),
     preview: bool = typer.Option(False, "--preview",
@@ -231,6 +232,8 @@ def generate(
     assert result.face is not None
     notes.print(face_summary(result.face, result.n_frames), style=None if result.face.face_found else "bold yellow",
                 highlight=False, markup=False)
+    for line in result.notes:
+        notes.print(f"note: {line}", style="yellow", highlight=False, markup=False)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
                               "plot": str(result.plot_path), "frames": result.n_frames,
                               "frames_without_face": result.face.frames_without_face,
@@ -313,9 +316,9 @@ def explain(
     run_on = resolve_device(device)
     loaded = load_checkpoint(checkpoint)
     check_explainable(loaded.config, target)
-    media = read_speaker(video, audio, cropper, pad_audio, PAD_AUDIO_OPTION)
-    if frame >= len(media.frames):
-        raise typer.BadParameter(f"{frame} is past the video's last frame ({len(media.frames) - 1})",
+    media = read_speaker(video, audio, cropper, pad_audio, PAD_AUDIO_OPTION, sizes=(loaded.config.image_size,))
+    if frame >= media.n_frames:
+        raise typer.BadParameter(f"{frame} is past the video's last frame ({media.n_frames - 1})",
                                  param_hint="'--frame'")
     inputs = speaker_inputs(media, loaded.config)
     heat = frame_saliency(loaded.model, inputs, frame, target, run_on)

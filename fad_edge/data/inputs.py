@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fad_edge.constants import CLIP_LEN, FPS, SAMPLE_RATE
+from fad_edge.constants import CLIP_LEN, FPS, INPUT_SAMPLE_RATES, SAMPLE_RATE
 from fad_edge.data.audio_features import frame_windows, log_mel, resample_audio
 from fad_edge.errors import DataError
 
@@ -88,11 +88,14 @@ def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: boo
         raise DataError("audio contains NaN or infinite samples")
     if (peak := float(np.abs(audio).max())) > MAX_AMPLITUDE:
         raise DataError(out_of_range(peak))
-    if sample_rate <= 0:
-        raise DataError(f"sample rate must be positive, got {sample_rate}")
-    if sample_rate != SAMPLE_RATE:
-        audio = resample_audio(audio, sample_rate, SAMPLE_RATE)
+    low, high = INPUT_SAMPLE_RATES
+    if not low <= sample_rate <= high:
+        raise DataError(f"an audio sample rate of {sample_rate} Hz is not one fad-edge reads ({low} to {high} Hz)")
     needed = int(round(n_frames * SAMPLE_RATE / FPS))
+    if sample_rate != SAMPLE_RATE:
+        # Only the video's span (and a second for the resampler's filter to settle) is resampled: the rest is cut.
+        audio = resample_audio(audio[: int(np.ceil((needed / SAMPLE_RATE + 1.0) * sample_rate))], sample_rate,
+                               SAMPLE_RATE)
     if len(audio) < needed - SAMPLE_RATE // FPS and not pad_audio:
         remedy = f"give {pad_option} to pad it with silence" if pad_option else "pad it with silence"
         raise DataError(f"audio is {len(audio) / SAMPLE_RATE:.2f} s but the video is {n_frames / FPS:.2f} s; "

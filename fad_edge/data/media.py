@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,54 +20,91 @@ MIN_FPS, MAX_FPS = 1.0, 240.0  # frame rates a camera or screen recording really
 IMAGE_READER = cv2.videoio_registry.getBackendName(cv2.CAP_IMAGES)  # OpenCV's image sequence "video" backend
 
 
-def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
-    """All frames as uint8 RGB (T, H, W, 3), resized to size x size (INTER_AREA) when given, and the fps.
+class VideoReader:
+    """A video file's frames as uint8 RGB, decoded one at a time, each with its time in seconds.
 
-    The container's frame rate and frame count are checked before decoding: a file declaring a rate
-    outside 1..240 fps, or more frames than memory holds, is refused by name (a crafted header must not
-    make us allocate gigabytes), and decoding stops once the frames read exceed that bound.
+    Opening checks the file (readable, not a still image, a frame rate of 1..240 fps) before any frame is
+    decoded. Each frame's time is the container's presentation time, so a variable frame rate is read as
+    recorded; where the container gives none (a raw stream) or one that does not advance, the frame takes
+    the last time plus one period of the declared rate. Times count from the first frame. Iterate once;
+    use as a context manager, or call `close()`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: video file not found")
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise DataError(f"{path}: not a readable video (OpenCV could not open it)")
-        if _is_image(path, capture):
-            raise DataError(f"{path}: an image, not a video (OpenCV would read it as one frame at a made-up "
-                            "frame rate); give the speaker's video file")
-        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not MIN_FPS <= fps <= MAX_FPS:  # also refuses NaN
-            raise DataError(f"{path}: the video declares {fps:g} fps; fad-edge reads {MIN_FPS:g} to {MAX_FPS:g} fps "
-                            "(re-encode it, e.g. ffmpeg -i IN -r 30 OUT.mp4)")
-        frame_bytes = _frame_bytes(capture, size)
-        declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        # Two copies are alive at the end: the list of frames and the stacked array.
-        resources.check_fits(2 * max(declared, 0) * frame_bytes, f"{path}: its {declared} frames",
-                   "cut the video into shorter parts", DataError)
-        total = resources.memory_bytes()
-        most = total // (2 * frame_bytes) if total else None  # None: memory unknown, no bound
-        frames = []
-        shape = None
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: video file not found")
+        self._capture = cv2.VideoCapture(str(self.path))
+        try:
+            if not self._capture.isOpened():
+                raise DataError(f"{self.path}: not a readable video (OpenCV could not open it)")
+            if _is_image(self.path, self._capture):
+                raise DataError(f"{self.path}: an image, not a video (OpenCV would read it as one frame at a "
+                                "made-up frame rate); give the speaker's video file")
+            self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+            if not MIN_FPS <= self.fps <= MAX_FPS:  # also refuses NaN
+                raise DataError(f"{self.path}: the video declares {self.fps:g} fps; fad-edge reads {MIN_FPS:g} to "
+                                f"{MAX_FPS:g} fps (re-encode it, e.g. ffmpeg -i IN -r 30 OUT.mp4)")
+            self.declared_frames = max(int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+            self.frame_bytes = _frame_bytes(self._capture, None)  # one decoded RGB frame at full size
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, float]]:
+        shape, first, last, count = None, None, None, 0
         while True:
-            ok, frame = capture.read()
+            ok, frame = self._capture.read()
             if not ok:
                 break
             if shape is not None and frame.shape != shape:
-                raise DataError(f"{path}: frame {len(frames)} is {frame.shape[:2]}, earlier frames {shape[:2]}")
+                raise DataError(f"{self.path}: frame {count} is {frame.shape[:2]}, earlier frames {shape[:2]}")
             shape = frame.shape
+            stamp = float(self._capture.get(cv2.CAP_PROP_POS_MSEC)) / 1000
+            first = stamp if first is None else first
+            time = stamp - first
+            if last is not None and not (math.isfinite(time) and time > last):
+                time = last + 1 / self.fps
+            last = time
+            count += 1
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), time
+        if count == 0:
+            raise DataError(f"{self.path}: the video has no readable frames (corrupt or empty file)")
+
+
+def read_video(path: Path, size: int | None = None) -> tuple[np.ndarray, float]:
+    """All frames as uint8 RGB (T, H, W, 3), resized to size x size (INTER_AREA) when given, and the fps.
+
+    For files whose frames are kept whole (datasets at the model's size); `VideoReader` reads one frame
+    at a time. The declared frame count is checked against memory before decoding (a crafted header
+    must not make us allocate gigabytes), and decoding stops once the frames read exceed that bound.
+    """
+    with VideoReader(path) as reader:
+        frame_bytes = size * size * 3 if size is not None else reader.frame_bytes
+        declared = reader.declared_frames
+        # Two copies are alive at the end: the list of frames and the stacked array.
+        resources.check_fits(2 * declared * frame_bytes, f"{reader.path}: its {declared} frames",
+                             "cut the video into shorter parts", DataError)
+        total = resources.memory_bytes()
+        most = total // (2 * frame_bytes) if total else None  # None: memory unknown, no bound
+        frames = []
+        for frame, _ in reader:
             if size is not None:
                 frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            frames.append(frame)
             if most is not None and len(frames) > most:
-                raise DataError(f"{path}: more frames than this machine's memory holds (the header said {declared}); "
-                                "cut the video into shorter parts")
-    finally:
-        capture.release()
-    if not frames:
-        raise DataError(f"{path}: the video has no readable frames (corrupt or empty file)")
-    return np.stack(frames), fps
+                raise DataError(f"{reader.path}: more frames than this machine's memory holds (the header said "
+                                f"{declared}); cut the video into shorter parts")
+        return np.stack(frames), reader.fps
 
 
 def _is_image(path: Path, capture: cv2.VideoCapture) -> bool:
@@ -137,7 +177,12 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
 
 
 def read_audio_track(path: Path) -> tuple[np.ndarray, int]:
-    """The audio track of a video file (any container FFmpeg reads, via PyAV), mono float32, and its rate."""
+    """The audio track of a video file (any container FFmpeg reads, via PyAV), mono float32, and its rate.
+
+    Its sample 0 is at the video's first frame: where the audio stream starts later than the video stream
+    (by the container's start times), silence fills the gap; where it starts earlier, the audio before the
+    first frame is cut. A separate audio file has no such times, and is taken to start with the video.
+    """
     import av
 
     path = Path(path)
@@ -149,6 +194,8 @@ def read_audio_track(path: Path) -> tuple[np.ndarray, int]:
                 raise DataError(f"{path}: the video has no audio track; give the speaker audio with --audio")
             stream = container.streams.audio[0]
             chunks, rate = [], int(stream.rate or stream.codec_context.sample_rate)
+            lead = _start_seconds(stream) - (_start_seconds(container.streams.video[0])
+                                              if container.streams.video else 0.0)
             for frame in container.decode(stream):
                 array = frame.to_ndarray().astype(np.float32)
                 if array.ndim == 2 and frame.format.is_planar:
@@ -161,11 +208,20 @@ def read_audio_track(path: Path) -> tuple[np.ndarray, int]:
     except av.error.FFmpegError as error:
         raise DataError(f"{path}: cannot read its audio track ({error})") from None
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    shift = int(round(lead * rate))
+    samples = np.concatenate([np.zeros(shift, np.float32), samples]) if shift > 0 else samples[-shift:]
     if samples.size == 0:
         raise DataError(f"{path}: the audio track is empty; give the speaker audio with --audio")
     if not np.all(np.isfinite(samples)):
         raise DataError(f"{path}: the audio track contains NaN or infinite samples")
     return samples, rate
+
+
+def _start_seconds(stream: Any) -> float:
+    """A PyAV stream's start time in seconds; 0 where the container gives none."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:

@@ -14,6 +14,7 @@ The detector was chosen by measurement on real photographs (bench/face_detectors
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -280,18 +281,18 @@ class FaceTrack:
                 "boxes": [None if b is None else [int(round(v)) for v in b] for b in self.boxes]}
 
 
-def track_faces(frames: np.ndarray, cropper: FaceCropper) -> FaceTrack:
-    """Crop boxes for all frames of a file; frames before the first face found take that face's box."""
-    height, width = frames.shape[1:3]
-    if cropper.mode == "box":
-        x, y, w, h = cropper.box  # type: ignore[misc]
-        if w <= 0 or h <= 0 or x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            raise DataError(f"--box {x},{y},{w},{h} lies outside the {width}x{height} video; give x,y,w,h inside it")
+def track_faces(frames: Iterable[np.ndarray], cropper: FaceCropper) -> FaceTrack:
+    """Crop boxes for all frames of a file, read once; frames before the first face found take that face's box."""
+    boxes: list[np.ndarray | None] = []
+    shape: tuple[int, int] | None = None
     square = cropper.mode == "detect"
-    located = [cropper.locate(frame) for frame in frames]
-    # The region each crop takes, as generate records it (a box near an edge is moved inside the frame).
-    boxes = [None if box is None else np.array(crop_region((height, width), box, square), np.float64)
-             for box in located]
+    for frame in frames:
+        if shape is None:
+            shape = frame.shape[:2]
+            _check_box_inside(cropper, shape)
+        box = cropper.locate(frame)
+        # The region each crop takes, as generate records it (a box near an edge is moved inside the frame).
+        boxes.append(None if box is None else np.array(crop_region(shape, box, square), np.float64))
     first = next((box for box in boxes if box is not None), None)
     face_found = cropper.mode != "detect" or first is not None
     if first is not None:
@@ -300,10 +301,31 @@ def track_faces(frames: np.ndarray, cropper: FaceCropper) -> FaceTrack:
     return FaceTrack(boxes, cropper.frames_without_face, face_found, cropper.mode, cropper.detector_name, cropper.note)
 
 
-def crop_frames(frames: np.ndarray, track: FaceTrack, size: int) -> np.ndarray:
+def _check_box_inside(cropper: FaceCropper, shape: tuple[int, int]) -> None:
+    """A --box outside the video, in --box's words, before any frame is cropped."""
+    if cropper.mode != "box":
+        return
+    height, width = shape
+    x, y, w, h = cropper.box  # type: ignore[misc]
+    if w <= 0 or h <= 0 or x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        raise DataError(f"--box {x},{y},{w},{h} lies outside the {width}x{height} video; give x,y,w,h inside it")
+
+
+def crop_faces(frames: Iterable[np.ndarray], boxes: Iterable[np.ndarray | None], mode: str,
+               sizes: Sequence[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Each frame's face crop at each of `sizes` (INTER_AREA), as (T, size, size, 3) arrays, and T: frames are
+    read once and only their crops kept, so a long video costs the crops' memory, not its frames'. Frames and
+    boxes pair up until either ends."""
+    crops: dict[int, list[np.ndarray]] = {size: [] for size in sizes}
+    square, count = mode == "detect", 0
+    for frame, box in zip(frames, boxes):
+        face = frame if box is None else crop(frame, box, square)
+        for size, kept in crops.items():
+            kept.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
+        count += 1
+    return {size: np.stack(kept) for size, kept in crops.items() if kept}, count
+
+
+def crop_frames(frames: Iterable[np.ndarray], track: FaceTrack, size: int) -> np.ndarray:
     """(T, H, W, 3) frames -> (T, size, size, 3) face crops (INTER_AREA)."""
-    square = track.mode == "detect"
-    return np.stack([
-        cv2.resize(frame if box is None else crop(frame, box, square), (size, size), interpolation=cv2.INTER_AREA)
-        for frame, box in zip(frames, track.boxes)
-    ])
+    return crop_faces(frames, track.boxes, track.mode, (size,))[0][size]

@@ -10,11 +10,12 @@ import math
 
 import numpy as np
 
+from fad_edge.constants import INPUT_SAMPLE_RATES
 from fad_edge.data.inputs import MAX_AMPLITUDE, MAX_CHANNELS, channel_axes, finite_peak, out_of_range
 from fad_edge.errors import StreamInputError
 
 MAX_TIMESTAMP = 1e10  # seconds (317 years): anything larger is nanoseconds or milliseconds by mistake
-SAMPLE_RATES = (1_000, 384_000)  # accepted input rates; bounds the silence a gap can ask for
+SAMPLE_RATES = INPUT_SAMPLE_RATES  # also bounds the silence a gap can ask for
 INTEGER_SCALES = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
 
