@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import run_cli
+from helpers import run_cli, tiny_checkpoint
 
 from fad_edge.artifact import META_PREFIX, ExportManifest
 from fad_edge.checkpoint import load_checkpoint
@@ -375,3 +375,26 @@ def test_a_re_export_replaces_the_folder_whole(tiny_export, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == expected  # the old INT8 and FP16 graphs are gone
     assert ExportManifest.load(folder).variants() == ["fp32"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_the_folded_graph_is_calibrated_on_the_mean_start_and_on_noise(tmp_path):
+    """A preset that starts from the mean motion feeds all-zero x_start; calibrated on that alone, INT8 would round
+    a noisy start (a one-step sampler with start noise) to whole numbers."""
+    from fad_edge.export.graphs import graph_specs
+    from fad_edge.export.pipeline import _calibration_feeds
+    from fad_edge.samples import synthetic_samples
+
+    loaded = load_checkpoint(tiny_checkpoint(tmp_path / "ck", sample_start_noise=0.0, sample_start_step=99))
+    samples = synthetic_samples(loaded.config, 1, 2.0)
+    feeds = _calibration_feeds(loaded.model.eval(), graph_specs(loaded.model), samples)
+    starts = [feed["x_start"] for feed in feeds["elnet_x0"]]
+    zero = [start for start in starts if not start.any()]
+    noisy = np.concatenate([start for start in starts if start.any()])
+    assert zero and len(zero) == len(starts) - len(zero)  # every condition batch with each start
+    assert 0.9 < noisy.std() < 1.1 and noisy.min() < -2  # a forward draw at t = 99: unit noise, both signs
+
+
+def test_checking_on_the_calibration_split_is_refused(tmp_path, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "export", "--checkpoint", tiny_checkpoint(tmp_path / "ck"),
+                           "--out", tmp_path / "model", "--int8", "--data", tmp_path, "--split", "train")
+    assert code == 2 and "calibrated on" in output and not (tmp_path / "model").exists()

@@ -41,6 +41,9 @@ def export(
     check_finite(tolerance, "--tolerance", 0.0)
     check_threads(threads)
     check_choice(exporter, "--exporter", EXPORTERS)
+    if split == "train":
+        raise typer.BadParameter("the checks would run on the sessions INT8 is calibrated on; use val or test",
+                                 param_hint="'--split'")
     options = ExportOptions(checkpoint=checkpoint, out=out, opset=opset, exporter=exporter, int8=int8, fp16=fp16,
                             trt=trt, data=data, split=split, tolerance=tolerance, threads=threads,
                             trt_max_clips=trt_max_clips)
@@ -63,6 +66,13 @@ def print_reports(reports: dict) -> None:
         r = reports["int8"]
         console.print(f"INT8: L2 {r['l2_int8']:.4f} vs FP32 {r['l2_fp32']:.4f} ({100 * (r['ratio'] - 1):+.2f}%), "
                       f"ELNet in {r['elnet']}, encoder norms {r.get('encoder_norms', 'as trained')}")
+        for sampler, row in r.get("samplers", {}).items():
+            if sampler != "mean":
+                console.print(f"INT8, {sampler} sampler: L2 {row['l2_int8']:.4f} vs FP32 {row['l2_fp32']:.4f} "
+                              f"({100 * (row['ratio'] - 1):+.2f}%)")
+        if not r.get("within_budget", True):
+            console.print(f"[yellow]INT8 stays {100 * r['deviation']:.2f}% off FP32's L2 after its fallbacks, over "
+                          "the 1% budget: use --precision fp32 where that matters[/]")
     if "fp16" in reports:
         r = reports["fp16"]
         console.print(f"FP16 graph vs FP32 on the motion: max rel {r['max_rel']:.2e}, normalization/softmax in FP32: "
