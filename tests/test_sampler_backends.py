@@ -110,3 +110,27 @@ def test_the_stream_and_open_runner_take_a_sampler_by_name(tiny_export, tmp_path
     with ListenerStream.from_export(folder, threads=1, sampler="diverse") as stream:
         assert stream.runner.settings == SamplerSettings.named("diverse", stream.config)
         assert stream.runner.settings.steps == 2
+
+
+def test_inputs_not_shaped_as_prepare_inputs_makes_them_are_refused_and_a_closed_runner_says_so(tiny_export):
+    """A session sees only what it is fed: 12 frames would be cut to 8, 0..255 images read as very bright."""
+    from fad_edge.data.inputs import SpeakerInputs
+
+    runner = OrtRunner(tiny_export, threads=1)
+    config = runner.config
+    size, window = config.image_size, config.audio_window
+
+    def inputs(frames: int, n_frames: int, scale: float = 1.0, dtype=np.float32) -> SpeakerInputs:
+        images = np.full((frames, 3, size, size), 0.5 * scale).astype(dtype)
+        return SpeakerInputs(images, np.zeros((frames, 1, window, config.n_mels), np.float32), n_frames)
+
+    assert runner.run_inputs(inputs(16, 12)).shape == (12, 56)
+    for bad, message in ((inputs(12, 12), "whole clips"), (inputs(16, 3), "whole clips"),
+                         (inputs(16, 16, 400.0), r"\[0, 1\]"), (inputs(16, 16, dtype=np.uint8), "float")):
+        with pytest.raises(FadEdgeError, match=message):
+            runner.run_inputs(bad)
+    runner.close()
+    with pytest.raises(FadEdgeError, match="closed"):
+        runner.run_inputs(inputs(16, 12))
+    with pytest.raises(FadEdgeError, match="closed"):
+        runner.elnet(runner.elnet_graph)

@@ -18,6 +18,7 @@ from types import TracebackType
 import numpy as np
 
 from fad_edge.data.inputs import SpeakerInputs, prepare_inputs
+from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import ModelConfig
 from fad_edge.sampling import DEFAULT_SAMPLER, DiffusionSampler, SamplerSettings
 
@@ -31,6 +32,24 @@ def clip_condition_windows(features: np.ndarray, clip_len: int, context_clips: i
     padded = np.concatenate([np.zeros((context_clips * clip_len, dim), features.dtype), features])
     span = (context_clips + 1) * clip_len
     return np.stack([padded[k * clip_len : k * clip_len + span] for k in range(frames // clip_len)])
+
+
+def check_inputs(inputs: SpeakerInputs, config: ModelConfig) -> None:
+    """Inputs shaped as `prepare_inputs` makes them for this model, or a FadEdgeError that says how they differ:
+    a session sees only what it is fed, and would cut frames that are not whole clips or read 0..255 images."""
+    size, clip = config.image_size, config.clip_len
+    images, mel = np.asarray(inputs.images), np.asarray(inputs.mel)
+    frames = len(images)
+    if images.shape[1:] != (3, size, size) or not np.issubdtype(images.dtype, np.floating):
+        raise FadEdgeError(f"images must be float (T, 3, {size}, {size}) in [0, 1], got {images.dtype} {images.shape}")
+    if mel.shape != (frames, 1, config.audio_window, config.n_mels):
+        raise FadEdgeError(f"mel must be ({frames}, 1, {config.audio_window}, {config.n_mels}) for these images, "
+                           f"got {mel.shape}")
+    if frames == 0 or frames % clip or not frames - clip < inputs.n_frames <= frames:
+        raise FadEdgeError(f"{frames} input frames for {inputs.n_frames}: give whole clips of {clip} frames, "
+                           "padded past the last frame by less than a clip (prepare_inputs does)")
+    if not (np.all(np.isfinite(images)) and images.min(initial=0.0) >= 0.0 and images.max(initial=0.0) <= 1.0):
+        raise FadEdgeError("images must be finite and within [0, 1] (uint8 pixels divided by 255)")
 
 
 class ClipRunner(ABC):
@@ -114,6 +133,7 @@ class ClipRunner(ABC):
 
     def run_inputs(self, inputs: SpeakerInputs) -> np.ndarray:
         """Motion (T, 56) for prepared inputs; the padding frames are cut off."""
+        check_inputs(inputs, self.config)
         features = self.encode(inputs.images, inputs.mel)
         conditions = clip_condition_windows(features, self.config.clip_len, self.config.context_clips)
         generator = np.random.default_rng(self.seed)

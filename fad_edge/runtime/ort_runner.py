@@ -34,7 +34,7 @@ from fad_edge.artifact import (
     ExportManifest,
 )
 from fad_edge.backends import get_backend
-from fad_edge.errors import BackendUnavailableError, EngineMismatchError, ExportError
+from fad_edge.errors import BackendUnavailableError, EngineMismatchError, ExportError, FadEdgeError
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
@@ -280,6 +280,8 @@ class OrtRunner(ClipRunner):
 
     def elnet(self, graph: str) -> ort.InferenceSession:
         """The session of an ELNet graph, opened the first time it is needed (settings may be replaced)."""
+        if getattr(self, "_closed", False):
+            raise FadEdgeError("this runner is closed")
         if graph not in self._elnet:
             self._elnet[graph] = self._session(graph)
         return self._elnet[graph]
@@ -315,6 +317,13 @@ class OrtRunner(ClipRunner):
         for name in ("video", "audio"):
             self.__dict__.pop(name, None)
         self._elnet.clear()
+        self._closed = True
+
+    def __getattr__(self, name: str) -> Any:
+        """Only for the encoder sessions `close` dropped: a clear error instead of an AttributeError."""
+        if name in ("video", "audio"):
+            raise FadEdgeError("this runner is closed")
+        raise AttributeError(name)
 
 
 class OrtCudaRunner(OrtRunner):
