@@ -25,6 +25,7 @@ from fad_edge.models.config import ModelConfig
 from fad_edge.models.presets import preset
 from fad_edge.models.resnet import ResNetTrunk, fold_batch_norms
 from fad_edge.samples import synthetic_samples
+from fad_edge.sampling import SamplerSettings
 
 NORM_OPS = {"BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization"}
 ENCODERS = {VIDEO_ENCODER: "images", AUDIO_ENCODER: "mel"}
@@ -275,24 +276,37 @@ def test_int8_fallbacks_are_tried_off_budget_and_kept_only_where_they_bring_l2_c
     out.mkdir()
 
     class ScoredRunner:
-        def __init__(self, folder, precision, threads, manifest, sampler="mean"):
-            self.l2 = 1.0
-            if precision == "int8":
-                elnet_int8 = manifest.graphs["elnet_x0"]["int8"] == "elnet_x0.int8.onnx"
-                frozen = all((folder / manifest.graphs[graph]["int8"]).read_text() == "frozen" for graph in ENCODERS)
-                scored = l2s[(elnet_int8, frozen)]
-                self.l2 = scored if isinstance(scored, float) else scored[sampler == "diverse"]
+        """Scores what the manifest holds now: each sampler's motion is its L2 (mean_l2 passes it through)."""
 
-        def run_inputs(self, inputs):
-            return self.l2
+        config, seed = preset("small"), 0  # its two samplers' settings differ
+
+        def __init__(self, folder, precision, threads, manifest):
+            elnet_int8 = manifest.graphs["elnet_x0"]["int8"] == "elnet_x0.int8.onnx"
+            frozen = all((folder / manifest.graphs[graph]["int8"]).read_text() == "frozen" for graph in ENCODERS)
+            self.scored = l2s[(elnet_int8, frozen)]
+            self.settings = SamplerSettings.named("mean", self.config)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        @property
+        def l2(self):
+            scored = self.scored
+            diverse = self.settings == SamplerSettings.named("diverse", self.config)
+            return scored if isinstance(scored, float) else scored[diverse]
 
     monkeypatch.setattr(pipeline, "OrtRunner", ScoredRunner)
+    monkeypatch.setattr(pipeline, "encode_inputs", lambda runner, inputs: None)
+    monkeypatch.setattr(pipeline, "sample_encoded", lambda runner, encoded, seed: runner.l2)
     manifest = ExportManifest("0", "sha", {}, {}, 18, {graph: {"fp32": f"{graph}.onnx"} for graph in
                                                         (*ENCODERS, "elnet_x0", "elnet_eps")})
     frozen = pipeline.FrozenGraphs({graph: tmp_path / "frozen" / f"{graph}.onnx" for graph in ENCODERS}, norms=4)
     checks = [SimpleNamespace(inputs=None, listener=None)]
     feeds = {graph: [] for graph in manifest.graphs}
-    report = pipeline._export_int8(out, manifest, feeds, checks, 1.0, 1, frozen)
+    report = pipeline._export_int8(out, manifest, feeds, checks, {"mean": 1.0, "diverse": 1.0}, 1, frozen)
     assert (report["elnet"], report["encoder_norms"], report["l2_int8"]) == expected
     assert all(manifest.graphs[graph]["int8"] == f"{graph}.int8.onnx" for graph in ENCODERS)
     quantized = [graph for graph in manifest.graphs if graph in ENCODERS or report["elnet"] == "int8"]
