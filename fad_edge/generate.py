@@ -136,6 +136,7 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
     check_fits(expected * sum(size * size * 3 for size in sizes), f"{video}: the face crops of its {declared} frames",
                "cut the video into shorter parts", DataError)
     samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
+    first: np.ndarray | None = None  # the first frame, where the crop is the same in every frame
     if cropper.mode == "detect":  # frames before the first face take its box: find every box first
         with VideoReader(Path(video)) as reader:
             track = track_faces(at_30_fps(reader, fps), cropper)
@@ -143,7 +144,8 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
         fit_audio(samples, sample_rate, len(track.boxes), pad_audio, pad_option)  # too short: refused now
     else:  # a box or the whole frame: the same region in every frame, known from the first
         with VideoReader(Path(video)) as reader:
-            track = track_faces(itertools.islice(at_30_fps(reader, fps), 1), cropper)
+            first = next(at_30_fps(reader, fps))
+        track = track_faces([first], cropper)
         boxes = itertools.repeat(track.boxes[0])
     with VideoReader(Path(video)) as reader:
         crops, n_frames = crop_faces(at_30_fps(reader, fps), boxes, track.mode, sizes)
@@ -152,6 +154,9 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
     elif n_frames != len(track.boxes):
         raise DataError(f"{video}: {n_frames} frames on a second reading, {len(track.boxes)} on the first")
     notes = []
+    if cropper.mode == "none" and first is not None and first.shape[0] != first.shape[1]:
+        notes.append(f"the whole {first.shape[1]}x{first.shape[0]} frame is squeezed to the model's square input "
+                     "(--face none); --face detect or --box x,y,w,h keeps the face's proportions")
     if (extra := len(samples) / sample_rate - n_frames / FPS) > AUDIO_LONGER_NOTE_SECONDS:
         notes.append(f"the audio is {extra:.1f} s longer than the video ({n_frames / FPS:.1f} s at the {fps:g} fps "
                      "it declares); its end is not used. If the video looks sped up, its frame rate is wrong")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from fad_edge.errors import FadEdgeError
 
-CGROUP_LIMIT = Path("/sys/fs/cgroup/memory.max")  # cgroup v2; "max" when unlimited
+# A container's memory limit: cgroup v2 ("max" when unlimited), then v1 (older Docker hosts, JetPack's L4T;
+# a huge number when unlimited, which the physical memory then undercuts).
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 
 
 def memory_bytes() -> int:
@@ -22,12 +24,14 @@ def memory_bytes() -> int:
         total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
         total = 0
-    try:
-        limit = CGROUP_LIMIT.read_text().strip()
-    except OSError:
+    for path in CGROUP_LIMITS:
+        try:
+            limit = path.read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit() and (total == 0 or int(limit) < total):
+            return int(limit)
         return total
-    if limit.isdigit() and (total == 0 or int(limit) < total):
-        return int(limit)
     return total
 
 

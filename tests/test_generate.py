@@ -209,3 +209,17 @@ def test_a_folder_in_the_way_is_refused_before_the_video_is_read(session_folder,
                            "--video", session_folder / "speaker.mp4", "--audio", session_folder / "speaker.wav",
                            "--out", tmp_path / "out")
     assert code == 2 and "a folder is where this output goes" in output
+
+
+def test_a_wide_frame_read_whole_is_said_to_be_squeezed(tmp_path):
+    from fad_edge.data.media import write_wav
+    from fad_edge.generate import read_speaker
+    from fad_edge.runtime.face import FaceCropper
+
+    video = write_video(tmp_path / "wide.mp4", np.zeros((12, 16, 32, 3), np.uint8), 30.0)
+    audio = write_wav(tmp_path / "a.wav", np.zeros(8000, np.float32), 16000)
+    wide = read_speaker(video, audio, FaceCropper("none"), sizes=(8,))
+    assert wide.faces(8).shape == (12, 8, 8, 3) and wide.n_frames == 12
+    assert any("32x16 frame is squeezed" in note for note in wide.notes)
+    boxed = read_speaker(video, audio, FaceCropper("box", (8, 0, 16, 16)), sizes=(8,))
+    assert not any("squeezed" in note for note in boxed.notes)
