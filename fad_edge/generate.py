@@ -78,19 +78,6 @@ def at_30_fps(timed: Iterable[tuple[np.ndarray, float]], fps: float) -> Iterator
             yield shown
 
 
-def retime_frames(frames: np.ndarray, fps: float, times: np.ndarray | None = None) -> np.ndarray:
-    """`at_30_fps` for frames in memory, evenly spaced at `fps` unless their `times` are given."""
-    if times is None and abs(fps - FPS) < 0.01:
-        return frames
-    if not fps > 0:
-        raise DataError(f"the video reports {fps} fps; cannot place its frames in time")
-    count = max(1, int(round(len(frames) * FPS / fps)))
-    check_fits(count * frames[0].nbytes, f"the video brought to {FPS} fps ({count} frames)",
-               "re-encode it at 30 fps or cut it into shorter parts", DataError)
-    stamps = np.arange(len(frames)) / fps if times is None else np.asarray(times, np.float64)
-    return np.stack(list(at_30_fps(zip(frames, stamps), fps)))
-
-
 MOTION_NAME, JSON_NAME, PLOT_NAME, PREVIEW_NAME = "listener_coeffs.npy", "listener.json", "listener.png", "preview.mp4"
 OUTPUT_NAMES = (MOTION_NAME, JSON_NAME, PLOT_NAME, PREVIEW_NAME)  # every file generate may write into its folder
 
@@ -141,7 +128,7 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
         with VideoReader(Path(video)) as reader:
             track = track_faces(at_30_fps(reader, fps), cropper)
         boxes: Iterable[np.ndarray | None] = track.boxes
-        fit_audio(samples, sample_rate, len(track.boxes), pad_audio, pad_option)  # too short: refused now
+        fitted = fit_audio(samples, sample_rate, len(track.boxes), pad_audio, pad_option)  # too short: refused now
     else:  # a box or the whole frame: the same region in every frame, known from the first
         with VideoReader(Path(video)) as reader:
             first = next(at_30_fps(reader, fps))
@@ -160,7 +147,8 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
     if (extra := len(samples) / sample_rate - n_frames / FPS) > AUDIO_LONGER_NOTE_SECONDS:
         notes.append(f"the audio is {extra:.1f} s longer than the video ({n_frames / FPS:.1f} s at the {fps:g} fps "
                      "it declares); its end is not used. If the video looks sped up, its frame rate is wrong")
-    fitted = fit_audio(samples, sample_rate, n_frames, pad_audio, pad_option)
+    if cropper.mode != "detect":
+        fitted = fit_audio(samples, sample_rate, n_frames, pad_audio, pad_option)
     return SpeakerMedia(crops, fps, fitted, sample_rate, track, notes)
 
 

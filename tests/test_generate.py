@@ -15,7 +15,7 @@ from helpers import run_cli, tiny_checkpoint
 from fad_edge.data import layout
 from fad_edge.data.media import VideoReader, read_audio_track, write_video
 from fad_edge.data.synthetic import SyntheticConfig, generate_session
-from fad_edge.generate import at_30_fps, retime_frames
+from fad_edge.generate import at_30_fps
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_a_video_with_no_readable_frames_is_a_clear_error(tmp_path, monkeypatch,
 
 def test_other_frame_rates_are_brought_to_30_fps(tmp_path):
     frames = np.arange(25, dtype=np.uint8)[:, None, None, None].repeat(4, 1).repeat(4, 2).repeat(3, 3)
-    retimed = retime_frames(frames, 25.0)
+    retimed = np.stack(list(at_30_fps(((frame, i / 25.0) for i, frame in enumerate(frames)), 25.0)))
     assert len(retimed) == 30 and retimed[0, 0, 0, 0] == 0 and retimed[-1, 0, 0, 0] == 24
     assert np.all(np.diff(retimed[:, 0, 0, 0].astype(int)) >= 0)
     write_video(tmp_path / "v.mp4", frames, 25.0)

@@ -98,15 +98,18 @@ def test_a_video_larger_than_memory_is_refused_before_decoding(tmp_path, monkeyp
     assert read_video(tmp_path / "v.mp4", size=16)[0].shape == (12, 16, 16, 3)  # resized frames fit
 
 
-def test_retiming_beyond_memory_is_refused(monkeypatch):
+def test_face_crops_beyond_memory_are_refused_before_decoding(tmp_path, monkeypatch):
+    """10 frames at 1 fps are 300 at 30 fps: their crops are bounded by memory before any frame is decoded."""
     from fad_edge import resources
-    from fad_edge.generate import retime_frames
+    from fad_edge.generate import read_speaker
+    from fad_edge.runtime.face import FaceCropper
 
-    frames = np.zeros((10, 32, 32, 3), np.uint8)
-    assert len(retime_frames(frames, 1.0)) == 300
-    monkeypatch.setattr(resources, "memory_bytes", lambda: 200_000)  # 300 frames x 3 KiB = 922 KB
-    with pytest.raises(DataError, match="brought to 30 fps"):
-        retime_frames(frames, 1.0)
+    video = write_video(tmp_path / "slow.mp4", np.zeros((10, 32, 32, 3), np.uint8), 1.0)
+    audio = write_wav(tmp_path / "a.wav", np.zeros(16000 * 10, np.float32), 16000)
+    assert read_speaker(video, audio, FaceCropper("none"), sizes=(32,)).n_frames == 300
+    monkeypatch.setattr(resources, "memory_bytes", lambda: 200_000)  # 300 crops x 3 KiB = 922 KB
+    with pytest.raises(DataError, match="face crops"):
+        read_speaker(video, audio, FaceCropper("none"), sizes=(32,))
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".mp4"])

@@ -324,8 +324,3 @@ def crop_faces(frames: Iterable[np.ndarray], boxes: Iterable[np.ndarray | None],
             kept.append(cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA))
         count += 1
     return {size: np.stack(kept) for size, kept in crops.items() if kept}, count
-
-
-def crop_frames(frames: Iterable[np.ndarray], track: FaceTrack, size: int) -> np.ndarray:
-    """(T, H, W, 3) frames -> (T, size, size, 3) face crops (INTER_AREA)."""
-    return crop_faces(frames, track.boxes, track.mode, (size,))[0][size]
