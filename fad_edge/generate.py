@@ -6,8 +6,9 @@ moment by the frames' own timestamps (frames are repeated or skipped, never blen
 cropped to the speaker's face (`face`: the detector, a fixed box, or the whole frame; see
 `fad_edge.runtime.face`) as it is decoded, and only the crops are kept. The audio is a .wav/.flac file,
 or the video's own audio track (placed by the container's start times) when no audio file is given;
-any sample rate is resampled to 16 kHz. Audio shorter than the video is an error unless `pad_audio`
-(silence is added); longer audio is cut to the video, with a note when it is much longer.
+any sample rate from 1 kHz to 384 kHz is resampled to 16 kHz. Audio shorter than the video is an error
+unless `pad_audio` (silence is added); longer audio is cut to the video, with a note when it is much
+longer.
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
 
     The video is decoded one frame at a time and only its crops are kept, so memory grows with the crops'
     size, not the video's: a face detector's boxes are found in a first reading (frames before the first
-    face take its box), the crops in a second. The audio is fitted before the faces are tracked, so audio
-    too short is refused (naming `pad_option`, the caller's option that pads it) before that work.
+    face take its box), the crops in a second. The audio is read first and fitted once the frame count is
+    known: with the detector after the first reading, so that audio too short is refused (naming
+    `pad_option`, the caller's option that pads it) before the crops; otherwise after the one reading.
     """
     cropper = face or FaceCropper("none")
     with VideoReader(Path(video)) as reader:

@@ -3,14 +3,16 @@
 The schedule is the squared cosine of Nichol & Dhariwal (2021), 100 training steps, betas capped at
 0.999 as diffusers' `squaredcos_cap_v2`. As in diffusers' `DDPMScheduler`, the sampler never calls
 the network: whoever owns the network (the torch model, an ONNX Runtime session, a TensorRT engine)
-owns the loop and calls `DiffusionSampler.step` between its own network calls:
+owns the loop and calls `DiffusionSampler.step_x0` (a network that gives x0 itself, as the torch ELNet
+does) or `step` (one that gives its noise estimate, as the exported `elnet_eps` graph does) between its
+own network calls:
 
     x = sampler.initial_state(clips, generator)
     for t, t_prev in sampler.pairs():
-        epsilon = network(x, t, condition)
-        x = sampler.step(epsilon, t, x, t_prev, sampler.noise(x.shape, generator, t_prev))
+        x0 = network(x, t, condition)
+        x = sampler.step_x0(x0, t, x, t_prev, sampler.noise(x.shape, generator, t_prev))
 
-`step` works on NumPy arrays and on torch tensors alike (it only multiplies by Python floats and
+`step` and `step_x0` work on NumPy arrays and on torch tensors alike (it only multiplies by Python floats and
 calls `.clip`), so this module imports no torch and the edge runtime needs none.
 
 Why sampling does not start at the last training step: with one step the x0 estimate is

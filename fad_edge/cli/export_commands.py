@@ -28,7 +28,7 @@ def export(
     exporter: str = typer.Option("torchscript", help="torchscript (fast; deprecated in torch) or dynamo."),
     data: Optional[Path] = typer.Option(None, help="Dataset for the accuracy checks "
                                         "(default: fresh synthetic sessions)."),
-    split: str = typer.Option("test", help="Split of --data to check on."),
+    split: str = typer.Option("test", help="Split of --data to check on (val or test)."),
     tolerance: float = typer.Option(1e-4, min=0.0, help="Largest relative error of ORT FP32 against PyTorch."),
     threads: int = typer.Option(2, min=1, help="ONNX Runtime threads."),
     trt_max_clips: int = typer.Option(128, min=1, help="Largest clip batch the TensorRT profile covers."),

@@ -46,7 +46,7 @@ console = Console()
 notes = Console(stderr=True)  # what a person should read, kept off the JSON on stdout
 
 # Options generate and explain share, so that explain reads a speaker as generate does.
-AUDIO_HELP = "Speaker audio (.wav/.flac, any rate); default: the video's own audio track."
+AUDIO_HELP = "Speaker audio (.wav/.flac, 1 kHz to 384 kHz); default: the video's own audio track."
 PAD_AUDIO_OPTION = "--pad-audio"
 PAD_AUDIO_HELP = "Pad audio shorter than the video with silence."
 FACE_HELP = ("Crop each frame to the speaker's face: detect (default), box (the default when --box is given) or "

@@ -1,7 +1,7 @@
 """Turning a speaker's frames and audio into model inputs, identically for every backend.
 
 Frames are uint8 RGB (T, H, W, 3) of any size, resized to the model's square input with OpenCV's
-INTER_AREA; audio is mono float at any rate, resampled to 16 kHz. The sequence is padded at the end
+INTER_AREA; audio is mono float at 1 kHz to 384 kHz, resampled to 16 kHz. The sequence is padded at the end
 to whole clips (the last frame repeated, silence for audio) and the runner cuts the padding off.
 """
 
@@ -71,7 +71,8 @@ def fit_audio(audio: np.ndarray, sample_rate: int, n_frames: int, pad_audio: boo
     """Mono 16 kHz audio covering n_frames, resampled if needed.
 
     Audio shorter than the video by more than one frame is an error unless pad_audio, which pads
-    with silence; longer audio is kept (only the video's span is used). `pad_option` is the caller's
+    with silence; longer audio is kept at 16 kHz and, at other rates, cut to the video's span (plus a
+    second for the resampler's filter) before resampling. `pad_option` is the caller's
     option that sets pad_audio (generate's --pad-audio), named in that error where there is one.
     """
     audio = np.asarray(audio, dtype=np.float32)

@@ -8,7 +8,9 @@ ONNX Runtime and torch upcast inside normalization on the CPU, so running the FP
 not show FP16 overflow. Hence the activation-range audit: every float tensor of the FP32 graph is
 made an output, calibration inputs run through it, and any node whose output comes within
 `margin` of the FP16 limit (65504) stays in FP32. Normalization and softmax go to FP32 as well
-when the error check on the final motion asks for it (`escalate`).
+when the error check on the final motion asks for it (`escalate`). The step's path
+(`step_path_nodes`: the step embedding and the noise graph's preconditioning) always stays FP32, and
+the graph's outputs keep their FP32 type.
 """
 
 from __future__ import annotations

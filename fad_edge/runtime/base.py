@@ -141,7 +141,7 @@ class ClipRunner(ABC):
         return motion.reshape(-1, self.config.n_coeffs)[: inputs.n_frames].astype(np.float32)
 
     def run(self, frames: np.ndarray, audio: np.ndarray, sample_rate: int, pad_audio: bool = False) -> np.ndarray:
-        """frames: uint8 RGB (T, H, W, 3) of any size; audio: mono float at any rate -> float32 (T, 56)."""
+        """frames: uint8 RGB (T, H, W, 3) of any size; audio: mono float, 1-384 kHz -> float32 (T, 56)."""
         config = self.config
         inputs = prepare_inputs(frames, audio, sample_rate, config.image_size, config.audio_window_frames,
                                 config.n_mels, pad_audio)

@@ -3,7 +3,7 @@
 At batch 1 (a clip of 8 frames, what a robot's stream asks for) the GPU finishes each kernel
 faster than Python launches the next one, so eager PyTorch measures the launch overhead. A CUDA
 graph launches the whole computation at once: each graphed function (the encoders, ELNet with the
-1-step sampler and de-normalization folded in, ELNet's noise prediction for longer samplers, and
+1-step sampler and de-normalization folded in, ELNet's x0 estimate for each step of longer samplers, and
 for one step the whole pipeline from frames to motion) is captured once per bucket of input sizes
 (`cuda_graphs.GraphBuckets`) and replayed with the inputs padded into the bucket.
 

@@ -22,7 +22,8 @@ that cannot work (`AlignerConfig`).
 Clock jumps: a timestamp more than `max_jump` seconds (default 2) from where its input has got to
 is a jump (an NTP step, a clock switch, a long stall) and is never filled frame by frame. A video
 jump starts a new segment: the clip in progress is emitted as a partial clip, the frame starts the
-next clip, the audio is re-anchored to it and the model's context starts afresh. An audio jump lays
+next clip, the audio is re-anchored to it and the model's context starts afresh (its first frames hear
+silence before the anchor, as at a session's start, not the old segment's tail). An audio jump lays
 the chunk end to end and reads later chunks on the shifted clock; but audio stamped on the old clock
 just before a video jump, pushed after it (microphones lag cameras), belongs to the sealed clips
 and is dropped, so the new clock's audio keeps its place. All counted; the work and memory of any
@@ -44,7 +45,8 @@ oldest waiting clip is dropped and counted; an exception from it is counted and 
 constructor, so the first clip's latency is an ordinary one.
 
 Memory is bounded for any run length: the frames of unfinished clips, the audio they still need (at
-most `max_audio_seconds` ahead; older audio is forgotten and counted) and fixed windows of
+most `max_audio_seconds` in all; older audio is forgotten and counted, and a cap too small for the
+clips that may wait is refused, `aligner.audio_seconds_needed`) and fixed windows of
 latencies and unread clips (`keep_clips`, 0 for none when `on_clip` is all you use). See
 `fad_edge.runtime.aligner` for the timing rules in full.
 
