@@ -119,23 +119,21 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
     `pad_option`, the caller's option that pads it) before the crops; otherwise after the one reading.
     """
     cropper = face or FaceCropper("none")
-    with VideoReader(Path(video)) as reader:
-        fps, declared = reader.fps, reader.declared_frames
-    expected = max(1, int(round(declared * FPS / fps)))
-    check_fits(expected * sum(size * size * 3 for size in sizes), f"{video}: the face crops of its {declared} frames",
-               "cut the video into shorter parts", DataError)
-    samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
     first: np.ndarray | None = None  # the first frame, where the crop is the same in every frame
-    if cropper.mode == "detect":  # frames before the first face take its box: find every box first
-        with VideoReader(Path(video)) as reader:
+    with VideoReader(Path(video)) as reader:  # the first reading; its header is checked before any decoding
+        fps, declared = reader.fps, reader.declared_frames
+        expected = max(1, int(round(declared * FPS / fps)))
+        check_fits(expected * sum(size * size * 3 for size in sizes),
+                   f"{video}: the face crops of its {declared} frames", "cut the video into shorter parts", DataError)
+        samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
+        if cropper.mode == "detect":  # frames before the first face take its box: find every box first
             track = track_faces(at_30_fps(reader, fps), cropper)
-        boxes: Iterable[np.ndarray | None] = track.boxes
-        fitted = fit_audio(samples, sample_rate, len(track.boxes), pad_audio, pad_option)  # too short: refused now
-    else:  # a box or the whole frame: the same region in every frame, known from the first
-        with VideoReader(Path(video)) as reader:
+        else:  # a box or the whole frame: the same region in every frame, known from the first
             first = next(at_30_fps(reader, fps))
-        track = track_faces([first], cropper)
-        boxes = itertools.repeat(track.boxes[0])
+            track = track_faces([first], cropper)
+    boxes: Iterable[np.ndarray | None] = track.boxes if cropper.mode == "detect" else itertools.repeat(track.boxes[0])
+    if cropper.mode == "detect":
+        fitted = fit_audio(samples, sample_rate, len(track.boxes), pad_audio, pad_option)  # too short: refused now
     with VideoReader(Path(video)) as reader:
         crops, n_frames = crop_faces(at_30_fps(reader, fps), boxes, track.mode, sizes)
     if cropper.mode != "detect":

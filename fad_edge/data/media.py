@@ -46,7 +46,7 @@ class VideoReader:
                 raise DataError(f"{self.path}: the video declares {self.fps:g} fps; fad-edge reads {MIN_FPS:g} to "
                                 f"{MAX_FPS:g} fps (re-encode it, e.g. ffmpeg -i IN -r 30 OUT.mp4)")
             self.declared_frames = max(int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
-            self.frame_bytes = _frame_bytes(self._capture, None)  # one decoded RGB frame at full size
+            self.frame_bytes = _frame_bytes(self._capture)  # one decoded RGB frame at full size
         except BaseException:
             self.close()
             raise
@@ -113,10 +113,8 @@ def _is_image(path: Path, capture: cv2.VideoCapture) -> bool:
     return capture.getBackendName() == IMAGE_READER or cv2.haveImageReader(str(path))
 
 
-def _frame_bytes(capture: cv2.VideoCapture, size: int | None) -> int:
-    """Bytes of one decoded RGB frame as read_video keeps it."""
-    if size is not None:
-        return size * size * 3
+def _frame_bytes(capture: cv2.VideoCapture) -> int:
+    """Bytes of one decoded RGB frame at the video's own size."""
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
     return max(width, 1) * max(height, 1) * 3
