@@ -52,7 +52,7 @@ def split_samples(config: ModelConfig, data: Path, split: str) -> list[LabelledI
     for session in load_split(Path(data), split, config.image_size, config.n_mels):
         frames = session.n_frames // CLIP_LEN * CLIP_LEN
         mel = frame_windows(session.mel[: frames * 4], config.audio_window_frames)
-        inputs = SpeakerInputs(images_from_frames(session.frames[:frames]), mel, frames)
+        inputs = SpeakerInputs(images_from_frames(session.frames[:frames]), mel, frames, pixels_in_range=True)
         speaker = None if session.speaker is None else session.speaker[:frames]
         samples.append(LabelledInputs(session.name, inputs, session.listener[:frames], speaker,
                                       session.mel[: frames * 4]))

@@ -114,7 +114,7 @@ def test_the_stream_and_open_runner_take_a_sampler_by_name(tiny_export, tmp_path
 
 def test_inputs_not_shaped_as_prepare_inputs_makes_them_are_refused_and_a_closed_runner_says_so(tiny_export):
     """A session sees only what it is fed: 12 frames would be cut to 8, 0..255 images read as very bright."""
-    from fad_edge.data.inputs import SpeakerInputs
+    from fad_edge.data.inputs import SpeakerInputs, prepare_inputs
 
     runner = OrtRunner(tiny_export, threads=1)
     config = runner.config
@@ -125,6 +125,11 @@ def test_inputs_not_shaped_as_prepare_inputs_makes_them_are_refused_and_a_closed
         return SpeakerInputs(images, np.zeros((frames, 1, window, config.n_mels), np.float32), n_frames)
 
     assert runner.run_inputs(inputs(16, 12)).shape == (12, 56)
+    # Inputs made from uint8 pixels are within [0, 1] by construction: they skip the scan, hand-built ones do not.
+    made = prepare_inputs(np.zeros((12, 20, 20, 3), np.uint8), np.zeros(6400, np.float32), 16000, size,
+                          config.audio_window_frames, config.n_mels)
+    assert made.pixels_in_range and not inputs(16, 12).pixels_in_range
+    assert runner.run_inputs(made).shape == (12, 56)
     for bad, message in ((inputs(12, 12), "whole clips"), (inputs(16, 3), "whole clips"),
                          (inputs(16, 16, 400.0), r"\[0, 1\]"), (inputs(16, 16, dtype=np.uint8), "float")):
         with pytest.raises(FadEdgeError, match=message):

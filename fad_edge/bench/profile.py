@@ -106,7 +106,7 @@ def random_inputs(config: ModelConfig, frames: int, seed: int = 0) -> SpeakerInp
     padded = -(-frames // CLIP_LEN) * CLIP_LEN
     images = rng.random((padded, 3, config.image_size, config.image_size), dtype=np.float32)
     mel = rng.standard_normal((padded, 1, config.audio_window, config.n_mels), dtype=np.float32) * 0.3
-    return SpeakerInputs(images, mel, frames)
+    return SpeakerInputs(images, mel, frames, pixels_in_range=True)  # rng.random draws in [0, 1)
 
 
 def run_profile(config: ProfileConfig, say: Say = silent) -> dict:

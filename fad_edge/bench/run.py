@@ -125,7 +125,7 @@ def speaker_inputs(config, frames: int, seed: int = 0) -> SpeakerInputs:
     rng = np.random.default_rng(seed)
     images = rng.random((frames, 3, config.image_size, config.image_size), dtype=np.float32)
     mel = rng.standard_normal((frames, 1, config.audio_window, config.n_mels), dtype=np.float32) * 0.3
-    return SpeakerInputs(images, mel, frames)
+    return SpeakerInputs(images, mel, frames, pixels_in_range=True)  # rng.random draws in [0, 1)
 
 
 def fad_flops(model: ListenerModel, frames: int, sampler: str = DEFAULT_SAMPLER) -> float:
