@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -53,7 +54,10 @@ class Scene:
 
 
 def _rgb(path: Path | str) -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read an image from {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def real_faces() -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -122,7 +126,10 @@ def camera(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A gain, sensor noise and JPEG compression."""
     noisy = frame.astype(np.float32) * rng.uniform(0.6, 1.2) + rng.normal(0, 3, frame.shape)
     ok, data = cv2.imencode(".jpg", np.clip(noisy, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 70])
-    return cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if ok else None
+    if decoded is None:
+        raise RuntimeError("OpenCV failed to round-trip a frame through JPEG")
+    return decoded
 
 
 def scenes(seed: int = 0, draws: int = 5) -> list[Scene]:
@@ -161,6 +168,12 @@ def scenes(seed: int = 0, draws: int = 5) -> list[Scene]:
     return out
 
 
+def _dlib_hog(hog: Callable, upsample: int, grey: bool, frame: np.ndarray) -> np.ndarray:
+    """dlib's HOG detector's boxes as x, y, w, h rows."""
+    found = hog(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if grey else frame, upsample)
+    return np.array([[r.left(), r.top(), r.width(), r.height()] for r in found], np.float64).reshape(-1, 4)
+
+
 def candidates() -> dict[str, Detector | str]:
     """Each candidate's detector, or why it is not available here."""
     found: dict[str, Detector | str] = {
@@ -177,7 +190,7 @@ def candidates() -> dict[str, Detector | str]:
 
             solution = mediapipe.solutions.face_detection.FaceDetection(model_selection=selection,
                                                                         min_detection_confidence=0.5)
-            found[name] = lambda f, s=solution: _blazeface(s, f)
+            found[name] = functools.partial(_blazeface, solution)
         except (ImportError, AttributeError) as error:
             found[name] = f"mediapipe with the legacy solutions (<= 0.10.21) not installed ({error})"
     try:
@@ -185,9 +198,8 @@ def candidates() -> dict[str, Detector | str]:
 
         hog = dlib.get_frontal_face_detector()
         for upsample, grey in ((0, False), (1, False), (1, True)):
-            found[f"dlib hog, upsample {upsample}{', grey' if grey else ''}"] = lambda f, u=upsample, g=grey: np.array(
-                [[r.left(), r.top(), r.width(), r.height()]
-                 for r in hog(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) if g else f, u)], np.float64).reshape(-1, 4)
+            found[f"dlib hog, upsample {upsample}{', grey' if grey else ''}"] = functools.partial(
+                _dlib_hog, hog, upsample, grey)
     except ImportError:
         found["dlib hog"] = "dlib (dlib-bin) not installed"
     return found
@@ -287,17 +299,19 @@ def main() -> None:
     cv2.setNumThreads(1)
     frames = scenes(args.seed)
     counts = {group: sum(s.group == group for s in frames) for group in ("real", "lfw", "synthetic", "none")}
-    record = {"machine": machine(), "frames": {"total": len(frames), **counts}, "hit_iou": HIT_IOU, "candidates": {}}
+    measured: dict[str, dict] = {}
+    record = {"machine": machine(), "frames": {"total": len(frames), **counts}, "hit_iou": HIT_IOU,
+              "candidates": measured}
     for name, detector in candidates().items():
         if args.only not in name:
             continue
         if isinstance(detector, str):
-            record["candidates"][name] = {"unavailable": detector}
+            measured[name] = {"unavailable": detector}
             continue
         for scene in frames[:3]:
             detector(scene.frame)  # warm-up
-        record["candidates"][name] = measure(detector, frames)
-        print(f"{name}: {json.dumps(record['candidates'][name]['groups'])}", flush=True)
+        measured[name] = measure(detector, frames)
+        print(f"{name}: {json.dumps(measured[name]['groups'])}", flush=True)
     from fad_edge.atomic import atomic_write_bytes
 
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,7 @@ COMPILED_VARIANTS = {"compiled": False, "compiled-cl": True}  # name -> channels
 
 
 def compare_compiled(sizes: list[int], throughput: int, device: torch.device, runs: int = 20,
-                     save: Callable[[dict], None] = lambda result: None) -> dict:
+                     save: Callable[[dict], object] = lambda result: None) -> dict:
     """FP16 graphs plain and with torch.compile (NCHW and channels-last) at each size: interleaved medians, each
     compiled variant's output error relative to plain FP16, and a profile of the fastest at the small sizes.
 
