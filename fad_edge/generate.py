@@ -125,7 +125,9 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
         expected = max(1, int(round(declared * FPS / fps)))
         check_fits(expected * sum(size * size * 3 for size in sizes),
                    f"{video}: the face crops of its {declared} frames", "cut the video into shorter parts", DataError)
-        samples, sample_rate = read_audio(Path(audio)) if audio is not None else read_audio_track(Path(video))
+        notes: list[str] = []
+        samples, sample_rate = (read_audio(Path(audio), notes) if audio is not None
+                                else read_audio_track(Path(video), notes))
         if cropper.mode == "detect":  # frames before the first face take its box: find every box first
             track = track_faces(at_30_fps(reader, fps), cropper)
         else:  # a box or the whole frame: the same region in every frame, known from the first
@@ -140,7 +142,6 @@ def read_speaker(video: Path, audio: Path | None, face: FaceCropper | None = Non
         track.boxes = track.boxes[:1] * n_frames
     elif n_frames != len(track.boxes):
         raise DataError(f"{video}: {n_frames} frames on a second reading, {len(track.boxes)} on the first")
-    notes = []
     if cropper.mode == "none" and first is not None and first.shape[0] != first.shape[1]:
         notes.append(f"the whole {first.shape[1]}x{first.shape[0]} frame is squeezed to the model's square input "
                      "(--face none); --face detect or --box x,y,w,h keeps the face's proportions")

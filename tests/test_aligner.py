@@ -216,6 +216,14 @@ def test_two_dimensional_audio_is_down_mixed_on_its_channel_axis():
     assert aligner.counts["audio_chunks_empty"] == 1
 
 
+def test_int16_stereo_in_opposite_phase_is_heard_not_averaged_to_silence():
+    tone = (8000 * np.sin(np.arange(960) / 5)).astype(np.int16)
+    inverted = np.stack([tone, -tone], axis=1)  # (N, 2) int16, a miswired microphone
+    mono, layout = mono_samples(inverted)
+    assert layout == (1, 2)
+    np.testing.assert_allclose(mono, tone / 32768, atol=1e-6)
+
+
 def test_sample_rates_must_be_whole_and_plausible():
     assert check_rate(44100.0) == 44100 and check_rate(np.int64(8000)) == 8000
     for bad in (0, -16000, 44100.5, float("nan"), 10**9, "fast", None):

@@ -223,3 +223,32 @@ def test_a_wide_frame_read_whole_is_said_to_be_squeezed(tmp_path):
     assert any("32x16 frame is squeezed" in note for note in wide.notes)
     boxed = read_speaker(video, audio, FaceCropper("box", (8, 0, 16, 16)), sizes=(8,))
     assert not any("squeezed" in note for note in boxed.notes)
+
+
+@pytest.mark.parametrize("codec, sample_format", [("pcm_s16le", "s16"), ("aac", "fltp")])  # packed, planar
+def test_a_stereo_track_in_opposite_phase_is_heard_through_one_channel(tmp_path, codec, sample_format):
+    """Averaged, a channel and its inverse would be silence: the louder channel is used, and generate says so."""
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)).astype(np.float32)
+    path = tmp_path / f"inverted_{codec}.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=30)
+        video.width, video.height, video.pix_fmt = 16, 16, "yuv420p"
+        sound = container.add_stream(codec, rate=16000, layout="stereo")
+        for _ in range(30):
+            for packet in video.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")):
+                container.mux(packet)
+        channels = np.stack([tone, -tone])
+        data = (channels.T.reshape(1, -1) * 32767).astype(np.int16) if sample_format == "s16" else channels
+        chunk = av.AudioFrame.from_ndarray(data, format=sample_format, layout="stereo")
+        chunk.sample_rate = 16000
+        for packet in sound.encode(chunk):
+            container.mux(packet)
+        for stream in (video, sound):
+            for packet in stream.encode(None):
+                container.mux(packet)
+    from fad_edge.generate import read_speaker
+    from fad_edge.runtime.face import FaceCropper
+
+    media = read_speaker(path, None, FaceCropper("none"), pad_audio=True, sizes=(8,))
+    assert np.sqrt(np.mean(media.samples[2000:14000] ** 2)) > 0.3  # the tone's RMS is 0.35: not cancelled
+    assert any("opposite phase" in note for note in media.notes)

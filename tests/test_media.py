@@ -121,3 +121,37 @@ def test_an_image_is_not_a_video_whatever_its_name(tmp_path, suffix):
     image.write_bytes(encoded.tobytes())
     with pytest.raises(DataError, match=f"speaker{suffix}: an image, not a video"):
         read_video(image)
+
+
+def _tone(samples: int = 8000) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * 440 * np.arange(samples) / 16000)).astype(np.float32)
+
+
+def test_downmix_averages_channels_unless_they_cancel():
+    from fad_edge.data.media import downmix
+
+    tone, notes = _tone(), []
+    quiet_right = np.stack([tone, 0.5 * tone])
+    assert np.allclose(downmix(quiet_right, notes), 0.75 * tone) and notes == []
+    one_silent = np.stack([np.zeros_like(tone), tone])  # a microphone on one side only: still the average
+    assert np.allclose(downmix(one_silent, notes), 0.5 * tone) and notes == []
+    # one channel the other in opposite phase (a miswired microphone): the average is silence, so the
+    # louder channel stands alone, and the caller is told
+    inverted = np.stack([tone, -0.9 * tone])
+    assert np.allclose(downmix(inverted, notes), tone) and len(notes) == 1 and "channel 1" in notes[0]
+    assert np.allclose(downmix(np.stack([0.9 * tone, -tone])), -tone)  # the loudest, whichever it is
+    assert np.array_equal(downmix(np.zeros((2, 100), np.float32), notes), np.zeros(100)) and len(notes) == 1
+    assert np.allclose(downmix(tone[None], notes), tone)  # mono stays as it is
+
+
+def test_stereo_in_opposite_phase_is_read_as_one_channel_with_a_note(tmp_path):
+    import soundfile
+
+    tone = _tone()
+    soundfile.write(tmp_path / "inverted.wav", np.stack([-tone, tone], axis=1), 16000, subtype="FLOAT")
+    notes: list[str] = []
+    samples, rate = read_audio(tmp_path / "inverted.wav", notes)
+    assert rate == 16000 and np.abs(np.abs(samples) - np.abs(tone)).max() < 1e-6
+    assert len(notes) == 1 and "opposite phase" in notes[0]
+    stereo, _ = read_audio(tmp_path / "inverted.wav")  # without a list for the notes: the same samples
+    assert np.array_equal(stereo, samples)

@@ -57,6 +57,28 @@ def channel_axes(shape: tuple[int, ...]) -> list[int]:
     return [axis for axis in (0, 1) if shape[axis] <= MAX_CHANNELS]
 
 
+# A mix of the channels whose RMS is below this share of the loudest channel's has cancelled itself out:
+# one channel is the other in opposite phase (a miswired microphone), and the average is near silence.
+CANCELLED_MIX_RATIO = 0.1
+
+
+def downmix(channels: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
+    """Mono float32 from (channels, samples): the channels' average, or the loudest channel where the average
+    cancels (CANCELLED_MIX_RATIO), with a note appended to `notes` saying so."""
+    channels = np.asarray(channels, np.float32)
+    mix = channels.mean(axis=0)
+    if channels.shape[0] < 2 or mix.size == 0:
+        return mix
+    rms = np.sqrt(np.mean(np.square(channels, dtype=np.float64), axis=1))
+    loudest = int(np.argmax(rms))
+    if rms[loudest] > 0 and np.sqrt(np.mean(np.square(mix, dtype=np.float64))) < CANCELLED_MIX_RATIO * rms[loudest]:
+        if notes is not None:
+            notes.append(f"the audio's {channels.shape[0]} channels cancel each other out when averaged (one is "
+                         f"another in opposite phase); channel {loudest + 1}, the loudest, is used alone")
+        return np.ascontiguousarray(channels[loudest])
+    return mix
+
+
 def finite_peak(samples: np.ndarray) -> float:
     """The largest |sample| among the finite ones (0 if none)."""
     finite = np.abs(samples[np.isfinite(samples)])

@@ -14,6 +14,7 @@ import soundfile
 
 from fad_edge import resources
 from fad_edge.atomic import atomic_output, atomic_write_bytes
+from fad_edge.data.inputs import downmix
 from fad_edge.errors import DataError
 
 MIN_FPS, MAX_FPS = 1.0, 240.0  # frame rates a camera or screen recording really has
@@ -157,8 +158,8 @@ def _frame_count(path: Path) -> int:
         capture.release()
 
 
-def read_audio(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and the sample rate (channels averaged)."""
+def read_audio(path: Path, notes: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and the sample rate (channels mixed down by `downmix`, which may add to `notes`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: audio file not found")
@@ -166,7 +167,7 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, ValueError) as error:
         raise DataError(f"{path}: not a readable audio file ({str(error).splitlines()[0]})") from None
-    samples = samples.mean(axis=1)
+    samples = downmix(samples.T, notes)
     if samples.size == 0:
         raise DataError(f"{path}: the audio file is empty")
     if not np.all(np.isfinite(samples)):
@@ -174,8 +175,9 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     return samples.astype(np.float32), int(rate)
 
 
-def read_audio_track(path: Path) -> tuple[np.ndarray, int]:
-    """The audio track of a video file (any container FFmpeg reads, via PyAV), mono float32, and its rate.
+def read_audio_track(path: Path, notes: list[str] | None = None) -> tuple[np.ndarray, int]:
+    """The audio track of a video file (any container FFmpeg reads, via PyAV), mono float32 (`downmix`, which
+    may add to `notes`), and its rate.
 
     Its sample 0 is at the video's first frame: where the audio stream starts later than the video stream
     (by the container's start times), silence fills the gap; where it starts earlier, the audio before the
@@ -195,17 +197,16 @@ def read_audio_track(path: Path) -> tuple[np.ndarray, int]:
             lead = _start_seconds(stream) - (_start_seconds(container.streams.video[0])
                                               if container.streams.video else 0.0)
             for frame in container.decode(stream):
-                array = frame.to_ndarray().astype(np.float32)
-                if array.ndim == 2 and frame.format.is_planar:
-                    array = array.mean(axis=0)
-                elif array.ndim == 2:  # packed: samples interleaved by channel
-                    array = array.reshape(-1, len(frame.layout.channels)).mean(axis=1)
-                if np.issubdtype(frame.to_ndarray().dtype, np.integer):
-                    array /= float(np.iinfo(frame.to_ndarray().dtype).max)
-                chunks.append(array.reshape(-1))
+                raw = frame.to_ndarray()
+                count = len(frame.layout.channels)
+                # (channels, samples): planar arrays are that already; packed ones interleave the channels
+                array = (raw if frame.format.is_planar else raw.reshape(-1, count).T).astype(np.float32)
+                if np.issubdtype(raw.dtype, np.integer):
+                    array /= float(np.iinfo(raw.dtype).max)
+                chunks.append(array.reshape(count, -1))
     except av.error.FFmpegError as error:
         raise DataError(f"{path}: cannot read its audio track ({error})") from None
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    samples = downmix(np.concatenate(chunks, axis=1), notes) if chunks else np.zeros(0, np.float32)
     shift = int(round(lead * rate))
     samples = np.concatenate([np.zeros(shift, np.float32), samples]) if shift > 0 else samples[-shift:]
     if samples.size == 0:

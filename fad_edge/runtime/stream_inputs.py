@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from fad_edge.constants import INPUT_SAMPLE_RATES
-from fad_edge.data.inputs import MAX_AMPLITUDE, MAX_CHANNELS, channel_axes, finite_peak, out_of_range
+from fad_edge.data.inputs import MAX_AMPLITUDE, MAX_CHANNELS, channel_axes, downmix, finite_peak, out_of_range
 from fad_edge.errors import StreamInputError
 
 MAX_TIMESTAMP = 1e10  # seconds (317 years): anything larger is nanoseconds or milliseconds by mistake
@@ -50,7 +50,8 @@ def mono_samples(samples: object, layout: tuple[int, int] | None = None) -> tupl
 
     A 2-D chunk's channel axis is the one with at most MAX_CHANNELS entries; when both are that
     small, the `layout` (axis, channels) of an earlier chunk decides, and with none the chunk is
-    refused rather than misread. Returns the samples and the layout to remember.
+    refused rather than misread. The channels are averaged, or where they cancel (one the other in
+    opposite phase) the chunk's loudest is taken (`downmix`). Returns the samples and the layout to remember.
     """
     array = np.asarray(samples)
     if array.dtype.kind == "f":
@@ -75,7 +76,7 @@ def mono_samples(samples: object, layout: tuple[int, int] | None = None) -> tupl
         reason = "both axes" if axes else "neither axis"
         raise StreamInputError(f"audio of shape {array.shape} is ambiguous: {reason} could be the channels "
                                f"(at most {MAX_CHANNELS}); push a longer chunk first or down-mix it yourself")
-    return array.mean(axis=axes[0], dtype=np.float32), (axes[0], array.shape[axes[0]])
+    return downmix(np.moveaxis(array, axes[0], 0)), (axes[0], array.shape[axes[0]])
 
 
 def check_frame(frame: object) -> np.ndarray:
