@@ -123,9 +123,11 @@ def swap_in_folder(staging: Path, folder: Path) -> Path:
                 os.fsync(handle.fileno())
             _readable_by_all(path)
     old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
+    # else FOLDER.old, if there, is what a swap killed between its renames left: the one whole folder until
+    # the new one is in place
     os.replace(staging, folder)
     shutil.rmtree(old, ignore_errors=True)
     return folder

@@ -57,6 +57,29 @@ def test_swap_replaces_a_folder_whole_and_leaves_no_siblings(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_swap_after_one_killed_between_its_renames_keeps_the_whole_old_folder_until_the_new_is_in(
+        tmp_path, monkeypatch):
+    """A killed swap leaves FOLDER.old (whole) and no FOLDER: the next swap must not delete it before its own
+    folder is in place, or a kill then leaves no whole folder at all."""
+    target, old = tmp_path / "checkpoint", tmp_path / "checkpoint.old"
+    old.mkdir()
+    (old / "model.txt").write_text("the only whole checkpoint")
+    staging = staging_folder(target)
+    (staging / "model.txt").write_text("new")
+    real_replace = os.replace
+
+    def killed_at_the_rename(source, destination):
+        raise KeyboardInterrupt  # the process dies where the new folder would be renamed in
+
+    monkeypatch.setattr(os, "replace", killed_at_the_rename)
+    with pytest.raises(KeyboardInterrupt):
+        swap_in_folder(staging, target)
+    assert (old / "model.txt").read_text() == "the only whole checkpoint"
+    monkeypatch.setattr(os, "replace", real_replace)
+    swap_in_folder(staging, target)
+    assert (target / "model.txt").read_text() == "new" and not old.exists()
+
+
 def test_a_staging_folder_starts_empty(tmp_path):
     first = staging_folder(tmp_path / "out")
     (first / "left-by-a-killed-run").write_text("x")
