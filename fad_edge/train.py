@@ -34,7 +34,14 @@ from fad_edge.models.presets import preset
 from fad_edge.prosody_pretraining import PretrainReport, group_weights, pretrain_prosody, session_pairs
 from fad_edge.train_batches import StepBatches, augment_step, default_workers, step_loader
 from fad_edge.train_precision import MixedPrecision, autocast_dtype
-from fad_edge.train_setup import discard_previous_run, prepare_output, reproducible_kernels, start_distributed
+from fad_edge.train_setup import (
+    drop_previous_run,
+    prepare_output,
+    reproducible_kernels,
+    restore_previous_run,
+    set_aside_previous_run,
+    start_distributed,
+)
 from fad_edge.train_state import Progress, inference_model, restore, save_latest, weight_average
 from fad_edge.train_validation import validate
 from fad_edge.video_pretraining import FramePool, pretrain_video
@@ -95,6 +102,7 @@ class TrainResult:
     prosody_pretraining: PretrainReport | None = None  # None where the run did not pretrain (or resumed)
     video_pretraining: PretrainReport | None = None  # the same for the video encoder
     video_encoding_seconds: float = 0.0  # of `seconds`, encoding a frozen video encoder's features once
+    steps_run: int | None = None  # the steps this call ran (fewer than `steps` when resumed; None: all of them)
 
     def parts_seconds(self) -> dict[str, float]:
         """Where `seconds` went: each pretraining, the encoding, and FAD's steps (validation and saving included)."""
@@ -195,6 +203,10 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
         with reproducible_kernels(device, config.deterministic):
             return _train(config, reporter if rank == 0 and reporter is not None else SilentReporter(),
                           resume, overwrite, rank, world, device, dtype, datasets or load_datasets)
+    except BaseException:
+        if rank == 0:  # an --overwrite run that never saved: the run it was to replace goes back in place
+            restore_previous_run(Path(config.out))
+        raise
     finally:
         if started_group:
             dist.destroy_process_group()
@@ -306,8 +318,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     if steps_per_epoch == 0:
         raise FadEdgeError(f"the training split has {len(train_set)} windows of {config.clips_per_item} clips, "
                            f"fewer than one batch of {config.batch_size}; lower --batch-size or --clips-per-item")
-    if overwrite and rank == 0:  # every check passed: the earlier run's checkpoints go only now
-        discard_previous_run(out)
+    if overwrite and rank == 0:  # every check passed: the earlier run's checkpoints are set aside only now
+        set_aside_previous_run(out)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
@@ -319,45 +331,49 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     model.train()
     workers = config.workers if config.workers is not None else default_workers(device, world)
     loader = step_loader(batches, progress.step, total, workers, pin_memory=device.type == "cuda")
-    reporter.start(total, progress.step)
     extra = {"train_config": asdict(config)}
     waits: list[float] = []
-    for batch in _timed(loader, waits):
-        step = progress.step
-        for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(config, step, total)
-        batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-        if config.augment:
-            batch = augment_step(batch, config.seed, rank, step, augmentation)
-        video = batch["video_features"] if "video_features" in batch else batch["images"]
-        with precision.autocast():
-            loss = trainable(video, batch["mel"], batch["valid"], batch["motion"], noise,
-                             config.noise_draws, batch["speaker"], batch["speaker_valid"])
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_and_step(loss, optimizer, MAX_GRAD_NORM)
-        if average is not None:
-            average.update_parameters(model)
-        loss_value = _mean_over_ranks(loss, world)
-        if not math.isfinite(loss_value):
-            raise _diverged(f"the loss is {loss_value} at step {step + 1}", config.lr)
-        progress.step = step = step + 1
-        reporter.step(step, loss_value)
-        end_of_epoch = step % steps_per_epoch == 0 or step == total
-        if not (end_of_epoch or step % config.checkpoint_every == 0):
-            continue
-        if not (weights_finite(model) and weights_finite(inferred)):  # never saved, as best or to resume from
-            raise _diverged(f"the weights are not finite after step {step}", config.lr)
-        if end_of_epoch:
-            record = {"epoch": (step - 1) // steps_per_epoch + 1, "step": step, "train_loss": loss_value,
-                      **validate(inferred, val_set, config.val_clips, config.seed)}
-            progress.history.append(record)
-            reporter.epoch(record["epoch"], record)
-            if rank == 0 and record["val_l2"] < progress.best_val_l2:
-                progress.best_val_l2 = record["val_l2"]
-                save_checkpoint(best, inferred, normalization, {**extra, "step": step, "val": record})
-        if rank == 0:
-            save_latest(latest, model, optimizer, noise, precision, normalization, extra, progress, average)
-    reporter.finish()
+    first_step = progress.step
+    reporter.start(total, progress.step)
+    try:  # the progress display ends (and the cursor shows again) however the loop ends
+        for batch in _timed(loader, waits):
+            step = progress.step
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step, total)
+            batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+            if config.augment:
+                batch = augment_step(batch, config.seed, rank, step, augmentation)
+            video = batch["video_features"] if "video_features" in batch else batch["images"]
+            with precision.autocast():
+                loss = trainable(video, batch["mel"], batch["valid"], batch["motion"], noise,
+                                 config.noise_draws, batch["speaker"], batch["speaker_valid"])
+            optimizer.zero_grad(set_to_none=True)
+            precision.backward_and_step(loss, optimizer, MAX_GRAD_NORM)
+            if average is not None:
+                average.update_parameters(model)
+            loss_value = _mean_over_ranks(loss, world)
+            if not math.isfinite(loss_value):
+                raise _diverged(f"the loss is {loss_value} at step {step + 1}", config.lr)
+            progress.step = step = step + 1
+            reporter.step(step, loss_value)
+            end_of_epoch = step % steps_per_epoch == 0 or step == total
+            if not (end_of_epoch or step % config.checkpoint_every == 0):
+                continue
+            if not (weights_finite(model) and weights_finite(inferred)):  # never saved, as best or to resume from
+                raise _diverged(f"the weights are not finite after step {step}", config.lr)
+            if end_of_epoch:
+                record = {"epoch": (step - 1) // steps_per_epoch + 1, "step": step, "train_loss": loss_value,
+                          **validate(inferred, val_set, config.val_clips, config.seed)}
+                progress.history.append(record)
+                reporter.epoch(record["epoch"], record)
+                if rank == 0 and record["val_l2"] < progress.best_val_l2:
+                    progress.best_val_l2 = record["val_l2"]
+                    save_checkpoint(best, inferred, normalization, {**extra, "step": step, "val": record})
+            if rank == 0:
+                save_latest(latest, model, optimizer, noise, precision, normalization, extra, progress, average)
+                drop_previous_run(out)  # the new run has a checkpoint of its own (a no-op after the first save)
+    finally:
+        reporter.finish()
 
     if world > 1:
         # DDP syncs buffers (the encoders' feature statistics) at the start of each forward, so
@@ -378,8 +394,11 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
         dist.barrier()
     if not best.exists() and rank == 0 and weights_finite(inferred):
         save_checkpoint(best, inferred, normalization, {**extra, "step": progress.step})
+    if rank == 0:
+        drop_previous_run(out)
     return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
-                       hashes, sum(waits), pretraining, video_pretraining, encoding_seconds)
+                       hashes, sum(waits), pretraining, video_pretraining, encoding_seconds,
+                       progress.step - first_step)
 
 
 def _timed(batches: Iterable[dict[str, torch.Tensor]], waits: list[float]) -> Iterator[dict[str, torch.Tensor]]:

@@ -36,8 +36,14 @@ def test_a_used_output_folder_needs_resume_or_overwrite(data, tmp_path):
         train(_config(data, out), resume=True, overwrite=True)
     with pytest.raises(FadEdgeError, match="--out is a file"):
         train(_config(data, out / "notes.txt"))
+    with pytest.raises(FadEdgeError, match=re.escape(f"{out / 'best'}: not a checkpoint of fad-edge")):
+        train(_config(data, out, max_steps=1), overwrite=True)  # best/ holds no model.json: not ours to delete
+    assert (out / "best" / "stale.txt").exists()
+    (out / "best" / "stale.txt").unlink()
+    train(_config(data, out / "earlier", max_steps=1))
+    shutil.copytree(out / "earlier" / "best", out / "best", dirs_exist_ok=True)  # an earlier run's best model
     result = train(_config(data, out, max_steps=1), overwrite=True)
-    assert result.steps == 1 and (out / "best" / "model.json").exists() and not (out / "best" / "stale.txt").exists()
+    assert result.steps == 1 and (out / "best" / "model.json").exists() and not (out / ".previous-run").exists()
     assert (out / "notes.txt").read_text() == "mine"  # only what a run writes is replaced
 
 
@@ -51,6 +57,64 @@ def test_overwrite_keeps_the_earlier_run_when_the_new_one_is_refused_for_its_inp
         train(_config(data, out, max_steps=1, batch_size=10000), overwrite=True)
     after = load_checkpoint(out / "best").model.state_dict()
     assert (out / "checkpoint").exists() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+class _StopAtStep:
+    """A reporter whose run is interrupted (Ctrl-C) at a step, before that step's checkpoint is saved."""
+
+    def __init__(self, stop: int) -> None:
+        self.stop = stop
+
+    def __getattr__(self, name):
+        return lambda *args: None
+
+    def step(self, step: int, loss: float) -> None:
+        if step == self.stop:
+            raise KeyboardInterrupt
+
+
+def _weights(folder: Path) -> dict:
+    return load_checkpoint(folder).model.state_dict()
+
+
+def test_an_overwrite_run_stopped_before_its_first_save_puts_the_earlier_run_back(data, tmp_path):
+    out = tmp_path / "run"
+    train(_config(data, out, max_steps=2))
+    before = {name: _weights(out / name) for name in ("best", "checkpoint")}
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(data, out, max_steps=2, checkpoint_every=2), _StopAtStep(1), overwrite=True)
+    after = {name: _weights(out / name) for name in ("best", "checkpoint")}
+    assert not (out / ".previous-run").exists()
+    assert all(torch.equal(before[name][key], after[name][key]) for name in before for key in before[name])
+    # stopped after its first save, the new run has replaced the earlier one: --resume continues the new run
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(data, out, max_steps=3, checkpoint_every=1), _StopAtStep(2), overwrite=True)
+    assert not (out / ".previous-run").exists()
+    assert train(_config(data, out, max_steps=3, checkpoint_every=1), resume=True).steps == 3
+
+
+def test_an_overwrite_run_killed_before_its_first_save_is_undone_at_the_next_start(data, tmp_path):
+    from fad_edge.train_setup import set_aside_previous_run
+
+    out = tmp_path / "run"
+    train(_config(data, out, max_steps=2))
+    before = _weights(out / "checkpoint")
+    set_aside_previous_run(out)  # where a killed --overwrite run leaves the folder
+    (out / "checkpoint.new").mkdir()  # with its first save half-written
+    with pytest.raises(FadEdgeError, match="not empty"):
+        train(_config(data, out, max_steps=3))  # the earlier run is back, so the folder is in use
+    assert not (out / ".previous-run").exists() and not (out / "checkpoint.new").exists()
+    assert all(torch.equal(before[key], value) for key, value in _weights(out / "checkpoint").items())
+    assert train(_config(data, out, max_steps=3), resume=True).steps == 3
+
+
+def test_resume_refuses_a_folder_that_holds_other_files_but_no_run(data, tmp_path):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("mine")
+    with pytest.raises(FadEdgeError, match="holds no run to resume"):
+        train(_config(data, out, max_steps=1), resume=True)
+    assert train(_config(data, tmp_path / "new", max_steps=1), resume=True).steps == 1  # a new folder: a new run
 
 
 def test_resume_refuses_another_run_and_a_run_it_cannot_continue(data, tmp_path):
@@ -79,3 +143,30 @@ def test_resume_refuses_another_run_and_a_run_it_cannot_continue(data, tmp_path)
     with pytest.raises(FadEdgeError, match="holds a best model but no checkpoint/ to resume from"):
         train(_config(data, out, max_steps=3), resume=True)
     assert train(_config(data, out, max_steps=3, seed=4294967295), overwrite=True).steps == 3  # the largest seed
+
+
+def test_the_progress_display_ends_however_the_run_ends(data, tmp_path):
+    class Recording(_StopAtStep):
+        finished = False
+
+        def finish(self) -> None:
+            self.finished = True
+
+    reporter = Recording(1)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(data, tmp_path / "run", max_steps=2), reporter)
+    assert reporter.finished  # the terminal's cursor is shown again after an error or Ctrl-C
+
+
+def test_the_summary_keeps_long_paths_whole_and_counts_the_steps_this_call_ran(data, tmp_path, monkeypatch, capsys):
+    from helpers import run_cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    out = tmp_path / "a_rather_long_experiment_folder_name" / "sweep_lr_0.002_batch_8_seed_0_tiny_run"
+    args = ("train", "--data", data, "--out", out, "--preset", "tiny", "--epochs", "1", "--max-steps", "2",
+            "--batch-size", "8", "--threads", "1", "--device", "cpu")
+    code, output = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, output
+    assert f"latest: {out / 'checkpoint'}; best: {out / 'best'}" in output  # one line, however long
+    code, output = run_cli(monkeypatch, capsys, *args, "--resume")
+    assert code == 0 and "trained 0 steps, to step 2," in output, output

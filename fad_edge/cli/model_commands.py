@@ -62,7 +62,7 @@ def train(
     batch_size: int = typer.Option(8, min=1, help="Windows per step (each of --clips-per-item clips)."),
     clips_per_item: int = typer.Option(4, min=1, help="Consecutive clips per window; their frames are encoded once."),
     noise_draws: int = typer.Option(4, min=1, max=64, help="Diffusion (step, noise) draws per clip and step."),
-    lr: float = typer.Option(2e-3, help="Peak learning rate, above 0 (warm-up, then a cosine to 0)."),
+    lr: float = typer.Option(2e-3, help="Peak learning rate, above 0 (warm-up, then a cosine to a tenth of it)."),
     stride: int = typer.Option(8, min=1, help="Frames between training windows."),
     weight_decay: float = typer.Option(1e-4, min=0.0),
     ema_decay: Optional[float] = typer.Option(None, help="Infer with an exponential moving average of the trained "
@@ -126,7 +126,8 @@ def train(
     deterministic: bool = typer.Option(True, help="On a GPU: cuDNN's deterministic algorithms, so --resume repeats "
                                        "an unbroken run; --no-deterministic lets cuDNN pick the fastest ones."),
     resume: bool = typer.Option(False, help="Continue from OUT/checkpoint if it exists."),
-    overwrite: bool = typer.Option(False, help="Start afresh in a used OUT, replacing its checkpoint/ and best/."),
+    overwrite: bool = typer.Option(False, help="Start afresh in a used OUT, replacing its checkpoint/ and best/ "
+                                   "once the new run has saved."),
 ) -> None:
     """Train FAD/ELNet. Under `torchrun --nproc_per_node N -m fad_edge train ...` it trains with DDP (NCCL or gloo)."""
     from fad_edge.cli.progress import RichTrainReporter
@@ -185,9 +186,11 @@ def train(
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 speaks for the run
         return
-    console.print(f"trained {result.steps} steps in {result.seconds:.0f} s ({result.data_wait_seconds:.0f} s of it "
-                  f"waiting for data); latest: {result.checkpoint}; "
-                  f"best: {result.best}", markup=False)
+    ran = result.steps if result.steps_run is None else result.steps_run
+    done = f"trained {ran} steps" if ran == result.steps else f"trained {ran} steps, to step {result.steps},"
+    # soft_wrap: the paths stay whole on one line, to copy or grep, whatever the terminal's width
+    console.print(f"{done} in {result.seconds:.0f} s ({result.data_wait_seconds:.0f} s of it waiting for data); "
+                  f"latest: {result.checkpoint}; best: {result.best}", markup=False, soft_wrap=True)
 
 
 def generate(
