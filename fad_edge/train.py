@@ -42,7 +42,14 @@ from fad_edge.train_setup import (
     set_aside_previous_run,
     start_distributed,
 )
-from fad_edge.train_state import Progress, inference_model, restore, save_latest, weight_average
+from fad_edge.train_state import (
+    Progress,
+    inference_model,
+    rank_random_states,
+    restore,
+    save_latest,
+    weight_average,
+)
 from fad_edge.train_validation import validate
 from fad_edge.video_pretraining import FramePool, pretrain_video
 
@@ -305,7 +312,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     progress = Progress()
     if resuming:
         progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average, asdict(config),
-                           normalization)
+                           normalization, world)
     encoding_seconds = 0.0
     if model.video_frozen and config.frozen_video_once:  # after `restore`: a resumed run's encoder is the saved one
         encoding = time.time()
@@ -331,7 +338,7 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     model.train()
     workers = config.workers if config.workers is not None else default_workers(device, world)
     loader = step_loader(batches, progress.step, total, workers, pin_memory=device.type == "cuda")
-    extra = {"train_config": asdict(config)}
+    extra = {"train_config": asdict(config), "world_size": world}
     waits: list[float] = []
     first_step = progress.step
     reporter.start(total, progress.step)
@@ -369,8 +376,10 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
                 if rank == 0 and record["val_l2"] < progress.best_val_l2:
                     progress.best_val_l2 = record["val_l2"]
                     save_checkpoint(best, inferred, normalization, {**extra, "step": step, "val": record})
+            states = rank_random_states(noise, world)  # every rank takes part
             if rank == 0:
-                save_latest(latest, model, optimizer, noise, precision, normalization, extra, progress, average)
+                save_latest(latest, model, optimizer, noise, precision, normalization, extra, progress, average,
+                            states)
                 drop_previous_run(out)  # the new run has a checkpoint of its own (a no-op after the first save)
     finally:
         reporter.finish()
@@ -388,9 +397,10 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
         gathered: list = [None] * world
         dist.all_gather_object(gathered, hashes[0])
         hashes = [str(h) for h in gathered]
+        states = rank_random_states(noise, world)
         if rank == 0:
             save_latest(latest, model, optimizer, noise, precision, normalization,
-                        {**extra, "rank_weight_hashes": hashes}, progress, average)
+                        {**extra, "rank_weight_hashes": hashes}, progress, average, states)
         dist.barrier()
     if not best.exists() and rank == 0 and weights_finite(inferred):
         save_checkpoint(best, inferred, normalization, {**extra, "step": progress.step})

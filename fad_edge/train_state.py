@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 
 from fad_edge.checkpoint import (
@@ -88,12 +89,30 @@ def inference_model(model: ListenerModel, average: AveragedModel | None) -> List
     return model if average is None else average.module  # type: ignore[return-value]  # it wraps a ListenerModel
 
 
+def rank_random_states(noise: torch.Generator, world: int) -> list[dict[str, torch.Tensor]] | None:
+    """Under DDP, every rank's noise generator and torch RNG states, in rank order (None for one process).
+
+    Each rank draws its own diffusion noise, so a resumed run continues exactly only if each gets its own
+    stream back. A collective: every rank calls it at the same save.
+    """
+    if world == 1:
+        return None
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, {"noise_generator": noise.get_state(), "torch_rng": torch.get_rng_state()})
+    return gathered
+
+
 def save_latest(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer, noise: torch.Generator,
                 precision: MixedPrecision, normalization: Normalization, extra: dict, progress: Progress,
-                average: AveragedModel | None = None) -> None:
+                average: AveragedModel | None = None,
+                rank_states: list[dict[str, torch.Tensor]] | None = None) -> None:
+    """Rank 0's save; `rank_states` (`rank_random_states`) adds the other ranks' RNG states as NAME.rankN."""
     tensors, state = _optimizer_tensors(optimizer)
     tensors["noise_generator"] = noise.get_state()
     tensors["torch_rng"] = torch.get_rng_state()
+    for rank, states in enumerate(rank_states or []):
+        if rank:  # rank 0's are the states above
+            tensors.update({f"{name}.rank{rank}": value for name, value in states.items()})
     train_json = {"step": progress.step, "history": progress.history, "best_val_l2": progress.best_val_l2,
                   "optimizer": state, "grad_scaler": precision.state_dict()}
     if average is not None:
@@ -144,7 +163,7 @@ def check_same_run(folder: Path, saved: dict, now: dict, saved_normalization: No
 def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer, noise: torch.Generator,
             precision: MixedPrecision, rank: int, model_config: ModelConfig,
             average: AveragedModel | None = None, train_config: dict | None = None,
-            normalization: Normalization | None = None) -> Progress:
+            normalization: Normalization | None = None, world: int | None = None) -> Progress:
     """Load a checkpoint's weights and training state into a run's model, optimizer, generators and scaler.
 
     The model and optimizer may be on any device: weights are copied into the model's own tensors
@@ -160,6 +179,11 @@ def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer
     if train_config is not None and normalization is not None:
         check_same_run(resolve_checkpoint(folder), loaded.info.get("train_config") or {}, train_config,
                        loaded.normalization, normalization)
+    saved_world = loaded.info.get("world_size")
+    if saved_world is not None and world is not None and saved_world != world:
+        raise CheckpointError(f"{resolve_checkpoint(folder)}: the run was trained by {saved_world} process(es), not "
+                              f"{world}: each draws its own data and noise, so resume it with as many (torchrun "
+                              "--nproc_per_node), or start afresh in a new --out")
     saved = load_train_state(folder)
     if saved is None:
         raise CheckpointError(f"{folder}: has no training state to resume from")
@@ -186,9 +210,10 @@ def _restore_state(saved: tuple[dict[str, torch.Tensor], dict], loaded: LoadedCh
         entry.update({name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)})
         optimizer_state["state"][int(index)] = entry
     optimizer.load_state_dict(optimizer_state)
-    if rank == 0:
-        noise.set_state(tensors["noise_generator"])
-    torch.set_rng_state(tensors["torch_rng"])
+    suffix = f".rank{rank}" if rank else ""  # each rank's own streams (a checkpoint from before they were saved
+    if "noise_generator" + suffix in tensors:  # per rank restarts the other ranks' noise from the seed)
+        noise.set_state(tensors["noise_generator" + suffix])
+    torch.set_rng_state(tensors.get("torch_rng" + suffix, tensors["torch_rng"]))
     precision.load_state_dict(state.get("grad_scaler") or {})
     step, history, best = int(state["step"]), list(state["history"]), float(state["best_val_l2"])
     if step < 0 or not all(isinstance(record, dict) for record in history):

@@ -140,17 +140,31 @@ def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(dataset, tmp_path
     assert resumed.steps == step + 2
 
 
-def test_ddp_with_two_processes_keeps_identical_weights(dataset, tmp_path):
-    out = tmp_path / "ddp"
+def test_ddp_with_two_processes_keeps_identical_weights_and_resumes_exactly(dataset, tmp_path):
+    """Each rank draws its own noise: a resumed run gives every rank its own stream back (all 3 steps lie in
+    the warm-up, so the learning rate does not depend on the step budget)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               "-m", "fad_edge", "train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
-               "--epochs", "1", "--batch-size", "4", "--max-steps", "3", "--threads", "1", "--device", "cpu"]
-    completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    info = json.loads((out / "checkpoint" / "model.json").read_text())
+
+    def torchrun(out: Path, steps: int, *flags: str) -> None:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                   "-m", "fad_edge", "train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
+                   "--epochs", "1", "--batch-size", "4", "--max-steps", str(steps), "--threads", "1", "--device",
+                   "cpu", *flags]
+        completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-2000:]
+
+    torchrun(tmp_path / "unbroken", 3)
+    info = json.loads((tmp_path / "unbroken" / "checkpoint" / "model.json").read_text())
     hashes = info["rank_weight_hashes"]
-    assert len(hashes) == 2 and hashes[0] == hashes[1]
+    assert len(hashes) == 2 and hashes[0] == hashes[1] and info["world_size"] == 2
+    torchrun(tmp_path / "resumed", 1)
+    torchrun(tmp_path / "resumed", 3, "--resume")
+    unbroken, resumed = _weights(tmp_path / "unbroken" / "checkpoint"), _weights(tmp_path / "resumed" / "checkpoint")
+    assert all(torch.equal(unbroken[name], resumed[name]) for name in unbroken)
+    assert json.loads((tmp_path / "resumed" / "checkpoint" / "model.json").read_text())["rank_weight_hashes"] == hashes
+    with pytest.raises(FadEdgeError, match="trained by 2 process"):  # one process would draw other data and noise
+        train(_config(dataset, tmp_path / "resumed", epochs=1, max_steps=4, batch_size=4, warmup_steps=50),
+              resume=True)
 
 
 def test_autocast_modes(monkeypatch):
