@@ -171,3 +171,24 @@ def test_coefficients_that_are_not_finite_or_absurd_are_refused_naming_the_file(
     coefficients[3, 7] = -9.5e3  # large, but a value a coefficient may have
     np.save(path, coefficients)
     assert layout.load_coefficients(path)[3, 7] == pytest.approx(-9.5e3)
+
+
+def test_a_dataset_whose_feature_cache_cannot_be_written_still_loads_the_same_features(tmp_path, monkeypatch):
+    """A dataset on a read-only (or full) disk: the cache is skipped, and the features equal a cached load's."""
+    import errno
+
+    from fad_edge.data import dataset
+    from fad_edge.data.synthetic import SyntheticConfig, generate_session
+
+    session = generate_session(2, SyntheticConfig(seconds=1.0, image_size=32))
+    folder = layout.write_session(tmp_path / "data" / "s", session.frames, session.audio, 16000, session.listener)
+    cached = dataset.load_features(folder, 32, 80)
+    assert (tmp_path / "data" / dataset.CACHE_DIR).is_dir()
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(dataset, "atomic_write_bytes", read_only)
+    monkeypatch.setattr(dataset, "CACHE_DIR", "elsewhere")  # not cached yet there: the write is attempted
+    uncached = dataset.load_features(folder, 32, 80)
+    assert np.array_equal(uncached.mel, cached.mel) and np.array_equal(uncached.frames, cached.frames)

@@ -68,7 +68,6 @@ def load_features(folder: Path, image_size: int, n_mels: int, use_cache: bool = 
     mel = log_mel(session.audio, session.listener.shape[0], n_mels)
     features = SessionFeatures(folder.name, session.frames, mel, session.listener, session.speaker)
     if use_cache:
-        cache.parent.mkdir(exist_ok=True)
         buffer = io.BytesIO()
         np.savez(
             buffer,
@@ -78,7 +77,11 @@ def load_features(folder: Path, image_size: int, n_mels: int, use_cache: bool = 
             speaker=features.speaker if features.speaker is not None else np.zeros((0, N_COEFFS), np.float32),
             has_speaker=np.array(features.speaker is not None),
         )
-        atomic_write_bytes(cache, buffer.getvalue())
+        try:
+            cache.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(cache, buffer.getvalue())
+        except OSError:
+            pass  # a dataset on a read-only or full disk trains all the same, reading its files each time
         features.mel = mel.astype(np.float16).astype(np.float32)  # identical to what a cache hit returns
     return features
 
