@@ -78,8 +78,8 @@ def save_checkpoint(
         (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
         return swap_in_folder(staging, folder)
     except SafetensorError as error:  # safetensors words a full disk its own way; the earlier checkpoint stays
-        shutil.rmtree(staging, ignore_errors=True)
-        raise CheckpointError(f"{folder}: the checkpoint could not be written ({error}); the earlier one is kept") \
+        shutil.rmtree(staging, ignore_errors=True)  # an OSError: the machine's problem, not the input's (exit 1)
+        raise OSError(f"{folder}: the checkpoint could not be written ({error}); the earlier one is kept") \
             from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

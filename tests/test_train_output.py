@@ -170,3 +170,26 @@ def test_the_summary_keeps_long_paths_whole_and_counts_the_steps_this_call_ran(d
     assert f"latest: {out / 'checkpoint'}; best: {out / 'best'}" in output  # one line, however long
     code, output = run_cli(monkeypatch, capsys, *args, "--resume")
     assert code == 0 and "trained 0 steps, to step 2," in output, output
+
+
+def test_a_full_disk_while_saving_is_the_machines_error_and_keeps_the_earlier_checkpoint(data, tmp_path, monkeypatch,
+                                                                                        capsys):
+    from helpers import run_cli
+    from safetensors import SafetensorError
+
+    from fad_edge import checkpoint
+
+    out = tmp_path / "run"
+    args = ("train", "--data", data, "--out", out, "--preset", "tiny", "--epochs", "1", "--batch-size", "8",
+            "--threads", "1", "--device", "cpu")
+    assert run_cli(monkeypatch, capsys, *args, "--max-steps", "1")[0] == 0
+    before = (out / "checkpoint" / "model.safetensors").read_bytes()
+
+    def full_disk(*_args, **_kwargs):
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    code, output = run_cli(monkeypatch, capsys, *args, "--max-steps", "2", "--resume")
+    lines = [line for line in output.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and "could not be written" in lines[0] and "Traceback" not in output
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == before
