@@ -173,9 +173,13 @@ def restore(folder: Path, model: ListenerModel, optimizer: torch.optim.Optimizer
     """
     loaded = load_checkpoint(folder)
     if loaded.config != model_config:
-        raise CheckpointError(
-            f"{resolve_checkpoint(folder)}: saved with another model config; use a new --out to start afresh"
-        )
+        saved_fields, now_fields = loaded.config.to_dict(), model_config.to_dict()
+        differing = [f"{name} {saved_fields.get(name)!r}, not {now_fields.get(name)!r}"
+                     for name in sorted(set(saved_fields) | set(now_fields))
+                     if saved_fields.get(name) != now_fields.get(name)]
+        raise CheckpointError(f"{resolve_checkpoint(folder)}: saved with another model config "
+                              f"({'; '.join(differing[:3])}{'; ...' if len(differing) > 3 else ''}); resume with the "
+                              "run's settings, or use a new --out to start afresh")
     if train_config is not None and normalization is not None:
         check_same_run(resolve_checkpoint(folder), loaded.info.get("train_config") or {}, train_config,
                        loaded.normalization, normalization)

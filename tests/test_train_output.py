@@ -193,3 +193,10 @@ def test_a_full_disk_while_saving_is_the_machines_error_and_keeps_the_earlier_ch
     lines = [line for line in output.splitlines() if line.startswith("error:")]
     assert code == 1 and len(lines) == 1 and "could not be written" in lines[0] and "Traceback" not in output
     assert (out / "checkpoint" / "model.safetensors").read_bytes() == before
+
+
+def test_resuming_with_another_model_config_names_what_differs(data, tmp_path):
+    out = tmp_path / "run"
+    train(_config(data, out, max_steps=1))
+    with pytest.raises(FadEdgeError, match=re.escape("another model config (unet_dim 16, not 24)")):
+        train(tiny_run_config(data, out, {"unet_dim": 24}, epochs=2, max_steps=2), resume=True)
