@@ -228,12 +228,12 @@ def load_datasets(config: TrainConfig) -> Datasets:
     model_config = _video_encoder_trainable(model_config, any(s.speaker is not None for s in train_sessions))
     normalization = Normalization.fit(train_sessions)
     speaker_normalization = Normalization.fit(train_sessions, speaker=True)
-    make = lambda sessions, stride, clips: ClipDataset(  # noqa: E731
+    make = lambda sessions, stride, clips, split: ClipDataset(  # noqa: E731
         sessions, normalization, model_config.audio_window_frames, model_config.context_clips, stride,
-        clips_per_item=clips, speaker_normalization=speaker_normalization,
+        clips_per_item=clips, speaker_normalization=speaker_normalization, split=split,
     )
-    train_set = make(train_sessions, config.stride, config.clips_per_item)
-    return model_config, normalization, train_set, make(val_sessions, CLIP_LEN, 1)
+    train_set = make(train_sessions, config.stride, config.clips_per_item, "train")
+    return model_config, normalization, train_set, make(val_sessions, CLIP_LEN, 1, "val")
 
 
 def _pretrain_prosody(model: ListenerModel, train_set: ClipDataset, seed: int) -> PretrainReport | None:

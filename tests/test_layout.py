@@ -158,6 +158,11 @@ def test_sessions_shorter_than_a_window_name_themselves_and_what_to_change():
     with pytest.raises(DataError, match=r"no window of 32 frames \(4 clips\) fits in the sessions short_0, short_1 "
                                         r"\(the longest has 20 frames\).*--clips-per-item"):
         ClipDataset(sessions, Normalization.identity(), audio_window_frames=2, clips_per_item=4)
+    short = [SessionFeatures("tiny_0", np.zeros((5, 4, 4, 3), np.uint8), np.zeros((20, 80), np.float32),
+                             np.zeros((5, 56), np.float32), None)]
+    with pytest.raises(DataError, match=r"no window of 8 frames \(one clip\) fits in the val split's sessions tiny_0 "
+                                        r"\(the longest has 5 frames\); give longer sessions$"):
+        ClipDataset(short, Normalization.identity(), audio_window_frames=2, split="val")  # validation: one clip
 
 
 @pytest.mark.parametrize(("value", "message"), [(np.nan, "NaN or infinite"), (1e38, "magnitude 1e\\+38")])

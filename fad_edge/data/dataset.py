@@ -111,6 +111,7 @@ class ClipDataset(torch.utils.data.Dataset):
         clip_len: int = CLIP_LEN,
         clips_per_item: int = 1,
         speaker_normalization: Normalization | None = None,
+        split: str | None = None,  # the split's name, for errors
     ) -> None:
         self.sessions = sessions
         # The speaker's own normalized coefficients per frame, for the encoders' auxiliary target
@@ -132,8 +133,11 @@ class ClipDataset(torch.utils.data.Dataset):
         if not self.index:
             names = ", ".join(s.name for s in sessions[:3]) + (", ..." if len(sessions) > 3 else "")
             longest = max((s.n_frames for s in sessions), default=0)
-            raise DataError(f"no window of {self.span} frames ({clips_per_item} clips) fits in the sessions {names} "
-                            f"(the longest has {longest} frames); give longer sessions or a smaller --clips-per-item")
+            where = f"the {split} split's sessions" if split else "the sessions"
+            clips = f"{clips_per_item} clips" if clips_per_item > 1 else "one clip"
+            smaller = " or a smaller --clips-per-item" if clips_per_item > 1 else ""
+            raise DataError(f"no window of {self.span} frames ({clips}) fits in {where} {names} (the longest has "
+                            f"{longest} frames); give longer sessions{smaller}")
         self.video_features: list[np.ndarray] | None = None
 
     def with_video_features(self, features: list[np.ndarray]) -> ClipDataset:
