@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -207,7 +208,11 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     prepare_output(Path(config.out), resume, overwrite)
     rank, started_group = start_distributed(world, device)
     try:
-        with reproducible_kernels(device, config.deterministic):
+        with reproducible_kernels(device, config.deterministic), warnings.catch_warnings():
+            # DDP compares each gradient's strides with its bucket's literally; a 1x1 convolution's weight
+            # gradient (the spatial softmax's keypoints) comes out with other, equivalent strides for its
+            # size-1 axes, and the warning that follows, twice a run, costs nothing but a copy.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             return _train(config, reporter if rank == 0 and reporter is not None else SilentReporter(),
                           resume, overwrite, rank, world, device, dtype, datasets or load_datasets)
     except BaseException:
