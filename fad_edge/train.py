@@ -205,7 +205,8 @@ def train(config: TrainConfig, reporter: TrainReporter | None = None, resume: bo
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else None)
     dtype = autocast_dtype(config.autocast, device)
-    prepare_output(Path(config.out), resume, overwrite)
+    if int(os.environ.get("RANK", "0")) == 0:  # one process checks the folder (and may put an earlier run back);
+        prepare_output(Path(config.out), resume, overwrite)  # should it refuse, torchrun stops the others
     rank, started_group = start_distributed(world, device)
     try:
         with reproducible_kernels(device, config.deterministic), warnings.catch_warnings():
