@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fad_edge.errors import FadEdgeError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write `data` to `path` so readers see the old file or the new one, never a mix."""
@@ -96,27 +98,89 @@ def atomic_write_together(files: dict[Path, bytes]) -> list[Path]:
     return list(files)
 
 
-def staging_folder(folder: Path) -> Path:
-    """A fresh, empty FOLDER.new beside `folder` to build its replacement in (then `swap_in_folder`).
+# The mark of a FOLDER.new (or FOLDER.old) that fad-edge made: only a folder holding it is ever cleared, so a
+# user's own folder of that name is never deleted. A FOLDER.new's mark is locked while it is written.
+STAGING_MARK = ".fad-edge-staging"
 
-    The name is fixed, not random, so that what a killed run left there is cleared by the next one.
+
+class OutputInUseError(FadEdgeError):
+    """Another process is writing the same output folder now, or a folder not ours stands where we stage it."""
+
+
+@contextlib.contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """Yield an empty FOLDER.new to build `folder`'s replacement in; it replaces `folder` by renames when the block
+    ends without error (`_swap_in`), and is removed otherwise.
+
+    The name is fixed, not random, so that what a killed run left there is cleared by the next one. Its mark file
+    is locked (flock) while the block runs: a second writer of the same folder is refused rather than mixing its
+    files with the first's.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(folder.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    return staging
+    _clear_ours(staging, folder)
+    try:
+        staging.mkdir()
+    except FileExistsError:  # made by another run between the check and now
+        raise _in_use(folder, staging) from None
+    lock = os.open(staging / STAGING_MARK, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        if not _try_lock(lock):
+            raise _in_use(folder, staging)
+        try:
+            yield staging
+            _swap_in(staging, folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        os.close(lock)  # releases the lock
 
 
-def swap_in_folder(staging: Path, folder: Path) -> Path:
+def _try_lock(descriptor: int) -> bool:
+    """An exclusive lock on an open file, without waiting; where flock does not exist (Windows), always granted."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _in_use(folder: Path, staging: Path) -> OutputInUseError:
+    return OutputInUseError(f"{folder}: another run is writing it now ({staging.name} beside it is in use); wait for "
+                            "it to end, or write elsewhere")
+
+
+def _clear_ours(path: Path, folder: Path) -> None:
+    """Remove `path` (FOLDER.new or FOLDER.old) if a fad-edge run left it; refuse if it is someone else's or in use."""
+    if not path.exists() and not path.is_symlink():
+        return
+    mark = path / STAGING_MARK
+    if path.is_symlink() or not mark.is_file():
+        raise OutputInUseError(f"{path}: this folder is in the way of writing {folder.name}, and is not one fad-edge "
+                               "left; move or rename it")
+    descriptor = os.open(mark, os.O_RDWR)
+    try:
+        if not _try_lock(descriptor):
+            raise _in_use(folder, path)
+        shutil.rmtree(path)
+    finally:
+        os.close(descriptor)
+
+
+def _swap_in(staging: Path, folder: Path) -> Path:
     """Replace `folder` with the finished `staging` folder by renames.
 
-    The old folder is renamed to FOLDER.old first and removed only once the new one is in place, so
-    a kill at any moment leaves a whole folder at FOLDER or, between the two renames, at FOLDER.old.
+    The old folder is renamed to FOLDER.old (and marked as ours) first and removed only once the new one is in
+    place, so a kill at any moment leaves a whole folder at FOLDER or, between the two renames, at FOLDER.old.
     Its files get the usual mode too: some writers (safetensors) leave theirs 0600.
     """
-    staging, folder = Path(staging), Path(folder)
+    (staging / STAGING_MARK).unlink()  # the finished folder holds only what its writer wrote
     for path in staging.rglob("*"):  # make the bytes durable before the swap
         if path.is_file() and not path.is_symlink():
             with open(path, "rb") as handle:
@@ -124,10 +188,12 @@ def swap_in_folder(staging: Path, folder: Path) -> Path:
             _readable_by_all(path)
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        _clear_ours(old, folder)  # a killed swap's FOLDER.old, with FOLDER whole: ours to clear
         os.replace(folder, old)
-    # else FOLDER.old, if there, is what a swap killed between its renames left: the one whole folder until
-    # the new one is in place
+        (old / STAGING_MARK).touch()
+    # else FOLDER.old, if there and ours, is what a swap killed between its renames left: the one whole folder
+    # until the new one is in place
     os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
+    if (old / STAGING_MARK).is_file():
+        shutil.rmtree(old, ignore_errors=True)
     return folder

@@ -12,7 +12,6 @@ corrupted or swapped file is refused by name instead of loading silently.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fad_edge import __version__
-from fad_edge.atomic import staging_folder, swap_in_folder
+from fad_edge.atomic import staged_folder
 from fad_edge.data.normalization import Normalization
 from fad_edge.digests import file_sha256
 from fad_edge.errors import CheckpointError, DataError
@@ -57,33 +56,30 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically (build beside it, then swap by rename)."""
     folder = Path(folder)
-    staging = staging_folder(folder)
     try:
-        weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-        save_file(weights, str(staging / MODEL_WEIGHTS), metadata={"format": FORMAT})
-        info = {
-            "format": FORMAT,
-            "fad_edge_version": __version__,
-            "config": model.config.to_dict(),
-            "normalization": normalization.to_dict(),
-            "weights_sha256": file_sha256(staging / MODEL_WEIGHTS),
-            **(extra or {}),
-        }
-        if train_tensors is not None:
-            state = {k: v.detach().cpu().contiguous() for k, v in train_tensors.items()}
-            save_file(state, str(staging / STATE_WEIGHTS))
-            (staging / STATE_JSON).write_text(json.dumps(train_json or {}, indent=2))
-            info["train_state_sha256"] = file_sha256(staging / STATE_WEIGHTS)
-            info["train_state_json_sha256"] = file_sha256(staging / STATE_JSON)  # its step and history too
-        (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
-        return swap_in_folder(staging, folder)
+        with staged_folder(folder) as staging:
+            weights = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+            save_file(weights, str(staging / MODEL_WEIGHTS), metadata={"format": FORMAT})
+            info = {
+                "format": FORMAT,
+                "fad_edge_version": __version__,
+                "config": model.config.to_dict(),
+                "normalization": normalization.to_dict(),
+                "weights_sha256": file_sha256(staging / MODEL_WEIGHTS),
+                **(extra or {}),
+            }
+            if train_tensors is not None:
+                state = {k: v.detach().cpu().contiguous() for k, v in train_tensors.items()}
+                save_file(state, str(staging / STATE_WEIGHTS))
+                (staging / STATE_JSON).write_text(json.dumps(train_json or {}, indent=2))
+                info["train_state_sha256"] = file_sha256(staging / STATE_WEIGHTS)
+                info["train_state_json_sha256"] = file_sha256(staging / STATE_JSON)  # its step and history too
+            (staging / MODEL_JSON).write_text(json.dumps(info, indent=2))
+        return folder
     except SafetensorError as error:  # safetensors words a full disk its own way; the earlier checkpoint stays
-        shutil.rmtree(staging, ignore_errors=True)  # an OSError: the machine's problem, not the input's (exit 1)
+        # an OSError: the machine's problem, not the input's (exit 1)
         raise OSError(f"{folder}: the checkpoint could not be written ({error}); the earlier one is kept") \
             from error
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def resolve_checkpoint(folder: Path) -> Path:

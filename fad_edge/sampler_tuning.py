@@ -35,7 +35,7 @@ import numpy as np
 
 from fad_edge import metrics
 from fad_edge.appropriate import ReactWindows, build_windows
-from fad_edge.atomic import atomic_write_bytes, staging_folder, swap_in_folder
+from fad_edge.atomic import atomic_write_bytes, staged_folder
 from fad_edge.checkpoint import (
     CHECKPOINT_FILES,
     MODEL_JSON,
@@ -313,14 +313,10 @@ def write_calibrated_copy(checkpoint: Path, out: Path, settings: SamplerSettings
         ModelConfig.from_dict(config)
     except ValueError as error:
         raise CheckpointError(f"{source / MODEL_JSON}: the calibrated config is invalid ({error})") from None
-    staging = staging_folder(out)
-    try:
+    with staged_folder(out) as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True)
         (staging / MODEL_JSON).write_text(json.dumps({**info, "config": config}, indent=2))
-        return swap_in_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return Path(out)
 
 
 def plural(count: int, noun: str) -> str:

@@ -8,7 +8,14 @@ import stat
 import numpy as np
 import pytest
 
-from fad_edge.atomic import atomic_output, atomic_save_npy, atomic_write_bytes, staging_folder, swap_in_folder
+from fad_edge.atomic import (
+    STAGING_MARK,
+    OutputInUseError,
+    atomic_output,
+    atomic_save_npy,
+    atomic_write_bytes,
+    staged_folder,
+)
 
 
 @pytest.fixture(params=[0o022, 0o027, 0o002])
@@ -50,11 +57,29 @@ def test_swap_replaces_a_folder_whole_and_leaves_no_siblings(tmp_path):
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    staging = staging_folder(target)
-    (staging / "new.txt").write_text("new")
-    swap_in_folder(staging, target)
+    with staged_folder(target) as staging:
+        assert list(staging.iterdir()) == [staging / STAGING_MARK]  # only the mark, which does not stay
+        (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_failed_write_leaves_the_folder_as_it_was(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), staged_folder(target) as staging:
+        (staging / "new.txt").write_text("half")
+        raise RuntimeError("the writer failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (target / "old.txt").read_text() == "old"
+
+
+def _leave_as_killed(path, files: dict[str, str]) -> None:
+    """What a fad-edge run killed mid-write (FOLDER.new) or mid-swap (FOLDER.old) leaves: its files and the mark."""
+    path.mkdir()
+    (path / STAGING_MARK).touch()
+    for name, text in files.items():
+        (path / name).write_text(text)
 
 
 def test_a_swap_after_one_killed_between_its_renames_keeps_the_whole_old_folder_until_the_new_is_in(
@@ -62,28 +87,48 @@ def test_a_swap_after_one_killed_between_its_renames_keeps_the_whole_old_folder_
     """A killed swap leaves FOLDER.old (whole) and no FOLDER: the next swap must not delete it before its own
     folder is in place, or a kill then leaves no whole folder at all."""
     target, old = tmp_path / "checkpoint", tmp_path / "checkpoint.old"
-    old.mkdir()
-    (old / "model.txt").write_text("the only whole checkpoint")
-    staging = staging_folder(target)
-    (staging / "model.txt").write_text("new")
+    _leave_as_killed(old, {"model.txt": "the only whole checkpoint"})
     real_replace = os.replace
 
     def killed_at_the_rename(source, destination):
         raise KeyboardInterrupt  # the process dies where the new folder would be renamed in
 
     monkeypatch.setattr(os, "replace", killed_at_the_rename)
-    with pytest.raises(KeyboardInterrupt):
-        swap_in_folder(staging, target)
+    with pytest.raises(KeyboardInterrupt), staged_folder(target) as staging:
+        (staging / "model.txt").write_text("new")
     assert (old / "model.txt").read_text() == "the only whole checkpoint"
     monkeypatch.setattr(os, "replace", real_replace)
-    swap_in_folder(staging, target)
+    with staged_folder(target) as staging:
+        (staging / "model.txt").write_text("new")
     assert (target / "model.txt").read_text() == "new" and not old.exists()
 
 
-def test_a_staging_folder_starts_empty(tmp_path):
-    first = staging_folder(tmp_path / "out")
-    (first / "left-by-a-killed-run").write_text("x")
-    assert list(staging_folder(tmp_path / "out").iterdir()) == []
+def test_what_a_killed_run_left_is_cleared_and_a_folder_not_ours_is_never_deleted(tmp_path):
+    from fad_edge.errors import FadEdgeError
+
+    target = tmp_path / "data"
+    _leave_as_killed(tmp_path / "data.new", {"left-by-a-killed-run": "x"})
+    with staged_folder(target) as staging:
+        assert sorted(p.name for p in staging.iterdir()) == [STAGING_MARK]
+    for name in ("data.new", "data.old"):  # the user's own folders that happen to bear those names
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("mine")
+        with pytest.raises(FadEdgeError, match=f"{name}: this folder is in the way of writing data, and is not"):
+            with staged_folder(target) as staging:
+                (staging / "x").write_text("x")
+        assert (tmp_path / name / "notes.txt").read_text() == "mine"
+        (tmp_path / name / "notes.txt").unlink()
+        (tmp_path / name).rmdir()
+
+
+def test_a_second_writer_of_the_same_folder_is_refused_while_the_first_writes(tmp_path):
+    target = tmp_path / "data"
+    with staged_folder(target) as first:
+        (first / "a.txt").write_text("first")
+        with pytest.raises(OutputInUseError, match="another run is writing it now"), staged_folder(target):
+            pass
+        assert (first / "a.txt").read_text() == "first"  # untouched by the refused writer
+    assert (target / "a.txt").read_text() == "first"
 
 
 def test_a_video_write_that_loses_frames_is_an_error_and_keeps_the_earlier_video(tmp_path, monkeypatch):

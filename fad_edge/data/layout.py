@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fad_edge.atomic import atomic_save_npy, atomic_write_bytes, staging_folder, swap_in_folder
+from fad_edge.atomic import atomic_save_npy, atomic_write_bytes, staged_folder
 from fad_edge.constants import FPS, N_COEFFS, SAMPLE_RATE
 from fad_edge.data.media import read_audio, read_video, write_video, write_wav
 from fad_edge.errors import DataError
@@ -254,14 +253,11 @@ def staged_dataset(out: Path, overwrite: bool = False) -> Iterator[Path]:
     So a failed or killed run leaves the earlier dataset at `out` as it was, never a mix of two.
     """
     final = check_dataset_target(out, overwrite)
+    stack = contextlib.ExitStack()
     try:
-        staging = staging_folder(final)
+        staging = stack.enter_context(staged_folder(final))
     except OSError as error:
         raise DataError(f"{out}: cannot create {final.name}.new beside it to build the dataset in "
                         f"({error.strerror or error})") from None
-    try:
+    with stack:  # its exit swaps the dataset in, or removes it after an error
         yield staging
-        swap_in_folder(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import onnxruntime as ort
 import torch
 
 from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, META_PREFIX, VIDEO_ENCODER, ExportManifest
-from fad_edge.atomic import staging_folder, swap_in_folder
+from fad_edge.atomic import staged_folder
 from fad_edge.checkpoint import LoadedCheckpoint, load_checkpoint
 from fad_edge.errors import ExportError
 from fad_edge.export import fp16 as fp16_tools
@@ -123,15 +122,8 @@ def export_model(options: ExportOptions, say: Say = silent) -> ExportManifest:
     loaded = load_checkpoint(options.checkpoint)
     final = Path(options.out)
     final = final.resolve() if final.is_symlink() else final  # replace the folder it points to, not the link
-    staging = staging_folder(final)
-    try:
-        with _quiet_libraries():
-            manifest = _export(options, loaded, staging, say)
-        swap_in_folder(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return manifest
+    with staged_folder(final) as staging, _quiet_libraries():
+        return _export(options, loaded, staging, say)
 
 
 def _export(options: ExportOptions, loaded: LoadedCheckpoint, out: Path, say: Say) -> ExportManifest:
