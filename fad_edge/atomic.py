@@ -31,6 +31,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
             os.fsync(file.fileno())
         _readable_by_all(Path(temporary))
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is not None:
+            raise
+        # a write's error (a full disk) names no file: name the one being written
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 
@@ -113,9 +114,9 @@ def test_what_a_killed_run_left_is_cleared_and_a_folder_not_ours_is_never_delete
     for name in ("data.new", "data.old"):  # the user's own folders that happen to bear those names
         (tmp_path / name).mkdir()
         (tmp_path / name / "notes.txt").write_text("mine")
-        with pytest.raises(FadEdgeError, match=f"{name}: this folder is in the way of writing data, and is not"):
-            with staged_folder(target) as staging:
-                (staging / "x").write_text("x")
+        refused = pytest.raises(FadEdgeError, match=f"{name}: this folder is in the way of writing data, and is not")
+        with refused, staged_folder(target) as staging:
+            (staging / "x").write_text("x")
         assert (tmp_path / name / "notes.txt").read_text() == "mine"
         (tmp_path / name / "notes.txt").unlink()
         (tmp_path / name).rmdir()
@@ -163,3 +164,25 @@ def test_a_video_write_that_loses_frames_is_an_error_and_keeps_the_earlier_video
     with pytest.raises(DataError, match="could not be written whole"):
         media.write_video(good, np.full((6, 16, 16, 3), 255, np.uint8), 30)
     assert good.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["preview.mp4"]
+
+
+def test_a_full_disk_while_writing_names_the_file(tmp_path, monkeypatch):
+    import errno
+
+    real_fdopen = os.fdopen
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, handle, mode):
+            self.file = real_fdopen(handle, mode)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")  # as a write's error comes: no file named
+
+        def close(self):
+            self.file.close()
+
+    monkeypatch.setattr(os, "fdopen", FullDisk)
+    with pytest.raises(OSError) as error:
+        atomic_write_bytes(tmp_path / "summary.json", b"{}")
+    assert error.value.filename == str(tmp_path / "summary.json") and error.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # nor a temporary left behind

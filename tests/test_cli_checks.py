@@ -137,17 +137,32 @@ def test_demo_refuses_a_dataset_the_disk_cannot_hold(no_dataset_writes, tmp_path
     assert "--sessions" in output and "free" in output and not (tmp_path / "demo" / "data").exists()
 
 
-def test_demo_reuses_a_written_dataset_whatever_its_size(no_dataset_writes, tmp_path, monkeypatch, capsys):
+def test_demo_reuses_its_dataset_and_refuses_one_made_with_other_settings_or_a_foreign_folder(
+        tmp_path, monkeypatch, capsys):
     from helpers import TrainingStopped
 
-    (tmp_path / "demo" / "data").mkdir(parents=True)
-    (tmp_path / "demo" / "data" / "splits.json").write_text("{}")
+    from fad_edge.data.synthetic_dataset import write_synthetic_dataset
+
+    demo = tmp_path / "demo"
+    write_synthetic_dataset(demo / "data", sessions=3, seconds=4.0, seed=2, image_size=32)
+    (demo / "demo_summary.json").write_text("{}")  # an earlier run's: gone once this one starts
     trained = capture_train_configs(monkeypatch)
-    monkeypatch.setattr(sys, "argv", ["fad-edge", "demo", "--out", str(tmp_path / "demo"), "--sessions",
-                                      "100000000", "--steps", "1", "--preset", "tiny"])
+    args = ["demo", "--out", demo, "--steps", "1", "--preset", "tiny", "--sessions", "3", "--seconds", "4"]
+    monkeypatch.setattr(sys, "argv", ["fad-edge", *map(str, args), "--seed", "2"])
     with pytest.raises(TrainingStopped):
         main()
-    assert trained and trained[0].max_steps == 1
+    assert trained and trained[0].max_steps == 1 and not (demo / "demo_summary.json").exists()
+    capsys.readouterr()  # that run's stage lines
+    for other, value in (("--sessions", "96"), ("--seconds", "20"), ("--seed", "0")):
+        changed = [*args, "--seed", "2"]
+        changed[changed.index(other) + 1] = value
+        code, output = run_cli(monkeypatch, capsys, *changed)
+        _one_line_refusal(code, output)
+        assert "an earlier demo's dataset of 3 sessions of 4 s (seed 2)" in " ".join(output.split())
+    (demo / "thesis.tex").write_text("mine")
+    code, output = run_cli(monkeypatch, capsys, *args, "--seed", "2")
+    _one_line_refusal(code, output)
+    assert "holds 'thesis.tex', which the demo does not write" in output and (demo / "thesis.tex").exists()
 
 
 def test_the_disk_check_prints_small_sizes_in_a_unit_that_shows_them(tmp_path, monkeypatch):
@@ -206,3 +221,10 @@ def test_the_device_hint_names_only_backends_that_read_the_same_folder(backend, 
                            "--device", device, "--video", tmp_path / "v.mp4", "--out", tmp_path / "o")
     _one_line_refusal(code, output)
     assert output.strip().endswith(f"{hint}"), output
+
+
+def test_synth_refuses_an_odd_image_size_its_video_could_not_keep(no_dataset_writes, tmp_path, monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "synth", "--out", tmp_path / "d", "--sessions", "3", "--seconds",
+                           "2", "--image-size", "129")
+    _one_line_refusal(code, output)
+    assert "--image-size" in output and "129 is odd" in output and not (tmp_path / "d").exists()

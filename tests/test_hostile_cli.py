@@ -310,3 +310,26 @@ def test_a_file_that_is_not_a_video_is_one_line_with_nothing_from_ffmpeg(tmp_pat
          "--audio", str(place / "session" / "speaker.wav"), "--out", str(tmp_path / "o")],
         capture_output=True, text=True, timeout=300, env={**env, "COLUMNS": "200"})
     assert_one_line_error(completed.returncode, completed.stdout + completed.stderr, "not a readable video")
+
+
+def test_sigterm_unwinds_a_command_as_ctrl_c_does_and_leaves_no_half_written_folder(tmp_path):
+    """A scheduler's or `kill`'s SIGTERM: 'terminated', exit 143, and the staged dataset removed as after Ctrl-C."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "data"
+    process = subprocess.Popen([sys.executable, "-m", "fad_edge", "synth", "--out", str(out), "--sessions", "8",
+                                "--seconds", "300"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "data.new").exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.5)  # into the writing
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and output.strip().endswith("terminated"), output
+    assert "Traceback" not in output and sorted(p.name for p in tmp_path.iterdir()) == []

@@ -175,3 +175,14 @@ def test_a_session_shorter_than_the_listeners_lags_is_whole(seconds):
     short = generate_session(3, SyntheticConfig(seconds=seconds, image_size=32))
     assert len(short.listener) == len(short.frames) == round(seconds * FPS)
     assert np.all(np.isfinite(short.listener))
+
+
+def test_the_memory_check_counts_every_session_drawn_side_by_side():
+    from fad_edge.data.synthetic_dataset import PARALLEL_MIN_SECONDS, check_synthetic_size, drawn_at_once
+    from fad_edge.errors import DataError
+
+    assert drawn_at_once(8, 300.0, workers=4) == 4 and drawn_at_once(3, 300.0, workers=16) == 3
+    assert drawn_at_once(3, PARALLEL_MIN_SECONDS / 4, workers=4) == 1  # written in-process, one at a time
+    check_synthetic_size(600.0, 128)  # 0.9 GB: one fits
+    with pytest.raises(DataError, match="600 s at 128 px, 10000 at once"):
+        check_synthetic_size(600.0, 128, at_once=10000)  # 8.8 TB

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from typing import Protocol, cast
+import threading
+from typing import NoReturn, Protocol, cast
 
 try:
     import typer
@@ -74,10 +76,38 @@ _register()
 FFMPEG_LOG_QUIET = ("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
+_TERMINATED = threading.Event()  # set by SIGTERM, which then unwinds the command as Ctrl-C does
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a scheduler, `kill`, torchrun stopping its workers) raised as Ctrl-C is: every clean-up that an
+    interruption runs (staged folders removed, an earlier run put back) runs for it too."""
+    _TERMINATED.set()
+    raise KeyboardInterrupt
+
+
+def _stopped() -> NoReturn:
+    """How an interrupted command ends: 'terminated' and 143 after SIGTERM, 'interrupted' and 130 after Ctrl-C."""
+    terminated = _TERMINATED.is_set()
+    console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]")
+    sys.exit(143 if terminated else 130)
+
+
 def main() -> None:
     """Entry point: user-facing errors, bad options included, are one red line and exit code 2, never a traceback;
-    the system's (a full disk, say) one red line and exit code 1."""
+    the system's (a full disk, say) one red line and exit code 1; Ctrl-C exits with 130, SIGTERM with 143."""
     os.environ.setdefault(*FFMPEG_LOG_QUIET)
+    _TERMINATED.clear()
+    in_main_thread = threading.current_thread() is threading.main_thread()  # (where signal handlers can be set)
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        _run()
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run() -> NoReturn:
     try:
         # Usage errors come back to us instead of typer's boxed panel; the name is the installed command's.
         result = app(prog_name="fad-edge", standalone_mode=False)
@@ -104,13 +134,12 @@ def main() -> None:
                     f"{escape(TRAIN_INSTALL)}")
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        _stopped()
     except OSError as error:  # the machine's, not the input's: a full disk, a folder where a file goes, ...
         _error_line(escape(os_error_text(error)))
         sys.exit(1)
     if result == 130:  # typer turns Ctrl-C in a command into exit code 130
-        console.print("[yellow]interrupted[/]")
+        _stopped()
     sys.exit(result if isinstance(result, int) else 0)
 
 

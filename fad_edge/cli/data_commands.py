@@ -12,9 +12,16 @@ from rich.markup import escape
 from fad_edge.cli.validate import MAX_SEED, check_disk, check_finite, check_output_dir, check_output_stem
 
 console = Console()
-# The least a synthetic session writes per second: 16-bit 16 kHz audio and two (30, 56) float32
-# coefficient arrays (the video adds more).
-SESSION_BYTES_PER_SECOND = 2 * 16_000 + 2 * 30 * 56 * 4
+# The mp4 video's bytes per pixel and frame: 0.042 measured for the synthetic faces at 128 px, with a margin.
+VIDEO_BYTES_PER_PIXEL = 0.06
+
+
+def session_bytes_per_second(image_size: int, alternatives: int) -> float:
+    """Disk a synthetic session takes per second: 16-bit 16 kHz audio, the listener's and speaker's (30, 56) float32
+    coefficients with the alternatives' (listener_alternatives.npy), and the video (100 KB/s at 128 px, 5
+    alternatives)."""
+    coefficients = 30 * 56 * 4
+    return 2 * 16_000 + (2 + alternatives) * coefficients + VIDEO_BYTES_PER_PIXEL * image_size**2 * 30
 OVERWRITE_HELP = ("Replace OUT when it holds a dataset already; the new one is built beside it and swapped in "
                   "only once complete.")
 
@@ -32,14 +39,18 @@ def synth(
 ) -> None:
     """Write a synthetic dyadic dataset (speaker video + audio, listener motion) in our layout."""
     from fad_edge.data.layout import check_dataset_target
-    from fad_edge.data.synthetic_dataset import check_synthetic_size, write_synthetic_dataset
+    from fad_edge.data.synthetic import DEFAULT_ALTERNATIVES
+    from fad_edge.data.synthetic_dataset import check_synthetic_size, drawn_at_once, write_synthetic_dataset
 
     check_finite(seconds, "--seconds", 2.0)
-    check_synthetic_size(seconds, image_size)
+    if image_size % 2:  # the mp4 video's sides are even: an odd size would be written one pixel smaller
+        raise typer.BadParameter(f"{image_size} is odd; give an even size, such as {image_size + 1}",
+                                 param_hint="'--image-size'")
+    check_synthetic_size(seconds, image_size, drawn_at_once(sessions, seconds))
     check_output_dir(out)
     check_dataset_target(out, overwrite)  # refused now, not after the sessions are drawn
-    check_disk(out, sessions * seconds * SESSION_BYTES_PER_SECOND, f"{sessions} sessions of {seconds:g} s",
-               "--sessions")
+    per_second = session_bytes_per_second(image_size, DEFAULT_ALTERNATIVES if alternatives is None else alternatives)
+    check_disk(out, sessions * seconds * per_second, f"{sessions} sessions of {seconds:g} s", "--sessions")
     with console.status(f"writing {sessions} synthetic sessions of {seconds:g} s"):
         extra = {} if alternatives is None else {"alternatives": alternatives}
         splits = write_synthetic_dataset(out, sessions=sessions, seconds=seconds, seed=seed, image_size=image_size,

@@ -17,12 +17,22 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fad_edge.cli.data_commands import SESSION_BYTES_PER_SECOND
+from fad_edge.cli.data_commands import session_bytes_per_second
 from fad_edge.cli.validate import MAX_SEED, check_choice, check_disk, check_finite, check_output_dir, check_preset
+from fad_edge.data.synthetic import DEFAULT_ALTERNATIVES
+from fad_edge.errors import FadEdgeError
 from fad_edge.json_report import json_report_bytes
 
 console = Console()
 DEMO_BATCH_SIZE, DEMO_CLIPS_PER_ITEM = 4, 8
+# What a demo writes into --out: a folder holding anything else is not an earlier demo's, and is refused.
+DEMO_OUTPUTS = ("data", "run", "model", "generate", "evaluation.json", "evaluation.md", "demo_summary.json")
+SUMMARY = "demo_summary.json"
+IMAGE_SIZE = 128  # of the synthetic dataset's videos (write_synthetic_dataset's default)
+# Disk the demo writes besides the dataset, measured on the small preset (with a margin): the training's feature
+# cache per second of session (48 px frames and the log-mel), and the run's checkpoints with the export.
+CACHE_BYTES_PER_SECOND = 250_000
+RUN_AND_EXPORT_BYTES = 250e6
 
 
 def demo(
@@ -61,7 +71,11 @@ def demo(
     check_finite(seconds, "--seconds", 4.0)
     check_choice(autocast, "--autocast", AUTOCAST_MODES)
     check_output_dir(out)
-    _check_dataset_disk(out / "data", sessions, seconds)
+    _check_demo_folder(out)
+    _check_reused_dataset(out / "data", sessions, seconds, seed)
+    _check_disk(out, sessions, seconds)
+    # An earlier run's summary goes now: until this run has written its own, nothing claims the outputs whole.
+    (out / SUMMARY).unlink(missing_ok=True)
     started = time.time()
     stages: dict[str, float] = {}  # seconds per stage, in the summary: where the demo's time goes
 
@@ -88,6 +102,9 @@ def demo(
     console.print(f"[2/6] training the {escape(preset)} preset for {steps} steps ({trained_in})")
     result = train(config, RichTrainReporter(console), resume=True)
     lap("train")
+    ran = result.steps if result.steps_run is None else result.steps_run
+    if ran < result.steps:  # resumed: the training's seconds below are this run's part of it
+        console.print(f"[2/6] resumed the earlier run: {ran} of its {result.steps} steps ran now")
     outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)),
                 ("checkpoint (best val)", str(result.best))]
 
@@ -129,11 +146,11 @@ def demo(
     l2 = {g: fad[g]["L2"] for g in fad}
     ratio = {g: fad[g]["L2"] / median[g]["L2"] for g in fad}
     summary = {"l2_fad": l2, "l2_ratio_to_median": ratio, "train_seconds": result.seconds,
-               "train_parts_seconds": result.parts_seconds(), "train_arithmetic": trained_in,
+               "train_parts_seconds": result.parts_seconds(), "train_steps_run": ran, "train_arithmetic": trained_in,
                "export_max_rel_error": parity, "int8": int8, "latency_ms_64_frames": timings,
                "stream": bench["stream"], "stage_seconds": stages, "total_seconds": time.time() - started}
-    atomic_write_bytes(out / "demo_summary.json", json_report_bytes(summary))
-    outputs.append(("summary", str(out / "demo_summary.json")))
+    atomic_write_bytes(out / SUMMARY, json_report_bytes(summary))
+    outputs.append(("summary", str(out / SUMMARY)))
 
     where = Table(title=f"fad-edge demo ({time.time() - started:.0f} s)")
     where.add_column("output")
@@ -145,11 +162,45 @@ def demo(
                   + ", ".join(f"{group} {value:.2f}x" for group, value in ratio.items()))
 
 
-def _check_dataset_disk(data: Path, sessions: int, seconds: float) -> None:
-    """Refuse, as `fad-edge synth` does, a synthetic dataset the disk cannot hold (a re-run reuses it)."""
+def _check_demo_folder(out: Path) -> None:
+    """Refuse an --out that holds anything a demo does not write, before any work: the demo writes into it."""
+    if not out.is_dir():
+        return
+    ours = {*DEMO_OUTPUTS, *(f"{name}.{twin}" for name in ("data", "model") for twin in ("new", "old"))}
+    foreign = sorted(path.name for path in out.iterdir() if path.name not in ours)
+    if foreign:
+        raise FadEdgeError(f"{out}: holds {foreign[0]!r}, which the demo does not write; give a new folder or an "
+                           "earlier demo's as --out")
+    from fad_edge.export.pipeline import check_export_target
+
+    check_export_target(out / "model")
+
+
+def _check_reused_dataset(data: Path, sessions: int, seconds: float, seed: int) -> None:
+    """A re-run reuses the earlier demo's dataset: refuse one made with other --sessions, --seconds or --seed."""
+    from fad_edge.data.layout import read_splits
+    from fad_edge.data.synthetic_dataset import dataset_seed_of, read_session_record, session_index
+
     if not (data / "splits.json").exists():
-        check_disk(data, sessions * seconds * SESSION_BYTES_PER_SECOND, f"{sessions} sessions of {seconds:g} s",
-                   "--sessions")
+        return
+    names = sorted(name for split in read_splits(data).values() for name in split)
+    if not names:
+        raise FadEdgeError(f"{data}: a dataset without sessions, not one an earlier demo wrote; give another --out")
+    first_seed, config = read_session_record(data / names[0])
+    made_seed = dataset_seed_of(first_seed, session_index(names[0]))
+    if (len(names), config.seconds, made_seed) != (sessions, seconds, seed):
+        raise FadEdgeError(f"{data}: an earlier demo's dataset of {len(names)} sessions of {config.seconds:g} s "
+                           f"(seed {made_seed}), not the {sessions} of {seconds:g} s (seed {seed}) asked for; give "
+                           "another --out, or those settings to continue that demo")
+
+
+def _check_disk(out: Path, sessions: int, seconds: float) -> None:
+    """Refuse, as `fad-edge synth` does, a demo the disk cannot hold: the dataset (unless reused), its feature
+    cache, and the run and export."""
+    fresh = not (out / "data" / "splits.json").exists()
+    per_second = CACHE_BYTES_PER_SECOND + (session_bytes_per_second(IMAGE_SIZE, DEFAULT_ALTERNATIVES) if fresh else 0)
+    check_disk(out, sessions * seconds * per_second + RUN_AND_EXPORT_BYTES,
+               f"a demo of {sessions} sessions of {seconds:g} s", "--sessions")
 
 
 def register(app: typer.Typer) -> None:

@@ -44,21 +44,51 @@ def split_names(names: list[str], rng: np.random.Generator) -> dict[str, list[st
             "test": sorted(order[n_val : n_val + n_test])}
 
 
-def check_synthetic_size(seconds: float, image_size: int) -> None:
-    """Refuse a session length or image size that is not finite and positive or cannot fit in memory."""
+def check_synthetic_size(seconds: float, image_size: int, at_once: int = 1) -> None:
+    """Refuse a session length or image size that is not finite and positive, or whose `at_once` sessions (drawn
+    side by side by the worker processes, `drawn_at_once`) cannot fit in memory."""
     if not math.isfinite(seconds) or seconds <= 0:
         raise DataError(f"session length must be a finite number of seconds above 0, got {seconds}")
     if image_size < 1:
         raise DataError(f"image size must be positive, got {image_size}")
     frames = round(seconds * FPS)
     nbytes = frames * image_size**2 * 3 + seconds * SAMPLE_RATE * AUDIO_BYTES_PER_SAMPLE
-    check_fits(nbytes, f"a synthetic session of {seconds:g} s at {image_size} px", "use fewer seconds or pixels",
-               DataError)
+    what = f"a synthetic session of {seconds:g} s at {image_size} px" + (f", {at_once} at once" if at_once > 1 else "")
+    check_fits(at_once * nbytes, what, "use fewer seconds or pixels", DataError)
+
+
+def drawn_at_once(sessions: int, seconds: float, workers: int | None = None) -> int:
+    """How many sessions `write_synthetic_dataset` draws side by side: one per worker process (None: per core),
+    where there is enough to write for workers at all."""
+    if sessions * seconds < PARALLEL_MIN_SECONDS:
+        return 1
+    return max(1, min(sessions, workers or _cores()))
+
+
+SEED_STRIDE = 100_003  # session seeds of consecutive dataset seeds lie this far apart
 
 
 def session_seed(dataset_seed: int, index: int) -> int:
     """The generator seed of session `index` of a dataset written with `dataset_seed`."""
-    return dataset_seed * 100_003 + index
+    return dataset_seed * SEED_STRIDE + index
+
+
+def session_name(index: int) -> str:
+    """The folder name of session `index`."""
+    return f"session_{index:03d}"
+
+
+def session_index(name: str) -> int:
+    """The index of the session folder `name` (`session_name` undone); a DataError for another name."""
+    number = name.removeprefix("session_")
+    if not (name.startswith("session_") and number.isdigit()):
+        raise DataError(f"{name}: not a synthetic session's folder name (session_NNN)")
+    return int(number)
+
+
+def dataset_seed_of(seed: int, index: int) -> int:
+    """The dataset seed whose session `index` has the generator seed `seed` (`session_seed` undone)."""
+    return (seed - index) // SEED_STRIDE
 
 
 def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: int, image_size: int = 128,
@@ -79,19 +109,20 @@ def write_synthetic_dataset(out_dir: Path, sessions: int, seconds: float, seed: 
         raise DataError(f"need at least 3 sessions (train, val and test), got {sessions}")
     if seed < 0:
         raise DataError(f"the seed must be 0 or more, got {seed}")
-    check_synthetic_size(seconds, image_size)
+    at_once = drawn_at_once(sessions, seconds, workers)
+    check_synthetic_size(seconds, image_size, at_once)
     config = SyntheticConfig(seconds=seconds, image_size=image_size)
     with staged_dataset(Path(out_dir), overwrite) as staging:
         jobs = [(staging, seed, index, config, alternatives) for index in range(sessions)]
-        names = _write_all(jobs, min(sessions, workers or _cores()), sessions * seconds)
+        names = _write_all(jobs, at_once)
         splits = split_names(names, np.random.default_rng(seed))
         write_splits(staging, splits)
     return splits
 
 
-def _write_all(jobs: list[Job], workers: int, total_seconds: float) -> list[str]:
-    """Run `_write_one` on every job, in worker processes when there is enough to write; the folder names."""
-    if workers > 1 and total_seconds >= PARALLEL_MIN_SECONDS:
+def _write_all(jobs: list[Job], workers: int) -> list[str]:
+    """Run `_write_one` on every job, in `workers` processes where more than one; the folder names."""
+    if workers > 1:
         # spawn, not fork: the parent may hold OpenCV's or torch's threads, which a forked child inherits locked.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             return list(pool.map(_write_one, jobs))
@@ -102,7 +133,7 @@ def _write_one(job: Job) -> str:
     """Draw and write session `index` of the dataset (a worker process's unit of work); its folder name."""
     out_dir, seed, index, config, alternatives = job
     session = generate_session(session_seed(seed, index), config, alternatives)
-    name = f"session_{index:03d}"
+    name = session_name(index)
     write_session(out_dir / name, session.frames, session.audio, SAMPLE_RATE, session.listener, session.speaker,
                   source=f"fad-edge synthetic (seed {seed}, index {index}, lags {session.lags})",
                   alternatives=session.alternatives)
