@@ -320,7 +320,9 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
         progress = restore(latest, model, optimizer, noise, precision, rank, model_config, average, asdict(config),
                            normalization, world)
     encoding_seconds = 0.0
-    if model.video_frozen and config.frozen_video_once:  # after `restore`: a resumed run's encoder is the saved one
+    finished = config.max_steps is not None and progress.step >= config.max_steps  # resumed with nothing left to do
+    # After `restore`: a resumed run's encoder is the saved one.
+    if model.video_frozen and config.frozen_video_once and not finished:
         encoding = time.time()
         train_set = train_set.with_video_features(
             encode_frozen_video(model, [s.frames for s in train_set.sessions], precision))

@@ -123,6 +123,11 @@ def test_a_run_that_encodes_once_trains_as_one_that_encodes_each_step_and_resume
     assert encoded["resumed"] == [training_frames, training_frames]
     for name in once:
         torch.testing.assert_close(once[name], resumed[name], rtol=1e-5, atol=1e-6, msg=name)
+    config = tiny_run_config(data, tmp_path / "resumed", FROZEN, max_steps=3, augment=False)
+    reporter = SilentReporter()
+    reporter.encoded_video = lambda frames, seconds: encoded["resumed"].append(frames)  # type: ignore
+    assert train(config, reporter, resume=True).steps_run == 0
+    assert len(encoded["resumed"]) == 2  # a finished run resumed has no steps left to encode for
 
 
 def test_the_train_command_chooses_once_or_each_step(monkeypatch, capsys, tmp_path):
