@@ -50,7 +50,7 @@ def synth(
     check_output_dir(out)
     check_dataset_target(out, overwrite)  # refused now, not after the sessions are drawn
     per_second = session_bytes_per_second(image_size, DEFAULT_ALTERNATIVES if alternatives is None else alternatives)
-    check_disk(out, sessions * seconds * per_second, f"{sessions} sessions of {seconds:g} s", "--sessions")
+    check_disk(out, sessions * seconds * per_second, f"{sessions} sessions of {seconds:g} s", "--sessions, --seconds")
     with console.status(f"writing {sessions} synthetic sessions of {seconds:g} s"):
         extra = {} if alternatives is None else {"alternatives": alternatives}
         splits = write_synthetic_dataset(out, sessions=sessions, seconds=seconds, seed=seed, image_size=image_size,

@@ -200,7 +200,7 @@ def _check_disk(out: Path, sessions: int, seconds: float) -> None:
     fresh = not (out / "data" / "splits.json").exists()
     per_second = CACHE_BYTES_PER_SECOND + (session_bytes_per_second(IMAGE_SIZE, DEFAULT_ALTERNATIVES) if fresh else 0)
     check_disk(out, sessions * seconds * per_second + RUN_AND_EXPORT_BYTES,
-               f"a demo of {sessions} sessions of {seconds:g} s", "--sessions")
+               f"a demo of {sessions} sessions of {seconds:g} s", "--sessions, --seconds")
 
 
 def register(app: typer.Typer) -> None:
