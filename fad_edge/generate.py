@@ -17,7 +17,7 @@ import itertools
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +31,6 @@ from fad_edge.data.media import VideoReader, read_audio, read_audio_track
 from fad_edge.errors import DataError
 from fad_edge.json_report import json_report_bytes
 from fad_edge.models.config import ModelConfig
-from fad_edge.plots import plot_motion
 from fad_edge.resources import check_fits
 from fad_edge.runtime.base import ClipRunner
 from fad_edge.runtime.face import FaceCropper, FaceTrack, crop_faces, track_faces
@@ -41,7 +40,7 @@ from fad_edge.runtime.face import FaceCropper, FaceTrack, crop_faces, track_face
 class GenerateResult:
     motion_path: Path
     json_path: Path
-    plot_path: Path
+    plot_path: Path | None  # None where matplotlib is not installed (`plotter`)
     n_frames: int
     seconds: float
     preview_path: Path | None = None
@@ -190,6 +189,9 @@ def generate_files(
     seconds = time.perf_counter() - started
     if motion.shape != (n_frames, N_COEFFS) or not np.all(np.isfinite(motion)):
         raise AssertionError(f"runner {runner.name} returned {motion.shape} or non-finite motion")
+    plot = plotter()
+    if plot is None:
+        media.notes.append("no plot: matplotlib is not installed (pip install matplotlib)")
     record = {
         "fad_edge_version": __version__,
         "backend": runner.name,
@@ -210,16 +212,30 @@ def generate_files(
     with tempfile.TemporaryDirectory(dir=out, prefix=".generate-") as staging:
         written = [atomic_save_npy(Path(staging) / MOTION_NAME, motion)]
         written.append(atomic_write_bytes(Path(staging) / JSON_NAME, json_report_bytes(record)))
-        written.append(plot_motion(motion, Path(staging) / PLOT_NAME, title=f"listener motion ({runner.name})"))
+        if plot is not None:
+            written.append(plot(motion, Path(staging) / PLOT_NAME, title=f"listener motion ({runner.name})"))
         if preview:
             written.append(render_preview(media.faces(SIDE), motion, runner.mean, runner.std,
                                           Path(staging) / PREVIEW_NAME))
         for path in written:
             os.replace(path, out / path.name)
-    if not preview:
-        (out / PREVIEW_NAME).unlink(missing_ok=True)
-    return GenerateResult(out / MOTION_NAME, out / JSON_NAME, out / PLOT_NAME, n_frames, seconds,
-                          out / PREVIEW_NAME if preview else None, track, media.notes)
+    for name, made in ((PREVIEW_NAME, preview), (PLOT_NAME, plot is not None)):
+        if not made:  # an earlier run's would show another run's motion
+            (out / name).unlink(missing_ok=True)
+    return GenerateResult(out / MOTION_NAME, out / JSON_NAME, out / PLOT_NAME if plot is not None else None,
+                          n_frames, seconds, out / PREVIEW_NAME if preview else None, track, media.notes)
+
+
+def plotter() -> Callable[..., Path] | None:
+    """`plots.plot_motion`, or None where matplotlib is not installed: the edge runtime's command line (`[cli]`)
+    reads media and runs exports without it, and writes no plot."""
+    try:
+        from fad_edge.plots import plot_motion
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] != "matplotlib":
+            raise
+        return None
+    return plot_motion
 
 
 def face_summary(track: FaceTrack, n_frames: int) -> str:

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fad_edge"
@@ -105,6 +106,36 @@ def test_the_profiler_runs_where_torch_cannot_be_imported(tiny_export, tmp_path)
     """)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (tmp_path / "profile.json").is_file()
+
+
+@pytest.mark.slow
+def test_generate_runs_an_export_on_the_edge_install_with_its_command_line(tiny_export, tmp_path):
+    """`pip install 'fad-edge[cli]'`: torch and the training packages absent, soundfile there; generate writes the
+    motion and its JSON, and says there is no plot without matplotlib."""
+    from fad_edge.data.media import write_video, write_wav
+
+    rng = np.random.default_rng(0)
+    video = write_video(tmp_path / "talk.mp4", rng.integers(0, 255, (24, 40, 40, 3), dtype=np.uint8), 30)
+    audio = write_wav(tmp_path / "talk.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "listener.png").write_bytes(b"an earlier run's plot")
+    blocked = tuple(name for name in TRAINING_ONLY if name != "soundfile")
+    script = BLOCKER.replace(repr(TRAINING_ONLY), repr(blocked)) + textwrap.dedent(f"""
+        import sys
+        from fad_edge.cli import main
+        sys.argv = ["fad-edge", "generate", "--model", {str(tiny_export)!r}, "--video", {str(video)!r},
+                    "--audio", {str(audio)!r}, "--out", {str(tmp_path / "out")!r}, "--face", "none"]
+        try:
+            main()
+        finally:
+            assert "torch" not in sys.modules and "matplotlib" not in sys.modules
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                               cwd=PACKAGE.parent)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "no plot: matplotlib is not installed" in completed.stdout + completed.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["listener.json", "listener_coeffs.npy"]
+    assert np.load(tmp_path / "out" / "listener_coeffs.npy").shape == (24, 56)
 
 
 def test_cli_help_and_a_training_command_without_torch_say_what_to_install():

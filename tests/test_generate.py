@@ -190,7 +190,7 @@ def test_a_failed_run_keeps_the_earlier_outputs_whole_and_a_run_without_preview_
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(generate, "plot_motion", full_disk)
+        patch.setattr(generate, "plotter", lambda: full_disk)
         code, output = run_cli(monkeypatch, capsys, *args, "--seed", "1")
     assert code == 1 and "Traceback" not in output
     assert {name: (out / name).read_bytes() for name in generate.OUTPUT_NAMES} == before

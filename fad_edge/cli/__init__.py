@@ -19,9 +19,15 @@ except ModuleNotFoundError as missing:  # the edge runtime install (`pip install
 from fad_edge.backends import TRAIN_INSTALL
 from fad_edge.errors import FadEdgeError
 
-# What `pip install fad-edge` (the edge runtime) leaves out and `fad-edge[train]` brings.
+# What `pip install fad-edge` (the edge runtime) leaves out and `fad-edge[train]` brings; what to install for
+# the modules that the edge command line (`fad-edge[cli]`) may need without training.
 FULL_INSTALL_MODULES = {"torch", "scipy", "sklearn", "librosa", "soundfile", "av", "onnx", "onnxscript", "onnxslim",
                         "onnxsim", "onnxconverter_common", "matplotlib", "safetensors"}
+EDGE_INSTALL_HINTS = {
+    "soundfile": "pip install 'fad-edge[cli]'",
+    # PyAV (about 100 MB with FFmpeg) reads only a video's own audio track
+    "av": "pip install av, or give the speaker's audio as a file with --audio",
+}
 
 app = typer.Typer(
     help="fad-edge: listener facial motion by Facial Action Diffusion, from training to edge engines.",
@@ -128,10 +134,11 @@ def _run() -> NoReturn:
         _error_line(escape(str(error)))
         sys.exit(2)
     except ModuleNotFoundError as error:
-        if error.name is None or error.name.split(".")[0] not in FULL_INSTALL_MODULES:
+        missing = (error.name or "").split(".")[0]
+        if missing not in FULL_INSTALL_MODULES:
             raise
-        _error_line(f"this command needs {error.name.split('.')[0]}, which the edge runtime install leaves out: "
-                    f"{escape(TRAIN_INSTALL)}")
+        install = EDGE_INSTALL_HINTS.get(missing, TRAIN_INSTALL)
+        _error_line(f"this command needs {missing}, which the edge runtime install leaves out: {escape(install)}")
         sys.exit(2)
     except KeyboardInterrupt:
         _stopped()

@@ -238,7 +238,7 @@ def generate(
     for line in result.notes:
         notes.print(f"note: {line}", style="yellow", highlight=False, markup=False)
     console.print(json.dumps({"motion": str(result.motion_path), "json": str(result.json_path),
-                              "plot": str(result.plot_path), "frames": result.n_frames,
+                              "plot": str(result.plot_path) if result.plot_path else None, "frames": result.n_frames,
                               "frames_without_face": result.face.frames_without_face,
                               "preview": str(result.preview_path) if result.preview_path else None}),
                   markup=False, highlight=False, soft_wrap=True)  # one line of JSON, whatever the paths hold
