@@ -126,6 +126,9 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(folder.name + ".new")
     _clear_ours(staging, folder)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists() and (old.exists() or old.is_symlink()) and not (old / STAGING_MARK).is_file():
+        _clear_ours(old, folder)  # refused now, not after the work: the swap would need that name
     try:
         staging.mkdir()
     except FileExistsError:  # made by another run between the check and now

@@ -115,8 +115,8 @@ def test_what_a_killed_run_left_is_cleared_and_a_folder_not_ours_is_never_delete
         (tmp_path / name).mkdir()
         (tmp_path / name / "notes.txt").write_text("mine")
         refused = pytest.raises(FadEdgeError, match=f"{name}: this folder is in the way of writing data, and is not")
-        with refused, staged_folder(target) as staging:
-            (staging / "x").write_text("x")
+        with refused, staged_folder(target) as staging:  # refused before the block: no work is lost
+            raise AssertionError("the block ran")
         assert (tmp_path / name / "notes.txt").read_text() == "mine"
         (tmp_path / name / "notes.txt").unlink()
         (tmp_path / name).rmdir()
