@@ -112,6 +112,11 @@ class TrainResult:
     video_encoding_seconds: float = 0.0  # of `seconds`, encoding a frozen video encoder's features once
     steps_run: int | None = None  # the steps this call ran (fewer than `steps` when resumed; None: all of them)
 
+    @property
+    def steps_this_call(self) -> int:
+        """The steps this call of `train` ran."""
+        return self.steps if self.steps_run is None else self.steps_run
+
     def parts_seconds(self) -> dict[str, float]:
         """Where `seconds` went: each pretraining, the encoding, and FAD's steps (validation and saving included)."""
         before = {"prosody_pretraining": self.prosody_pretraining.seconds if self.prosody_pretraining else 0.0,

@@ -102,7 +102,7 @@ def demo(
     console.print(f"[2/6] training the {escape(preset)} preset for {steps} steps ({trained_in})")
     result = train(config, RichTrainReporter(console), resume=True)
     lap("train")
-    ran = result.steps if result.steps_run is None else result.steps_run
+    ran = result.steps_this_call
     if ran < result.steps:  # resumed: the training's seconds below are this run's part of it
         console.print(f"[2/6] resumed the earlier run: {ran} of its {result.steps} steps ran now")
     outputs += [("checkpoint (latest, resumable)", str(result.checkpoint)),

@@ -186,7 +186,7 @@ def train(
     result = run_training(config, RichTrainReporter(console), resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 speaks for the run
         return
-    ran = result.steps if result.steps_run is None else result.steps_run
+    ran = result.steps_this_call
     done = f"trained {ran} steps" if ran == result.steps else f"trained {ran} steps, to step {result.steps},"
     # soft_wrap: the paths stay whole on one line, to copy or grep, whatever the terminal's width
     console.print(f"{done} in {result.seconds:.0f} s ({result.data_wait_seconds:.0f} s of it waiting for data); "
