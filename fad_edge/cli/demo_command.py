@@ -25,10 +25,10 @@ from fad_edge.json_report import json_report_bytes
 
 console = Console()
 DEMO_BATCH_SIZE, DEMO_CLIPS_PER_ITEM = 4, 8
-# What a demo writes into --out: a folder holding anything else is not an earlier demo's, and is refused.
-DEMO_OUTPUTS = ("data", "run", "model", "generate", "evaluation.json", "evaluation.md", "demo_summary.json")
 SUMMARY = "demo_summary.json"
-IMAGE_SIZE = 128  # of the synthetic dataset's videos (write_synthetic_dataset's default)
+# What a demo writes into --out: a folder holding anything else is not an earlier demo's, and is refused.
+DEMO_OUTPUTS = ("data", "run", "model", "generate", "evaluation.json", "evaluation.md", SUMMARY)
+DATASET_IMAGE_SIZE = 128  # of the synthetic dataset's videos (the model's own input is the preset's size)
 # Disk the demo writes besides the dataset, measured on the small preset (with a margin): the training's feature
 # cache per second of session (48 px frames and the log-mel), and the run's checkpoints with the export.
 CACHE_BYTES_PER_SECOND = 250_000
@@ -95,7 +95,7 @@ def demo(
     trained_in = arithmetic_name(autocast, resolve_device(config.device))
     if not (data / "splits.json").exists():
         with console.status(f"[1/6] writing {sessions} synthetic sessions of {seconds:g} s"):
-            write_synthetic_dataset(data, sessions=sessions, seconds=seconds, seed=seed)
+            write_synthetic_dataset(data, sessions=sessions, seconds=seconds, seed=seed, image_size=DATASET_IMAGE_SIZE)
     console.print(f"[1/6] synthetic dataset: {escape(str(data))} ({lap('data'):.0f} s)")
     outputs.append(("synthetic dataset", str(data)))
 
@@ -198,7 +198,8 @@ def _check_disk(out: Path, sessions: int, seconds: float) -> None:
     """Refuse, as `fad-edge synth` does, a demo the disk cannot hold: the dataset (unless reused), its feature
     cache, and the run and export."""
     fresh = not (out / "data" / "splits.json").exists()
-    per_second = CACHE_BYTES_PER_SECOND + (session_bytes_per_second(IMAGE_SIZE, DEFAULT_ALTERNATIVES) if fresh else 0)
+    dataset = session_bytes_per_second(DATASET_IMAGE_SIZE, DEFAULT_ALTERNATIVES) if fresh else 0.0
+    per_second = CACHE_BYTES_PER_SECOND + dataset
     check_disk(out, sessions * seconds * per_second + RUN_AND_EXPORT_BYTES,
                f"a demo of {sessions} sessions of {seconds:g} s", "--sessions, --seconds")
 
