@@ -131,6 +131,7 @@ class TrainReporter(Protocol):
     def start(self, total_steps: int, done: int) -> None: ...
     def step(self, step: int, loss: float) -> None: ...
     def epoch(self, epoch: int, record: dict) -> None: ...
+    def note(self, message: str) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -142,6 +143,7 @@ class SilentReporter:
     def start(self, total_steps: int, done: int) -> None: ...
     def step(self, step: int, loss: float) -> None: ...
     def epoch(self, epoch: int, record: dict) -> None: ...
+    def note(self, message: str) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -343,6 +345,12 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
+    # Steps up to the warm-up's end take the same rate whatever the total; later ones do not.
+    if progress.planned_steps not in (None, total) and progress.step > config.warmup_steps + 1:
+        reporter.note(f"the run was planned for {progress.planned_steps} steps and now runs to {total}: its "
+                      f"learning rate decays toward {total} from step {progress.step}, so it differs from an "
+                      f"unbroken {total}-step run")
+    progress.planned_steps = total
 
     trainable: torch.nn.Module = model
     if world > 1:
@@ -382,7 +390,10 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
             if not (weights_finite(model) and weights_finite(inferred)):  # never saved, as best or to resume from
                 raise _diverged(f"the weights are not finite after step {step}", config.lr)
             if end_of_epoch:
-                record = {"epoch": (step - 1) // steps_per_epoch + 1, "step": step, "train_loss": loss_value,
+                # A run stopped by its step budget validates where it stops: that epoch's record is
+                # marked part, and a resumed run adds the whole epoch's record at its end.
+                record = {"epoch": (step - 1) // steps_per_epoch + 1, "step": step,
+                          "whole_epoch": step % steps_per_epoch == 0, "train_loss": loss_value,
                           **validate(inferred, val_set, config.val_clips, config.seed)}
                 progress.history.append(record)
                 reporter.epoch(record["epoch"], record)
@@ -419,8 +430,8 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
         save_checkpoint(best, inferred, normalization, {**extra, "step": progress.step})
     if rank == 0:
         drop_previous_run(out)
-    return TrainResult(latest, best, progress.step, len(progress.history), progress.history, time.time() - started,
-                       hashes, sum(waits), pretraining, video_pretraining, encoding_seconds,
+    return TrainResult(latest, best, progress.step, progress.step // steps_per_epoch, progress.history,
+                       time.time() - started, hashes, sum(waits), pretraining, video_pretraining, encoding_seconds,
                        progress.step - first_step)
 
 

@@ -42,6 +42,7 @@ class Progress:
     step: int = 0
     history: list[dict] = field(default_factory=list)
     best_val_l2: float = math.inf
+    planned_steps: int | None = None  # the run's step total when last saved (its cosine decays toward it)
 
 
 Tensors = list[torch.Tensor] | tuple[torch.Tensor, ...]
@@ -114,7 +115,7 @@ def save_latest(folder: Path, model: ListenerModel, optimizer: torch.optim.Optim
         if rank:  # rank 0's are the states above
             tensors.update({f"{name}.rank{rank}": value for name, value in states.items()})
     train_json = {"step": progress.step, "history": progress.history, "best_val_l2": progress.best_val_l2,
-                  "optimizer": state, "grad_scaler": precision.state_dict()}
+                  "planned_steps": progress.planned_steps, "optimizer": state, "grad_scaler": precision.state_dict()}
     if average is not None:
         tensors.update({TRAINING_WEIGHTS + name: value for name, value in model.state_dict().items()})
         train_json["average_updates"] = int(average.n_averaged)
@@ -222,4 +223,5 @@ def _restore_state(saved: tuple[dict[str, torch.Tensor], dict], loaded: LoadedCh
     step, history, best = int(state["step"]), list(state["history"]), float(state["best_val_l2"])
     if step < 0 or not all(isinstance(record, dict) for record in history):
         raise ValueError(f"step {step!r} or history entries that are not records")
-    return Progress(step, history, best)
+    planned = state.get("planned_steps")  # absent from checkpoints saved before it was recorded
+    return Progress(step, history, best, None if planned is None else int(planned))

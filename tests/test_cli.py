@@ -143,6 +143,26 @@ def test_an_epoch_line_fits_80_columns_and_gives_the_epochs_step_rate(monkeypatc
     assert len(line) <= 80 and line.endswith("val L2 0.4730  50 steps/s")  # (210 - 10) steps / 4 s
 
 
+def test_an_epoch_line_too_long_for_80_columns_wraps_whole_fields():
+    import io
+
+    from rich.console import Console
+
+    from fad_edge.cli import progress
+
+    out = io.StringIO()
+    reporter = progress.RichTrainReporter(Console(file=out, width=80))
+    reporter.start(10**6, 0)
+    # A run stopped by its step budget inside epoch 100 validates there: a part of that epoch.
+    reporter.epoch(100, {"step": 123456, "whole_epoch": False, "train_loss": 0.36191, "val_loss": 0.33851,
+                         "val_l2": 0.47301})
+    reporter.finish()
+    lines = out.getvalue().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("epoch 100 (part): step 123456  loss 0.3619"))
+    assert lines[start + 1].startswith("  ") and lines[start + 1].endswith(" steps/s")
+    assert all(len(line) <= 80 for line in lines)
+
+
 def test_the_pretraining_line_fits_80_columns_and_names_its_losses():
     import io
 

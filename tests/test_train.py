@@ -63,8 +63,11 @@ def test_resume_after_a_stop_gives_the_same_weights_as_an_uninterrupted_run(data
     assert partial.steps == 3
     resumed = train(_config(dataset, tmp_path / "resumed"), resume=True)
     assert resumed.steps == straight.steps
-    # The stopped run validated where it stopped (step 3); after that, the same records as the straight run.
+    # The stopped run validated where it stopped (step 3, part of epoch 1); after that, the same records
+    # as the straight run, each a whole epoch.
     assert resumed.history == partial.history + [record for record in straight.history if record["step"] > 3]
+    assert [record["whole_epoch"] for record in resumed.history] == [False, True, True]
+    assert (partial.epochs_done, resumed.epochs_done) == (0, 2)
     a, b = _weights(tmp_path / "straight" / "checkpoint"), _weights(tmp_path / "resumed" / "checkpoint")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -74,6 +77,27 @@ def test_resume_after_a_stop_gives_the_same_weights_as_an_uninterrupted_run(data
     assert a.keys() == b.keys() and a
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+class _Notes(training.SilentReporter):
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+
+def test_resuming_past_the_warm_up_with_a_larger_budget_says_the_schedule_changed(dataset, tmp_path):
+    # Warm-up 2 steps: steps 1-3 take the same rates whatever the total, step 4 takes a 4-step cosine's.
+    train(_config(dataset, tmp_path / "past", max_steps=4))
+    grown, same = _Notes(), _Notes()
+    train(_config(dataset, tmp_path / "past", max_steps=6), grown, resume=True)
+    assert len(grown.notes) == 1 and "planned for 4 steps and now runs to 6" in grown.notes[0]
+    train(_config(dataset, tmp_path / "past", max_steps=6), same, resume=True)  # the same plan: nothing to say
+    train(_config(dataset, tmp_path / "within", max_steps=3))
+    within = _Notes()
+    train(_config(dataset, tmp_path / "within", max_steps=6), within, resume=True)
+    assert same.notes == within.notes == []
 
 
 def _training_weights(folder: Path) -> dict[str, torch.Tensor]:

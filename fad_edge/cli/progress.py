@@ -79,14 +79,27 @@ class RichTrainReporter:
         self.progress.update(self.task, completed=step, status=f"loss {self.smoothed:.4f}")
 
     def epoch(self, epoch: int, record: dict) -> None:
-        """One line of at most 80 columns; val L2 is the 1-step sampler's, as evaluation's default."""
+        """One line, or its fields wrapped whole below it past the console's width (at most 80 in a log).
+
+        val L2 is the 1-step sampler's, as evaluation's default.
+        """
         now, (then, done) = time.perf_counter(), self.mark
         rate = (record["step"] - done) / (now - then) if now > then else 0.0
         self.mark = (now, record["step"])
-        self.progress.console.print(
-            f"epoch {epoch}: step {record['step']}  loss {record['train_loss']:.4f}  "
-            f"val loss {record['val_loss']:.4f}  val L2 {record['val_l2']:.4f}  {rate:.3g} steps/s"
-        )
+        part = "" if record.get("whole_epoch", True) else " (part)"
+        fields = [f"loss {record['train_loss']:.4f}", f"val loss {record['val_loss']:.4f}",
+                  f"val L2 {record['val_l2']:.4f}", f"{rate:.3g} steps/s"]
+        lines = [f"epoch {epoch}{part}: step {record['step']}"]
+        for text in fields:
+            if len(lines[-1]) + 2 + len(text) > self.progress.console.width:
+                lines.append("  " + text)
+            else:
+                lines[-1] += "  " + text
+        for line in lines:
+            self.progress.console.print(line, markup=False, highlight=False)
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(f"note: {message}", style="yellow", markup=False, highlight=False)
 
     def finish(self) -> None:
         self.progress.stop()
