@@ -17,7 +17,7 @@ from fad_edge.runtime.aligner import (
     audio_seconds_needed,
     slot_sample,
 )
-from fad_edge.runtime.stream_inputs import check_rate, mono_samples
+from fad_edge.runtime.stream_inputs import AudioLayout, check_rate, mono_samples
 
 
 def frame(k: int) -> np.ndarray:
@@ -202,7 +202,7 @@ def test_two_dimensional_audio_is_down_mixed_on_its_channel_axis():
     first, _ = mono_samples(np.ascontiguousarray(stereo.T))
     np.testing.assert_allclose(last, expected, rtol=1e-6)
     np.testing.assert_allclose(first, expected, rtol=1e-6)
-    assert layout == (1, 2)
+    assert layout == AudioLayout(1, 2)
     small = stereo[:5]  # (5, 2): either axis could be the channels
     with pytest.raises(StreamInputError, match="ambiguous"):
         mono_samples(small)
@@ -220,8 +220,24 @@ def test_int16_stereo_in_opposite_phase_is_heard_not_averaged_to_silence():
     tone = (8000 * np.sin(np.arange(960) / 5)).astype(np.int16)
     inverted = np.stack([tone, -tone], axis=1)  # (N, 2) int16, a miswired microphone
     mono, layout = mono_samples(inverted)
-    assert layout == (1, 2)
+    assert layout == AudioLayout(1, 2, taken=0)
     np.testing.assert_allclose(mono, tone / 32768, atol=1e-6)
+
+
+def test_the_channel_heard_alone_stays_the_same_from_chunk_to_chunk():
+    # Near-equal channels in opposite phase, the louder one swapping: each chunk alone would take its
+    # louder channel and flip the wave's sign at every other chunk boundary.
+    tone = np.sin(np.arange(4800) / 5).astype(np.float32) * 0.5
+    layout, heard = None, []
+    for k, gain in enumerate([1.01, 0.99, 1.01, 0.99]):
+        chunk = tone[k * 1200:(k + 1) * 1200]
+        mono, layout = mono_samples(np.stack([chunk * gain, -chunk], axis=1), layout)
+        heard.append(mono)
+    np.testing.assert_allclose(np.concatenate(heard), tone * np.repeat([1.01, 0.99, 1.01, 0.99], 1200), atol=1e-6)
+    assert layout == AudioLayout(1, 2, taken=0)
+    mono, layout = mono_samples(np.stack([tone[:1200], tone[:1200]], axis=1), layout)  # in phase: averaged
+    np.testing.assert_allclose(mono, tone[:1200], atol=1e-6)
+    assert layout == AudioLayout(1, 2, taken=0)  # remembered for the next chunk that cancels
 
 
 def test_sample_rates_must_be_whole_and_plausible():

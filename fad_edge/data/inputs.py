@@ -62,21 +62,27 @@ def channel_axes(shape: tuple[int, ...]) -> list[int]:
 CANCELLED_MIX_RATIO = 0.1
 
 
-def downmix(channels: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
-    """Mono float32 from (channels, samples): the channels' average, or the loudest channel where the average
-    cancels (CANCELLED_MIX_RATIO), with a note appended to `notes` saying so."""
-    channels = np.asarray(channels, np.float32)
-    mix = channels.mean(axis=0)
-    if channels.shape[0] < 2 or mix.size == 0:
-        return mix
+def cancelling_loudest(channels: np.ndarray) -> int | None:
+    """The loudest of (channels, samples) where their average cancels (CANCELLED_MIX_RATIO), else None."""
+    if channels.shape[0] < 2 or channels.shape[1] == 0:
+        return None
     rms = np.sqrt(np.mean(np.square(channels, dtype=np.float64), axis=1))
     loudest = int(np.argmax(rms))
-    if rms[loudest] > 0 and np.sqrt(np.mean(np.square(mix, dtype=np.float64))) < CANCELLED_MIX_RATIO * rms[loudest]:
-        if notes is not None:
-            notes.append(f"the audio's {channels.shape[0]} channels cancel each other out when averaged (one is "
-                         f"another in opposite phase); channel {loudest + 1}, the loudest, is used alone")
-        return np.ascontiguousarray(channels[loudest])
-    return mix
+    mix_rms = np.sqrt(np.mean(np.square(channels.mean(axis=0), dtype=np.float64)))
+    return loudest if rms[loudest] > 0 and mix_rms < CANCELLED_MIX_RATIO * rms[loudest] else None
+
+
+def downmix(channels: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
+    """Mono float32 from (channels, samples): the channels' average, or the loudest channel where the average
+    cancels (`cancelling_loudest`), with a note appended to `notes` saying so."""
+    channels = np.asarray(channels, np.float32)
+    loudest = cancelling_loudest(channels)
+    if loudest is None:
+        return channels.mean(axis=0)
+    if notes is not None:
+        notes.append(f"the audio's {channels.shape[0]} channels cancel each other out when averaged (one is "
+                     f"another in opposite phase); channel {loudest + 1}, the loudest, is used alone")
+    return np.ascontiguousarray(channels[loudest])
 
 
 def finite_peak(samples: np.ndarray) -> float:

@@ -42,7 +42,7 @@ import soxr
 from fad_edge.constants import CLIP_LEN, FPS, MELS_PER_FRAME, N_FFT, SAMPLE_RATE
 from fad_edge.data.audio_features import mel_centres
 from fad_edge.errors import StreamInputError
-from fad_edge.runtime.stream_inputs import check_rate, check_time, mono_samples
+from fad_edge.runtime.stream_inputs import AudioLayout, check_rate, check_time, mono_samples
 
 # A clock jump is an event; frames that each jump are timestamps in the wrong unit (or a broken clock):
 # refused from the third in a row, instead of a segment and a context reset per frame.
@@ -154,7 +154,7 @@ class ClipAligner:
         self._before_jump: tuple[float, float] | None = None
         self._jumps_in_a_row = 0  # frames in a row that each started a segment
         self._resamplers: dict[int, Any] = {}
-        self._layout: tuple[int, int] | None = None
+        self._layout: AudioLayout | None = None
         self._last_audio_at: float | None = None
         self._audio_dead = False
 

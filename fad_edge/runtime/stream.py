@@ -7,7 +7,8 @@ Feed it from any threads:
 - `push_audio(samples, sample_rate, t=None)`: a chunk of any length and rate (resampled to 16 kHz as
   it streams). Samples are float in [-1, 1] (any float dtype), int16 (scaled by 1/2^15) or int32
   (1/2^31); other dtypes are refused. Mono (N,), or 2-D in either layout, (N, C) or (C, N): the
-  channel axis is the one with at most 8 entries and is averaged; a chunk whose two axes could both
+  channel axis is the one with at most 8 entries and is averaged (where the channels cancel, one is heard
+  alone: the loudest of the first such chunk, the same one after it); a chunk whose two axes could both
   be channels follows the layout of earlier chunks, or is refused. t is the time of the first sample;
   None means "right after the previous chunk". Chunks are laid end to end and t only detects a gap
   (filled with silence) or an overlap (dropped) longer than a frame, so jitter never shifts audio

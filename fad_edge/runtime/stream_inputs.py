@@ -7,11 +7,19 @@ to do, raised before the stream's state changes, so the stream stays usable afte
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from fad_edge.constants import INPUT_SAMPLE_RATES
-from fad_edge.data.inputs import MAX_AMPLITUDE, MAX_CHANNELS, channel_axes, downmix, finite_peak, out_of_range
+from fad_edge.data.inputs import (
+    MAX_AMPLITUDE,
+    MAX_CHANNELS,
+    cancelling_loudest,
+    channel_axes,
+    finite_peak,
+    out_of_range,
+)
 from fad_edge.errors import StreamInputError
 
 MAX_TIMESTAMP = 1e10  # seconds (317 years): anything larger is nanoseconds or milliseconds by mistake
@@ -42,16 +50,27 @@ def check_rate(sample_rate: object) -> int:
     return int(rate)
 
 
-def mono_samples(samples: object, layout: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:
+@dataclass(frozen=True)
+class AudioLayout:
+    """How a stream's multi-channel chunks were read, for the chunks after them."""
+
+    axis: int  # the channel axis of (N, C) or (C, N)
+    channels: int
+    taken: int | None = None  # the channel heard alone since a chunk's channels cancelled
+
+
+def mono_samples(samples: object, layout: AudioLayout | None = None) -> tuple[np.ndarray, AudioLayout | None]:
     """Float32 mono in [-1, 1] from float, int16 or int32 audio, 1-D or 2-D in either layout.
 
     Float samples beyond MAX_AMPLITUDE are refused (not audio at that scale); NaN and infinities are
     left for the caller to count and silence.
 
     A 2-D chunk's channel axis is the one with at most MAX_CHANNELS entries; when both are that
-    small, the `layout` (axis, channels) of an earlier chunk decides, and with none the chunk is
-    refused rather than misread. The channels are averaged, or where they cancel (one the other in
-    opposite phase) the chunk's loudest is taken (`downmix`). Returns the samples and the layout to remember.
+    small, the `layout` of an earlier chunk decides, and with none the chunk is refused rather than
+    misread. The channels are averaged, or where they cancel (one the other in opposite phase) one
+    channel is heard alone: the loudest of the first such chunk, then that one for every later chunk
+    that cancels, so near-equal channels never swap (and flip the wave's sign) between chunks.
+    Returns the samples and the layout to remember.
     """
     array = np.asarray(samples)
     if array.dtype.kind == "f":
@@ -70,13 +89,20 @@ def mono_samples(samples: object, layout: tuple[int, int] | None = None) -> tupl
     if array.size == 0:
         return np.zeros(0, np.float32), layout
     axes = channel_axes(array.shape)
-    if len(axes) == 2 and layout is not None and array.shape[layout[0]] == layout[1]:
-        axes = [layout[0]]
+    if len(axes) == 2 and layout is not None and array.shape[layout.axis] == layout.channels:
+        axes = [layout.axis]
     if len(axes) != 1:
         reason = "both axes" if axes else "neither axis"
         raise StreamInputError(f"audio of shape {array.shape} is ambiguous: {reason} could be the channels "
                                f"(at most {MAX_CHANNELS}); push a longer chunk first or down-mix it yourself")
-    return downmix(np.moveaxis(array, axes[0], 0)), (axes[0], array.shape[axes[0]])
+    channels = np.moveaxis(array, axes[0], 0)
+    same = layout is not None and (layout.axis, layout.channels) == (axes[0], channels.shape[0])
+    taken = layout.taken if same and layout is not None else None
+    loudest = cancelling_loudest(channels)
+    if loudest is None:
+        return channels.mean(axis=0), AudioLayout(axes[0], channels.shape[0], taken)
+    taken = loudest if taken is None else taken
+    return np.ascontiguousarray(channels[taken]), AudioLayout(axes[0], channels.shape[0], taken)
 
 
 def check_frame(frame: object) -> np.ndarray:
