@@ -147,6 +147,13 @@ def staged_folder(folder: Path) -> Iterator[Path]:
         os.close(lock)  # releases the lock
 
 
+def clear_staging(folder: Path) -> None:
+    """Remove the FOLDER.new a killed `staged_folder` left; refuse (OutputInUseError) one another run is
+    writing now, or one fad-edge did not make."""
+    folder = Path(folder)
+    _clear_ours(folder.with_name(folder.name + ".new"), folder)
+
+
 def _try_lock(descriptor: int) -> bool:
     """An exclusive lock on an open file, without waiting; where flock does not exist (Windows), always granted."""
     try:

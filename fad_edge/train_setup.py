@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from fad_edge.atomic import OutputInUseError, clear_staging
 from fad_edge.checkpoint import MODEL_JSON
 from fad_edge.errors import FadEdgeError
 
@@ -75,7 +76,7 @@ def set_aside_previous_run(out: Path) -> None:
     aside = out / PREVIOUS_RUN
     shutil.rmtree(aside, ignore_errors=True)
     for name in RUN_FOLDERS:
-        shutil.rmtree(out / (name + ".new"), ignore_errors=True)
+        clear_staging(out / name)  # a killed save's leftover; refused where another run is writing it now
     names = _run_names(out)
     if names:
         aside.mkdir()
@@ -94,8 +95,10 @@ def restore_previous_run(out: Path) -> None:
     if not aside.is_dir():
         return
     for name in RUN_FOLDERS:
-        for suffix in ("", ".old", ".new"):
+        for suffix in ("", ".old"):
             shutil.rmtree(out / (name + suffix), ignore_errors=True)
+        with contextlib.suppress(OutputInUseError):  # another run's, live or not ours: left alone
+            clear_staging(out / name)
     for child in aside.iterdir():
         os.replace(child, out / child.name)
     aside.rmdir()

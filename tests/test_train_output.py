@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers import tiny_dataset, tiny_run_config
 
+from fad_edge.atomic import STAGING_MARK, OutputInUseError
 from fad_edge.checkpoint import load_checkpoint
 from fad_edge.data.synthetic_dataset import write_synthetic_dataset
 from fad_edge.digests import file_sha256
@@ -101,6 +102,7 @@ def test_an_overwrite_run_killed_before_its_first_save_is_undone_at_the_next_sta
     before = _weights(out / "checkpoint")
     set_aside_previous_run(out)  # where a killed --overwrite run leaves the folder
     (out / "checkpoint.new").mkdir()  # with its first save half-written
+    (out / "checkpoint.new" / STAGING_MARK).touch()
     with pytest.raises(FadEdgeError, match="not empty"):
         train(_config(data, out, max_steps=3))  # the earlier run is back, so the folder is in use
     assert not (out / ".previous-run").exists() and not (out / "checkpoint.new").exists()
@@ -200,3 +202,22 @@ def test_resuming_with_another_model_config_names_what_differs(data, tmp_path):
     train(_config(data, out, max_steps=1))
     with pytest.raises(FadEdgeError, match=re.escape("another model config (unet_dim 16, not 24)")):
         train(tiny_run_config(data, out, {"unet_dim": 24}, epochs=2, max_steps=2), resume=True)
+
+
+def test_overwrite_refuses_a_checkpoint_new_folder_that_another_run_is_writing_or_fad_edge_did_not_make(data,
+                                                                                                       tmp_path):
+    from fad_edge.atomic import staged_folder
+
+    out = tmp_path / "run"
+    train(_config(data, out, max_steps=1))
+    # A live save of another run, stopped afterwards so that nothing it wrote lands.
+    with pytest.raises(KeyboardInterrupt), staged_folder(out / "checkpoint"):
+        with pytest.raises(OutputInUseError, match="another run is writing"):
+            train(_config(data, out, max_steps=1), overwrite=True)
+        raise KeyboardInterrupt
+    (out / "checkpoint.new").mkdir()
+    (out / "checkpoint.new" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputInUseError, match="not one fad-edge left"):
+        train(_config(data, out, max_steps=1), overwrite=True)
+    assert (out / "checkpoint.new" / "notes.txt").read_text() == "mine"
+    assert (out / "checkpoint" / "model.json").exists() and not (out / ".previous-run").exists()
