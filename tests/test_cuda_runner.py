@@ -70,6 +70,29 @@ def test_graph_buckets_give_the_torch_motion_on_the_cpu(model, frames, steps, ma
     assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
 
 
+@pytest.mark.parametrize("graphs", [True, False])
+def test_inputs_not_shaped_as_prepare_inputs_makes_them_are_refused_with_or_without_graphs(model, graphs):
+    """The one-replay path reads whatever fits its buffers: 0..255 or NaN pixels, or frames it would cut."""
+    from fad_edge.data.inputs import SpeakerInputs
+
+    config = model.config
+    good = speaker_inputs(config, 16)
+
+    def changed(images=None, n_frames=None) -> SpeakerInputs:
+        images = good.images if images is None else images
+        return SpeakerInputs(images, good.mel[: len(images)], good.n_frames if n_frames is None else n_frames)
+
+    runner = CudaRunner(model, seed=1, device="cpu", capture=EagerCapture(), graphs=graphs)
+    assert runner.run_inputs(changed()).shape == (16, 56)
+    nan = good.images.copy()
+    nan[0, 0, 0, 0] = np.nan
+    for bad, message in ((changed(good.images * 255), r"\[0, 1\]"), (changed(nan), r"\[0, 1\]"),
+                         (changed(n_frames=40), "whole clips"), (changed(good.images[:0], 0), "whole clips")):
+        with pytest.raises(FadEdgeError, match=message):
+            runner.run_inputs(bad)
+    assert runner.captured.get("whole", []) == ([2] if graphs else [])  # the good call's bucket, nothing more
+
+
 def test_eager_and_channels_last_runs_match_and_close_frees_the_runner(model):
     inputs = speaker_inputs(model.config, 16)
     reference = TorchRunner(model, seed=1).run_inputs(inputs)

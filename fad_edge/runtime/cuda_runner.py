@@ -50,7 +50,7 @@ from fad_edge.data.inputs import SpeakerInputs
 from fad_edge.devices import resolve_device
 from fad_edge.errors import FadEdgeError
 from fad_edge.listener_model import ListenerModel
-from fad_edge.runtime.base import ClipRunner
+from fad_edge.runtime.base import ClipRunner, check_inputs
 from fad_edge.runtime.cuda_graphs import Capture, CudaGraphCapture, GraphBuckets, Operand
 from fad_edge.runtime.half_precision import to_reduced_precision
 from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
@@ -292,6 +292,7 @@ class CudaRunner(ClipRunner):
 
     def run_inputs(self, inputs: SpeakerInputs) -> np.ndarray:
         """With one step and graphs, frames to motion in one replay; otherwise the encoders, then ELNet."""
+        check_inputs(inputs, self.config)  # the replay would read any array its buffers take
         frames, clip_len = len(inputs.images), self.config.clip_len
         if not self.graphs or self.settings.steps != 1 or frames > self.frame_batch or frames % clip_len:
             return super().run_inputs(inputs)
