@@ -104,8 +104,17 @@ def test_eager_and_channels_last_runs_match_and_close_frees_the_runner(model):
 
 
 def test_fp16_keeps_standardizers_softmax_and_the_schedule_in_fp32(model):
-    converted = to_reduced_precision(model_with_normalization(context_clips=2), torch.float16)
+    original = model_with_normalization(context_clips=2)
+    exact = {name: tensor.clone() for name, tensor in (*original.named_parameters(), *original.named_buffers())}
+    converted = to_reduced_precision(original, torch.float16)
     names = islands(converted)
+    # The islands and buffers hold the FP32 model's own values, not FP16-rounded ones.
+    for name, tensor in (*converted.named_parameters(), *converted.named_buffers()):
+        if tensor.dtype == torch.float32:
+            assert torch.equal(tensor, exact[name.replace(".module.", ".")]), name
+    frequencies = converted.elnet.step_embedding[0].module.frequencies
+    assert torch.equal(frequencies, exact["elnet.step_embedding.0.frequencies"])
+    assert torch.equal(converted.motion_std, exact["motion_std"])
     assert "video_encoder.pool" in names and "elnet.step_embedding.0" in names
     assert "video_encoder.standardize" in names and "audio_encoder.standardize" in names
     # GroupNorms run in FP16 (their kernels accumulate in FP32): no island, no casts around them

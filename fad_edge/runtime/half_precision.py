@@ -44,22 +44,30 @@ class Float32Island(nn.Module):
 def to_reduced_precision(model: ListenerModel, dtype: torch.dtype = torch.float16) -> ListenerModel:
     """`model` (changed in place and returned) in `dtype`, with the FP32 islands above.
 
-    Call it on a copy: the model's modules are replaced.
+    The islands and FP32 buffers keep the model's own FP32 values, copied before the cast: cast to
+    `dtype` and back they would carry its rounding (a step embedding's frequencies, a standardizer's
+    statistics, the motion normalization). Call it on a copy: the model's modules are replaced.
     """
-    model.to(dtype)
     chosen: list[str] = []
     for name, module in model.named_modules():
         inside = any(name.startswith(parent + ".") for parent in chosen)
         if name and not inside and isinstance(module, FP32_MODULES):
             chosen.append(name)
+    exact = {name: tensor.detach().clone() for name, tensor in (*model.named_parameters(), *model.named_buffers())
+             if name in FP32_BUFFERS or any(name.startswith(parent + ".") for parent in chosen)}
+    model.to(dtype)
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Float32Island(parent.get_submodule(child), dtype))
+        island = Float32Island(parent.get_submodule(child), dtype)
+        with torch.no_grad():
+            for inner, tensor in (*island.module.named_parameters(), *island.module.named_buffers()):
+                tensor.copy_(exact[f"{name}.{inner}"])
+        setattr(parent, child, island)
     for name in FP32_BUFFERS:
         owner_name, _, buffer = name.rpartition(".")
         owner = model.get_submodule(owner_name) if owner_name else model
-        setattr(owner, buffer, getattr(owner, buffer).float())
+        setattr(owner, buffer, exact[name])
     return model
 
 
