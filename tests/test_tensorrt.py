@@ -156,6 +156,6 @@ def test_trt_engines_match_onnx_runtime(tiny_export, tmp_path):
     manifest.save(folder)
     session = generate_session(2, SyntheticConfig(seconds=3.0, image_size=48))
     args = (session.frames[:61], session.audio, 16000)
-    reference = OrtRunner(folder, "fp32").run(*args)
-    ours = TrtRunner(folder).run(*args)
+    with OrtRunner(folder, "fp32") as ort_runner, TrtRunner(folder) as trt_runner:
+        reference, ours = ort_runner.run(*args), trt_runner.run(*args)
     assert np.abs(ours - reference).max() <= 1e-2 * np.abs(reference).max()

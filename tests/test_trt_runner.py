@@ -13,7 +13,7 @@ import pytest
 
 import fad_edge.runtime.trt_runner as trt_runner
 from fad_edge.artifact import ENGINE_VARIANT, ExportManifest, GpuTarget
-from fad_edge.errors import BackendUnavailableError
+from fad_edge.errors import BackendUnavailableError, FadEdgeError
 from fad_edge.runtime.ort_runner import OrtRunner
 from fad_edge.runtime.trt_runner import EngineIO, TrtRunner
 
@@ -180,6 +180,9 @@ def test_the_runner_gives_the_graphs_motion_in_chunks_and_frees_everything(engin
     assert not driver.memory and sorted(driver.freed) == sorted(allocated) and driver.released == 1
     runner.close()  # idempotent
     assert driver.released == 1
+    with pytest.raises(FadEdgeError, match="closed"):  # unusable, and nothing allocated again
+        runner.run_inputs(inputs)
+    assert not driver.memory and driver.released == 1
 
 
 def test_a_thread_bound_driver_refuses_other_threads_and_a_free_one_does_not(engine_folder):

@@ -166,6 +166,7 @@ class TrtRunner(ClipRunner):
         self._lock = threading.Lock()
         self._owner: int | None = None  # the thread that started the runner
         self._engines: dict[str, _Engine] = {}
+        self._closed = False
 
     @classmethod
     def open(cls, path: Path, *, precision: str, steps: int | None, seed: int, threads: int,
@@ -210,16 +211,19 @@ class TrtRunner(ClipRunner):
         """Free buffers and execution contexts, then the stream and context (pycuda: from the inference thread)."""
         with self._lock:
             if self._owner is None:
+                self._closed = True
                 return
             if self.driver.thread_bound and threading.get_ident() != self._owner:
                 raise BackendUnavailableError(f"close this TrtRunner from the thread that ran it ({self.driver.name} "
                                               "contexts belong to one thread)")
             self.driver.activate(self.device)
             self._free()
-            self._owner = None
+            self._owner, self._closed = None, True
 
     def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         with self._lock:
+            if self._closed:  # not started again: its engines and buffers would outlive the caller's close()
+                raise FadEdgeError("this runner is closed")
             self._start()
             if graph not in self._engines:  # settings replaced since: the other ELNet engine, loaded once
                 self._check_engine(graph)
