@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -76,3 +77,22 @@ def test_a_runner_opens_its_sessions_with_their_threads(tiny_export):
         assert runner.elnet(runner.elnet_graph).get_session_options().intra_op_num_threads == 1
     finally:
         runner.close()
+
+
+def test_the_tensorrt_provider_runs_only_the_encoders_in_fp16(tiny_export, tmp_path):
+    """ELNet's x0 from its noise estimate multiplies FP16 rounding by up to 2000 at t = 99: it stays FP32."""
+    from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
+    from fad_edge.runtime.ort_runner import execution_providers
+
+    folder = tmp_path / "export"  # the provider's cache folder is made beside the graphs
+    shutil.copytree(tiny_export, folder)
+
+    def fp16_enabled(graph: str, precision: str) -> bool:
+        providers = execution_providers("ort-trt", precision, folder / f"{graph}.onnx", graph)
+        name, options = providers[0]
+        assert name == "TensorrtExecutionProvider" and options["trt_engine_cache_enable"]
+        return options["trt_fp16_enable"]
+
+    expected = {VIDEO_ENCODER: True, AUDIO_ENCODER: True, ELNET_X0: False, ELNET_EPS: False}
+    assert {graph: fp16_enabled(graph, "fp16") for graph in expected} == expected
+    assert not any(fp16_enabled(graph, "fp32") for graph in expected)
