@@ -25,6 +25,7 @@
 # FAD_GPU_CHECK_ONLY=tests,bench,train runs only the named parts; FAD_GPU_CHECK_TRAIN_S=300 sets the training's
 # limit (a longer training where a lease leaves time after the check).
 # A failing step is recorded and the next one runs; the script exits non-zero if any step failed.
+# FAD_GPU_CHECK_TOTAL_S (465 on a GPU) bounds the whole check: a step gets at most the time left.
 # Results go to bench/results/ (or $FAD_GPU_CHECK_OUT): gpu_check.txt (the log, naming the GPU),
 # gpu_bench.{json,png}, gpu_bench_compiled.{json,png}, gpu_eval.{json,md}, gpu_summary.json
 # (bench/gpu_summary.py: each GPU target with its measured figure), and with the opt-in steps
@@ -65,14 +66,24 @@ LOG=$OUT/gpu_check.txt
 : > "$LOG"
 FAILED=()
 STARTED=$SECONDS
+# The whole check's time: a step starts only with time left and gets at most what is left, so the check
+# ends within it whatever its steps' own limits add up to (each step may take --kill-after's 10 s more).
+TOTAL_S=${FAD_GPU_CHECK_TOTAL_S:-$([ "$DEVICE" = cpu ] && echo 1800 || echo 465)}
 
 say() { echo "== $*" | tee -a "$LOG"; }
 
 # step NAME SECONDS COMMAND...: run under a time limit, log it, record a failure and carry on.
 # With UNTIL_LIMIT=1 the limit is the plan (the training runs until it), not a failure.
 step() {
-  local name=$1 budget=$2 rc=0 begin=$SECONDS
+  local name=$1 budget=$2 rc=0 begin=$SECONDS left
   shift 2
+  left=$((TOTAL_S - (SECONDS - STARTED)))
+  if [ "$left" -lt 10 ]; then
+    say "$name: not run, the check's ${TOTAL_S}s are spent"
+    FAILED+=("$name")
+    return 0
+  fi
+  [ "$budget" -gt "$left" ] && budget=$left
   say "$name (limit ${budget}s)"
   timeout --kill-after=10 "$budget" "$@" 2>&1 | tee -a "$LOG" || rc=$?
   if [ "$rc" -eq 0 ]; then
@@ -87,6 +98,17 @@ step() {
 }
 
 FAD=("$PY" -m fad_edge)  # the CLI, as a command timeout can run
+
+# This call's own results go first, so that a step that fails before writing leaves no earlier figures for
+# the summary to read as this run's (a second call with FAD_GPU_CHECK_ONLY keeps the other parts' files).
+wants() { [ -z "${FAD_GPU_CHECK_ONLY:-}" ] || [[ ",$FAD_GPU_CHECK_ONLY," == *",$1,"* ]]; }
+STALE=(gpu_summary.json)
+wants bench && STALE+=(gpu_bench.json gpu_bench.png gpu_bench_compiled.json gpu_bench_compiled.png)
+wants bench && [ "${FAD_GPU_CHECK_PROFILE:-0}" = 1 ] && STALE+=(gpu_profile.json)
+wants bench && [ "${FAD_GPU_CHECK_COMPILE:-0}" = 1 ] && STALE+=(gpu_compiled.json)
+wants train && STALE+=(gpu_eval.json gpu_eval.md)
+wants train && [ "${FAD_GPU_CHECK_PACE:-0}" = 1 ] && STALE+=(gpu_train_profile.json)
+for name in "${STALE[@]}"; do rm -f "$OUT/$name"; done
 
 # --- 0. wheels and the machine's record -----------------------------------------------------------
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -167,8 +189,6 @@ fi
 # The last entry for a name wins.
 limit() { local entry found=; for entry in "${LIMITS[@]}"; do [ "${entry%%=*}" = "$1" ] && found=${entry#*=}; done
           echo "$found"; }
-# FAD_GPU_CHECK_ONLY=tests,bench,train runs only the named parts (default: all three).
-wants() { [ -z "${FAD_GPU_CHECK_ONLY:-}" ] || [[ ",$FAD_GPU_CHECK_ONLY," == *",$1,"* ]]; }
 
 # --- 1. the CUDA tests ----------------------------------------------------------------------------
 # Every test marked cuda or gpu, in 8 processes where pytest-xdist is installed (they share the GPU; their
@@ -178,9 +198,11 @@ PARALLEL=()
 "$PY" -c "import xdist" > /dev/null 2>&1 && PARALLEL=(-n 8)
 if wants tests; then
   # The compiled test (tens of seconds of compiling, in its own process) fills Inductor's cache for the bench.
-  step "CUDA tests" "$(limit test)" "$PY" -m pytest -v --tb=short -p no:cacheprovider -m "cuda or gpu" \
-    -rfEs --durations=8 \
-    "${PARALLEL[@]}" tests/ --ignore=tests/test_generate.py
+  # Two CPU threads a worker: eight workers of all 16 cores each slowed their CPU references. The TensorRT
+  # test runs in step 4, where TensorRT is installed.
+  OMP_NUM_THREADS=2 step "CUDA tests" "$(limit test)" "$PY" -m pytest -v --tb=short -p no:cacheprovider \
+    -m "cuda or gpu" -rfEs --durations=8 \
+    "${PARALLEL[@]}" tests/ --ignore=tests/test_generate.py --ignore=tests/test_tensorrt.py
 fi
 
 # --- 2. the bench on the GPU ----------------------------------------------------------------------
@@ -241,6 +263,8 @@ fi
 if [ "$TENSORRT" = yes ] && [ -d "$CHECKPOINT" ]; then
   step "TensorRT engines" "$(limit trt)" "${FAD[@]}" export --checkpoint "$CHECKPOINT" --out "$SCRATCH/engines" --trt
   step "TensorRT test" "$(limit trt)" "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_tensorrt.py
+elif [ "$TENSORRT" = yes ]; then
+  say "TensorRT parts skipped (no trained checkpoint to build engines of)"
 else
   say "TensorRT parts skipped (import tensorrt fails here)"
 fi
