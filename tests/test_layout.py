@@ -123,6 +123,18 @@ def test_a_dataset_target_must_be_new_empty_or_a_dataset_to_overwrite(tmp_path):
     layout.check_dataset_target(tmp_path / "data", overwrite=True)
     with pytest.raises(DataError, match="give the dataset folder a name"):
         layout.check_dataset_target(tmp_path / "data" / "..", overwrite=True)
+    # Its own: splits.json, the sessions, the feature cache, a session no split lists yet. Anything else
+    # (a run trained inside it, notes) would go with the folder, so overwriting is refused.
+    (tmp_path / "data" / layout.CACHE_DIR).mkdir()
+    _write(tmp_path / "data" / "b")
+    layout.check_dataset_target(tmp_path / "data", overwrite=True)
+    for foreign in ("NOTES.md", "runs"):
+        (tmp_path / "data" / foreign).mkdir()
+        with pytest.raises(DataError, match=f"holds '{foreign}', which is not part of its dataset"):
+            layout.check_dataset_target(tmp_path / "data", overwrite=True)
+        (tmp_path / "data" / foreign).rmdir()
+    (tmp_path / "data" / layout.SPLITS).write_text("{broken")  # still a dataset by its sessions
+    layout.check_dataset_target(tmp_path / "data", overwrite=True)
 
 
 def test_a_failed_staged_dataset_leaves_the_earlier_one_as_it_was(tmp_path):

@@ -9,7 +9,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fad_edge.cli.validate import MAX_SEED, check_disk, check_finite, check_output_dir, check_output_stem
+from fad_edge.cli.validate import (
+    MAX_SEED,
+    check_disk,
+    check_finite,
+    check_not_inputs,
+    check_output_dir,
+    check_output_stem,
+)
 
 console = Console()
 # The mp4 video's bytes per pixel and frame: 0.042 measured for the synthetic faces at 128 px, with a margin.
@@ -97,7 +104,7 @@ def baselines_l2l(
     from fad_edge.evaluation import evaluate_baselines
     from fad_edge.evaluation_report import rich_tables, write_reports
 
-    check_output_stem(out, (".json", ".md"))
+    check_not_inputs(check_output_stem(out, (".json", ".md")), [data])
     train, test = load_learning_to_listen_splits(data, channel, split)
 
     def sequences(segments: list) -> list[BaselineSequence]:

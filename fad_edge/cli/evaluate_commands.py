@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from fad_edge.cli.validate import SAMPLER_HELP, check_output_stem, check_sampler_name
+from fad_edge.cli.validate import SAMPLER_HELP, check_not_inputs, check_output_stem, check_sampler_name
 from fad_edge.json_report import json_report_bytes
 from fad_edge.models.config import ModelConfig
 from fad_edge.report_paths import report_path
@@ -87,10 +87,10 @@ def evaluate(
             start_noise=react_noise if start_noise is None else start_noise,
         )
     curve_steps = _steps_list(steps_curve) if steps_curve else None
-    check_output_stem(out, (".json", ".md"))
+    check_not_inputs(check_output_stem(out, (".json", ".md")), [*checkpoint, data])
     run_on = str(resolve_device(device))
     if curve_steps:
-        check_output_stem(report_path(out, "_steps"), (".png", ".json"))
+        check_not_inputs(check_output_stem(report_path(out, "_steps"), (".png", ".json")), [*checkpoint, data])
     loaded = [load_checkpoint(path) for path in checkpoint]
     labels = model_labels([model.config for model in loaded], checkpoint)
     with console.status(f"evaluating on the {escape(split)} split"):

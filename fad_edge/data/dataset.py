@@ -23,7 +23,7 @@ from fad_edge.data.audio_features import frame_windows, log_mel
 from fad_edge.data.normalization import Normalization
 from fad_edge.errors import DataError
 
-CACHE_DIR = ".fad_cache"
+CACHE_DIR = layout.CACHE_DIR
 
 
 @dataclass

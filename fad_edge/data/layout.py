@@ -33,6 +33,7 @@ SPEAKER = "speaker_coeffs.npy"
 LISTENER_ALTERNATIVES = "listener_alternatives.npy"
 META = "meta.json"
 SPLITS = "splits.json"
+CACHE_DIR = ".fad_cache"  # the training's decoded sessions, beside the session folders (data.dataset)
 SPLIT_NAMES = ("train", "val", "test")
 # Far beyond any FLAME value (expression within about +-10, axis-angle pose within +-pi): a larger one is a
 # corrupt file, whose finite 1e38 would overflow the metrics to inf far from its cause.
@@ -243,7 +244,22 @@ def check_dataset_target(out: Path, overwrite: bool = False) -> Path:
         if not overwrite:
             raise DataError(f"{out}: the output folder holds a dataset; give another folder, "
                             "or --overwrite to replace it")
+        if foreign := _not_of_the_dataset(out):
+            raise DataError(f"{out}: holds {foreign[0]!r}, which is not part of its dataset; --overwrite replaces "
+                            "the folder whole, so move that out first")
     return out.resolve() if out.is_symlink() else out
+
+
+def _not_of_the_dataset(root: Path) -> list[str]:
+    """What a dataset folder holds beside its own files: splits.json, the feature cache and its sessions (the
+    ones its splits name, or any folder holding a session's meta.json)."""
+    try:
+        named = {Path(name).parts[0] for names in read_splits(root).values() for name in names if Path(name).parts}
+    except DataError:  # a broken splits.json: the sessions are what look like sessions
+        named = set()
+    own = {SPLITS, CACHE_DIR, *named}
+    return sorted(entry.name for entry in root.iterdir()
+                  if entry.name not in own and not (entry.is_dir() and (entry / META).is_file()))
 
 
 @contextlib.contextmanager
