@@ -165,6 +165,12 @@ def test_hostile_arguments_are_one_line_and_exit_2(monkeypatch, capsys, place, a
     assert_one_line_error(code, output, fragment)
 
 
+def test_the_command_alone_prints_its_help(monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys)
+    assert code == 2 and output.startswith("Usage: fad-edge [OPTIONS] COMMAND")
+    assert all(command in output for command in ("synth", "train", "generate", "demo"))
+
+
 def test_refused_arguments_leave_nothing_behind(monkeypatch, capsys, tmp_path, place):
     code, _ = run_cli(monkeypatch, capsys, *[a.format(place=place) for a in GENERATE],
                       "--out", tmp_path / "out", "--seed", "-1")

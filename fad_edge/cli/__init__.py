@@ -119,7 +119,8 @@ def _run() -> NoReturn:
         result = app(prog_name="fad-edge", standalone_mode=False)
     except UsageError as error:
         usage = cast(_ClickError, error)
-        if type(error).__name__ == "NoArgsIsHelpError":  # the help is already printed (as typer checks it)
+        if type(error).__name__ == "NoArgsIsHelpError":  # `fad-edge` alone: the help, as --help prints it
+            app(prog_name="fad-edge", args=[*sys.argv[1:], "--help"], standalone_mode=False)
             sys.exit(usage.exit_code)
         hint = f" (see {usage.ctx.command_path} --help)" if usage.ctx is not None else ""
         _error_line(escape(usage.format_message() + hint))
