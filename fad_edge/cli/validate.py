@@ -172,8 +172,9 @@ def check_sampler_name(name: str, option: str = "--sampler") -> str:
         _refuse(option, str(error))
 
 
-SAMPLER_HELP = ("mean: the model's deterministic estimate, the same motion for every seed; diverse: a draw "
-                "from the reactions it learned (settings calibrated by fad-edge tune-sampler).")
+SAMPLER_HELP = ("mean: the model's own setting, a deterministic estimate (the same motion for every seed) "
+                "except in the paper and tiny presets, which start it from noise; diverse: a draw from the "
+                "reactions it learned (settings calibrated by fad-edge tune-sampler).")
 
 
 def frame_input_bytes(config: ModelConfig) -> int:
