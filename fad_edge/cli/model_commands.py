@@ -165,7 +165,6 @@ def train(
     check_finite(video_diffusion_gradient, "--video-diffusion-gradient", 0.0, 1.0)
     check_threads(threads)
     check_output_dir(out)
-    check_not_inputs([out], [data])  # a dataset's own folders are its sessions; `synth --overwrite` replaces them
     chosen = {"encoder_norm": encoder_norm, "video_diffusion_gradient": video_diffusion_gradient,
               "condition_shortcut": condition_shortcut, "rotation_head_channels": rotation_head,
               "loss_dim_weighting": loss_dim_weighting, "prosody_channels": prosody_channels,
