@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from fad_edge import __version__
+from fad_edge.artifact import MANIFEST
 from fad_edge.atomic import staged_folder
 from fad_edge.data.normalization import Normalization
 from fad_edge.digests import file_sha256
@@ -92,6 +93,9 @@ def resolve_checkpoint(folder: Path) -> Path:
         return old
     if folder.is_file():
         raise CheckpointError(f"{folder}: a checkpoint is a folder holding {MODEL_JSON} and {MODEL_WEIGHTS}")
+    if (folder / MANIFEST).is_file():
+        raise CheckpointError(f"{folder}: is an export folder ({MANIFEST}), not a checkpoint; give the checkpoint "
+                              "folder it was exported from (a run's best/ or checkpoint/)")
     raise CheckpointError(f"{folder}: no fad-edge checkpoint here (missing {MODEL_JSON})")
 
 

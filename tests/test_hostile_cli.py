@@ -29,6 +29,8 @@ def place(tmp_path_factory):
                          (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000, np.zeros((20, 56), np.float32))
     (root / "afile").write_text("not a folder")
     (root / "report.json").mkdir()  # where a report file would go
+    (root / "export").mkdir()  # an export folder, where a checkpoint is asked for
+    (root / "export" / "manifest.json").write_text("{}")
     return root
 
 
@@ -50,6 +52,12 @@ TUNE = ["tune-sampler", "--checkpoint", "{place}/ckpt", "--data", "{place}"]
 CASES = {
     # output paths: an existing file where a folder goes, a file in the way of a folder, a folder where a file goes
     "generate out is a file": (GENERATE + ["--out", "{place}/afile"], "exists and is not a folder"),
+    "generate video is a folder": (["generate", "--checkpoint", "{place}/ckpt", "--video", "{place}/session",
+                                    "--out", "{place}/g"], "is a folder, not a video file"),
+    "evaluate checkpoint is an export": (["evaluate", "--checkpoint", "{place}/export", "--data", "{place}"],
+                                         "is an export folder"),
+    "train data is a file": (["train", "--data", "{place}/afile", "--out", "{place}/r", "--preset", "tiny"],
+                             "is a file, not a dataset folder"),
     "generate out under a file": (GENERATE + ["--out", "{place}/afile/sub"], "is a file, so nothing"),
     "evaluate out under a file": (EVALUATE + ["--out", "{place}/afile/eval"], "is a file, so nothing"),
     "evaluate out is a folder": (EVALUATE + ["--out", "{place}/report"], "is a folder"),

@@ -192,6 +192,8 @@ def write_splits(root: Path, splits: dict[str, list[str]]) -> Path:
 def read_splits(root: Path) -> dict[str, list[str]]:
     """The split lists, each session folder checked to exist."""
     path = Path(root) / SPLITS
+    if Path(root).exists() and not Path(root).is_dir():
+        raise DataError(f"{root}: is a file, not a dataset folder")
     if not path.is_file():
         raise DataError(f"{path}: file not found (is {root} a fad-edge dataset?)")
     try:

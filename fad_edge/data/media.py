@@ -34,7 +34,7 @@ class VideoReader:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise DataError(f"{self.path}: video file not found")
+            raise DataError(missing_file(self.path, "video"))
         self._capture = cv2.VideoCapture(str(self.path))
         try:
             if not self._capture.isOpened():
@@ -158,11 +158,18 @@ def _frame_count(path: Path) -> int:
         capture.release()
 
 
+def missing_file(path: Path, kind: str) -> str:
+    """Why `path` cannot be read as a `kind` file: a folder in its place, or nothing there."""
+    if path.is_dir():
+        return f"{path}: is a folder, not a {kind} file"
+    return f"{path}: {kind} file not found"
+
+
 def read_audio(path: Path, notes: list[str] | None = None) -> tuple[np.ndarray, int]:
     """Mono float32 samples and the sample rate (channels mixed down by `downmix`, which may add to `notes`)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: audio file not found")
+        raise DataError(missing_file(path, "audio"))
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError, ValueError) as error:
@@ -187,7 +194,7 @@ def read_audio_track(path: Path, notes: list[str] | None = None) -> tuple[np.nda
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: video file not found")
+        raise DataError(missing_file(path, "video"))
     try:
         with av.open(str(path)) as container:
             if not container.streams.audio:
