@@ -127,6 +127,8 @@ CASES = {
                                     "{place}/session/speaker.mp4", "--audio", "{place}/session/speaker.wav",
                                     "--frame", "500", "--out", "{place}/s.png"],
                                    "past the video's last frame"),
+    "explain out not a png": (["explain", "--checkpoint", "{place}/ckpt", "--video", "{place}/session/speaker.mp4",
+                               "--out", "{place}/s.jpg"], "does not end in .png"),
     "explain target typo": (["explain", "--checkpoint", "{place}/ckpt", "--video", "{place}/session/speaker.mp4",
                              "--target", "eyes"], "--target"),
     # outputs that would replace an input, or land in a dataset

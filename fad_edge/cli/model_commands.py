@@ -315,6 +315,8 @@ def explain(
     check_choice(target, "--target", TARGETS)
     check_output_file(out)
     check_not_inputs([out], [checkpoint, video, audio])
+    if out.suffix.lower() != ".png":  # the figure is written as PNG, whatever the name says
+        raise typer.BadParameter(f"{out} does not end in .png; the saliency figure is a PNG", param_hint="--out")
     cropper = _face_cropper(face, box)
     run_on = resolve_device(device)
     loaded = load_checkpoint(checkpoint)
