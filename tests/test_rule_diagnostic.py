@@ -181,6 +181,20 @@ def test_the_command_prints_the_table_and_writes_json(monkeypatch, capsys, datas
     assert report["rules"]["head"]["data_r"] > 0.9  # the recorded listener follows the head rule
 
 
+def test_the_table_is_stacked_where_the_terminal_is_too_narrow_for_its_numbers(monkeypatch, capsys, dataset):
+    from rich.console import Console
+
+    from fad_edge.cli import rules_command
+
+    data, checkpoint = dataset
+    monkeypatch.setattr(rules_command, "console", Console(width=40))
+    code, output = run_cli(monkeypatch, capsys, "rules", checkpoint, "--data", data, "--split", "test",
+                           "--device", "cpu")
+    assert code == 0, output
+    assert "…" not in output and all(len(line) <= 40 for line in output.splitlines())
+    assert "nod" in output.splitlines() and "  amplitude: " in output
+
+
 def _assert_one_line_error(code, output, fragment):
     assert code == 2, output
     lines = [line for line in output.strip().splitlines() if line.strip()]

@@ -297,3 +297,25 @@ def test_listing_a_large_grid_takes_no_time(checkpoint):
     started = time.perf_counter()
     assert len(grid.candidates(config)) == grid.size() == 29 * 11 * (1 + 4 * 12)
     assert time.perf_counter() - started < 2.0  # listing it with a list's membership test took 20 s
+
+
+def test_the_grid_tables_are_stacked_where_the_terminal_is_too_narrow_for_their_numbers():
+    import io
+
+    from rich.console import Console
+
+    from fad_edge.bench.tables import print_table
+    from fad_edge.cli.sampler_commands import _tables
+    from fad_edge.sampler_tuning import FRDIV_RATIO, GridReport, GridRow
+
+    scores = {group: {"L2": 0.123456, "FD": 0.00123456, FRDIV_RATIO: 1.23} for group in ("expression", "rotation")}
+    rows = [GridRow(name, SamplerSettings(3, 99, 6.0, 1.0, 1.35, 0.55), scores) for name in ("mean", "#1")]
+    report = GridReport("ckpt", "val", 14, 8400, 2, 1.1, rows, chosen=1, rule="frdiv", react_samples=4)
+    for width, stacked in ((40, True), (80, False)):
+        out = io.StringIO()
+        console = Console(file=out, width=width)
+        for table in _tables(report):
+            print_table(console, table)
+        text = out.getvalue()
+        assert "…" not in text and all(len(line) <= width for line in text.splitlines())
+        assert ("  exp FD: 0.00123" in text) == stacked and "0.00123" in text

@@ -45,6 +45,7 @@ def rules(
 ) -> None:
     """How well a model reproduces each rule of the synthetic listener (nod, brow, smile, head) on a split."""
     from fad_edge.atomic import atomic_write_bytes
+    from fad_edge.bench.tables import print_table
     from fad_edge.cli.model_commands import _open_runner_on  # the same runner `generate` opens
     from fad_edge.rule_diagnostic import diagnose
 
@@ -62,11 +63,11 @@ def rules(
                         f"{count} session{'s' if count != 1 else ''}, {frames} frames")
     table.add_column("rule")
     for name in ("r", "amplitude", "data r", "frames", "active"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)  # numbers: stacked, never cut, when narrow
     for score in report.rules.values():
         table.add_row(score.rule, _cell(score.r), _cell(score.amplitude), _cell(score.data_r), str(score.frames),
                       str(score.active_frames))
-    console.print(table)
+    print_table(console, table)  # stacked below the width its numbers need
     console.print(LEGEND, markup=False, highlight=False)  # wrapped to the terminal's width (80 when piped)
     if out is not None:
         record = {"settings": settings, **report.to_dict()}

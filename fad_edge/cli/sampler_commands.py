@@ -68,6 +68,7 @@ def tune_sampler(
     the data's alternative listeners do. The choice can be written into a copy of the checkpoint
     (--write-to), so that `--sampler diverse` uses it everywhere the model goes, its exports included.
     """
+    from fad_edge.bench.tables import print_table
     from fad_edge.checkpoint import load_checkpoint
     from fad_edge.devices import resolve_device
     from fad_edge.react_evaluation import ReactOptions
@@ -117,7 +118,7 @@ def tune_sampler(
                           say=lambda message: status.update(escape(message)), rule=rule,
                           react=ReactOptions(samples=react_samples, window=react_window), frdiv_range=frdiv_range)
     for table in _tables(report):
-        console.print(table)
+        print_table(console, table)  # stacked below the width its numbers need
     chosen = report.chosen if pick is None else pick
     if report.chosen is None:
         remedy = ("try other temperatures" if rule == "frdiv" else "raise --max-l2-ratio")
@@ -162,16 +163,17 @@ def _check_grid_size(grid: SamplerGrid) -> None:
 def _tables(report: GridReport) -> list[Table]:
     """The grid as tables, its settings, then its scores (then, with --rule frdiv, each group's FRDiv over
     the alternative listeners'), each narrow enough for an 80-column terminal however many settings
-    vary (the pairwise diversity is in the report files)."""
+    vary (the pairwise diversity is in the report files). Number columns never wrap, so `print_table` knows
+    the width they need and stacks the rows below it."""
     from fad_edge.sampler_tuning import FRDIV_RATIO, plural
 
     settings = Table(title=escape(f"Sampler grid on {report.split}: the settings"))
     for column in ("row", "start step", "steps", "start noise", "temperature", "rotation noise"):
-        settings.add_column(column, justify="left" if column == "row" else "right")
+        settings.add_column(column, justify="left" if column == "row" else "right", no_wrap=column != "row")
     scores = Table(title=escape(f"Their scores: {plural(report.sessions, 'session')}, "
                                 f"{plural(report.samples, 'sample')} per clip"))
     for column in ("row", "exp L2", "exp FD", "rot L2", "rot FD"):
-        scores.add_column(column, justify="left" if column == "row" else "right")
+        scores.add_column(column, justify="left" if column == "row" else "right", no_wrap=column != "row")
     names = [f"{row.name} *" if index == report.chosen else row.name for index, row in enumerate(report.rows)]
     for name, row in zip(names, report.rows, strict=True):
         s = row.settings
@@ -184,7 +186,7 @@ def _tables(report: GridReport) -> list[Table]:
     diversity = Table(title=title, caption=escape(f"{report.react_samples} samples per speaker window"),
                       min_width=len(title) + 2)  # the title on one line
     for column in ("row", "expression", "rotation"):
-        diversity.add_column(column, justify="left" if column == "row" else "right")
+        diversity.add_column(column, justify="left" if column == "row" else "right", no_wrap=column != "row")
     for name, row in zip(names, report.rows, strict=True):
         diversity.add_row(name, *[f"{row.scores[g][FRDIV_RATIO]:.2f}" for g in ("expression", "rotation")])
     return [settings, scores, diversity]
