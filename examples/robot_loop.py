@@ -1,14 +1,18 @@
-"""A robot's listening loop: camera (or a video file) + microphone (or a wav), played at real time.
+"""A robot's listening loop: camera or video file, microphone or wav, in real time.
 
     fad-edge demo   # among the rest, exports a model to demo_out/model
-    python examples/robot_loop.py --model demo_out/model --precision int8 --video talk.mp4 --audio talk.wav
-    python examples/robot_loop.py --model demo_out/model --precision int8 --camera 0 --audio talk.wav
-    python examples/robot_loop.py --model engines/NAME --backend trt --camera 0 --audio talk.wav  # a Jetson
+    python examples/robot_loop.py --model demo_out/model --precision int8 \\
+        --video talk.mp4 --audio talk.wav
+    python examples/robot_loop.py --model demo_out/model --precision int8 \\
+        --camera 0 --audio talk.wav
+    python examples/robot_loop.py --model engines/NAME --backend trt \\
+        --camera 0 --audio talk.wav    # on a Jetson
 
-Frames and audio are pushed into a ListenerStream as they "arrive" (paced by the wall clock, as a
-capture loop would be: a file's frames at its own frame rate, a camera's as it delivers them); each
-clip's listener motion is printed with its latency when it is ready. Ctrl-C stops the loop and still
-prints the stream's statistics (exit code 130). Replace `print_clip` with whatever drives your
+Frames and audio are pushed into a ListenerStream as they "arrive" (paced by the
+wall clock, as a capture loop would be: a file's frames at its own frame rate, a
+camera's as it delivers them); each clip's listener motion is printed with its
+latency when it is ready. Ctrl-C stops the loop and still prints the stream's
+statistics (exit code 130). Replace `print_clip` with whatever drives your
 robot's face or avatar.
 """
 
@@ -35,8 +39,9 @@ INTERRUPTED = 130  # the exit code of a program stopped by Ctrl-C
 
 def print_clip(clip: ClipMotion) -> None:
     jaw, head = clip.motion[:, 50], clip.motion[:, 53:56]
-    print(f"clip {clip.index:4d} t={clip.timestamps[0]:7.2f}s latency {clip.latency * 1000:6.1f} ms "
-          f"jaw {jaw.mean():+.3f} head pitch/yaw/roll {head.mean(0).round(3)}")
+    pitch, yaw, roll = head.mean(0)  # the clip's mean jaw opening and head rotation
+    print(f"clip {clip.index:4d} at {clip.timestamps[0]:7.2f} s {clip.latency * 1000:6.1f} ms  jaw {jaw.mean():+.3f}"
+          f"  head {pitch:+.3f} {yaw:+.3f} {roll:+.3f}")
 
 
 def seconds_to_run(text: str) -> float:

@@ -118,3 +118,5 @@ def test_the_loop_runs_an_export(robot_loop, media, tiny_export, capsys):
                             "--face", "none", "--seconds", "2"]) == 0
     output = capsys.readouterr().out
     assert output.splitlines()[-1].startswith("2 clips; per-clip latency p50")
+    clips = [line for line in output.splitlines() if line.startswith("clip ")]
+    assert len(clips) == 2 and all(len(line) <= 80 and "  head " in line for line in clips)
