@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -135,7 +136,8 @@ def test_a_failed_reconversion_leaves_the_earlier_dataset_whole(tmp_path, monkey
 def test_an_overwriting_conversion_replaces_the_dataset_whole(tmp_path):
     _vico(tmp_path / "vico")
     convert_vico(tmp_path / "vico", tmp_path / "ours")
-    (tmp_path / "ours" / "train_9").mkdir()  # a session of the earlier dataset that the new one lacks
+    # A session of the earlier dataset that the new one lacks (no split lists it: a session by its meta.json).
+    shutil.copytree(tmp_path / "ours" / "train_0", tmp_path / "ours" / "train_9")
     convert_vico(tmp_path / "vico", tmp_path / "ours", overwrite=True)
     assert "train_9" not in {p.name for p in (tmp_path / "ours").iterdir()}
     assert layout.read_splits(tmp_path / "ours")["train"] == ["train_0", "train_1"]

@@ -144,8 +144,6 @@ CASES = {
     "tune-sampler out in the checkpoint": (TUNE + ["--out", "{place}/ckpt/model"], "inside the input folder"),
     "evaluate out in the checkpoint": (EVALUATE + ["--out", "{place}/ckpt/model"], "inside the input folder"),
     "evaluate out in the data": (EVALUATE + ["--out", "{place}/splits"], "inside the input folder"),
-    "baselines-l2l out in the data": (["baselines-l2l", "--data", "{place}", "--channel", "conan", "--out",
-                                       "{place}/l2l"], "inside the input folder"),
     "tune-sampler write-to in the data": (TUNE + ["--write-to", "{place}/calibrated"], "inside the input folder"),
     "generate out is a dataset session": (GENERATE + ["--out", "{place}/session"], "is a dataset session"),
     "generate out is the checkpoint": (GENERATE + ["--out", "{place}/ckpt"], "would replace the input"),

@@ -13,7 +13,6 @@ from fad_edge.cli.validate import (
     MAX_SEED,
     check_disk,
     check_finite,
-    check_not_inputs,
     check_output_dir,
     check_output_stem,
 )
@@ -104,7 +103,7 @@ def baselines_l2l(
     from fad_edge.evaluation import evaluate_baselines
     from fad_edge.evaluation_report import rich_tables, write_reports
 
-    check_not_inputs(check_output_stem(out, (".json", ".md")), [data])
+    check_output_stem(out, (".json", ".md"))  # beside the data's .npy files, never one of them
     train, test = load_learning_to_listen_splits(data, channel, split)
 
     def sequences(segments: list) -> list[BaselineSequence]:
