@@ -19,6 +19,7 @@ from fad_edge import metrics
 from fad_edge.baselines import NAMES as BASELINE_NAMES
 from fad_edge.baselines import Baselines, BaselineSequence
 from fad_edge.checkpoint import LoadedCheckpoint
+from fad_edge.digests import motion_fingerprint
 from fad_edge.errors import DataError
 from fad_edge.model_draws import EncodedInputs, encode_inputs, sample_encoded
 from fad_edge.models.config import ModelConfig
@@ -201,6 +202,7 @@ def evaluate(models: list[tuple[str, LoadedCheckpoint]], data: Path, split: str 
     table = EvaluationTable(split, [s.name for s in test], int(sum(len(s.listener) for s in test)))
     truths = [s.listener for s in test]
     table.notes += short_sequence_notes(truths)
+    table.notes += in_sample_notes(models, truths, split)
     speakers = [s.speaker for s in test]
     si = fit_shannon_indices(truths, split)
 
@@ -258,6 +260,20 @@ def steps_curve(loaded: LoadedCheckpoint, data: Path, split: str, steps_list: li
     config = loaded.config
     return {n: score_settings(runner, encoded, truths, sampler_settings(config, sampler, n, start_noise))
             for n in steps_list}
+
+
+def in_sample_notes(models: list[tuple[str, LoadedCheckpoint]], truths: list[np.ndarray], split: str) -> list[str]:
+    """A note for each model that was trained on some of the evaluated sessions (the same listener motion, under
+    whatever name: another split of the dataset, another dataset drawn with the same seed): its figures are
+    in-sample there, and look better than held-out ones would."""
+    evaluated = [motion_fingerprint(truth) for truth in truths]
+    notes = []
+    for label, checkpoint in models:
+        trained = set(checkpoint.info.get("train_motion_fingerprints") or ())
+        if count := sum(fingerprint in trained for fingerprint in evaluated):
+            notes.append(f"{label}: {count} of the {len(evaluated)} {split} sessions were in its training data, "
+                         "so its figures are in-sample for them")
+    return notes
 
 
 def evaluate_baselines(train: list[BaselineSequence], test: list[BaselineSequence], split: str,

@@ -27,6 +27,7 @@ from fad_edge.data.augment import AugmentConfig
 from fad_edge.data.dataset import ClipDataset, load_split
 from fad_edge.data.normalization import Normalization
 from fad_edge.devices import parse_device, resolve_device
+from fad_edge.digests import motion_fingerprint
 from fad_edge.errors import FadEdgeError
 from fad_edge.frozen_video import encode_frozen_video
 from fad_edge.listener_model import ListenerModel
@@ -359,7 +360,9 @@ def _train(config: TrainConfig, reporter: TrainReporter, resume: bool, overwrite
     model.train()
     workers = config.workers if config.workers is not None else default_workers(device, world)
     loader = step_loader(batches, progress.step, total, workers, pin_memory=device.type == "cuda")
-    extra = {"train_config": asdict(config), "world_size": world}
+    # What `evaluate` tells its split's sessions apart from the training ones by, whatever their names.
+    fingerprints = sorted({motion_fingerprint(session.listener) for session in train_set.sessions})
+    extra = {"train_config": asdict(config), "world_size": world, "train_motion_fingerprints": fingerprints}
     waits: list[float] = []
     first_step = progress.step
     reporter.start(total, progress.step)

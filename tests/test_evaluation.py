@@ -141,6 +141,23 @@ def test_evaluate_prints_and_writes_the_paper_table(dataset, tmp_path, monkeypat
     assert not (tmp_path / "lr1.json").exists()
 
 
+def test_sessions_a_model_was_trained_on_are_named_in_a_note_whatever_their_split_or_name():
+    from types import SimpleNamespace
+
+    from fad_edge.digests import motion_fingerprint
+    from fad_edge.evaluation import in_sample_notes
+
+    rng = np.random.default_rng(0)
+    sessions = [rng.standard_normal((45, 56)).astype(np.float32) for _ in range(3)]
+    trained = SimpleNamespace(info={"train_motion_fingerprints": [motion_fingerprint(sessions[1])]})
+    older = SimpleNamespace(info={})  # a checkpoint saved before fingerprints were recorded: nothing to say
+    notes = in_sample_notes([("FAD", trained), ("old", older)], sessions, "test")
+    assert notes == ["FAD: 1 of the 3 test sessions were in its training data, so its figures are in-sample for them"]
+    # The fingerprint is of the whole clips the model reads: a copy cut to them is the same session.
+    assert motion_fingerprint(sessions[1][:40]) == motion_fingerprint(sessions[1])
+    assert in_sample_notes([("FAD", trained)], [sessions[0], sessions[2]], "test") == []
+
+
 def refuse_non_json(constant: str) -> None:
     raise AssertionError(f"{constant} is not JSON")
 

@@ -147,6 +147,7 @@ def test_tune_sampler_writes_a_calibrated_copy_and_leaves_the_input_alone(datase
     assert [row["name"] for row in report["rows"]] == ["mean", "#1", "#2", "#3", "#4"]
     assert "| setting |" in (tmp_path / "grid.md").read_text() and "rot FD" in output
     assert output.splitlines()[0] == "sampling 4 settings and the mean sampler on the val split"
+    assert "optimistic" not in output  # val: the split a choice is made on
     written = [line for line in output.splitlines() if line.startswith("wrote ")]
     assert written[0] == f"wrote {tmp_path / 'grid.json'} and {tmp_path / 'grid.md'}"  # whole, however long
     assert written[1].startswith(f"wrote {copy}: diverse sampler #2")
@@ -158,6 +159,15 @@ def test_tune_sampler_writes_a_calibrated_copy_and_leaves_the_input_alone(datase
     code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
                            "--write-to", copy)
     assert code == 2 and "--overwrite" in output and "Traceback" not in output
+
+
+def test_tune_sampler_on_the_test_split_says_its_figures_stop_being_held_out(dataset, checkpoint, tmp_path,
+                                                                            monkeypatch, capsys):
+    code, output = run_cli(monkeypatch, capsys, "tune-sampler", "--checkpoint", checkpoint, "--data", dataset,
+                           "--split", "test", "--start-steps", "70", "--steps", "1", "--temperature", "1",
+                           "--samples", "1", "--out", tmp_path / "grid")
+    assert code == 0, output
+    assert "note: a setting chosen on the test split makes that split's figures optimistic" in output
 
 
 def test_tune_sampler_chooses_by_frdiv_where_the_data_has_alternative_listeners(dataset, checkpoint, tmp_path,

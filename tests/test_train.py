@@ -53,6 +53,13 @@ def test_training_writes_checkpoints_and_lowers_the_loss(dataset, tmp_path, auto
     assert (tmp_path / "run" / "best" / "model.json").exists()
     tensors, state = load_train_state(tmp_path / "run" / "checkpoint")
     assert state["step"] == result.steps and "noise_generator" in tensors
+    # The training sessions' fingerprints, for evaluate to tell them from held-out ones.
+    from fad_edge.data.dataset import load_split
+    from fad_edge.digests import motion_fingerprint
+
+    train_sessions = load_split(dataset, "train", 48, 80, use_cache=False)
+    info = load_checkpoint(tmp_path / "run" / "best").info
+    assert info["train_motion_fingerprints"] == sorted(motion_fingerprint(s.listener) for s in train_sessions)
     first, last = result.history[0]["val_loss"], result.history[-1]["val_loss"]
     assert last < first
 

@@ -113,6 +113,8 @@ def tune_sampler(
     ratio = MAX_L2_RATIO if max_l2_ratio is None else max_l2_ratio
     console.print(f"sampling {plural(len(candidates), 'setting')} and the mean sampler on the {split} split",
                   markup=False, highlight=False)
+    if split in SPLIT_CAVEATS:
+        console.print(f"note: {SPLIT_CAVEATS[split]}", style="yellow", markup=False, highlight=False)
     with console.status("sampler grid") as status:
         report = run_grid(loaded, data, split, candidates, samples, run_on, ratio,
                           say=lambda message: status.update(escape(message)), rule=rule,
@@ -158,6 +160,13 @@ def _check_grid_size(grid: SamplerGrid) -> None:
     raise typer.BadParameter(f"the grid has {count:,} settings (from {product} values), more than the "
                              f"{MAX_GRID_SETTINGS} one run scores; give fewer values",
                              param_hint=" / ".join(f"'{option}'" for option in varied))
+
+
+# What a choice made on a split other than val costs: figures later read on that split are not held out.
+SPLIT_CAVEATS = {
+    "test": "a setting chosen on the test split makes that split's figures optimistic; choose on val",
+    "train": "the train split is what the model learned; a setting chosen there may not carry to new speakers",
+}
 
 
 def _tables(report: GridReport) -> list[Table]:
