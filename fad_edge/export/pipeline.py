@@ -340,8 +340,9 @@ def _export_int8(out: Path, manifest: ExportManifest, feeds: dict, reported: Sco
     INT8 graph far from FP32 could otherwise pass by scoring lower. First ELNet in FP32 (the folded x0 divides
     by sqrt(alpha_bar), which amplifies its quantization error, and it holds little of the compute); then the
     encoders quantized from their exact GroupNorm graphs (slower: a float round trip at every norm). A fallback
-    is kept only where it brings L2 closer to FP32's on `choice()`'s sessions; the result is then measured
-    on the reported ones, and what is left over budget there is reported (`within_budget`).
+    is tried where the INT8 set is off budget on `choice()`'s sessions and kept only where it brings L2 closer
+    to FP32's there; the result is then measured on the reported ones, and what is left over budget there is
+    reported (`within_budget`).
     """
     def quantize(graph: str, source: Path, suffix: str = ".int8.onnx") -> None:
         target = out / f"{graph}{suffix}"
@@ -365,11 +366,13 @@ def _export_int8(out: Path, manifest: ExportManifest, feeds: dict, reported: Sco
                     "elnet": "int8", "encoder_norms": "frozen" if frozen.norms else "as trained",
                     "frozen_norms": frozen.norms}
     budget = INT8_L2_BUDGET - 1
-    if deviation(l2, reported) > budget:
-        chooser = choice()
-        chosen = l2 if chooser is reported else l2s(chooser)
-        tried = {"all_int8": deviation(chosen, chooser)}
-        report["fallbacks_chosen_on"] = {"sessions": chooser.name, "deviations": tried}
+    # Whether to try fallbacks is decided on the choice sessions too: decided on the reported ones, a
+    # set kept where they pass and replaced where they fail would make the reported figure look better.
+    chooser = choice()
+    chosen = l2 if chooser is reported else l2s(chooser)
+    tried = {"all_int8": deviation(chosen, chooser)}
+    report["chosen_on"] = {"sessions": chooser.name, "deviations": tried}
+    if tried["all_int8"] > budget:
         kept = {graph: files["int8"] for graph, files in manifest.graphs.items()}  # restored where a fallback loses
         for graph in (ELNET_X0, ELNET_EPS):
             manifest.graphs[graph]["int8"] = manifest.graphs[graph]["fp32"]
