@@ -219,6 +219,16 @@ def test_bad_input_is_refused_at_the_call_and_the_stream_goes_on():
     assert stats.timestamps_refused == 4 and stats.clips == 2 and stats.frames == 16
 
 
+def test_frames_stamped_in_milliseconds_are_counted_as_refused_timestamps():
+    with ListenerStream(FakeRunner()) as stream:
+        stream.push_video(picture(0), 0.0)
+        stream.push_video(picture(1), 33.0)  # milliseconds: a jump, then another
+        stream.push_video(picture(2), 66.0)
+        with pytest.raises(StreamInputError, match="milliseconds"):
+            stream.push_video(picture(3), 100.0)
+    assert stream.stats().timestamps_refused == 1
+
+
 def test_a_clock_jump_of_a_million_seconds_costs_nothing():
     # The aligner's tests measure the jump's memory with tracemalloc; here the worker thread runs NumPy
     # meanwhile, and tracemalloc.stop() racing NumPy's allocations in another thread crashes CPython

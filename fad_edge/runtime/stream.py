@@ -180,7 +180,11 @@ class ListenerStream:
             small = resize_frames(cropped[None], self.config.image_size)[0]
         with self._lock:
             self._check_open()
-            self.aligner.push_frame(small, t, self.clock())
+            try:
+                self.aligner.push_frame(small, t, self.clock())
+            except StreamInputError:  # a timestamp in the wrong unit: well-formed, but refused all the same
+                self._counts["timestamps_refused"] += 1
+                raise
             self._stamp_complete()
             self._lock.notify_all()
             # Room for the next frame: only when the model is slower than real time does this wait,

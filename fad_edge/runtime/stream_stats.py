@@ -42,7 +42,7 @@ class StreamStats:
     audio_dead: int  # times the audio stopped and clips went on with silence
     clock_jumps_video: int  # new segments
     clock_jumps_audio: int
-    timestamps_refused: int
+    timestamps_refused: int  # not finite, out of range, or one more frame in a row that jumps
     callback_errors: int
     clips_dropped: int  # by the full callback queue, or still queued when close() stopped waiting
     clips_unread_dropped: int  # pushed out of clips()'s buffer unread (expected when only on_clip is used)
