@@ -165,6 +165,24 @@ def test_demo_reuses_its_dataset_and_refuses_one_made_with_other_settings_or_a_f
     assert "holds 'thesis.tex', which the demo does not write" in output and (demo / "thesis.tex").exists()
 
 
+def test_the_demos_outputs_table_keeps_each_path_on_one_line_at_80_columns():
+    import io
+
+    from rich.console import Console
+
+    from fad_edge.bench.tables import print_table
+    from fad_edge.cli.demo_command import outputs_table
+
+    for folder, stacked in (("demo_out", False), ("/home/someone/experiments/2026/listener/demo_final", True)):
+        outputs = [("dataset", f"{folder}/data"), ("listener motion", f"{folder}/generate/listener_coeffs.npy")]
+        out = io.StringIO()
+        print_table(Console(file=out, width=80), outputs_table(outputs, 300.4))
+        text = out.getvalue()
+        assert all(len(line) <= 80 for line in text.splitlines()) and "fad-edge demo (300 s)" in text
+        assert all(path in text for _, path in outputs)  # whole, never folded across lines
+        assert ("  where: " in text) == stacked
+
+
 def test_the_disk_check_prints_small_sizes_in_a_unit_that_shows_them(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(2**30, 2**30 - 3 * 2**20, 3 * 2**20))
     with pytest.raises(Exception) as refusal:

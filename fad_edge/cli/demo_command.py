@@ -152,14 +152,20 @@ def demo(
     atomic_write_bytes(out / SUMMARY, json_report_bytes(summary))
     outputs.append(("summary", str(out / SUMMARY)))
 
-    where = Table(title=f"fad-edge demo ({time.time() - started:.0f} s)")
-    where.add_column("output")
-    where.add_column("where", overflow="fold")  # a path is never cut short
-    for name, path in outputs:
-        where.add_row(name, escape(path))
-    console.print(where)
+    print_table(console, outputs_table(outputs, time.time() - started))
     console.print("L2 of FAD / L2 of the Median baseline on the test split: "
                   + ", ".join(f"{group} {value:.2f}x" for group, value in ratio.items()))
+
+
+def outputs_table(outputs: list[tuple[str, str]], seconds: float) -> Table:
+    """Where each output went. Paths never wrap (`print_table` stacks the rows where they would not fit), so
+    each one copies whole from the terminal."""
+    where = Table(title=f"fad-edge demo ({seconds:.0f} s)")
+    where.add_column("output")
+    where.add_column("where", no_wrap=True)
+    for name, path in outputs:
+        where.add_row(name, escape(path))
+    return where
 
 
 def _check_demo_folder(out: Path) -> None:
