@@ -91,6 +91,28 @@ def test_mean_is_the_default_bit_for_bit(tiny_export, session):
                                       TorchRunner(model, steps, seed=2, sampler="mean").run(*_args(session)))
 
 
+def test_elnet_in_batches_of_clips_gives_the_same_motion(tiny_export, session):
+    """A GPU provider's profile stops at a number of clips per call; the noise is drawn for all clips at once."""
+    for sampler in ("mean", "diverse"):
+        whole = OrtRunner(tiny_export, "fp32", threads=1, seed=4, sampler=sampler).run(*_args(session))
+        batched = OrtRunner(tiny_export, "fp32", threads=1, seed=4, sampler=sampler)
+        batched.clip_batch = 2  # 3 clips: calls of 2 and 1
+        sizes: list[int] = []
+        opened = batched.elnet
+
+        class Counted:
+            def __init__(self, session):
+                self.session = session
+
+            def run(self, outputs, feeds):
+                sizes.append(len(feeds["condition"]))
+                return self.session.run(outputs, feeds)
+
+        batched.elnet = lambda graph: Counted(opened(graph))  # type: ignore[method-assign]
+        np.testing.assert_allclose(batched.run(*_args(session)), whole, rtol=0, atol=1e-6)
+        assert sizes and set(sizes) == {2, 1}
+
+
 def test_settings_replaced_after_opening_open_the_graph_they_need(tiny_export, tmp_path, session):
     folder = calibrated_export(tiny_export, tmp_path / "model", diverse_start_step=40, diverse_steps=2)
     config = ExportManifest.load(folder).model_config

@@ -46,7 +46,11 @@ class FakeDriver:
     def stream(self) -> int:
         return 7
 
+    fail_after: int | None = None  # allocations before an out-of-memory error
+
     def alloc(self, nbytes: int) -> int:
+        if self.fail_after is not None and len(self.memory) >= self.fail_after:
+            raise MemoryError("out of device memory")
         pointer, self.next_pointer = self.next_pointer, self.next_pointer + nbytes + 256
         self.memory[pointer] = np.zeros(nbytes, np.uint8)
         return pointer
@@ -84,7 +88,9 @@ class FakeContext:
         self.runs = 0
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        if shape[0] > self.io.max_shapes[name][0] or tuple(shape[1:]) != self.io.max_shapes[name][1:]:
+        if not self.io.min_batch <= shape[0] <= self.io.max_shapes[name][0]:  # outside the profile, as TensorRT
+            return False
+        if tuple(shape[1:]) != self.io.max_shapes[name][1:]:
             return False
         self.shapes[name] = tuple(shape)
         return True
@@ -140,7 +146,9 @@ def engine_folder(tiny_export, tmp_path, monkeypatch):
     return folder
 
 
-def fake_loader(folder, driver: FakeDriver, engines: dict):
+def fake_loader(folder, driver: FakeDriver, engines: dict, min_frames: int = 1):
+    """Engines of the FP32 graphs; `min_frames` is the encoders' smallest batch (8 in engines built before
+    their profiles started at one frame)."""
     def load(path):
         record = json.loads(path.with_suffix(".json").read_text())
         session = ort.InferenceSession(str(folder / record["onnx"]), providers=["CPUExecutionProvider"])
@@ -149,7 +157,8 @@ def fake_loader(folder, driver: FakeDriver, engines: dict):
         dtypes = {i.name: np.dtype(np.int64 if "int64" in i.type else np.float32) for i in session.get_inputs()}
         dtypes[session.get_outputs()[0].name] = np.dtype(np.float32)
         max_shapes = {i.name: (MAX_BATCH[axis], *i.shape[1:]) for i in session.get_inputs()}
-        io = EngineIO(inputs, session.get_outputs()[0].name, dtypes, max_shapes)
+        io = EngineIO(inputs, session.get_outputs()[0].name, dtypes, max_shapes,
+                      min_frames if axis == "frames" else 1)
         engines[path.stem] = FakeEngine(session, io, driver)
         return engines[path.stem], io
 
@@ -245,3 +254,41 @@ def test_the_diverse_sampler_gives_the_ort_motion_and_replaced_settings_load_the
     assert ELNET_X0 in engines and ELNET_X0 in runner.graphs
     runner.close()
     assert not driver.memory
+
+
+@pytest.mark.parametrize("min_frames", [1, 8])
+def test_a_stream_encodes_single_frames_on_the_engines_whatever_their_profile_starts_at(engine_folder, min_frames):
+    """A stream warms and encodes 1, 2 and 4 frames; engines whose profile starts at 8 frames get them padded."""
+    driver = FakeDriver()
+    runner = TrtRunner(engine_folder, seed=0, driver=driver, loader=fake_loader(engine_folder, driver, {}, min_frames))
+    reference = OrtRunner(engine_folder, "fp32", threads=1)
+    rng = np.random.default_rng(0)
+    config = runner.config
+    for frames in (1, 2, 4, 8, 19):
+        images = rng.random((frames, 3, config.image_size, config.image_size), dtype=np.float32)
+        mel = rng.standard_normal((frames, 1, config.audio_window, config.n_mels), dtype=np.float32)
+        ours, theirs = runner.encode(images, mel), reference.encode(images, mel)
+        assert ours.shape == theirs.shape == (frames, theirs.shape[1])
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5 * np.abs(theirs).max())
+    runner.close()
+    reference.close()
+
+
+def test_an_engine_that_cannot_get_its_buffers_frees_what_it_had(engine_folder):
+    from fad_edge.runtime.trt_runner import _Engine
+
+    driver = FakeDriver()
+    engine, io = fake_loader(engine_folder, driver, {})(engine_folder / "video_encoder.engine")
+    driver.fail_after = 1  # the input's buffer, then out of memory at the output's
+    with pytest.raises(MemoryError):
+        _Engine(engine, io, driver)
+    assert not driver.memory and len(driver.freed) == 1
+
+
+def test_the_encoders_profile_starts_at_one_frame():
+    from fad_edge.export.tensorrt_build import EngineProfile
+
+    profile = EngineProfile(max_clips=16)
+    assert profile.batch_range("video_encoder", 8) == (1, 64, 128)
+    assert profile.batch_range("audio_encoder", 8) == (1, 64, 128)
+    assert profile.batch_range("elnet_x0", 8) == (1, 8, 16)

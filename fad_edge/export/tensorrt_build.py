@@ -39,8 +39,10 @@ class EngineProfile:
     workspace_mb: int = 1024
 
     def batch_range(self, graph: str, clip_len: int) -> tuple[int, int, int]:
-        scale = clip_len if graph in (VIDEO_ENCODER, AUDIO_ENCODER) else 1
-        return self.min_clips * scale, self.opt_clips * scale, self.max_clips * scale
+        """The encoders' range starts at one frame: a stream encodes each frame as it arrives."""
+        if graph in (VIDEO_ENCODER, AUDIO_ENCODER):
+            return 1, self.opt_clips * clip_len, self.max_clips * clip_len
+        return self.min_clips, self.opt_clips, self.max_clips
 
 
 def _network_flags() -> int:

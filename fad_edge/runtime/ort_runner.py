@@ -237,6 +237,7 @@ class OrtRunner(ClipRunner):
     """
 
     backend = "ort"
+    clip_batch: int | None = None  # clips per ELNet call (None: all); a GPU provider's profile sets it
 
     def __init__(self, folder: Path, precision: str = "fp32", threads: int = 2, steps: int | None = None,
                  seed: int = 0, manifest: ExportManifest | None = None, device_id: int = 0,
@@ -250,6 +251,7 @@ class OrtRunner(ClipRunner):
                 with contextlib.suppress(Exception):  # best effort: a provider that still cannot start is caught below
                     ort.preload_dlls()
             self.frame_batch = GPU_FRAME_BATCH
+            self.clip_batch = GPU_MAX_CLIPS
         self.folder = Path(folder)
         self.manifest = manifest or ExportManifest.load(self.folder)
         config = self.manifest.model_config
@@ -303,13 +305,24 @@ class OrtRunner(ClipRunner):
         conditions = conditions.astype(np.float32, copy=False)
         graph = self.elnet_graph
         if graph == ELNET_X0:
-            return self.elnet(graph).run(None, {"x_start": state, "condition": conditions})[0]
+            return self._elnet_in_batches(graph, {"x_start": state, "condition": conditions})
         x = state
         for t, t_prev in self.sampler.pairs():
             step = np.full(len(x), t, dtype=np.int64)
-            epsilon = self.elnet(graph).run(None, {"x_t": x, "step": step, "condition": conditions})[0]
+            epsilon = self._elnet_in_batches(graph, {"x_t": x, "step": step, "condition": conditions})
             x = self.sampler.step(epsilon, t, x, t_prev, self.sampler.noise(x.shape, generator, t_prev))
         return x * self.std + self.mean
+
+    def _elnet_in_batches(self, graph: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """ELNet over every clip, `clip_batch` clips a call where a GPU provider's profile stops there (the
+        noise is drawn for all clips at once, so the motion does not depend on the batching)."""
+        clips = len(feeds["condition"])
+        session = self.elnet(graph)
+        if self.clip_batch is None or clips <= self.clip_batch:
+            return session.run(None, feeds)[0]
+        return np.concatenate([session.run(None, {name: array[start : start + self.clip_batch]
+                                                  for name, array in feeds.items()})[0]
+                               for start in range(0, clips, self.clip_batch)])
 
     def end_profiling(self) -> dict[str, Path]:
         """Stop the profiler of each session (opened with `profile_dir`); the trace file of each graph, by name."""

@@ -41,12 +41,14 @@ from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 @dataclass(frozen=True)
 class EngineIO:
-    """An engine's tensors: input names (in order), its output, dtypes, and each input's largest shape."""
+    """An engine's tensors: input names (in order), its output, dtypes, each input's largest shape, and the
+    smallest batch its profile takes."""
 
     inputs: tuple[str, ...]
     output: str
     dtypes: dict[str, np.dtype]
     max_shapes: dict[str, tuple[int, ...]]
+    min_batch: int = 1
 
 
 def describe_engine(engine: Any) -> EngineIO:
@@ -59,7 +61,8 @@ def describe_engine(engine: Any) -> EngineIO:
     outputs = [n for n in names if typed.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
     dtypes = {n: np.dtype(trt.nptype(typed.get_tensor_dtype(n))) for n in names}
     max_shapes = {n: _shape(typed.get_tensor_profile_shape(n, 0)[2]) for n in inputs}
-    return EngineIO(inputs, outputs[0], dtypes, max_shapes)
+    min_batch = max(_shape(typed.get_tensor_profile_shape(n, 0)[0])[0] for n in inputs)
+    return EngineIO(inputs, outputs[0], dtypes, max_shapes, min_batch)
 
 
 def _shape(dims: Any) -> tuple[int, ...]:
@@ -91,16 +94,20 @@ class _Engine:
         self.engine: trt.ICudaEngine = engine
         self.context: trt.IExecutionContext = engine.create_execution_context()
         self.io, self.driver = io, driver
-        for name in io.inputs:  # the largest shapes, to size the output
-            self._set_shape(name, io.max_shapes[name])
-        output_shape = _shape(self.context.get_tensor_shape(io.output))
-        self.max_batch = min(shape[0] for shape in io.max_shapes.values())
-        sizes = {name: _nbytes(io.max_shapes[name], io.dtypes[name]) for name in io.inputs}
-        sizes[io.output] = _nbytes(output_shape, io.dtypes[io.output])
         self.buffers: dict[str, int] = {}
-        for name, size in sizes.items():
-            self.buffers[name] = driver.alloc(size)
-            self.context.set_tensor_address(name, self.buffers[name])
+        try:  # a failure part way (out of memory) frees what was allocated before the caller drops the context
+            for name in io.inputs:  # the largest shapes, to size the output
+                self._set_shape(name, io.max_shapes[name])
+            output_shape = _shape(self.context.get_tensor_shape(io.output))
+            self.max_batch = min(shape[0] for shape in io.max_shapes.values())
+            sizes = {name: _nbytes(io.max_shapes[name], io.dtypes[name]) for name in io.inputs}
+            sizes[io.output] = _nbytes(output_shape, io.dtypes[io.output])
+            for name, size in sizes.items():
+                self.buffers[name] = driver.alloc(size)
+                self.context.set_tensor_address(name, self.buffers[name])
+        except BaseException:
+            self.free()
+            raise
 
     def _set_shape(self, name: str, shape: tuple[int, ...]) -> None:
         if not self.context.set_input_shape(name, shape):
@@ -117,10 +124,20 @@ class _Engine:
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         batch = len(feeds[self.io.inputs[0]])
         if batch <= self.max_batch:
-            return self._run(feeds)
-        parts = [self._run({name: array[start : start + self.max_batch] for name, array in feeds.items()})
+            return self._run_padded(feeds)
+        parts = [self._run_padded({name: array[start : start + self.max_batch] for name, array in feeds.items()})
                  for start in range(0, batch, self.max_batch)]
         return np.concatenate(parts)
+
+    def _run_padded(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """A batch below the profile's smallest (an engine built before its encoders' range started at one
+        frame) is padded with its last row, and the padding's output cut off."""
+        batch = len(feeds[self.io.inputs[0]])
+        if batch >= self.io.min_batch:
+            return self._run(feeds)
+        padded = {name: np.concatenate([array, np.repeat(array[-1:], self.io.min_batch - batch, axis=0)])
+                  for name, array in feeds.items()}
+        return self._run(padded)[:batch]
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         for name in self.io.inputs:
