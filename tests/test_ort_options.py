@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 
 from fad_edge.artifact import AUDIO_ENCODER, ELNET_EPS, ELNET_X0, VIDEO_ENCODER
@@ -94,5 +95,10 @@ def test_the_tensorrt_provider_runs_only_the_encoders_in_fp16(tiny_export, tmp_p
         return options["trt_fp16_enable"]
 
     expected = {VIDEO_ENCODER: True, AUDIO_ENCODER: True, ELNET_X0: False, ELNET_EPS: False}
+    # The engine cache is kept per ONNX Runtime version (and so per TensorRT), inside the export folder.
+    options = execution_providers("ort-trt", "fp16", folder / "elnet_x0.onnx", ELNET_X0)[0][1]
+    assert options["trt_engine_cache_path"] == str(folder / "ort_trt_cache" / f"onnxruntime-{ort.__version__}")
+    from fad_edge.export.pipeline import check_export_target
+    check_export_target(folder)  # the cache is the export's: a new export replaces it with the folder
     assert {graph: fp16_enabled(graph, "fp16") for graph in expected} == expected
     assert not any(fp16_enabled(graph, "fp32") for graph in expected)

@@ -43,7 +43,7 @@ from fad_edge.listener_model import ListenerModel
 from fad_edge.model_draws import EncodedInputs, encode_inputs, sample_encoded
 from fad_edge.reporting import Say, silent
 from fad_edge.runtime.base import ClipRunner, clip_condition_windows
-from fad_edge.runtime.ort_runner import OrtRunner
+from fad_edge.runtime.ort_runner import TRT_CACHE, OrtRunner
 from fad_edge.runtime.torch_runner import TorchRunner
 from fad_edge.samples import LabelledInputs, mean_l2, split_samples, synthetic_samples
 from fad_edge.sampling import DEFAULT_SAMPLER, SAMPLERS, DiffusionSampler, SamplerSettings
@@ -104,7 +104,8 @@ def check_export_target(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; give --out a new or export folder")
     if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir() if not (p.is_file() and p.suffix in EXPORT_SUFFIXES))
+        foreign = sorted(p.name for p in out.iterdir()
+                         if not (p.is_file() and p.suffix in EXPORT_SUFFIXES) and p.name != TRT_CACHE)
         if foreign:
             raise ExportError(f"{out}: holds {foreign[0]!r}, which no export writes; an export replaces its folder "
                               "whole, so give --out a new or export folder")

@@ -158,9 +158,11 @@ def execution_providers(backend: str, precision: str, path: Path, graph: str, de
     if backend == "ort-cuda":
         return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
     if backend == "ort-trt":
-        cache = path.parent / TRT_CACHE
+        # One cache per ONNX Runtime version (its wheels pin their TensorRT): an engine cached by another
+        # is not rebuilt by the provider, which names its files by the graph and the GPU's architecture.
+        cache = path.parent / TRT_CACHE / f"onnxruntime-{ort.__version__}"
         try:
-            cache.mkdir(exist_ok=True)
+            cache.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise BackendUnavailableError(f"{cache}: cannot create the TensorRT provider's cache ({error}); "
                                           "copy the export folder somewhere writable") from None
