@@ -271,15 +271,15 @@ def test_int8_fallbacks_are_tried_off_budget_and_kept_only_where_they_bring_l2_c
                                                                                      expected):
     from types import SimpleNamespace
 
-    from fad_edge.export import pipeline
+    from fad_edge.export import int8_budget
 
     def record(source: Path, target: Path, feeds: list, nodes: list | None = None) -> None:
         target.write_text(source.parent.name)  # which graph it was quantized from: "frozen" or the export's own
 
-    monkeypatch.setattr(pipeline, "quantize_graph", record)
-    monkeypatch.setattr(pipeline, "check_runs", lambda path: None)
-    monkeypatch.setattr(pipeline, "trunk_nodes", lambda path: [])
-    monkeypatch.setattr(pipeline, "mean_l2", lambda predicted, truth: predicted)
+    monkeypatch.setattr(int8_budget, "quantize_graph", record)
+    monkeypatch.setattr(int8_budget, "check_runs", lambda path: None)
+    monkeypatch.setattr(int8_budget, "trunk_nodes", lambda path: [])
+    monkeypatch.setattr(int8_budget, "mean_l2", lambda predicted, truth: predicted)
     out = tmp_path / "out"
     out.mkdir()
 
@@ -305,17 +305,17 @@ def test_int8_fallbacks_are_tried_off_budget_and_kept_only_where_they_bring_l2_c
             diverse = self.settings == SamplerSettings.named("diverse", self.config)
             return scored if isinstance(scored, float) else scored[diverse]
 
-    monkeypatch.setattr(pipeline, "OrtRunner", ScoredRunner)
-    monkeypatch.setattr(pipeline, "encode_inputs", lambda runner, inputs: inputs)  # which sessions they are
-    monkeypatch.setattr(pipeline, "sample_encoded", lambda runner, encoded, seed: runner.l2(encoded))
+    monkeypatch.setattr(int8_budget, "OrtRunner", ScoredRunner)
+    monkeypatch.setattr(int8_budget, "encode_inputs", lambda runner, inputs: inputs)  # which sessions they are
+    monkeypatch.setattr(int8_budget, "sample_encoded", lambda runner, encoded, seed: runner.l2(encoded))
     manifest = ExportManifest("0", "sha", {}, {}, 18, {graph: {"fp32": f"{graph}.onnx"} for graph in
                                                         (*ENCODERS, "elnet_x0", "elnet_eps")})
-    frozen = pipeline.FrozenGraphs({graph: tmp_path / "frozen" / f"{graph}.onnx" for graph in ENCODERS}, norms=4)
+    frozen = int8_budget.FrozenGraphs({graph: tmp_path / "frozen" / f"{graph}.onnx" for graph in ENCODERS}, norms=4)
     fp32 = {"mean": 1.0, "diverse": 1.0}
-    reported, choice = (pipeline.ScoredChecks(name, [SimpleNamespace(inputs=name, listener=None)], fp32)
+    reported, choice = (int8_budget.ScoredChecks(name, [SimpleNamespace(inputs=name, listener=None)], fp32)
                         for name in ("reported", "choice"))
     feeds = {graph: [] for graph in manifest.graphs}
-    report = pipeline._export_int8(out, manifest, feeds, reported, 1, frozen, lambda: choice)
+    report = int8_budget.quantize_within_budget(out, manifest, feeds, reported, 1, frozen, choice)
     assert (report["elnet"], report["encoder_norms"], report["l2_int8"]) == expected
     assert all(manifest.graphs[graph]["int8"] == f"{graph}.int8.onnx" for graph in ENCODERS)
     quantized = [graph for graph in manifest.graphs if graph in ENCODERS or report["elnet"] == "int8"]
