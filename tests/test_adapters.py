@@ -86,6 +86,14 @@ def _vico(root, clips: int = 2, frames: int = 24, bfm: bool = False, splits=("tr
             np.save(root / split / "speaker_flame" / f"{i}.npy", rng.standard_normal((frames, 56)).astype(np.float32))
 
 
+def test_vico_clips_whose_video_ends_in_upper_case_mp4_are_converted_too(tmp_path):
+    _vico(tmp_path / "vico")
+    speaker = tmp_path / "vico" / "train" / "speaker"
+    (speaker / "1.mp4").rename(speaker / "1.MP4")
+    conversion = convert_vico(tmp_path / "vico", tmp_path / "ours")
+    assert conversion.splits["train"] == ["train_0", "train_1"] and conversion.notes == []
+
+
 def test_vico_converts_to_our_layout(tmp_path):
     _vico(tmp_path / "vico")
     conversion = convert_vico(tmp_path / "vico", tmp_path / "ours")

@@ -185,3 +185,28 @@ def test_an_absurd_flame_value_is_refused_naming_the_file(tmp_path, monkeypatch,
     np.save(bad, flame)
     code, output = _convert(monkeypatch, capsys, tmp_path / "vico", tmp_path / "ours")
     _assert_one_line_error(code, output, f"{bad}: a coefficient of magnitude 1e+38, beyond 10000")
+
+
+def test_real_world_deviations_convert_with_notes_or_are_refused_whole(tmp_path, monkeypatch, capsys):
+    """A header with spaces after its commas, FLAME one frame longer than the video, stereo in opposite phase
+    and audio far longer than the video: converted, with notes. Speaker FLAME for some clips only: refused."""
+    uuids = _release(tmp_path / "vico")
+    first = uuids["train"][0]
+    for split in SPEAKERS:
+        table = tmp_path / "vico" / f"{split}.csv"
+        table.write_text(table.read_text().replace(HEADER, HEADER.replace(",", ", ")))
+    flame = tmp_path / "vico" / "listener_flame" / f"{first}.npy"
+    np.save(flame, np.concatenate([np.load(flame), np.load(flame)[-1:]]))  # 25 rows for 24 frames
+    tone = (0.3 * np.sin(np.arange(48000 * 3) / 7)).astype(np.float32)
+    write_wav(tmp_path / "vico" / "audios" / f"{first}.wav", np.stack([tone, -tone], axis=1), 48000)
+    code, output = _convert(monkeypatch, capsys, tmp_path / "vico", tmp_path / "ours")
+    assert code == 0, output
+    text = " ".join(output.split())
+    assert "cancel each other out" in text and "3.0 s of audio for 0.8 s of video" in text
+    session = layout.load_session(tmp_path / "ours" / f"train_{first}", None)
+    assert len(session.listener) == len(session.frames) == 24
+    (tmp_path / "vico" / "speaker_flame").mkdir()
+    np.save(tmp_path / "vico" / "speaker_flame" / f"{first}.npy", np.zeros((24, 56), np.float32))
+    code, output = _convert(monkeypatch, capsys, tmp_path / "vico", tmp_path / "other")
+    _assert_one_line_error(code, output, "give every clip's, or none")
+    assert not (tmp_path / "other").exists()

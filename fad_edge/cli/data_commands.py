@@ -20,6 +20,7 @@ from fad_edge.cli.validate import (
 console = Console()
 # The mp4 video's bytes per pixel and frame: 0.042 measured for the synthetic faces at 128 px, with a margin.
 VIDEO_BYTES_PER_PIXEL = 0.06
+NOTES_SHOWN = 5  # a conversion's notes printed one by one (a real dataset may give one per clip)
 
 
 def session_bytes_per_second(image_size: int, alternatives: int) -> float:
@@ -87,6 +88,11 @@ def convert_vico(
         conversion = run(src, out, overwrite=overwrite, val=val)
     counts = ", ".join(f"{k} {len(v)}" for k, v in conversion.splits.items())
     console.print(f"wrote {out} ({counts}) from {conversion.layout}", markup=False)
+    for note in conversion.notes[:NOTES_SHOWN]:
+        console.print(f"note: {note}", style="yellow", markup=False, highlight=False)
+    if len(conversion.notes) > NOTES_SHOWN:
+        console.print(f"note: and {len(conversion.notes) - NOTES_SHOWN} more such notes", style="yellow",
+                      markup=False, highlight=False)
 
 
 def baselines_l2l(

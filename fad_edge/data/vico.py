@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from fad_edge.data.audio_features import resample_audio
 from fad_edge.data.media import read_audio, read_video
 from fad_edge.errors import DataError
 
+LONG_AUDIO_SECONDS = 2.0  # audio longer than the video by more than this is noted: perhaps another clip's
 BFM_WIDTHS = {70, 73, 80, 257, 258}  # BFM exp+angle+trans (+ identity/texture/light in some dumps)
 
 
@@ -47,7 +48,7 @@ def read_flame(path: Path, frames: int | None = None) -> np.ndarray:
     if array.shape[1] != N_COEFFS:
         raise DataError(f"{path}: {array.shape[1]} values per frame; "
                         "a FLAME re-extraction has 56 (expression 50 + pose 6)")
-    if frames is not None and len(array) != frames:
+    if frames is not None and abs(len(array) - frames) > 1:  # one either way: decoders and extractors differ
         raise DataError(f"{path}: {len(array)} frames of parameters but the video has {frames}")
     layout.check_coefficient_values(path, array)
     return pose_first_to_ours(array.astype(np.float32), head_first=True)
@@ -102,6 +103,7 @@ class ViCoConversion:
 
     layout: str
     splits: dict[str, list[str]]
+    notes: list[str] = field(default_factory=list)  # per clip: audio channels that cancelled, audio far too long
 
 
 def find_vico_clips(root: Path) -> ViCoClips:
@@ -141,7 +143,8 @@ def _read_split_csv(path: Path) -> list[tuple[str, str]]:
     """(uuid, speaker_id) of every row of a ViCo split CSV; refused when empty or missing a column."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+            # Header names stripped: "video_id, uuid, speaker_id" (a space after each comma) is common.
+            rows = [{str(key).strip(): value for key, value in row.items()} for row in csv.DictReader(handle)]
             columns = rows[0].keys() if rows else []
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"{path}: not a readable CSV file ({error})") from None
@@ -194,7 +197,8 @@ def _folder_clips(root: Path) -> ViCoClips:
 
 def _split_folder_clips(folder: Path) -> list[ViCoClip]:
     """The clips of one split folder, by its speaker/*.mp4; refused when there are none."""
-    videos = sorted((folder / "speaker").glob("*.mp4"))
+    speaker = folder / "speaker"
+    videos = sorted(path for path in speaker.iterdir() if path.suffix.lower() == ".mp4") if speaker.is_dir() else []
     if not videos:
         found = sorted(path.name + "/" for path in folder.iterdir() if path.is_dir())
         raise DataError(f"{folder}: no clips in speaker/*.mp4 (found {', '.join(found) or 'no folders'}); "
@@ -253,6 +257,11 @@ def _check_clip_files(clips: ViCoClips) -> None:
             for path in (clip.video, clip.audio, clip.listener):
                 if not path.is_file():
                     raise DataError(f"{path}: file not found, for clip {clip.clip_id} listed in {clip.listed_in}")
+    every = [clip for split_clips in clips.splits.values() for clip in split_clips]
+    lacking = [clip for clip in every if not clip.speaker_flame.is_file()]
+    if 0 < len(lacking) < len(every):  # what reads them (NN motion, Mirror) needs every session's, or none
+        raise DataError(f"{lacking[0].speaker_flame}: file not found, though {len(every) - len(lacking)} of the "
+                        f"{len(every)} clips have their speaker's FLAME file; give every clip's, or none")
 
 
 def convert_vico(root: Path, out: Path, overwrite: bool = False, val: ValSplit | None = None) -> ViCoConversion:
@@ -270,24 +279,33 @@ def convert_vico(root: Path, out: Path, overwrite: bool = False, val: ValSplit |
         clips = carve_val_split(clips, val)
     _check_splits_complete(clips)
     _check_clip_files(clips)
+    notes: list[str] = []
     with layout.staged_dataset(out, overwrite) as staging:
-        splits = {split: [_convert_clip(clip, staging / clip.session) for clip in clips.splits[split]]
+        splits = {split: [_convert_clip(clip, staging / clip.session, notes) for clip in clips.splits[split]]
                   for split in layout.SPLIT_NAMES}
         layout.write_splits(staging, splits)
-    return ViCoConversion(clips.layout, splits)
+    return ViCoConversion(clips.layout, splits, notes)
 
 
-def _convert_clip(clip: ViCoClip, session: Path) -> str:
-    """Check one ViCo clip and write it as the session folder `session`; its name."""
+def _convert_clip(clip: ViCoClip, session: Path, notes: list[str]) -> str:
+    """Check one ViCo clip and write it as the session folder `session`; its name. What a user should know
+    of it (channels that cancelled, audio much longer than the video) is appended to `notes`."""
     frames, fps = read_video(clip.video)
     if abs(fps - FPS) > 0.5:
         raise DataError(f"{clip.video}: {fps:.2f} fps; ViCo clips are {FPS} fps")
-    samples, rate = read_audio(clip.audio)
+    heard: list[str] = []
+    samples, rate = read_audio(clip.audio, heard)
+    notes.extend(f"{clip.audio.name}: {note}" for note in heard)
     samples = resample_audio(samples, rate, SAMPLE_RATE)  # our layout is 16 kHz
-    layout.check_audio_covers(clip.audio, len(samples) / SAMPLE_RATE, len(frames))
     listener = read_flame(clip.listener, len(frames))
     speaker = read_flame(clip.speaker_flame, len(frames)) if clip.speaker_flame.exists() else None
-    layout.write_session(session, frames, samples, SAMPLE_RATE, listener, speaker, source="ViCo (FLAME re-extraction)")
+    n = min([len(frames), len(listener)] + ([len(speaker)] if speaker is not None else []))  # one frame apart at most
+    layout.check_audio_covers(clip.audio, len(samples) / SAMPLE_RATE, n)
+    if len(samples) / SAMPLE_RATE > n / FPS + LONG_AUDIO_SECONDS:
+        notes.append(f"{clip.audio.name}: {len(samples) / SAMPLE_RATE:.1f} s of audio for {n / FPS:.1f} s of video; "
+                     "check that it is the clip's own")
+    layout.write_session(session, frames[:n], samples, SAMPLE_RATE, listener[:n],
+                         None if speaker is None else speaker[:n], source="ViCo (FLAME re-extraction)")
     if clip.speaker_id is not None:
         _record_speaker(session, clip.speaker_id)
     return session.name
