@@ -160,15 +160,16 @@ def test_val_fraction_moves_whole_speakers_the_same_way_for_a_seed_and_never_a_t
     assert len(others) > 1  # the seed chooses
 
 
-@pytest.mark.parametrize("speakers, fragment", [
-    ({"train": ["s1", "s2"], "test": ["s1", "s2"]}, "train has 2 speakers, 0 of them not in test"),
-    ({"train": ["s1", "s1"], "test": ["s2"]}, "train has 1 speakers, 1 of them not in test"),
-    (SPEAKERS, "has a val split already (test.csv, train.csv, val.csv); drop --val-fraction"),
+@pytest.mark.parametrize("speakers, fraction, fragment", [
+    ({"train": ["s1", "s2"], "test": ["s1", "s2"]}, 0.5, "train has 2 speakers, 0 of them not in test"),
+    ({"train": ["s1", "s1"], "test": ["s2"]}, 0.5, "would move all 1 of train's speakers to val"),
+    ({"train": ["s1", "s2", "s3"], "test": ["s4"]}, 0.99, "would move all 3 of train's speakers to val"),
+    (SPEAKERS, 0.5, "has a val split already (test.csv, train.csv, val.csv); drop --val-fraction"),
 ])
-def test_val_fraction_is_refused_where_it_cannot_carve_by_speaker(tmp_path, speakers, fragment):
+def test_val_fraction_is_refused_where_it_cannot_carve_by_speaker(tmp_path, speakers, fraction, fragment):
     _release(tmp_path / "vico", speakers, media=False)
     with pytest.raises(DataError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
-        carve_val_split(find_vico_clips(tmp_path / "vico"), ValSplit(0.5, seed=0))
+        carve_val_split(find_vico_clips(tmp_path / "vico"), ValSplit(fraction, seed=0))
 
 
 def test_val_fraction_is_refused_in_per_split_folders_which_have_no_speaker_ids(tmp_path, monkeypatch, capsys):
@@ -203,6 +204,7 @@ def test_real_world_deviations_convert_with_notes_or_are_refused_whole(tmp_path,
     assert code == 0, output
     text = " ".join(output.split())
     assert "cancel each other out" in text and "3.0 s of audio for 0.8 s of video" in text
+    assert "also in train" not in text  # SPEAKERS: each split its own people
     session = layout.load_session(tmp_path / "ours" / f"train_{first}", None)
     assert len(session.listener) == len(session.frames) == 24
     (tmp_path / "vico" / "speaker_flame").mkdir()
@@ -210,3 +212,12 @@ def test_real_world_deviations_convert_with_notes_or_are_refused_whole(tmp_path,
     code, output = _convert(monkeypatch, capsys, tmp_path / "vico", tmp_path / "other")
     _assert_one_line_error(code, output, "give every clip's, or none")
     assert not (tmp_path / "other").exists()
+
+
+def test_speakers_of_test_also_in_train_are_noted(tmp_path):
+    from fad_edge.data.vico import convert_vico
+
+    _release(tmp_path / "vico", {"train": ["s1", "s2"], "val": ["s3"], "test": ["s2"]})
+    conversion = convert_vico(tmp_path / "vico", tmp_path / "ours")
+    assert conversion.notes == ["1 speaker(s) of test are also in train (e.g. s2): its figures on their clips are "
+                                "not of new speakers"]

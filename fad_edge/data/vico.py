@@ -229,7 +229,10 @@ def carve_val_split(clips: ViCoClips, val: ValSplit) -> ViCoClips:
         if sum(clips_of[speaker] for speaker in taken) >= val.fraction * len(train):
             break
         taken.add(candidates[i])
-    if not taken or taken == set(speakers):
+    if taken == set(speakers):
+        raise DataError(f"{clips.root}: --val-fraction {val.fraction:g} would move all {len(speakers)} of train's "
+                        "speakers to val and leave none to train on; give a smaller fraction, or add a val.csv")
+    if not taken:
         raise DataError(f"{clips.root}: train has {len(speakers)} speakers, {len(candidates)} of them not in "
                         f"test: too few to carve a val split of --val-fraction {val.fraction:g} by speaker and "
                         "keep one in train; add a val.csv")
@@ -279,12 +282,25 @@ def convert_vico(root: Path, out: Path, overwrite: bool = False, val: ValSplit |
         clips = carve_val_split(clips, val)
     _check_splits_complete(clips)
     _check_clip_files(clips)
-    notes: list[str] = []
+    notes = _shared_speaker_notes(clips)
     with layout.staged_dataset(out, overwrite) as staging:
         splits = {split: [_convert_clip(clip, staging / clip.session, notes) for clip in clips.splits[split]]
                   for split in layout.SPLIT_NAMES}
         layout.write_splits(staging, splits)
     return ViCoConversion(clips.layout, splits, notes)
+
+
+def _shared_speaker_notes(clips: ViCoClips) -> list[str]:
+    """A note where a speaker is in train and in val or test (ViCo's own split allows it): figures on those
+    sessions are not of new speakers."""
+    speakers = {split: {clip.speaker_id for clip in split_clips if clip.speaker_id is not None}
+                for split, split_clips in clips.splits.items()}
+    notes = []
+    for split in ("val", "test"):
+        if shared := sorted(speakers.get("train", set()) & speakers.get(split, set())):
+            notes.append(f"{len(shared)} speaker(s) of {split} are also in train (e.g. {shared[0]}): its figures "
+                         "on their clips are not of new speakers")
+    return notes
 
 
 def _convert_clip(clip: ViCoClip, session: Path, notes: list[str]) -> str:
