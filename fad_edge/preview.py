@@ -10,6 +10,7 @@ size of reactions are easy to see.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -56,14 +57,18 @@ def draw_listener(coefficients: np.ndarray, mean: np.ndarray, std: np.ndarray, s
 
 def render_preview(speaker_frames: np.ndarray, motion: np.ndarray, mean: np.ndarray, std: np.ndarray,
                    path: Path, fps: float = FPS) -> Path:
-    """An MP4 with the speaker (left) and the listener drawing (right), one frame per motion frame."""
-    frames = []
-    for frame, coefficients in zip(speaker_frames, motion):
-        left = cv2.resize(frame, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
-        right = draw_listener(coefficients, mean, std)
-        both = np.concatenate([left, right], axis=1)
-        cv2.putText(both, "speaker", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.putText(both, "listener (fad-edge)", (SIDE + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (40, 40, 40), 1,
-                    cv2.LINE_AA)
-        frames.append(both)
-    return write_video(path, np.stack(frames), fps)
+    """An MP4 with the speaker (left) and the listener drawing (right), one frame per motion frame.
+
+    The frames are drawn and written one at a time: a 30-minute preview would otherwise hold 42 GB of them.
+    """
+    def composed() -> Iterator[np.ndarray]:
+        for frame, coefficients in zip(speaker_frames, motion):
+            left = cv2.resize(frame, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+            right = draw_listener(coefficients, mean, std)
+            both = np.concatenate([left, right], axis=1)
+            cv2.putText(both, "speaker", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(both, "listener (fad-edge)", (SIDE + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (40, 40, 40), 1,
+                        cv2.LINE_AA)
+            yield both
+
+    return write_video(path, composed(), fps)

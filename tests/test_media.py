@@ -155,3 +155,26 @@ def test_stereo_in_opposite_phase_is_read_as_one_channel_with_a_note(tmp_path):
     assert len(notes) == 1 and "opposite phase" in notes[0]
     stereo, _ = read_audio(tmp_path / "inverted.wav")  # without a list for the notes: the same samples
     assert np.array_equal(stereo, samples)
+
+
+def test_a_video_written_from_frames_one_at_a_time_holds_one_at_a_time(tmp_path):
+    """The preview of a long video streams its frames: held all at once, 30 minutes of them are 42 GB."""
+    import tracemalloc
+
+    from fad_edge.preview import render_preview
+
+    rng = np.random.default_rng(0)
+    speaker = rng.integers(0, 255, (200, 64, 64, 3), dtype=np.uint8)
+    motion = (0.1 * rng.standard_normal((200, 56))).astype(np.float32)
+    tracemalloc.start()
+    try:
+        render_preview(speaker, motion, np.zeros(56, np.float32), np.ones(56, np.float32), tmp_path / "p.mp4")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, peak  # 200 composed 256x512 frames held together are 79 MB
+    assert read_video(tmp_path / "p.mp4")[0].shape == (200, 256, 512, 3)
+    frames = (np.zeros((8, 8, 3), np.uint8) if k < 3 else np.zeros((8, 9, 3), np.uint8) for k in range(5))
+    with pytest.raises(DataError, match="video frame 3 is uint8 \\(8, 9, 3\\), not uint8 \\(8, 8, 3\\)"):
+        write_video(tmp_path / "mixed.mp4", frames, 30)
+    assert not (tmp_path / "mixed.mp4").exists()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,15 +122,20 @@ def _frame_bytes(capture: cv2.VideoCapture) -> int:
     return max(width, 1) * max(height, 1) * 3
 
 
-def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
-    """Write uint8 RGB frames (T, H, W, 3) as an mp4 (mp4v), atomically."""
-    frames_rgb = np.asarray(frames_rgb)
-    if frames_rgb.dtype != np.uint8 or frames_rgb.ndim != 4 or frames_rgb.shape[-1] != 3 or len(frames_rgb) == 0:
-        raise DataError(
-            f"video frames must be non-empty uint8 (T, H, W, 3), got {frames_rgb.dtype} {frames_rgb.shape}"
-        )
+def write_video(path: Path, frames_rgb: np.ndarray | Iterable[np.ndarray], fps: float) -> Path:
+    """Write uint8 RGB frames as an mp4 (mp4v), atomically: a (T, H, W, 3) array, or (H, W, 3) frames one at a
+    time from an iterable (a long video's frames need never all be in memory at once)."""
+    if isinstance(frames_rgb, np.ndarray) and (frames_rgb.ndim != 4 or len(frames_rgb) == 0):
+        raise DataError(f"video frames must be non-empty uint8 (T, H, W, 3), got {frames_rgb.dtype} "
+                        f"{frames_rgb.shape}")
+    frames = iter(frames_rgb)
+    first = next(frames, None)
+    if first is None or first.dtype != np.uint8 or first.ndim != 3 or first.shape[-1] != 3:
+        got = "nothing" if first is None else f"{first.dtype} {first.shape}"
+        raise DataError(f"video frames must be non-empty uint8 (T, H, W, 3), got frames of {got}")
     path = Path(path)
-    height, width = frames_rgb.shape[1:3]
+    height, width = first.shape[:2]
+    written = 0
     with atomic_output(path) as temporary:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter.fourcc(*"mp4v"), float(fps), (width, height))
         level = cv2.utils.logging.getLogLevel()
@@ -137,13 +143,17 @@ def write_video(path: Path, frames_rgb: np.ndarray, fps: float) -> Path:
         try:
             if not writer.isOpened():
                 raise DataError(f"{path}: OpenCV cannot write mp4 here")
-            for frame in frames_rgb:
+            for frame in itertools.chain([first], frames):
+                if frame.shape != first.shape or frame.dtype != np.uint8:
+                    raise DataError(f"video frame {written} is {frame.dtype} {frame.shape}, not uint8 {first.shape} "
+                                    "as the first")
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                written += 1
         finally:
             writer.release()
             cv2.utils.logging.setLogLevel(level)
         # VideoWriter.write reports nothing: read the file back, so a failed write never replaces a good video.
-        if _frame_count(temporary) != len(frames_rgb):
+        if _frame_count(temporary) != written:
             raise DataError(f"{path}: the video could not be written whole (is the disk full?); the earlier file, "
                             "if any, is kept")
     return path
