@@ -82,9 +82,10 @@ def nearest_windows(features: np.ndarray, neighbours: int) -> list[list[int]]:
     return [[int(j) for j in np.argsort(row, kind="stable")[:count]] for row in distances]
 
 
-def _speaker_features(session: ReactSession, frames: int) -> np.ndarray:
-    """What the neighbour rule compares: speaker motion, or per-frame mean log-mel without it."""
-    if session.speaker is not None:
+def _speaker_features(session: ReactSession, frames: int, motion: bool) -> np.ndarray:
+    """What the neighbour rule compares: speaker motion where every session has it (`motion`), else each
+    frame's mean log-mel, the same kind of feature for every window."""
+    if motion and session.speaker is not None:
         return session.speaker[:frames]
     if session.mel is None:
         raise ValueError(f"{session.name}: neither speaker coefficients nor audio features to find neighbours by")
@@ -112,7 +113,8 @@ def build_windows(sessions: list[ReactSession], window: int, neighbours: int,
                        for n, (i, start) in enumerate(starts)]
         return ReactWindows(names, starts, window, listeners, speakers, appropriate, "alternatives")
     if neighbour_lists is None:
-        features = np.stack([_speaker_features(sessions[i], start + window)[start:] for i, start in starts])
+        features = np.stack([_speaker_features(sessions[i], start + window, has_speaker)[start:]
+                             for i, start in starts])
         neighbour_lists = nearest_windows(features, neighbours)
     if len(neighbour_lists) != len(starts):
         raise ValueError(f"{len(neighbour_lists)} neighbour lists for {len(starts)} windows")

@@ -173,3 +173,15 @@ def test_without_speaker_coefficients_the_neighbours_are_found_by_audio():
     assert windows is not None and windows.speakers is None
     assert [len(a) for a in windows.appropriate] == [2, 2, 2, 2]
     np.testing.assert_array_equal(windows.appropriate[0][1], windows.listeners[1])
+
+
+def test_where_some_sessions_lack_speaker_coefficients_every_window_is_compared_by_audio():
+    """Speaker motion (56 dims) for some windows and log-mel (8 here) for others cannot be compared."""
+    rng = np.random.default_rng(14)
+    mel = np.repeat(rng.standard_normal((2, 64 * 4, 8)), 2, axis=0).reshape(4 * 64 * 4, 8)  # windows 0=1, 2=3
+    sessions = [ReactSession("a", rng.standard_normal((128, 56)), rng.standard_normal((128, 56)), mel[: 128 * 4]),
+                ReactSession("b", rng.standard_normal((128, 56)), None, mel[128 * 4:])]
+    windows = build_windows(sessions, 64, neighbours=1)
+    assert windows is not None and windows.speakers is None
+    assert [int(np.flatnonzero((windows.listeners == a[1]).all(axis=(1, 2)))[0]) for a in windows.appropriate] == [
+        1, 0, 3, 2]  # found by their audio, the only feature every session has
