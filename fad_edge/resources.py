@@ -9,6 +9,7 @@ everything else running. psutil would give the same total; a sysconf call needs 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from fad_edge.errors import FadEdgeError
@@ -44,8 +45,11 @@ def readable_size(nbytes: float) -> str:
     and neither do eighteen digits of GiB."""
     for unit, scale in UNITS:
         if nbytes >= scale:
-            value = nbytes / scale
-            if value < 1000:
+            try:
+                value = nbytes / scale
+            except OverflowError:  # an absurd integer, beyond any float
+                return f"more than {sys.float_info.max / scale:.3g} {unit}"
+            if value < 999.5:  # 3 digits that do not round up to 1e+03
                 return f"{value:.3g} {unit}"
             return f"{value:,.0f} {unit}" if value < 1e6 else f"{value:.3g} {unit}"  # only in the largest unit
     return f"{nbytes:.0f} bytes"

@@ -196,6 +196,8 @@ def test_readable_sizes_keep_their_digits():
         "512 bytes", "1.5 KiB", "1.25 MiB", "1,024 MiB", "1 GiB", "3.46 GiB"]
     # --frames 99999999999999999999 asked for 166702270507812512.0 GiB
     assert [readable_size(n) for n in (2.5 * 2**40, 1.79e20, 2**60 * 3e6)] == ["2.5 TiB", "155 EiB", "3e+06 EiB"]
+    assert readable_size(999.6 * 2**30) == "1,000 GiB"  # not "1e+03 GiB"
+    assert readable_size(10**400).startswith("more than 1.56e+290 EiB")  # an integer beyond any float
 
 
 def test_generate_never_writes_into_a_dataset(dataset, tmp_path, monkeypatch, capsys):

@@ -278,12 +278,17 @@ def _report(stream: ListenerStream, config: SoakConfig, feeder: dict[str, int], 
             memory: list[tuple[float, float]], behind: float, wall: float) -> dict[str, Any]:
     stats = stream.stats()
     clips = record.clips[: record.n_clips]
+    if not len(clips):
+        raise FadEdgeError(f"no clip came out of the stream in {config.minutes:g} simulated minutes "
+                           f"({stats.frames} frames accepted); nothing to report")
     latency, compute = clips[:, 1] * 1000, clips[:, 2] * 1000
     # What the stream adds to the model's time once a clip is complete (waiting, hand-over); the
     # frames encoded ahead were computed before the latency started.
     overhead = latency - (compute - clips[:, 3] * 1000)
     pushes = record.pushes[: record.n_pushes] * 1000
-    warm = memory[1][1] if len(memory) > 2 else memory[0][1]
+    # From the end of the first minute, everything warm; a run of a minute or less has no such sample.
+    warm = memory[1][1] if len(memory) > 2 else None
+    growth = None if warm is None else memory[-1][1] - warm
     steady = latency[1:] if len(latency) > 1 else latency
     p50, p99 = float(np.percentile(steady, 50)), float(np.percentile(steady, 99))
     slots = stats.frames + stats.frames_repeated + stats.frames_padded
@@ -311,14 +316,14 @@ def _report(stream: ListenerStream, config: SoakConfig, feeder: dict[str, int], 
                        "share_of_wall": float(compute.sum() / 1000 / wall)},
         "push_video_ms": {"p50": float(np.percentile(pushes, 50)), "p99": float(np.percentile(pushes, 99)),
                           "max": float(pushes.max())},
-        "memory_mb": {"rss_after_first_minute": warm, "rss_at_end": memory[-1][1],
-                      "growth": memory[-1][1] - warm, "max_growth": max(m for _, m in memory[1:]) - warm,
+        "memory_mb": {"rss_after_first_minute": warm, "rss_at_end": memory[-1][1], "growth": growth,
+                      "max_growth": None if warm is None else max(m for _, m in memory[1:]) - warm,
                       "per_minute": [round(m, 2) for _, m in memory]},
         "stream_counters": asdict(stats),
         "feeder_counters": feeder,
         "accounting": accounting,
         "targets": TARGETS,
-        "passed": {"memory": memory[-1][1] - warm <= TARGETS["memory_growth_mb"],
+        "passed": {"memory": None if growth is None else growth <= TARGETS["memory_growth_mb"],  # None: not measured
                    "p99_over_p50": p99 / p50 <= TARGETS["p99_over_p50"],
                    "no_unexplained_lost_clips": unexplained == 0},
     }
@@ -344,6 +349,8 @@ def main() -> None:
     config = SoakConfig(minutes=args.minutes, speed=args.speed, seed=args.seed)
     try:
         result = run_soak(runner, config, say=lambda line: print(line, flush=True))
+    except FadEdgeError as error:
+        raise SystemExit(f"error: {error}") from None
     finally:
         close = getattr(runner, "close", None)  # part of the runner contract; older runners may lack it
         if callable(close):
@@ -352,8 +359,9 @@ def main() -> None:
                         "preset": runner.config.preset}
     atomic_write_bytes(args.out, json_report_bytes(result))
     latency, memory = result["latency_ms"], result["memory_mb"]
+    growth = "not measured (a minute or less)" if memory["growth"] is None else f"{memory['growth']:+.1f} MB"
     print(f"{result['clips']} clips in {result['wall_seconds']:.0f} s; latency p50 {latency['p50']:.1f} ms, "
-          f"p99 {latency['p99']:.1f} ms (x{latency['p99_over_p50']:.2f}); RSS growth {memory['growth']:+.1f} MB")
+          f"p99 {latency['p99']:.1f} ms (x{latency['p99_over_p50']:.2f}); RSS growth {growth}")
     print(f"passed: {result['passed']}; report: {args.out}")
 
 
