@@ -12,6 +12,7 @@ module imports no torch: the edge runtime runs on NumPy and the backend's own li
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -21,6 +22,17 @@ from fad_edge.data.inputs import SpeakerInputs, prepare_inputs
 from fad_edge.errors import FadEdgeError
 from fad_edge.models.config import ModelConfig
 from fad_edge.sampling import DEFAULT_SAMPLER, DiffusionSampler, SamplerSettings
+
+
+def run_in_batches(run: Callable[[dict[str, np.ndarray]], np.ndarray], feeds: dict[str, np.ndarray],
+                   size: int | None) -> np.ndarray:
+    """`run` over every row of `feeds` (arrays of equal length), `size` rows a call (None: all in one), outputs
+    concatenated: for sessions and engines whose profiles stop at a batch size."""
+    rows = len(next(iter(feeds.values())))
+    if size is None or rows <= size:
+        return run(feeds)
+    return np.concatenate([run({name: array[start : start + size] for name, array in feeds.items()})
+                           for start in range(0, rows, size)])
 
 
 def clip_condition_windows(features: np.ndarray, clip_len: int, context_clips: int) -> np.ndarray:

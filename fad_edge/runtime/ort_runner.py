@@ -35,7 +35,7 @@ from fad_edge.artifact import (
 )
 from fad_edge.backends import get_backend
 from fad_edge.errors import BackendUnavailableError, EngineMismatchError, ExportError, FadEdgeError
-from fad_edge.runtime.base import ClipRunner
+from fad_edge.runtime.base import ClipRunner, run_in_batches
 from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
 
 
@@ -318,13 +318,8 @@ class OrtRunner(ClipRunner):
     def _elnet_in_batches(self, graph: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """ELNet over every clip, `clip_batch` clips a call where a GPU provider's profile stops there (the
         noise is drawn for all clips at once, so the motion does not depend on the batching)."""
-        clips = len(feeds["condition"])
         session = self.elnet(graph)
-        if self.clip_batch is None or clips <= self.clip_batch:
-            return session.run(None, feeds)[0]
-        return np.concatenate([session.run(None, {name: array[start : start + self.clip_batch]
-                                                  for name, array in feeds.items()})[0]
-                               for start in range(0, clips, self.clip_batch)])
+        return run_in_batches(lambda part: session.run(None, part)[0], feeds, self.clip_batch)
 
     def end_profiling(self) -> dict[str, Path]:
         """Stop the profiler of each session (opened with `profile_dir`); the trace file of each graph, by name."""

@@ -33,7 +33,7 @@ from fad_edge.artifact import (
     check_engine_target,
 )
 from fad_edge.errors import BackendUnavailableError, FadEdgeError
-from fad_edge.runtime.base import ClipRunner
+from fad_edge.runtime.base import ClipRunner, run_in_batches
 from fad_edge.runtime.cuda_driver import CudaDriver
 from fad_edge.runtime.tensorrt_support import current_gpu_target, require_cuda, require_tensorrt
 from fad_edge.sampling import DEFAULT_SAMPLER, SamplerSettings
@@ -122,12 +122,7 @@ class _Engine:
         del self.context, self.engine
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        batch = len(feeds[self.io.inputs[0]])
-        if batch <= self.max_batch:
-            return self._run_padded(feeds)
-        parts = [self._run_padded({name: array[start : start + self.max_batch] for name, array in feeds.items()})
-                 for start in range(0, batch, self.max_batch)]
-        return np.concatenate(parts)
+        return run_in_batches(self._run_padded, feeds, self.max_batch)
 
     def _run_padded(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """A batch below the profile's smallest (an engine built before its encoders' range started at one
